@@ -1,0 +1,238 @@
+// Package meta is the metadata model of vfolder and the Store that keeps it.
+//
+// # Model
+//
+//   - Volume: a named shared storage volume (a host directory mounted at the
+//     same path on every node) and its per-volume switches.
+//   - QuotaScope: a user or a project on one volume ("user:<uuid>",
+//     "project:<uuid>"), with its hard byte limit and optional inode limit.
+//     Usage figures are not kept here: they belong to package quota.
+//   - Folder: one vfolder. Its id is a UUID; on the volume it lives at
+//     <volume>/<scope-hex>/<id[0:2]>/<id[2:4]>/<id[4:]>.
+//   - Policy: the resource policy of a user or project (max folder count,
+//     default quota scope size).
+//
+// # Contract of a Store
+//
+// Every implementation runs the shared conformance suite in package
+// meta/metatest. The rules it checks:
+//
+//   - Each method is one transaction: it either applies completely or not at
+//     all, also across a crash (SIGKILL) of the process; no half-written
+//     record is ever visible.
+//   - Methods are safe for concurrent use. Concurrent CreateFolder calls
+//     never produce two live folders of one owner with the same name, nor
+//     more folders than the owner's policy allows.
+//   - Errors are the sentinels below, possibly wrapped; callers test them
+//     with errors.Is. A method that fails changes nothing.
+//   - Returned values are copies: mutating them does not change the store.
+//   - Names are unique per owner across all volumes for every folder that
+//     still has a record, trashed ones included; a purged folder's name can
+//     be reused.
+//
+// The Store validates what makes a record well-formed (ids, names, enums)
+// but not policy that depends on the caller (who may create what): that is
+// the service layer's job.
+package meta
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Every Store method returns one of these (wrapped with
+// detail) for expected failures.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrExists        = errors.New("already exists")
+	ErrInvalid       = errors.New("invalid argument")
+	ErrLimitExceeded = errors.New("limit exceeded")
+	ErrConflict      = errors.New("conflict")
+	ErrLocked        = errors.New("state directory is in use by another process")
+	ErrClosed        = errors.New("store is closed")
+)
+
+// Permission is what a view or a share allows. Ordered: PermRO < PermRW < PermWD.
+type Permission string
+
+const (
+	PermRO Permission = "ro" // read only
+	PermRW Permission = "rw" // read and write
+	PermWD Permission = "wd" // read, write and delete
+)
+
+// Rank orders permissions; an unknown permission ranks 0.
+func (p Permission) Rank() int {
+	switch p {
+	case PermRO:
+		return 1
+	case PermRW:
+		return 2
+	case PermWD:
+		return 3
+	}
+	return 0
+}
+
+// Valid reports whether p is one of the known permissions.
+func (p Permission) Valid() bool { return p.Rank() > 0 }
+
+// Min returns the lower of two permissions.
+func (p Permission) Min(q Permission) Permission {
+	if q.Rank() < p.Rank() {
+		return q
+	}
+	return p
+}
+
+// UsageMode is the purpose of a folder.
+type UsageMode string
+
+const (
+	ModeGeneral UsageMode = "general"
+	ModeModel   UsageMode = "model"
+	ModeData    UsageMode = "data"
+)
+
+// Valid reports whether m is a known usage mode.
+func (m UsageMode) Valid() bool {
+	return m == ModeGeneral || m == ModeModel || m == ModeData
+}
+
+// Status is a folder's lifecycle state (the reference system's names).
+type Status string
+
+const (
+	StatusReady          Status = "ready"
+	StatusPerforming     Status = "performing"
+	StatusCloning        Status = "cloning"
+	StatusMounted        Status = "mounted"
+	StatusError          Status = "error"
+	StatusDeletePending  Status = "delete-pending"  // in trash, restorable
+	StatusDeleteOngoing  Status = "delete-ongoing"  // purge in progress
+	StatusDeleteComplete Status = "delete-complete" // purged; record about to go
+	StatusDeleteError    Status = "delete-error"    // purge failed; can be retried
+)
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusReady, StatusPerforming, StatusCloning, StatusMounted, StatusError,
+		StatusDeletePending, StatusDeleteOngoing, StatusDeleteComplete, StatusDeleteError:
+		return true
+	}
+	return false
+}
+
+// Live reports whether a folder in this status is usable (not on its way out).
+func (s Status) Live() bool {
+	switch s {
+	case StatusDeletePending, StatusDeleteOngoing, StatusDeleteComplete, StatusDeleteError:
+		return false
+	}
+	return true
+}
+
+// Volume is a shared storage volume as configured on the node.
+type Volume struct {
+	Name string `json:"name"`
+	// Path is the host directory of the volume (the same on every node).
+	Path string `json:"path"`
+	// RWCanDelete lets rw views delete (unlink, rmdir, rename over an
+	// existing entry). When false, only wd views can.
+	RWCanDelete bool `json:"rw_can_delete"`
+	// MountAllowed and CloneAllowed are volume-level switches.
+	MountAllowed bool `json:"mount_allowed"`
+	CloneAllowed bool `json:"clone_allowed"`
+}
+
+// QuotaScope is the quota of one owner (user or project) on one volume.
+type QuotaScope struct {
+	Volume string  `json:"volume"`
+	ID     ScopeID `json:"id"`
+	// LimitBytes is the hard limit in bytes; 0 means no limit.
+	LimitBytes int64 `json:"limit_bytes"`
+	// LimitInodes is the optional inode limit; 0 means no limit.
+	LimitInodes int64     `json:"limit_inodes"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Folder is one vfolder.
+type Folder struct {
+	// ID is the folder's UUID as 32 lowercase hex digits.
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Owner      ScopeID    `json:"owner"`
+	Volume     string     `json:"volume"`
+	UsageMode  UsageMode  `json:"usage_mode"`
+	Permission Permission `json:"permission"` // what project members (or the owner) get
+	Cloneable  bool       `json:"cloneable"`
+	Status     Status     `json:"status"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+}
+
+// FullID is the reference system's full folder id: "<scope-id>/<32-hex>".
+func (f *Folder) FullID() string { return f.Owner.String() + "/" + f.ID }
+
+// Policy is a resource policy of one owner. A zero value means "unlimited".
+type Policy struct {
+	// MaxFolderCount is how many folders the owner may have; 0 = unlimited.
+	MaxFolderCount int `json:"max_vfolder_count"`
+	// MaxQuotaScopeSize is the initial limit given to a new quota scope of
+	// the owner; 0 = none.
+	MaxQuotaScopeSize int64 `json:"max_quota_scope_size"`
+}
+
+// FolderFilter selects folders in ListFolders. Zero fields match anything.
+type FolderFilter struct {
+	Owner  *ScopeID
+	Volume string
+	// IncludeDeleted also lists folders that are not Live (trash etc.).
+	IncludeDeleted bool
+	// OnlyDeleted lists only folders that are not Live.
+	OnlyDeleted bool
+}
+
+// Store keeps the metadata. See the package comment for the contract.
+type Store interface {
+	// PutVolume creates or replaces a volume record.
+	PutVolume(ctx context.Context, v Volume) error
+	GetVolume(ctx context.Context, name string) (Volume, error)
+	ListVolumes(ctx context.Context) ([]Volume, error)
+
+	// CreateScope creates a quota scope; ErrExists if it is there.
+	CreateScope(ctx context.Context, s QuotaScope) error
+	GetScope(ctx context.Context, volume string, id ScopeID) (QuotaScope, error)
+	// UpdateScope applies fn to the stored scope in one transaction.
+	// If fn returns an error nothing is written and that error is returned.
+	UpdateScope(ctx context.Context, volume string, id ScopeID, fn func(*QuotaScope) error) (QuotaScope, error)
+	ListScopes(ctx context.Context, volume string) ([]QuotaScope, error)
+
+	// CreateFolder stores a new folder. It fails with ErrExists when the
+	// owner already has a folder of that name (on any volume) or the id is
+	// taken, and with ErrLimitExceeded when the owner already has
+	// maxCount or more folders (maxCount 0 = unlimited). The check and the
+	// write are one transaction.
+	CreateFolder(ctx context.Context, f Folder, maxCount int) error
+	GetFolder(ctx context.Context, id string) (Folder, error)
+	// FolderByName finds an owner's folder by name.
+	FolderByName(ctx context.Context, owner ScopeID, name string) (Folder, error)
+	ListFolders(ctx context.Context, filter FolderFilter) ([]Folder, error)
+	// UpdateFolder applies fn in one transaction. fn may change Name
+	// (uniqueness is enforced: ErrExists), Status, Permission, UsageMode,
+	// Cloneable; changing ID, Owner or Volume is ErrInvalid. UpdatedAt is
+	// set by the store.
+	UpdateFolder(ctx context.Context, id string, fn func(*Folder) error) (Folder, error)
+	// DeleteFolder removes the record (after a purge); its name is free again.
+	DeleteFolder(ctx context.Context, id string) error
+
+	// GetPolicy returns the owner's policy, or the zero Policy if none is set.
+	GetPolicy(ctx context.Context, owner ScopeID) (Policy, error)
+	SetPolicy(ctx context.Context, owner ScopeID, p Policy) error
+
+	// Close releases the store. Other methods then return ErrClosed.
+	Close() error
+}
