@@ -1,0 +1,54 @@
+# vfolder build and test entry points. `make help` lists them.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(CURDIR)/bin/tools:$(PATH)
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+PKGS      := ./...
+GOFLAGS_T ?= -count=1
+DEMO      := $(CURDIR)/.vfolder-demo
+STATICCHECK_VERSION := v0.8.2
+
+.PHONY: help deps build test test-race e2e lint check run bench clean
+
+help:
+	@echo "make run        install what is needed, build, and run vfolderd on a local demo volume"
+	@echo "make check      install what is needed and run lint plus every test (what CI runs)"
+	@echo "make build      build bin/vfolderd and bin/vfolder"
+	@echo "make test       unit and e2e tests"
+	@echo "make test-race  the same with the race detector"
+	@echo "make e2e        only the end-to-end tests (real mounts, real processes)"
+	@echo "make lint       gofmt, go vet, staticcheck"
+	@echo "make bench      the benchmark harness (writes BENCHMARKS.md)"
+
+deps:
+	@bash contrib/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN)/vfolderd ./cmd/vfolderd
+	$(GO) build -o $(BIN)/vfolder ./cmd/vfolder
+
+test:
+	$(GO) test $(GOFLAGS_T) $(PKGS)
+
+test-race:
+	$(GO) test $(GOFLAGS_T) -race -timeout 40m $(PKGS)
+
+e2e:
+	$(GO) test $(GOFLAGS_T) -v -timeout 30m ./e2e/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	staticcheck $(PKGS)
+
+check: deps lint build test-race
+
+run: deps build
+	@bash contrib/run-demo.sh
+
+bench: deps build
+	$(GO) run ./contrib/bench
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing vfolder needs on a fresh Debian machine.
+# Idempotent and non-interactive: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:$PATH
+
+# Debian packages the tests and the benchmark harness use.
+APT_PACKAGES=(util-linux mount procps)
+
+need=()
+for p in "${APT_PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "install-deps: need root to install: ${need[*]}" >&2
+		exit 1
+	fi
+	echo "install-deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+	echo "install-deps: Go 1.26 or newer is required (expected at /usr/local/go)" >&2
+	exit 1
+fi
+
+go mod download
+mkdir -p bin/tools
+if ! [ -x bin/tools/staticcheck ]; then
+	echo "install-deps: installing staticcheck"
+	GOBIN="$PWD/bin/tools" go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION:-v0.8.2}"
+fi
