@@ -1,0 +1,585 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vfolder/vfolder/api"
+	"github.com/vfolder/vfolder/internal/units"
+	"github.com/vfolder/vfolder/meta"
+)
+
+func ownerFlags(what string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: what + " the user with this UUID", Category: "owner"},
+		&cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: what + " the project with this UUID", Category: "owner"},
+	}
+}
+
+// ownerOf reads --user/--project. given is false when neither is set.
+func ownerOf(c *cli.Context) (owner meta.ScopeID, given bool, err error) {
+	u, p := c.String("user"), c.String("project")
+	switch {
+	case u != "" && p != "":
+		return meta.ScopeID{}, false, usagef(c, "give --user or --project, not both")
+	case u != "":
+		owner, err = meta.UserScope(u)
+		if err != nil {
+			return meta.ScopeID{}, false, fmt.Errorf("--user %q is not a UUID", u)
+		}
+		return owner, true, nil
+	case p != "":
+		owner, err = meta.ProjectScope(p)
+		if err != nil {
+			return meta.ScopeID{}, false, fmt.Errorf("--project %q is not a UUID", p)
+		}
+		return owner, true, nil
+	}
+	return meta.ScopeID{}, false, nil
+}
+
+// needOwner is ownerOf where an owner is required.
+func needOwner(c *cli.Context) (meta.ScopeID, error) {
+	owner, given, err := ownerOf(c)
+	if err == nil && !given {
+		err = usagef(c, "%s needs the owner: --user UUID or --project UUID", c.Command.FullName())
+	}
+	return owner, err
+}
+
+// folderRef reads the REF argument: an id, or a name with an owner flag.
+func folderRef(c *cli.Context) (string, meta.ScopeID, error) {
+	ref := c.Args().First()
+	owner, given, err := ownerOf(c)
+	if err != nil {
+		return "", meta.ScopeID{}, err
+	}
+	if !given {
+		if _, err := meta.ParseUUID(ref); err != nil {
+			return "", meta.ScopeID{}, usagef(c, "%q is not a folder id; to refer to a folder by name, add --user UUID or --project UUID", ref)
+		}
+	}
+	return ref, owner, nil
+}
+
+const refHelp = "REF is a folder id, or a folder name together with --user UUID or --project UUID."
+
+func commands(st *state) []*cli.Command {
+	volumeList := &cli.Command{
+		Name:    "list",
+		Aliases: []string{"ls"},
+		Usage:   "list the storage volumes (hosts) vfolderd serves",
+		Action:  st.volumeList,
+	}
+	return []*cli.Command{
+		{
+			Name:        "volume",
+			Usage:       "storage volumes",
+			Subcommands: []*cli.Command{volumeList},
+		},
+		{
+			Name:   "list-hosts",
+			Usage:  "list the storage volumes (same as 'volume list')",
+			Action: st.volumeList,
+		},
+		{
+			Name:      "create",
+			Usage:     "create a folder on a volume",
+			ArgsUsage: "NAME HOST",
+			Description: "Creates folder NAME on volume HOST, owned by a user or a project.\n" +
+				"Names are up to 64 characters, unique per owner across volumes; '/', '.', '..' and reserved dot-names are refused.",
+			Flags: append(ownerFlags("owned by"),
+				&cli.StringFlag{Name: "mode", Usage: "usage mode: general, model or data", Value: "general"},
+				&cli.StringFlag{Name: "permission", Usage: "permission the owner (or project members) get: ro, rw or wd", Value: "rw"},
+				&cli.BoolFlag{Name: "cloneable", Usage: "allow cloning (model folders)"},
+			),
+			Action: st.create,
+		},
+		{
+			Name:    "list",
+			Aliases: []string{"ls"},
+			Usage:   "list folders",
+			Flags: append(ownerFlags("only folders of"),
+				&cli.StringFlag{Name: "volume", Aliases: []string{"host"}, Usage: "only folders on this volume"},
+				&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "include folders in the trash"},
+				&cli.BoolFlag{Name: "trash", Usage: "only folders in the trash"},
+			),
+			Action: st.list,
+		},
+		{
+			Name:        "info",
+			Usage:       "show a folder",
+			ArgsUsage:   "REF",
+			Description: refHelp,
+			Flags:       ownerFlags("a folder name of"),
+			Action:      st.info,
+		},
+		{
+			Name:        "rename",
+			Usage:       "rename a folder",
+			ArgsUsage:   "REF NEWNAME",
+			Description: refHelp,
+			Flags:       ownerFlags("a folder name of"),
+			Action:      st.rename,
+		},
+		{
+			Name:        "delete",
+			Aliases:     []string{"trash", "rm"},
+			Usage:       "move a folder to the trash (it can be restored until it is purged)",
+			ArgsUsage:   "REF",
+			Description: refHelp,
+			Flags:       ownerFlags("a folder name of"),
+			Action:      st.trash,
+		},
+		{
+			Name:        "restore",
+			Usage:       "bring a folder back from the trash",
+			ArgsUsage:   "REF",
+			Description: refHelp,
+			Flags:       ownerFlags("a folder name of"),
+			Action:      st.restore,
+		},
+		{
+			Name:      "purge",
+			Usage:     "delete a trashed folder and its files permanently",
+			ArgsUsage: "REF",
+			Description: refHelp + "\nThe folder must be in the trash. --confirm must be its exact name; without it,\n" +
+				"an interactive terminal is asked to type the name.",
+			Flags: append(ownerFlags("a folder name of"),
+				&cli.StringFlag{Name: "confirm", Usage: "the folder's exact name"},
+			),
+			Action: st.purge,
+		},
+		{
+			Name:        "usage",
+			Usage:       "show how much a folder stores",
+			ArgsUsage:   "REF",
+			Description: refHelp,
+			Flags:       ownerFlags("a folder name of"),
+			Action:      st.usage,
+		},
+		{
+			Name:    "quota-scope",
+			Aliases: []string{"qs"},
+			Usage:   "per-user and per-project quota on a volume",
+			Description: "ID is a UUID with -t user|project, or written as user:<uuid> / project:<uuid>.\n" +
+				units.UnitHelp + ". \"unlimited\" or 0 removes the limit.",
+			Subcommands: []*cli.Command{
+				{
+					Name:      "get",
+					Usage:     "show a scope's limit, usage, free space and percentage",
+					ArgsUsage: "HOST ID",
+					Flags:     []cli.Flag{scopeTypeFlag()},
+					Action:    st.quotaGet,
+				},
+				{
+					Name:      "set",
+					Usage:     "set a scope's byte limit (and inode limit)",
+					ArgsUsage: "HOST ID [LIMIT]",
+					Flags: []cli.Flag{scopeTypeFlag(),
+						&cli.StringFlag{Name: "inodes", Usage: "inode limit (a count; 0 or unlimited removes it)"}},
+					Action: st.quotaSet,
+				},
+				{
+					Name:      "unset",
+					Usage:     "remove a scope's byte limit",
+					ArgsUsage: "HOST ID",
+					Flags:     []cli.Flag{scopeTypeFlag()},
+					Action:    st.quotaUnset,
+				},
+			},
+		},
+		{
+			Name:  "policy",
+			Usage: "resource policy of a user or project",
+			Subcommands: []*cli.Command{
+				{
+					Name:   "get",
+					Usage:  "show a policy",
+					Flags:  ownerFlags("the policy of"),
+					Action: st.policyGet,
+				},
+				{
+					Name:  "set",
+					Usage: "change a policy (unset fields stay as they are)",
+					Flags: append(ownerFlags("the policy of"),
+						&cli.StringFlag{Name: "max-folders", Usage: "how many folders the owner may have (0 or unlimited: no limit)"},
+						&cli.StringFlag{Name: "max-quota-scope-size", Usage: "initial limit of the owner's new quota scopes (SIZE; 0 or unlimited: none)"},
+					),
+					Action: st.policySet,
+				},
+			},
+		},
+	}
+}
+
+func scopeTypeFlag() cli.Flag {
+	return &cli.StringFlag{Name: "type", Aliases: []string{"t"}, Usage: "kind of ID: user or project"}
+}
+
+// output prints v as JSON with --json, else calls text.
+func (st *state) output(v any, text func() error) error {
+	if st.json {
+		return printJSON(st.stdout, v)
+	}
+	return text()
+}
+
+func (st *state) volumeList(c *cli.Context) error {
+	if err := needArgs(c, 0, 0); err != nil {
+		return err
+	}
+	vs, err := st.client.Volumes(ctxOf(c))
+	if err != nil {
+		return err
+	}
+	if vs == nil {
+		vs = []api.Volume{}
+	}
+	return st.output(vs, func() error { return printTable(st.stdout, volumeHeader, volumeRows(vs)) })
+}
+
+func (st *state) create(c *cli.Context) error {
+	if err := needArgs(c, 2, 2); err != nil {
+		return err
+	}
+	owner, err := needOwner(c)
+	if err != nil {
+		return err
+	}
+	mode := meta.UsageMode(c.String("mode"))
+	if !mode.Valid() {
+		return usagef(c, "--mode must be general, model or data, not %q", mode)
+	}
+	perm := meta.Permission(c.String("permission"))
+	if !perm.Valid() {
+		return usagef(c, "--permission must be ro, rw or wd, not %q", perm)
+	}
+	f, err := st.client.CreateFolder(ctxOf(c), api.CreateFolderRequest{
+		Name: c.Args().Get(0), Volume: c.Args().Get(1), Owner: owner,
+		UsageMode: mode, Permission: perm, Cloneable: c.Bool("cloneable"),
+	})
+	if err != nil {
+		return err
+	}
+	return st.output(f, func() error {
+		fmt.Fprintf(st.stdout, "Created folder %q.\n", f.Name)
+		return printKV(st.stdout, folderKV(f))
+	})
+}
+
+func (st *state) list(c *cli.Context) error {
+	if err := needArgs(c, 0, 0); err != nil {
+		return err
+	}
+	owner, _, err := ownerOf(c)
+	if err != nil {
+		return err
+	}
+	opt := api.ListFoldersOptions{Owner: owner, Volume: c.String("volume")}
+	switch {
+	case c.Bool("all") && c.Bool("trash"):
+		return usagef(c, "give --all or --trash, not both")
+	case c.Bool("all"):
+		opt.Deleted = api.DeletedInclude
+	case c.Bool("trash"):
+		opt.Deleted = api.DeletedOnly
+	}
+	fs, err := st.client.ListFolders(ctxOf(c), opt)
+	if err != nil {
+		return err
+	}
+	if fs == nil {
+		fs = []api.Folder{}
+	}
+	return st.output(fs, func() error { return printTable(st.stdout, folderHeader, folderRows(fs)) })
+}
+
+func (st *state) info(c *cli.Context) error {
+	if err := needArgs(c, 1, 1); err != nil {
+		return err
+	}
+	ref, owner, err := folderRef(c)
+	if err != nil {
+		return err
+	}
+	f, err := st.client.Folder(ctxOf(c), ref, owner)
+	if err != nil {
+		return err
+	}
+	return st.output(f, func() error { return printKV(st.stdout, folderKV(f)) })
+}
+
+func (st *state) rename(c *cli.Context) error {
+	if err := needArgs(c, 2, 2); err != nil {
+		return err
+	}
+	ref, owner, err := folderRef(c)
+	if err != nil {
+		return err
+	}
+	f, err := st.client.RenameFolder(ctxOf(c), ref, owner, c.Args().Get(1))
+	if err != nil {
+		return err
+	}
+	return st.output(f, func() error {
+		_, err := fmt.Fprintf(st.stdout, "Renamed folder %s to %q.\n", f.ID, f.Name)
+		return err
+	})
+}
+
+func (st *state) trash(c *cli.Context) error {
+	if err := needArgs(c, 1, 1); err != nil {
+		return err
+	}
+	ref, owner, err := folderRef(c)
+	if err != nil {
+		return err
+	}
+	f, err := st.client.TrashFolder(ctxOf(c), ref, owner)
+	if err != nil {
+		return err
+	}
+	return st.output(f, func() error {
+		_, err := fmt.Fprintf(st.stdout, "Moved folder %q (%s) to the trash. It can be restored with 'vfolder restore %s' until it is purged.\n", f.Name, f.ID, f.ID)
+		return err
+	})
+}
+
+func (st *state) restore(c *cli.Context) error {
+	if err := needArgs(c, 1, 1); err != nil {
+		return err
+	}
+	ref, owner, err := folderRef(c)
+	if err != nil {
+		return err
+	}
+	f, err := st.client.RestoreFolder(ctxOf(c), ref, owner)
+	if err != nil {
+		return err
+	}
+	return st.output(f, func() error {
+		_, err := fmt.Fprintf(st.stdout, "Restored folder %q (%s); its status is %s.\n", f.Name, f.ID, f.Status)
+		return err
+	})
+}
+
+func (st *state) purge(c *cli.Context) error {
+	if err := needArgs(c, 1, 1); err != nil {
+		return err
+	}
+	ref, owner, err := folderRef(c)
+	if err != nil {
+		return err
+	}
+	confirm := c.String("confirm")
+	if !c.IsSet("confirm") {
+		if !st.isTerminal() {
+			return usagef(c, "purge needs --confirm NAME (the folder's exact name) when not run from a terminal")
+		}
+		f, err := st.client.Folder(ctxOf(c), ref, owner)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(st.stderr, "Purging folder %q (%s) deletes its files permanently.\nType the folder name to confirm: ", f.Name, f.ID)
+		line, err := bufio.NewReader(st.stdin).ReadString('\n')
+		if err != nil && line == "" {
+			fmt.Fprintln(st.stderr)
+			return fmt.Errorf("no confirmation given; nothing was purged")
+		}
+		confirm = strings.TrimRight(line, "\r\n")
+	}
+	f, err := st.client.PurgeFolder(ctxOf(c), ref, owner, confirm)
+	if err != nil {
+		return err
+	}
+	return st.output(f, func() error {
+		_, err := fmt.Fprintf(st.stdout, "Purged folder %q (%s): its files are gone and the name can be used again.\n", f.Name, f.ID)
+		return err
+	})
+}
+
+func (st *state) usage(c *cli.Context) error {
+	if err := needArgs(c, 1, 1); err != nil {
+		return err
+	}
+	ref, owner, err := folderRef(c)
+	if err != nil {
+		return err
+	}
+	u, err := st.client.FolderUsage(ctxOf(c), ref, owner)
+	if err != nil {
+		return err
+	}
+	return st.output(u, func() error {
+		return printKV(st.stdout, []kv{
+			{"folder", u.FolderID},
+			{"used", sizeWithBytes(u.UsedBytes)},
+			{"inodes", fmt.Sprint(u.UsedInodes)},
+			{"as of", fmtTime(u.AsOf)},
+		})
+	})
+}
+
+// scopeArgs reads HOST and ID (with -t) of the quota-scope commands.
+func scopeArgs(c *cli.Context, min, max int) (string, meta.ScopeID, error) {
+	if err := needArgs(c, min, max); err != nil {
+		return "", meta.ScopeID{}, err
+	}
+	host, raw := c.Args().Get(0), c.Args().Get(1)
+	typ := c.String("type")
+	if typ != "" && typ != string(meta.KindUser) && typ != string(meta.KindProject) {
+		return "", meta.ScopeID{}, usagef(c, "-t must be user or project, not %q", typ)
+	}
+	if kind, _, ok := strings.Cut(raw, ":"); ok {
+		id, err := meta.ParseScopeID(raw)
+		if err != nil {
+			return "", meta.ScopeID{}, fmt.Errorf("%q is not a quota scope id: write user:<uuid> or project:<uuid>", raw)
+		}
+		if typ != "" && typ != kind {
+			return "", meta.ScopeID{}, usagef(c, "-t %s contradicts the scope id %q", typ, raw)
+		}
+		return host, id, nil
+	}
+	if typ == "" {
+		return "", meta.ScopeID{}, usagef(c, "say what %q is: add -t user or -t project, or write it as user:<uuid>", raw)
+	}
+	id, err := meta.NewScopeID(meta.OwnerKind(typ), raw)
+	if err != nil {
+		return "", meta.ScopeID{}, fmt.Errorf("%q is not a UUID", raw)
+	}
+	return host, id, nil
+}
+
+func (st *state) printScope(s api.QuotaScope) error {
+	return st.output(s, func() error { return printKV(st.stdout, scopeKV(s)) })
+}
+
+func (st *state) quotaGet(c *cli.Context) error {
+	host, id, err := scopeArgs(c, 2, 2)
+	if err != nil {
+		return err
+	}
+	s, err := st.client.QuotaScope(ctxOf(c), host, id)
+	if err != nil {
+		return err
+	}
+	return st.printScope(s)
+}
+
+// parseCount parses a count limit: a non-negative integer, or
+// "unlimited"/"none" for 0.
+func parseCount(flag, s string) (int64, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "unlimited", "none":
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("--%s %q is not a count: give a whole number >= 0 or \"unlimited\"", flag, s)
+	}
+	return n, nil
+}
+
+func (st *state) quotaSet(c *cli.Context) error {
+	host, id, err := scopeArgs(c, 2, 3)
+	if err != nil {
+		return err
+	}
+	var req api.SetQuotaRequest
+	if c.NArg() == 3 {
+		n, err := units.ParseLimit(c.Args().Get(2))
+		if err != nil {
+			return fmt.Errorf("limit: %s", strings.TrimPrefix(err.Error(), units.ErrInvalidSize.Error()+": "))
+		}
+		req.LimitBytes = &n
+	}
+	if c.IsSet("inodes") {
+		n, err := parseCount("inodes", c.String("inodes"))
+		if err != nil {
+			return err
+		}
+		req.LimitInodes = &n
+	}
+	if req.LimitBytes == nil && req.LimitInodes == nil {
+		return usagef(c, "quota-scope set needs a LIMIT, --inodes N, or both")
+	}
+	s, err := st.client.SetQuotaScope(ctxOf(c), host, id, req)
+	if err != nil {
+		return err
+	}
+	return st.printScope(s)
+}
+
+func (st *state) quotaUnset(c *cli.Context) error {
+	host, id, err := scopeArgs(c, 2, 2)
+	if err != nil {
+		return err
+	}
+	s, err := st.client.UnsetQuotaScope(ctxOf(c), host, id)
+	if err != nil {
+		return err
+	}
+	return st.printScope(s)
+}
+
+func (st *state) policyGet(c *cli.Context) error {
+	if err := needArgs(c, 0, 0); err != nil {
+		return err
+	}
+	owner, err := needOwner(c)
+	if err != nil {
+		return err
+	}
+	p, err := st.client.Policy(ctxOf(c), owner)
+	if err != nil {
+		return err
+	}
+	return st.output(p, func() error { return printKV(st.stdout, policyKV(owner.String(), p)) })
+}
+
+func (st *state) policySet(c *cli.Context) error {
+	if err := needArgs(c, 0, 0); err != nil {
+		return err
+	}
+	owner, err := needOwner(c)
+	if err != nil {
+		return err
+	}
+	if !c.IsSet("max-folders") && !c.IsSet("max-quota-scope-size") {
+		return usagef(c, "policy set needs --max-folders N, --max-quota-scope-size SIZE, or both")
+	}
+	var maxFolders, maxSize int64
+	if c.IsSet("max-folders") {
+		if maxFolders, err = parseCount("max-folders", c.String("max-folders")); err != nil {
+			return err
+		}
+		if maxFolders > int64(^uint32(0)>>1) {
+			return fmt.Errorf("--max-folders %d is too large", maxFolders)
+		}
+	}
+	if c.IsSet("max-quota-scope-size") {
+		if maxSize, err = units.ParseLimit(c.String("max-quota-scope-size")); err != nil {
+			return fmt.Errorf("--max-quota-scope-size: %s", strings.TrimPrefix(err.Error(), units.ErrInvalidSize.Error()+": "))
+		}
+	}
+	p, err := st.client.Policy(ctxOf(c), owner)
+	if err != nil {
+		return err
+	}
+	if c.IsSet("max-folders") {
+		p.MaxFolderCount = int(maxFolders)
+	}
+	if c.IsSet("max-quota-scope-size") {
+		p.MaxQuotaScopeSize = maxSize
+	}
+	p, err = st.client.SetPolicy(ctxOf(c), owner, p)
+	if err != nil {
+		return err
+	}
+	return st.output(p, func() error { return printKV(st.stdout, policyKV(owner.String(), p)) })
+}

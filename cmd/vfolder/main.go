@@ -1,0 +1,36 @@
+// Command vfolder is the admin CLI of vfolderd: it creates, lists, renames,
+// trashes, restores and purges virtual folders, and sets quota scopes and
+// resource policies, by calling the daemon's local API (package api) over
+// its unix socket. It never opens the metadata store itself: the daemon
+// owns it.
+//
+// # Exit codes
+//
+//	0  success
+//	1  the request was refused or failed: an API error (invalid name or
+//	   size, not found, conflict, limit exceeded...), the daemon is not
+//	   reachable, or a value on the command line (a UUID, a size) is not
+//	   acceptable
+//	2  usage error: unknown command or flag, wrong number of arguments,
+//	   conflicting or missing flags, a flag value outside its fixed set
+//
+// Errors go to stderr as "vfolder: <message>". With --json, results go to
+// stdout as the API's JSON objects, for scripts.
+//
+// # Argument order
+//
+// Flags may follow the positional arguments ("vfolder purge ID --confirm
+// NAME") and global flags may follow the command ("vfolder list --json").
+// An argument that looks like a negative number ("-5G") is taken as a
+// positional argument, so that the API can refuse it with a clear message.
+// Everything after "--" is positional.
+package main
+
+import (
+	"context"
+	"os"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args, stdio()))
+}

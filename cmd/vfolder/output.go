@@ -1,0 +1,164 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vfolder/vfolder/api"
+	"github.com/vfolder/vfolder/internal/units"
+)
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printTable writes an aligned table with a header row.
+func printTable(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+// kv is one line of a key/value block.
+type kv struct{ k, v string }
+
+// printKV writes "key:  value" lines with aligned values.
+func printKV(w io.Writer, pairs []kv) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, p := range pairs {
+		fmt.Fprintf(tw, "%s:\t%s\n", p.k, p.v)
+	}
+	return tw.Flush()
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// sizeWithBytes prints a size for humans with the exact byte count.
+func sizeWithBytes(n int64) string {
+	if n < 1024 {
+		return units.FormatSize(n)
+	}
+	return fmt.Sprintf("%s (%d bytes)", units.FormatSize(n), n)
+}
+
+func limitText(n int64) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return sizeWithBytes(n)
+}
+
+func countLimitText(n int64) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return fmt.Sprint(n)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func folderKV(f api.Folder) []kv {
+	return []kv{
+		{"id", f.ID},
+		{"name", f.Name},
+		{"owner", f.Owner.String()},
+		{"volume", f.Volume},
+		{"path", f.Path},
+		{"usage mode", string(f.UsageMode)},
+		{"permission", string(f.Permission)},
+		{"cloneable", yesNo(f.Cloneable)},
+		{"status", string(f.Status)},
+		{"created", fmtTime(f.CreatedAt)},
+		{"updated", fmtTime(f.UpdatedAt)},
+	}
+}
+
+// folderRows renders folders as table rows, ordered by owner and name.
+func folderRows(fs []api.Folder) [][]string {
+	sorted := append([]api.Folder(nil), fs...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		if a.Owner.String() != b.Owner.String() {
+			return a.Owner.String() < b.Owner.String()
+		}
+		return a.Name < b.Name
+	})
+	rows := make([][]string, 0, len(fs))
+	for _, f := range sorted {
+		cl := ""
+		if f.Cloneable {
+			cl = " (cloneable)"
+		}
+		rows = append(rows, []string{f.ID, f.Name, f.Owner.String(), f.Volume, string(f.UsageMode) + cl,
+			string(f.Permission), string(f.Status), fmtTime(f.CreatedAt)})
+	}
+	return rows
+}
+
+var folderHeader = []string{"ID", "NAME", "OWNER", "VOLUME", "MODE", "PERM", "STATUS", "CREATED"}
+
+func volumeRows(vs []api.Volume) [][]string {
+	rows := make([][]string, 0, len(vs))
+	for _, v := range vs {
+		rows = append(rows, []string{v.Name, v.Path, yesNo(v.MountAllowed), yesNo(v.CloneAllowed), yesNo(v.RWCanDelete)})
+	}
+	return rows
+}
+
+var volumeHeader = []string{"NAME", "PATH", "MOUNT", "CLONE", "RW-DELETES"}
+
+// scopeKV describes a quota scope: limit, used, free and percentage.
+func scopeKV(s api.QuotaScope) []kv {
+	free, pct := "unlimited", "-"
+	if s.LimitBytes > 0 {
+		f := s.LimitBytes - s.UsedBytes
+		if f < 0 {
+			f = 0
+		}
+		free = sizeWithBytes(f)
+		pct = fmt.Sprintf("%.1f%%", float64(s.UsedBytes)*100/float64(s.LimitBytes))
+	}
+	inodes := fmt.Sprint(s.UsedInodes)
+	if s.LimitInodes > 0 {
+		inodes = fmt.Sprintf("%d of %d (%.1f%%)", s.UsedInodes, s.LimitInodes, float64(s.UsedInodes)*100/float64(s.LimitInodes))
+	}
+	return []kv{
+		{"volume", s.Volume},
+		{"scope", s.ID.String()},
+		{"limit", limitText(s.LimitBytes)},
+		{"used", sizeWithBytes(s.UsedBytes)},
+		{"free", free},
+		{"used %", pct},
+		{"inode limit", countLimitText(s.LimitInodes)},
+		{"inodes used", inodes},
+	}
+}
+
+func policyKV(owner string, p api.Policy) []kv {
+	return []kv{
+		{"owner", owner},
+		{"max folders", countLimitText(int64(p.MaxFolderCount))},
+		{"max quota scope size", limitText(p.MaxQuotaScopeSize)},
+	}
+}
