@@ -1,0 +1,304 @@
+// Command vfolderd is the vfolder node daemon: it keeps the metadata
+// (badger, in the node-local state directory), manages folders on the
+// configured shared volumes and serves the local API on a unix socket.
+//
+// Configuration comes from a TOML file (--config) and from flags, each of
+// which can also be set through a VFOLDER_* environment variable; a flag
+// wins over the variable, the variable over the file, the file over the
+// default. See contrib/vfolderd.toml.sample.
+//
+// # Start
+//
+//  1. load and validate the configuration (every problem names its field);
+//  2. lock the state directory (state_dir/vfolderd.lock, flock): a second
+//     daemon on the same state directory exits with status 1 and touches
+//     nothing, the socket of the running one included;
+//  3. open the metadata store (state_dir/meta);
+//  4. attach each volume: check or create version.txt ("3"), record it;
+//  5. recover what a crash interrupted (folders left "performing",
+//     interrupted purges, which resume in the background);
+//  6. bind the socket (refusing one something still answers on, replacing
+//     a stale one) and serve.
+//
+// # Stop
+//
+// On SIGTERM or SIGINT: stop accepting API calls, let in-flight ones
+// finish (up to shutdownTimeout, after which they are cut and interrupted
+// purges resume at the next start), close the store, remove the socket,
+// release the lock, exit 0. A second signal during shutdown kills the
+// process at once.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/vfolder/vfolder/internal/config"
+	"github.com/vfolder/vfolder/internal/server"
+	"github.com/vfolder/vfolder/internal/service"
+	"github.com/vfolder/vfolder/meta"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+// shutdownTimeout bounds how long in-flight API calls may take to finish.
+const shutdownTimeout = 30 * time.Second
+
+func main() {
+	app := newApp(runDaemon)
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "vfolderd: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func daemonVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// newApp builds the command line; run receives the merged configuration.
+func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
+	env := func(name string) []string { return []string{"VFOLDER_" + name} }
+	return &cli.App{
+		Name:    "vfolderd",
+		Usage:   "the vfolder node daemon: folders on shared volumes, quotas, the local API",
+		Version: daemonVersion(),
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: env("CONFIG"), Usage: "TOML configuration `FILE`"},
+			&cli.StringSliceFlag{Name: "volume", EnvVars: env("VOLUMES"), Usage: "a volume as `NAME=PATH` (repeatable; VFOLDER_VOLUMES takes a comma-separated list)"},
+			&cli.StringFlag{Name: "state-dir", EnvVars: env("STATE_DIR"), Usage: "node-local state `DIR` (default " + config.DefaultStateDir + ")"},
+			&cli.StringFlag{Name: "socket", EnvVars: env("SOCKET"), Usage: "API socket `PATH` (default /run/vfolder/vfolderd.sock)"},
+			&cli.Int64Flag{Name: "storage-uid", EnvVars: env("STORAGE_UID"), Usage: "`UID` owning everything on the volumes (default 1100)"},
+			&cli.Int64Flag{Name: "storage-gid", EnvVars: env("STORAGE_GID"), Usage: "`GID` owning everything on the volumes (default 1100)"},
+			&cli.Int64Flag{Name: "view-uid", EnvVars: env("VIEW_UID"), Usage: "`UID` files show as in views (default 1000)"},
+			&cli.Int64Flag{Name: "view-gid", EnvVars: env("VIEW_GID"), Usage: "`GID` files show as in views (default 1000)"},
+			&cli.StringFlag{Name: "admin-group", EnvVars: env("ADMIN_GROUP"), Usage: "`GROUP` (name or gid) allowed on the API besides root"},
+			&cli.StringFlag{Name: "mount-point", EnvVars: env("MOUNT_POINT"), Usage: "`DIR` of the FUSE namespace (default " + config.DefaultMountPoint + ")"},
+			&cli.StringFlag{Name: "log-level", EnvVars: env("LOG_LEVEL"), Usage: "`LEVEL`: trace, debug, info, warn, error (default warn)"},
+		},
+		HideHelpCommand: true,
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("unexpected argument %q (vfolderd takes flags only)", c.Args().First())
+			}
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			return run(c.Context, cfg)
+		},
+	}
+}
+
+// loadConfig merges file, environment and flags (urfave/cli has already
+// put env values under flags that were not given) and validates.
+func loadConfig(c *cli.Context) (*config.Config, error) {
+	cfg, err := config.Load(c.String("config"))
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range c.StringSlice("volume") {
+		name, path, err := config.ParseVolumeFlag(v)
+		if err != nil {
+			return nil, err
+		}
+		cfg.SetVolume(name, path)
+	}
+	str := func(flag string, dst *string) {
+		if c.IsSet(flag) {
+			*dst = c.String(flag)
+		}
+	}
+	num := func(flag string, dst *int64) {
+		if c.IsSet(flag) {
+			*dst = c.Int64(flag)
+		}
+	}
+	str("state-dir", &cfg.StateDir)
+	str("socket", &cfg.Socket)
+	num("storage-uid", &cfg.StorageUID)
+	num("storage-gid", &cfg.StorageGID)
+	num("view-uid", &cfg.ViewUID)
+	num("view-gid", &cfg.ViewGID)
+	str("admin-group", &cfg.AdminGroup)
+	str("mount-point", &cfg.MountPoint)
+	str("log-level", &cfg.LogLevel)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func newLogger(level zerolog.Level) zerolog.Logger {
+	var w io.Writer = os.Stderr
+	if _, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS); err == nil {
+		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// errInUse reports that another daemon holds the state directory.
+type errInUse struct {
+	dir, holder string
+}
+
+func (e *errInUse) Error() string {
+	return fmt.Sprintf("state directory %s is in use by another vfolderd (%s)", e.dir, e.holder)
+}
+
+// lockState creates the state directory (0700) and takes its lock file,
+// writing our pid into it. The lock lives as long as the returned file.
+func lockState(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	path := filepath.Join(dir, "vfolderd.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state directory lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			holder := "pid unknown"
+			if b, rerr := io.ReadAll(io.LimitReader(f, 32)); rerr == nil {
+				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
+					holder = "pid " + strconv.Itoa(pid)
+				}
+			}
+			return nil, &errInUse{dir: dir, holder: holder}
+		}
+		return nil, fmt.Errorf("state directory lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+func runDaemon(parent context.Context, cfg *config.Config) (err error) {
+	log := newLogger(cfg.Level())
+	// Start-up steps are short and run to completion; signals are watched
+	// once serving.
+	ctx := context.Background()
+	sigCtx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	lock, err := lockState(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	// Runs after the store is closed, while the lock is still held.
+	var sockPath string
+	var sockInfo os.FileInfo
+	defer func() {
+		if sockPath != "" {
+			removeSocket(sockPath, sockInfo, log)
+		}
+	}()
+
+	store, err := meta.OpenBadger(filepath.Join(cfg.StateDir, "meta"), log)
+	if err != nil {
+		if errors.Is(err, meta.ErrLocked) {
+			return fmt.Errorf("state directory %s is in use by another vfolderd: %w", cfg.StateDir, err)
+		}
+		return err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+
+	svc := service.New(store, service.Options{
+		StorageUID:        int(cfg.StorageUID),
+		StorageGID:        int(cfg.StorageGID),
+		AutoCreateScopes:  cfg.AutoCreateScopes,
+		DefaultScopeLimit: cfg.DefaultScopeLimit,
+		// QUOTA: Usage and ScopeChanged come from the quota manager once
+		// it is wired; MountedBy from the session mounts (mountd).
+		Log: log,
+	})
+	defer svc.Close()
+	var volErrs []string
+	for _, name := range cfg.VolumeNames() {
+		v := cfg.Volumes[name]
+		rec := meta.Volume{Name: name, Path: v.Path, RWCanDelete: v.RWCanDelete, MountAllowed: v.MountAllowed, CloneAllowed: v.CloneAllowed}
+		if err := svc.AttachVolume(ctx, rec); err != nil {
+			volErrs = append(volErrs, err.Error())
+		}
+	}
+	if len(volErrs) > 0 {
+		return fmt.Errorf("refusing to start:\n  %s", strings.Join(volErrs, "\n  "))
+	}
+	if err := svc.Recover(ctx); err != nil {
+		return err
+	}
+
+	adminGID, err := cfg.AdminGID()
+	if err != nil {
+		return err
+	}
+	l, err := server.Listen(cfg.Socket, adminGID)
+	if err != nil {
+		return err
+	}
+	sockPath = cfg.Socket
+	sockInfo, _ = os.Lstat(cfg.Socket)
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: daemonVersion(), Log: log})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
+		Str("version", daemonVersion()).Msg("vfolderd ready")
+
+	select {
+	case err := <-served:
+		l.Close()
+		return fmt.Errorf("API server stopped: %w", err)
+	case <-sigCtx.Done():
+	}
+	stop() // a second signal now kills the process
+	log.Info().Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Dur("timeout", shutdownTimeout).Msg("in-flight API calls did not finish; cutting them")
+		svc.Close() // interrupts purges; they resume at the next start
+		srv.Close()
+	}
+	<-served
+	return nil
+}
+
+// removeSocket removes the socket file if it is still the one we bound.
+func removeSocket(path string, ours os.FileInfo, log zerolog.Logger) {
+	cur, err := os.Lstat(path)
+	if err != nil || ours == nil || !os.SameFile(ours, cur) {
+		return
+	}
+	if err := os.Remove(path); err != nil {
+		log.Warn().Err(err).Str("socket", path).Msg("cannot remove the socket")
+	}
+}

@@ -1,0 +1,482 @@
+// Package config is vfolderd's configuration: a TOML file, overridden by
+// command-line flags and VFOLDER_* environment variables (flag > env >
+// file > default; the flag/env layer lives in cmd/vfolderd and calls the
+// Set* helpers here).
+//
+// # Rules
+//
+//   - Unknown keys in the file are an error, so a typo never silently falls
+//     back to a default.
+//   - Validate checks everything that can be checked before the daemon
+//     touches anything, and every error names the offending field
+//     ("volumes.scratch.path: ..."). All problems are reported at once.
+//   - The daemon's own state (state_dir, where badger lives in
+//     state_dir/meta) is node-local and must never lie inside a volume:
+//     volumes are shared by every node, badger allows one process.
+//
+// # Defaults
+//
+// storage_uid/storage_gid default to 1100, the unified storage owner
+// operators of the reference system commonly use; view_uid/view_gid
+// default to 1000 (the container user "work"). See
+// contrib/vfolderd.toml.sample for every key.
+//
+// The package does no I/O besides reading the file and stat-ing paths in
+// Validate; it is safe for concurrent reads once built.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	"github.com/rs/zerolog"
+
+	"github.com/vfolder/vfolder/api"
+	"github.com/vfolder/vfolder/internal/units"
+)
+
+// Defaults.
+const (
+	DefaultStateDir   = "/var/lib/vfolder"
+	DefaultMountPoint = "/run/vfolder/mnt"
+	DefaultStorageID  = 1100
+	DefaultViewID     = 1000
+	DefaultLogLevel   = "warn"
+	// MaxID is the largest uid/gid accepted (2^32-2; 2^32-1 is the kernel's
+	// "no id" value).
+	MaxID = 1<<32 - 2
+)
+
+// ErrInvalid is wrapped by every configuration error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Volume is one configured storage volume.
+type Volume struct {
+	// Path is the host directory of the volume (absolute).
+	Path string
+	// RWCanDelete lets rw views delete; default true.
+	RWCanDelete bool
+	// MountAllowed and CloneAllowed are the volume's switches; default true.
+	MountAllowed bool
+	CloneAllowed bool
+}
+
+// Config is the daemon configuration.
+type Config struct {
+	// Volumes by name.
+	Volumes map[string]Volume
+	// StateDir is node-local; badger lives in StateDir/meta.
+	StateDir string
+	// StorageUID/StorageGID own every file on the volumes.
+	StorageUID, StorageGID int64
+	// ViewUID/ViewGID is the owner shown in views unless a mount asks
+	// for another one.
+	ViewUID, ViewGID int64
+	// Socket is the path of the API's unix socket.
+	Socket string
+	// AdminGroup is a group name or numeric gid whose members may use the
+	// API besides root; empty means root only.
+	AdminGroup string
+	// MountPoint is where the FUSE namespace is mounted.
+	MountPoint string
+	// LogLevel is a zerolog level name.
+	LogLevel string
+	// AutoCreateScopes creates an owner's quota scope on first folder
+	// creation; default true.
+	AutoCreateScopes bool
+	// DefaultScopeLimit is the byte limit of an auto-created scope when the
+	// owner's policy has no max_quota_scope_size; 0 = none.
+	DefaultScopeLimit int64
+}
+
+// Default returns the built-in defaults (no volumes).
+func Default() *Config {
+	return &Config{
+		Volumes:          map[string]Volume{},
+		StateDir:         DefaultStateDir,
+		StorageUID:       DefaultStorageID,
+		StorageGID:       DefaultStorageID,
+		ViewUID:          DefaultViewID,
+		ViewGID:          DefaultViewID,
+		Socket:           api.DefaultSocket,
+		MountPoint:       DefaultMountPoint,
+		LogLevel:         DefaultLogLevel,
+		AutoCreateScopes: true,
+	}
+}
+
+// fileVolume and file mirror the TOML layout. Pointers tell "absent" from
+// "false"/zero so that absent keys keep their defaults.
+type fileVolume struct {
+	Path         string `toml:"path"`
+	RWCanDelete  *bool  `toml:"rw_can_delete"`
+	MountAllowed *bool  `toml:"mount_allowed"`
+	CloneAllowed *bool  `toml:"clone_allowed"`
+}
+
+type file struct {
+	Volumes           map[string]fileVolume `toml:"volumes"`
+	StateDir          *string               `toml:"state_dir"`
+	StorageUID        *int64                `toml:"storage_uid"`
+	StorageGID        *int64                `toml:"storage_gid"`
+	ViewUID           *int64                `toml:"view_uid"`
+	ViewGID           *int64                `toml:"view_gid"`
+	Socket            *string               `toml:"socket"`
+	AdminGroup        *adminGroup           `toml:"admin_group"`
+	MountPoint        *string               `toml:"mount_point"`
+	LogLevel          *string               `toml:"log_level"`
+	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
+	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
+}
+
+// adminGroup accepts a group name (string) or a gid (integer).
+type adminGroup string
+
+func (g *adminGroup) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case string:
+		*g = adminGroup(x)
+	case int64:
+		if x < 0 || x > MaxID {
+			return fmt.Errorf("gid %d is out of range 0..%d", x, int64(MaxID))
+		}
+		*g = adminGroup(strconv.FormatInt(x, 10))
+	default:
+		return fmt.Errorf("must be a group name or a gid, not %T", v)
+	}
+	return nil
+}
+
+// size accepts a byte count (integer) or a size string ("100G",
+// "unlimited"; the rules of package units).
+type size int64
+
+func (z *size) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 {
+			return fmt.Errorf("%d is negative", x)
+		}
+		*z = size(x)
+	case string:
+		n, err := units.ParseLimit(x)
+		if err != nil {
+			return err
+		}
+		*z = size(n)
+	default:
+		return fmt.Errorf("must be a byte count or a size such as \"100G\", not %T", v)
+	}
+	return nil
+}
+
+// Load reads the TOML file at path over the defaults. An empty path
+// returns the defaults. The result is not validated yet.
+func Load(path string) (*Config, error) {
+	c := Default()
+	if path == "" {
+		return c, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: config file: %v", ErrInvalid, err)
+	}
+	if err := c.merge(string(data)); err != nil {
+		return nil, fmt.Errorf("%w: config file %s: %v", ErrInvalid, path, err)
+	}
+	return c, nil
+}
+
+// Parse reads TOML text over the defaults (Load without the file).
+func Parse(text string) (*Config, error) {
+	c := Default()
+	if err := c.merge(text); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return c, nil
+}
+
+func (c *Config) merge(text string) error {
+	var f file
+	md, err := toml.Decode(text, &f)
+	if err != nil {
+		return err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("unknown key(s): %s", strings.Join(keys, ", "))
+	}
+	for name, fv := range f.Volumes {
+		v := Volume{Path: fv.Path, RWCanDelete: true, MountAllowed: true, CloneAllowed: true}
+		if fv.RWCanDelete != nil {
+			v.RWCanDelete = *fv.RWCanDelete
+		}
+		if fv.MountAllowed != nil {
+			v.MountAllowed = *fv.MountAllowed
+		}
+		if fv.CloneAllowed != nil {
+			v.CloneAllowed = *fv.CloneAllowed
+		}
+		c.Volumes[name] = v
+	}
+	setIf(&c.StateDir, f.StateDir)
+	setIf(&c.StorageUID, f.StorageUID)
+	setIf(&c.StorageGID, f.StorageGID)
+	setIf(&c.ViewUID, f.ViewUID)
+	setIf(&c.ViewGID, f.ViewGID)
+	setIf(&c.Socket, f.Socket)
+	if f.AdminGroup != nil {
+		c.AdminGroup = string(*f.AdminGroup)
+	}
+	setIf(&c.MountPoint, f.MountPoint)
+	setIf(&c.LogLevel, f.LogLevel)
+	setIf(&c.AutoCreateScopes, f.AutoCreateScopes)
+	if f.DefaultScopeLimit != nil {
+		c.DefaultScopeLimit = int64(*f.DefaultScopeLimit)
+	}
+	return nil
+}
+
+func setIf[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
+}
+
+// SetVolume adds a volume from the command line, or changes the path of a
+// volume the file already defines (keeping its switches).
+func (c *Config) SetVolume(name, path string) {
+	v, ok := c.Volumes[name]
+	if !ok {
+		v = Volume{RWCanDelete: true, MountAllowed: true, CloneAllowed: true}
+	}
+	v.Path = path
+	c.Volumes[name] = v
+}
+
+// ParseVolumeFlag parses the NAME=PATH form of --volume. The name is
+// checked like a configured volume name; the path must be non-empty
+// (Validate checks the rest).
+func ParseVolumeFlag(s string) (name, path string, err error) {
+	name, path, ok := strings.Cut(s, "=")
+	if !ok {
+		return "", "", fmt.Errorf("%w: --volume %q: want NAME=PATH", ErrInvalid, s)
+	}
+	if err := ValidateVolumeName(name); err != nil {
+		return "", "", fmt.Errorf("--volume %q: %w", s, err)
+	}
+	if path == "" {
+		return "", "", fmt.Errorf("%w: --volume %q: the path is empty", ErrInvalid, s)
+	}
+	if strings.ContainsRune(path, 0) {
+		return "", "", fmt.Errorf("%w: --volume %q: the path contains a NUL byte", ErrInvalid, s)
+	}
+	return name, path, nil
+}
+
+var volumeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+const volumeNameRule = "a volume name is 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+
+// ValidateVolumeName checks a volume name: 1..64 characters of
+// [a-z0-9._-], starting with a letter or digit.
+func ValidateVolumeName(name string) error {
+	if !volumeNameRE.MatchString(name) {
+		return fmt.Errorf("%w: volume name %q: %s", ErrInvalid, name, volumeNameRule)
+	}
+	return nil
+}
+
+// Validate checks the configuration and reports every problem, each
+// naming its field.
+func (c *Config) Validate() error {
+	var errs []string
+	add := func(field, format string, a ...any) {
+		errs = append(errs, field+": "+fmt.Sprintf(format, a...))
+	}
+
+	if len(c.Volumes) == 0 {
+		add("volumes", "no volume is configured (set [volumes.NAME] path = ... or --volume NAME=PATH)")
+	}
+	names := c.VolumeNames()
+	// real holds each volume's resolved path for the overlap checks.
+	real := map[string]string{}
+	for _, name := range names {
+		v := c.Volumes[name]
+		field := "volumes." + name + ".path"
+		if !volumeNameRE.MatchString(name) {
+			add("volumes."+name, volumeNameRule)
+			continue
+		}
+		if v.Path == "" {
+			add(field, "is empty")
+			continue
+		}
+		if !filepath.IsAbs(v.Path) {
+			add(field, "%q is not an absolute path", v.Path)
+			continue
+		}
+		st, err := os.Stat(v.Path)
+		if err != nil {
+			add(field, "%v", err)
+			continue
+		}
+		if !st.IsDir() {
+			add(field, "%q is not a directory", v.Path)
+			continue
+		}
+		r, err := filepath.EvalSymlinks(v.Path)
+		if err != nil {
+			add(field, "%v", err)
+			continue
+		}
+		real[name] = r
+	}
+	for i, a := range names {
+		for _, b := range names[i+1:] {
+			ra, rb := real[a], real[b]
+			if ra == "" || rb == "" {
+				continue
+			}
+			if within(ra, rb) || within(rb, ra) {
+				add("volumes."+b+".path", "overlaps volume %q (%s and %s)", a, ra, rb)
+			}
+		}
+	}
+
+	checkLocal := func(field, p string) {
+		if p == "" {
+			add(field, "is empty")
+			return
+		}
+		if !filepath.IsAbs(p) {
+			add(field, "%q is not an absolute path", p)
+			return
+		}
+		rp := resolveExisting(p)
+		for _, name := range names {
+			if rv := real[name]; rv != "" && within(rv, rp) {
+				add(field, "%q lies inside volume %q (%s); it must be on node-local disk", p, name, rv)
+			}
+		}
+	}
+	checkLocal("state_dir", c.StateDir)
+	checkLocal("socket", c.Socket)
+	checkLocal("mount_point", c.MountPoint)
+	if c.StateDir != "" && c.MountPoint != "" && filepath.IsAbs(c.StateDir) && filepath.IsAbs(c.MountPoint) {
+		sd, mp := resolveExisting(c.StateDir), resolveExisting(c.MountPoint)
+		if within(sd, mp) || within(mp, sd) {
+			add("mount_point", "%q overlaps state_dir %q", c.MountPoint, c.StateDir)
+		}
+	}
+	if c.Socket != "" && strings.HasSuffix(c.Socket, "/") {
+		add("socket", "%q names a directory, not a socket file", c.Socket)
+	}
+
+	for _, id := range []struct {
+		field string
+		v     int64
+	}{{"storage_uid", c.StorageUID}, {"storage_gid", c.StorageGID}, {"view_uid", c.ViewUID}, {"view_gid", c.ViewGID}} {
+		if id.v < 0 || id.v > MaxID {
+			add(id.field, "%d is out of range 0..%d", id.v, int64(MaxID))
+		}
+	}
+	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
+		add("log_level", "%q is not one of trace, debug, info, warn, error, fatal, panic, disabled", c.LogLevel)
+	}
+	if c.DefaultScopeLimit < 0 {
+		add("default_scope_limit", "%d is negative", c.DefaultScopeLimit)
+	}
+	if c.AdminGroup != "" {
+		if _, err := c.AdminGID(); err != nil {
+			add("admin_group", "%v", err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
+	}
+	return nil
+}
+
+// VolumeNames returns the configured volume names, sorted.
+func (c *Config) VolumeNames() []string {
+	names := make([]string, 0, len(c.Volumes))
+	for n := range c.Volumes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// AdminGID resolves AdminGroup to a gid; -1 when no admin group is set.
+func (c *Config) AdminGID() (int, error) {
+	if c.AdminGroup == "" {
+		return -1, nil
+	}
+	if n, err := strconv.ParseInt(c.AdminGroup, 10, 64); err == nil {
+		if n < 0 || n > MaxID {
+			return 0, fmt.Errorf("gid %d is out of range 0..%d", n, int64(MaxID))
+		}
+		return int(n), nil
+	}
+	g, err := user.LookupGroup(c.AdminGroup)
+	if err != nil {
+		return 0, fmt.Errorf("group %q: %v", c.AdminGroup, err)
+	}
+	n, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("group %q has a non-numeric gid %q", c.AdminGroup, g.Gid)
+	}
+	return n, nil
+}
+
+// Level returns the parsed log level (warn if it does not parse; Validate
+// reports that).
+func (c *Config) Level() zerolog.Level {
+	l, err := zerolog.ParseLevel(c.LogLevel)
+	if err != nil || c.LogLevel == "" {
+		return zerolog.WarnLevel
+	}
+	return l
+}
+
+// within reports whether p is dir or lies below it (both clean, absolute).
+func within(dir, p string) bool {
+	if dir == p {
+		return true
+	}
+	if dir == "/" {
+		return true
+	}
+	return strings.HasPrefix(p, dir+"/")
+}
+
+// resolveExisting resolves symlinks in the longest existing prefix of p and
+// appends the rest, so that a path that does not exist yet can still be
+// compared with resolved volume paths.
+func resolveExisting(p string) string {
+	p = filepath.Clean(p)
+	rest := ""
+	for {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(r, rest)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return filepath.Join(p, rest)
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+		p = parent
+	}
+}

@@ -1,0 +1,662 @@
+// Package server is vfolderd's local API (the contract is package api):
+// HTTP/JSON over a unix socket, a thin layer over internal/service.
+//
+// # Identity
+//
+// Each connection's peer is identified once, when it is accepted, by
+// SO_PEERCRED. Root may call everything, and so may members of the admin
+// group (the peer's primary gid, or a supplementary group read from
+// /proc/<pid>/status); anyone else gets 403 on every path. The socket
+// itself is created 0660 with the admin group as its group, so the check
+// is a second line.
+//
+// # Requests and errors
+//
+// Routes are Go 1.22 ServeMux method+path patterns, one per line of the
+// contract. Request bodies are limited to 1 MiB and decoded strictly
+// (unknown fields, trailing data and unknown query parameters are
+// errors). Every error, including unknown paths (404) and wrong methods
+// (405), is an api.Error JSON body; its HTTP status follows from the code
+// (service.Code maps errors to codes, statusOf codes to statuses).
+// Requests are logged at debug level; internal errors at error level.
+//
+// # Shutdown
+//
+// Shutdown stops accepting connections and waits for in-flight requests
+// until its context ends; Close then cuts what is left. Handlers run on
+// net/http's goroutines; the server keeps no state of its own besides the
+// listener.
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/vfolder/vfolder/api"
+	"github.com/vfolder/vfolder/internal/service"
+	"github.com/vfolder/vfolder/meta"
+)
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 1 << 20
+
+// ErrSocketInUse: another process answers on the socket path.
+var ErrSocketInUse = errors.New("socket is in use by another process")
+
+// Options configure a Server.
+type Options struct {
+	// AdminGID is the group (besides root) allowed to call the API; -1 for
+	// none.
+	AdminGID int
+	// Version is reported by /v1/health.
+	Version string
+	Log     zerolog.Logger
+}
+
+// Server serves the API.
+type Server struct {
+	svc  *service.Service
+	opts Options
+	log  zerolog.Logger
+	mux  *http.ServeMux
+	http *http.Server
+}
+
+// New returns a server over svc.
+func New(svc *service.Service, opts Options) *Server {
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	s := &Server{svc: svc, opts: opts, log: opts.Log, mux: http.NewServeMux()}
+	s.routes()
+	s.http = &http.Server{
+		Handler:           s.Handler(),
+		ConnContext:       s.connContext,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	return s
+}
+
+// Serve accepts connections on l until Shutdown or Close; it returns nil
+// after those.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for in-flight requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error { return s.http.Close() }
+
+// Listen binds the API socket at path. The parent directory is created
+// (0755) if missing. An existing socket that something answers on is
+// refused with ErrSocketInUse; a stale one (nobody listening) is
+// removed; any other kind of file is refused. The new socket gets mode
+// 0660 and, when adminGID >= 0, that group.
+//
+// Call it only after taking the state directory lock, so that a second
+// daemon never removes the socket of a running one.
+func Listen(path string, adminGID int) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("socket path %s exists and is not a socket; refusing to replace it", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%w: %s answers connections (another vfolderd?)", ErrSocketInUse, path)
+		}
+		if !errors.Is(err, unix.ECONNREFUSED) {
+			return nil, fmt.Errorf("socket %s exists and cannot be checked: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	} else if !os.IsNotExist(err) {
+		return nil, err
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	// The listener must not remove the file on Close by itself: the daemon
+	// removes it explicitly, after in-flight requests are done.
+	l.SetUnlinkOnClose(false)
+	err = os.Chmod(path, 0o660)
+	if err == nil && adminGID >= 0 {
+		err = os.Lchown(path, -1, adminGID)
+	}
+	if err != nil {
+		l.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// peer is the identity of a connection's other end.
+type peer struct {
+	uid, gid uint32
+	pid      int32
+	allowed  bool
+	err      error
+}
+
+type peerKey struct{}
+
+func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
+	p := peer{err: errors.New("not a unix socket connection")}
+	if uc, ok := c.(*net.UnixConn); ok {
+		p = identify(uc)
+	}
+	if p.err == nil {
+		p.allowed = s.allowed(p)
+	}
+	return context.WithValue(ctx, peerKey{}, p)
+}
+
+func identify(c *net.UnixConn) peer {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return peer{err: err}
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return peer{err: err}
+	}
+	if credErr != nil {
+		return peer{err: credErr}
+	}
+	return peer{uid: cred.Uid, gid: cred.Gid, pid: cred.Pid}
+}
+
+func (s *Server) allowed(p peer) bool {
+	if p.uid == 0 {
+		return true
+	}
+	if s.opts.AdminGID < 0 {
+		return false
+	}
+	if p.gid == uint32(s.opts.AdminGID) {
+		return true
+	}
+	if p.pid <= 0 {
+		return false
+	}
+	groups, err := procGroups(p.pid)
+	if err != nil {
+		return false
+	}
+	for _, g := range groups {
+		if g == uint32(s.opts.AdminGID) {
+			return true
+		}
+	}
+	return false
+}
+
+// procGroups reads the supplementary groups of a process.
+func procGroups(pid int32) ([]uint32, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/status")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "Groups:")
+		if !ok {
+			continue
+		}
+		var out []uint32
+		for _, field := range strings.Fields(rest) {
+			n, err := strconv.ParseUint(field, 10, 32)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, uint32(n))
+		}
+		return out, nil
+	}
+	return nil, sc.Err()
+}
+
+// statusOf is the HTTP status of each error code.
+func statusOf(code string) int {
+	switch code {
+	case api.CodeInvalid:
+		return http.StatusBadRequest
+	case api.CodeForbidden:
+		return http.StatusForbidden
+	case api.CodeNotFound:
+		return http.StatusNotFound
+	case api.CodeExists, api.CodeConflict:
+		return http.StatusConflict
+	case api.CodeLimitExceeded:
+		return http.StatusUnprocessableEntity
+	case api.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// codeOf is the code of a status the mux produced itself.
+func codeOf(status int) string {
+	switch status {
+	case http.StatusNotFound:
+		return api.CodeNotFound
+	case http.StatusMethodNotAllowed, http.StatusBadRequest:
+		return api.CodeInvalid
+	}
+	return api.CodeInternal
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, code, msg string) {
+	s.writeErrorStatus(w, r, statusOf(code), code, msg)
+}
+
+func (s *Server) writeErrorStatus(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if status >= 500 && code != api.CodeUnavailable {
+		s.log.Error().Str("method", r.Method).Str("path", r.URL.Path).Str("error", msg).Msg("request failed")
+	}
+	writeJSON(w, status, &api.Error{Code: code, Message: msg})
+}
+
+// Handler is the API with identity checks, JSON errors for unknown paths
+// and methods, and request logging. Requests must come through Serve (the
+// identity is attached per connection).
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusWriter{ResponseWriter: w}
+		p, _ := r.Context().Value(peerKey{}).(peer)
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("handler panicked")
+				if rec.status == 0 {
+					s.writeError(rec, r, api.CodeInternal, "internal error")
+				}
+			}
+			s.log.Debug().Str("method", r.Method).Str("path", r.URL.RequestURI()).Int("status", rec.status).
+				Uint32("uid", p.uid).Int32("pid", p.pid).Dur("took", time.Since(start)).Msg("request")
+		}()
+		switch {
+		case p.err != nil:
+			s.writeError(rec, r, api.CodeForbidden, "cannot identify the caller: "+p.err.Error())
+			return
+		case !p.allowed:
+			s.writeError(rec, r, api.CodeForbidden, fmt.Sprintf("uid %d may not use the vfolderd API: only root and members of the admin group may", p.uid))
+			return
+		}
+		if h, pattern := s.mux.Handler(r); pattern == "" {
+			// Let the mux decide between 404 and 405, then answer in JSON.
+			probe := &probeWriter{header: http.Header{}}
+			h.ServeHTTP(probe, r)
+			if allow := probe.header.Get("Allow"); allow != "" {
+				rec.Header().Set("Allow", allow)
+			}
+			msg := fmt.Sprintf("%s %s is not part of the API", r.Method, r.URL.Path)
+			if probe.status == http.StatusMethodNotAllowed {
+				msg = fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, probe.header.Get("Allow"))
+			}
+			status := probe.status
+			if status == 0 {
+				status = http.StatusNotFound
+			}
+			// 405 keeps its own status; its code is "invalid".
+			s.writeErrorStatus(rec, r, status, codeOf(status), msg)
+			return
+		}
+		s.mux.ServeHTTP(rec, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// probeWriter records what the mux would answer, writing nothing.
+type probeWriter struct {
+	header http.Header
+	status int
+}
+
+func (p *probeWriter) Header() http.Header         { return p.header }
+func (p *probeWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (p *probeWriter) WriteHeader(code int)        { p.status = code }
+
+// handlerFunc is an API handler: it returns the success status and body,
+// or an error.
+type handlerFunc func(r *http.Request) (int, any, error)
+
+func (s *Server) handle(pattern string, h handlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		status, body, err := h(r)
+		if err != nil {
+			s.writeError(w, r, service.Code(err), err.Error())
+			return
+		}
+		writeJSON(w, status, body)
+	})
+}
+
+func (s *Server) routes() {
+	s.handle("GET /v1/health", s.health)
+	s.handle("GET /v1/volumes", s.volumes)
+	s.handle("GET /v1/folders", s.listFolders)
+	s.handle("POST /v1/folders", s.createFolder)
+	s.handle("GET /v1/folders/{ref}", s.getFolder)
+	s.handle("POST /v1/folders/{ref}/rename", s.rename)
+	s.handle("POST /v1/folders/{ref}/trash", s.trash)
+	s.handle("POST /v1/folders/{ref}/restore", s.restore)
+	s.handle("POST /v1/folders/{ref}/purge", s.purge)
+	s.handle("GET /v1/folders/{ref}/usage", s.usage)
+	s.handle("GET /v1/quota-scopes/{volume}/{scope}", s.getQuota)
+	s.handle("PUT /v1/quota-scopes/{volume}/{scope}", s.setQuota)
+	s.handle("DELETE /v1/quota-scopes/{volume}/{scope}", s.unsetQuota)
+	s.handle("GET /v1/policies/{owner}", s.getPolicy)
+	s.handle("PUT /v1/policies/{owner}", s.setPolicy)
+}
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", meta.ErrInvalid, fmt.Sprintf(format, a...))
+}
+
+// query checks that only the allowed parameters are present, each at most
+// once, and returns them.
+func query(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, invalid("query string: %v", err)
+	}
+	for k, v := range q {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || a == k
+		}
+		if !ok {
+			if len(allowed) == 0 {
+				return nil, invalid("unknown query parameter %q: this call takes none", k)
+			}
+			return nil, invalid("unknown query parameter %q (allowed: %s)", k, strings.Join(allowed, ", "))
+		}
+		if len(v) > 1 {
+			return nil, invalid("query parameter %q is given %d times", k, len(v))
+		}
+	}
+	return q, nil
+}
+
+// ownerParam parses the optional owner query parameter.
+func ownerParam(q url.Values) (meta.ScopeID, error) {
+	s := q.Get("owner")
+	if s == "" {
+		return meta.ScopeID{}, nil
+	}
+	id, err := meta.ParseScopeID(s)
+	if err != nil {
+		return meta.ScopeID{}, fmt.Errorf("owner: %w", err)
+	}
+	return id, nil
+}
+
+// decode reads a JSON body into v strictly.
+func decode(r *http.Request, v any) error {
+	body := http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return invalid("request body is larger than %d bytes", MaxBodyBytes)
+		case errors.Is(err, io.EOF):
+			return invalid("request body is empty; a JSON object is expected")
+		}
+		return invalid("request body: %v", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return invalid("request body is larger than %d bytes", MaxBodyBytes)
+		}
+		return invalid("request body has data after the JSON object")
+	}
+	return nil
+}
+
+func (s *Server) health(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, api.Health{Status: "ok", Version: s.opts.Version}, nil
+}
+
+func (s *Server) volumes(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	v, err := s.svc.Volumes(r.Context())
+	return http.StatusOK, v, err
+}
+
+func (s *Server) listFolders(r *http.Request) (int, any, error) {
+	q, err := query(r, "owner", "volume", "deleted")
+	if err != nil {
+		return 0, nil, err
+	}
+	owner, err := ownerParam(q)
+	if err != nil {
+		return 0, nil, err
+	}
+	f, err := s.svc.ListFolders(r.Context(), service.ListFilter{Owner: owner, Volume: q.Get("volume"), Deleted: q.Get("deleted")})
+	return http.StatusOK, f, err
+}
+
+func (s *Server) createFolder(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	var req api.CreateFolderRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	f, err := s.svc.CreateFolder(r.Context(), req)
+	return http.StatusCreated, f, err
+}
+
+// folderRef returns the {ref} path value and the owner parameter.
+func folderRef(r *http.Request) (string, meta.ScopeID, error) {
+	q, err := query(r, "owner")
+	if err != nil {
+		return "", meta.ScopeID{}, err
+	}
+	owner, err := ownerParam(q)
+	return r.PathValue("ref"), owner, err
+}
+
+func (s *Server) getFolder(r *http.Request) (int, any, error) {
+	ref, owner, err := folderRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	f, err := s.svc.Folder(r.Context(), ref, owner)
+	return http.StatusOK, f, err
+}
+
+func (s *Server) rename(r *http.Request) (int, any, error) {
+	ref, owner, err := folderRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var req api.RenameRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	f, err := s.svc.Rename(r.Context(), ref, owner, req.NewName)
+	return http.StatusOK, f, err
+}
+
+func (s *Server) trash(r *http.Request) (int, any, error) {
+	ref, owner, err := folderRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	f, err := s.svc.Trash(r.Context(), ref, owner)
+	return http.StatusOK, f, err
+}
+
+func (s *Server) restore(r *http.Request) (int, any, error) {
+	ref, owner, err := folderRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	f, err := s.svc.Restore(r.Context(), ref, owner)
+	return http.StatusOK, f, err
+}
+
+func (s *Server) purge(r *http.Request) (int, any, error) {
+	ref, owner, err := folderRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var req api.PurgeRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	f, err := s.svc.Purge(r.Context(), ref, owner, req.Confirm)
+	return http.StatusOK, f, err
+}
+
+func (s *Server) usage(r *http.Request) (int, any, error) {
+	ref, owner, err := folderRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	u, err := s.svc.FolderUsage(r.Context(), ref, owner)
+	return http.StatusOK, u, err
+}
+
+// scopeRef returns the {volume} and {scope} path values.
+func scopeRef(r *http.Request) (string, meta.ScopeID, error) {
+	if _, err := query(r); err != nil {
+		return "", meta.ScopeID{}, err
+	}
+	id, err := meta.ParseScopeID(r.PathValue("scope"))
+	if err != nil {
+		return "", meta.ScopeID{}, err
+	}
+	return r.PathValue("volume"), id, nil
+}
+
+func (s *Server) getQuota(r *http.Request) (int, any, error) {
+	vol, id, err := scopeRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	q, err := s.svc.QuotaScope(r.Context(), vol, id)
+	return http.StatusOK, q, err
+}
+
+func (s *Server) setQuota(r *http.Request) (int, any, error) {
+	vol, id, err := scopeRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var req api.SetQuotaRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	q, err := s.svc.SetQuota(r.Context(), vol, id, req)
+	return http.StatusOK, q, err
+}
+
+func (s *Server) unsetQuota(r *http.Request) (int, any, error) {
+	vol, id, err := scopeRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	q, err := s.svc.UnsetQuota(r.Context(), vol, id)
+	return http.StatusOK, q, err
+}
+
+func policyOwner(r *http.Request) (meta.ScopeID, error) {
+	if _, err := query(r); err != nil {
+		return meta.ScopeID{}, err
+	}
+	return meta.ParseScopeID(r.PathValue("owner"))
+}
+
+func (s *Server) getPolicy(r *http.Request) (int, any, error) {
+	owner, err := policyOwner(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	p, err := s.svc.Policy(r.Context(), owner)
+	return http.StatusOK, p, err
+}
+
+func (s *Server) setPolicy(r *http.Request) (int, any, error) {
+	owner, err := policyOwner(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var p api.Policy
+	if err := decode(r, &p); err != nil {
+		return 0, nil, err
+	}
+	p, err = s.svc.SetPolicy(r.Context(), owner, p)
+	return http.StatusOK, p, err
+}

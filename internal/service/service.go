@@ -1,0 +1,816 @@
+// Package service is vfolderd's business logic: the folder lifecycle,
+// quota scopes and policies, over a meta.Store and the opened volumes. The
+// API server (internal/server) is a thin HTTP layer over it.
+//
+// # Folder lifecycle and crash safety
+//
+//	create:  record "performing" -> mkdir on the volume -> "ready"
+//	trash:   ready|error -> delete-pending (nothing changes on disk)
+//	restore: delete-pending -> ready
+//	purge:   delete-pending|delete-error -> delete-ongoing -> remove tree ->
+//	         record deleted (on failure: delete-error, retryable)
+//
+// The record is always written before the directory is touched, so a
+// crash (SIGKILL at any point) leaves a record that says what was going
+// on. Recover, run once at start before serving, finishes the job:
+//
+//   - performing: the directory exists -> ready; it does not -> the
+//     record is deleted (the create never completed, the name is free);
+//   - delete-ongoing or delete-complete: the removal is resumed in the
+//     background (volume.RemoveFolder tolerates a half-removed tree), then
+//     the record is deleted;
+//   - cloning is left alone (no clone is implemented yet).
+//
+// Status changes are made inside Store.UpdateFolder callbacks that check
+// the current status, so two concurrent calls (trash and purge, two
+// purges) never both proceed.
+//
+// # Errors
+//
+// Methods return errors wrapping the meta sentinels (ErrInvalid,
+// ErrNotFound, ErrExists, ErrConflict, ErrLimitExceeded) or ErrUnavailable;
+// anything else is an internal failure. Code maps an error to its API code
+// and is the only place that does.
+//
+// # Plug points
+//
+// Usage figures come from a UsageSource (the quota manager plugs in
+// there; until then NoUsage reports zero). MountedBy, when set, names the
+// live sessions that have a folder mounted; trash and purge refuse such
+// folders. ScopeChanged, when set, is told about every limit change.
+//
+// All methods are safe for concurrent use once the volumes are attached.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/vfolder/vfolder/api"
+	"github.com/vfolder/vfolder/internal/volume"
+	"github.com/vfolder/vfolder/meta"
+)
+
+// ErrUnavailable: the daemon is shutting down or a volume is not
+// configured on this node.
+var ErrUnavailable = errors.New("unavailable")
+
+// UsageSource reports current usage figures. The quota manager implements
+// it; NoUsage stands in until it is wired.
+type UsageSource interface {
+	ScopeUsage(volume string, id meta.ScopeID) (bytes, inodes int64)
+	FolderUsage(folderID string) (bytes, inodes int64)
+}
+
+// NoUsage reports zero usage for everything.
+// QUOTA: replaced by the quota manager once package quota is wired in.
+type NoUsage struct{}
+
+func (NoUsage) ScopeUsage(string, meta.ScopeID) (int64, int64) { return 0, 0 }
+func (NoUsage) FolderUsage(string) (int64, int64)              { return 0, 0 }
+
+// Options configure a Service.
+type Options struct {
+	// StorageUID/StorageGID own every directory the service creates.
+	StorageUID, StorageGID int
+	// AutoCreateScopes creates the owner's quota scope on the folder's
+	// volume when the first folder is created there.
+	AutoCreateScopes bool
+	// DefaultScopeLimit is the limit of an auto-created scope when the
+	// owner's policy has no MaxQuotaScopeSize; 0 = none.
+	DefaultScopeLimit int64
+	// Usage supplies usage figures; nil means NoUsage.
+	Usage UsageSource
+	// MountedBy returns the ids of live sessions that have the folder
+	// mounted; nil means "none known".
+	MountedBy func(folderID string) []string
+	// ScopeChanged is called after a scope was created or its limits
+	// changed; nil means nobody listens. QUOTA: the quota manager's hook.
+	ScopeChanged func(meta.QuotaScope)
+	Log          zerolog.Logger
+}
+
+type attached struct {
+	rec meta.Volume
+	vol *volume.Volume
+}
+
+// Service is the folder lifecycle over a store and the attached volumes.
+type Service struct {
+	store meta.Store
+	opts  Options
+	log   zerolog.Logger
+
+	mu   sync.RWMutex
+	vols map[string]*attached
+
+	// base is cancelled by Close; purges run under it, not under the
+	// request's context, so a client going away never interrupts one.
+	base   context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+}
+
+// New returns a service over store. Attach volumes, then Recover, before
+// serving requests.
+func New(store meta.Store, opts Options) *Service {
+	if opts.Usage == nil {
+		opts.Usage = NoUsage{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{store: store, opts: opts, log: opts.Log, vols: map[string]*attached{}, base: ctx, cancel: cancel}
+}
+
+// AttachVolume opens a configured volume, checks (or, on an empty volume,
+// writes) its version.txt and records it in the store.
+func (s *Service) AttachVolume(ctx context.Context, v meta.Volume) error {
+	vol, err := volume.Open(v.Path)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	if err := vol.EnsureVersion(s.opts.StorageUID, s.opts.StorageGID); err != nil {
+		vol.Close()
+		return fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	if err := s.store.PutVolume(ctx, v); err != nil {
+		vol.Close()
+		return fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	s.mu.Lock()
+	if old := s.vols[v.Name]; old != nil {
+		old.vol.Close()
+	}
+	s.vols[v.Name] = &attached{rec: v, vol: vol}
+	s.mu.Unlock()
+	return nil
+}
+
+// Volume returns an attached volume by name.
+func (s *Service) Volume(name string) (*volume.Volume, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a := s.vols[name]
+	if a == nil {
+		return nil, false
+	}
+	return a.vol, true
+}
+
+func (s *Service) attachedVolume(name string) (*attached, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if a := s.vols[name]; a != nil {
+		return a, nil
+	}
+	return nil, fmt.Errorf("%w: volume %q is not configured", meta.ErrNotFound, name)
+}
+
+// folderVolume is the volume of an existing folder: one that is not
+// configured (any more) makes the folder unavailable, not unknown.
+func (s *Service) folderVolume(f meta.Folder) (*volume.Volume, error) {
+	a, err := s.attachedVolume(f.Volume)
+	if err != nil {
+		return nil, fmt.Errorf("%w: folder %q is on volume %q, which is not configured on this node", ErrUnavailable, f.Name, f.Volume)
+	}
+	return a.vol, nil
+}
+
+// Wait blocks until background work (purges resumed by Recover) is done.
+func (s *Service) Wait() { s.bg.Wait() }
+
+// Close stops background purges (they resume at the next start), waits
+// for them and closes the volumes. The store is the caller's to close.
+func (s *Service) Close() {
+	s.cancel()
+	s.bg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, a := range s.vols {
+		a.vol.Close()
+		delete(s.vols, name)
+	}
+}
+
+// Recover finishes what a crash interrupted (see the package comment).
+// Purges are resumed in the background; Close stops them.
+func (s *Service) Recover(ctx context.Context) error {
+	all, err := s.store.ListFolders(ctx, meta.FolderFilter{IncludeDeleted: true})
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	var purges []meta.Folder
+	for _, f := range all {
+		if f.Status != meta.StatusPerforming && f.Status != meta.StatusDeleteOngoing && f.Status != meta.StatusDeleteComplete {
+			continue
+		}
+		vol, err := s.folderVolume(f)
+		if err != nil {
+			s.log.Warn().Str("folder", f.ID).Str("volume", f.Volume).Str("status", string(f.Status)).
+				Msg("folder left unfinished on a volume that is not configured; leaving it")
+			continue
+		}
+		if f.Status != meta.StatusPerforming {
+			purges = append(purges, f)
+			continue
+		}
+		ok, err := vol.FolderExists(f.Owner, f.ID)
+		if err != nil {
+			return fmt.Errorf("recover folder %s: %w", f.ID, err)
+		}
+		if ok {
+			_, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+				if x.Status != meta.StatusPerforming {
+					return errSkip
+				}
+				x.Status = meta.StatusReady
+				return nil
+			})
+			s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("creation finished after a restart")
+		} else {
+			err = s.store.DeleteFolder(ctx, f.ID)
+			s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("dropped the record of a creation that never reached the volume")
+		}
+		if err != nil && !errors.Is(err, errSkip) && !errors.Is(err, meta.ErrNotFound) {
+			return fmt.Errorf("recover folder %s: %w", f.ID, err)
+		}
+	}
+	if len(purges) > 0 {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			for _, f := range purges {
+				s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("resuming an interrupted purge")
+				if err := s.finishPurge(f); err != nil {
+					s.log.Error().Err(err).Str("folder", f.ID).Msg("resumed purge failed")
+				}
+			}
+		}()
+	}
+	return nil
+}
+
+// errSkip aborts an UpdateFolder callback without it being an error.
+var errSkip = errors.New("skip")
+
+func (s *Service) toAPI(f meta.Folder) api.Folder {
+	out := api.Folder{Folder: f}
+	if a, err := s.attachedVolume(f.Volume); err == nil {
+		out.Path = a.vol.FolderPath(f.Owner, f.ID)
+	}
+	return out
+}
+
+// Volumes lists the configured volumes, by name.
+func (s *Service) Volumes(ctx context.Context) ([]meta.Volume, error) {
+	s.mu.RLock()
+	out := make([]meta.Volume, 0, len(s.vols))
+	for _, a := range s.vols {
+		out = append(out, a.rec)
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func checkOwner(what string, id meta.ScopeID) error {
+	if !id.Valid() {
+		return fmt.Errorf("%w: %s must be user:<uuid> or project:<uuid>", meta.ErrInvalid, what)
+	}
+	return nil
+}
+
+// checkDotName applies the automount rule: a name starting with '.' is
+// mounted into every session of its user, so only users own such folders;
+// a project may own ".local" (mounted per user as a subfolder).
+func checkDotName(owner meta.ScopeID, name string) error {
+	if meta.IsAutomount(name) && owner.Kind == meta.KindProject && name != ".local" {
+		return fmt.Errorf("%w: folder name %q: a project may own no dot-folder other than \".local\" (dot-folders are mounted into every session of their user)", meta.ErrInvalid, name)
+	}
+	return nil
+}
+
+// CreateFolder creates a folder (see the package comment for the order of
+// steps).
+func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest) (api.Folder, error) {
+	if err := meta.ValidateName(req.Name); err != nil {
+		return api.Folder{}, err
+	}
+	if err := checkOwner("owner", req.Owner); err != nil {
+		return api.Folder{}, err
+	}
+	if err := checkDotName(req.Owner, req.Name); err != nil {
+		return api.Folder{}, err
+	}
+	if req.UsageMode == "" {
+		req.UsageMode = meta.ModeGeneral
+	}
+	if !req.UsageMode.Valid() {
+		return api.Folder{}, fmt.Errorf("%w: usage_mode %q is not one of general, model, data", meta.ErrInvalid, req.UsageMode)
+	}
+	if req.Permission == "" {
+		req.Permission = meta.PermRW
+	}
+	if !req.Permission.Valid() {
+		return api.Folder{}, fmt.Errorf("%w: permission %q is not one of ro, rw, wd", meta.ErrInvalid, req.Permission)
+	}
+	if req.Cloneable && req.UsageMode != meta.ModeModel {
+		return api.Folder{}, fmt.Errorf("%w: only folders with usage_mode \"model\" can be cloneable", meta.ErrInvalid)
+	}
+	if req.Volume == "" {
+		return api.Folder{}, fmt.Errorf("%w: volume is empty", meta.ErrInvalid)
+	}
+	a, err := s.attachedVolume(req.Volume)
+	if err != nil {
+		return api.Folder{}, err
+	}
+	policy, err := s.store.GetPolicy(ctx, req.Owner)
+	if err != nil {
+		return api.Folder{}, err
+	}
+	if err := s.ensureScope(ctx, req.Volume, req.Owner, policy); err != nil {
+		return api.Folder{}, err
+	}
+	f := meta.Folder{
+		ID:         meta.NewFolderID(),
+		Name:       req.Name,
+		Owner:      req.Owner,
+		Volume:     req.Volume,
+		UsageMode:  req.UsageMode,
+		Permission: req.Permission,
+		Cloneable:  req.Cloneable,
+		Status:     meta.StatusPerforming,
+	}
+	if err := s.store.CreateFolder(ctx, f, policy.MaxFolderCount); err != nil {
+		return api.Folder{}, err
+	}
+	// From here on a client going away must not leave a half-made folder.
+	ctx = context.WithoutCancel(ctx)
+	if err := a.vol.CreateFolder(f.Owner, f.ID, s.opts.StorageUID, s.opts.StorageGID); err != nil {
+		// Take back a directory this call made before failing (never one
+		// that was there already: that is not ours).
+		if !errors.Is(err, os.ErrExist) {
+			if rerr := a.vol.RemoveFolder(ctx, f.Owner, f.ID, nil); rerr != nil {
+				s.log.Error().Err(rerr).Str("folder", f.ID).Msg("cannot remove the directory of a failed create")
+			}
+		}
+		if derr := s.store.DeleteFolder(ctx, f.ID); derr != nil {
+			s.log.Error().Err(derr).Str("folder", f.ID).Msg("cannot drop the record of a failed create; the next start will")
+		}
+		return api.Folder{}, fmt.Errorf("create folder %q: %w", f.Name, err)
+	}
+	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+		x.Status = meta.StatusReady
+		return nil
+	})
+	if err != nil {
+		return api.Folder{}, fmt.Errorf("create folder %q: the directory exists but the record stays %q until the next start: %w", req.Name, meta.StatusPerforming, err)
+	}
+	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Str("owner", f.Owner.String()).Str("volume", f.Volume).Msg("folder created")
+	return s.toAPI(f), nil
+}
+
+// ensureScope makes sure the owner has a quota scope on the volume,
+// creating it when AutoCreateScopes is set.
+func (s *Service) ensureScope(ctx context.Context, vol string, owner meta.ScopeID, p meta.Policy) error {
+	_, err := s.store.GetScope(ctx, vol, owner)
+	if err == nil || !errors.Is(err, meta.ErrNotFound) {
+		return err
+	}
+	if !s.opts.AutoCreateScopes {
+		return fmt.Errorf("%w: %s has no quota scope on volume %q; set its quota first", meta.ErrNotFound, owner, vol)
+	}
+	limit := p.MaxQuotaScopeSize
+	if limit == 0 {
+		limit = s.opts.DefaultScopeLimit
+	}
+	sc := meta.QuotaScope{Volume: vol, ID: owner, LimitBytes: limit}
+	err = s.store.CreateScope(ctx, sc)
+	if errors.Is(err, meta.ErrExists) {
+		return nil // created concurrently
+	}
+	if err != nil {
+		return err
+	}
+	s.scopeChanged(ctx, vol, owner)
+	return nil
+}
+
+func (s *Service) scopeChanged(ctx context.Context, vol string, id meta.ScopeID) {
+	if s.opts.ScopeChanged == nil {
+		return
+	}
+	if sc, err := s.store.GetScope(ctx, vol, id); err == nil {
+		s.opts.ScopeChanged(sc)
+	}
+}
+
+// resolve finds a folder by id (32-hex or dashed) or by name; a name needs
+// the owner. An id with a non-zero owner must belong to that owner.
+func (s *Service) resolve(ctx context.Context, ref string, owner meta.ScopeID) (meta.Folder, error) {
+	if ref == "" {
+		return meta.Folder{}, fmt.Errorf("%w: folder reference is empty", meta.ErrInvalid)
+	}
+	if !owner.IsZero() {
+		if err := checkOwner("owner", owner); err != nil {
+			return meta.Folder{}, err
+		}
+	}
+	id, idErr := meta.ParseUUID(ref)
+	if idErr == nil {
+		f, err := s.store.GetFolder(ctx, id)
+		switch {
+		case err == nil && (owner.IsZero() || f.Owner == owner):
+			return f, nil
+		case err != nil && !errors.Is(err, meta.ErrNotFound):
+			return meta.Folder{}, err
+		}
+		if owner.IsZero() {
+			return meta.Folder{}, fmt.Errorf("%w: no folder has id %s", meta.ErrNotFound, id)
+		}
+	} else if owner.IsZero() {
+		return meta.Folder{}, fmt.Errorf("%w: %q is not a folder id; a folder name needs the owner (user:<uuid> or project:<uuid>)", meta.ErrInvalid, ref)
+	}
+	f, err := s.store.FolderByName(ctx, owner, ref)
+	if errors.Is(err, meta.ErrNotFound) {
+		return meta.Folder{}, fmt.Errorf("%w: %s has no folder named %q", meta.ErrNotFound, owner, ref)
+	}
+	return f, err
+}
+
+// Folder returns one folder.
+func (s *Service) Folder(ctx context.Context, ref string, owner meta.ScopeID) (api.Folder, error) {
+	f, err := s.resolve(ctx, ref, owner)
+	if err != nil {
+		return api.Folder{}, err
+	}
+	return s.toAPI(f), nil
+}
+
+// ListFilter selects folders for ListFolders.
+type ListFilter struct {
+	Owner  meta.ScopeID // zero: every owner
+	Volume string       // "": every volume
+	// Deleted is api.DeletedExclude, api.DeletedInclude or api.DeletedOnly.
+	Deleted string
+}
+
+// ListFolders lists folders, ordered by owner, then name.
+func (s *Service) ListFolders(ctx context.Context, lf ListFilter) ([]api.Folder, error) {
+	var filter meta.FolderFilter
+	switch lf.Deleted {
+	case api.DeletedExclude:
+	case api.DeletedInclude:
+		filter.IncludeDeleted = true
+	case api.DeletedOnly:
+		filter.OnlyDeleted = true
+	default:
+		return nil, fmt.Errorf("%w: deleted=%q is not one of \"\", include, only", meta.ErrInvalid, lf.Deleted)
+	}
+	if !lf.Owner.IsZero() {
+		if err := checkOwner("owner", lf.Owner); err != nil {
+			return nil, err
+		}
+		owner := lf.Owner
+		filter.Owner = &owner
+	}
+	if lf.Volume != "" {
+		if _, err := s.store.GetVolume(ctx, lf.Volume); err != nil {
+			return nil, err
+		}
+		filter.Volume = lf.Volume
+	}
+	fs, err := s.store.ListFolders(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Folder, len(fs))
+	for i, f := range fs {
+		out[i] = s.toAPI(f)
+	}
+	return out, nil
+}
+
+// Rename renames a live folder.
+func (s *Service) Rename(ctx context.Context, ref string, owner meta.ScopeID, newName string) (api.Folder, error) {
+	if err := meta.ValidateName(newName); err != nil {
+		return api.Folder{}, err
+	}
+	f, err := s.resolve(ctx, ref, owner)
+	if err != nil {
+		return api.Folder{}, err
+	}
+	if err := checkDotName(f.Owner, newName); err != nil {
+		return api.Folder{}, err
+	}
+	old := f.Name
+	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+		switch x.Status {
+		case meta.StatusReady, meta.StatusMounted, meta.StatusError:
+		default:
+			return fmt.Errorf("%w: folder %q is %s; only a live folder can be renamed (restore it from the trash first)", meta.ErrConflict, x.Name, x.Status)
+		}
+		x.Name = newName
+		return nil
+	})
+	if err != nil {
+		return api.Folder{}, err
+	}
+	s.log.Info().Str("folder", f.ID).Str("from", old).Str("to", newName).Msg("folder renamed")
+	return s.toAPI(f), nil
+}
+
+// checkNotMounted refuses a folder that live sessions have mounted.
+func (s *Service) checkNotMounted(f meta.Folder, action string) error {
+	if s.opts.MountedBy == nil {
+		return nil
+	}
+	if sess := s.opts.MountedBy(f.ID); len(sess) > 0 {
+		return fmt.Errorf("%w: folder %q is mounted by session(s) %s; it cannot be %s until they end", meta.ErrConflict, f.Name, strings.Join(sess, ", "), action)
+	}
+	return nil
+}
+
+// Trash moves a folder to the trash (delete-pending). Nothing changes on
+// the volume; Restore undoes it.
+func (s *Service) Trash(ctx context.Context, ref string, owner meta.ScopeID) (api.Folder, error) {
+	f, err := s.resolve(ctx, ref, owner)
+	if err != nil {
+		return api.Folder{}, err
+	}
+	if err := s.checkNotMounted(f, "trashed"); err != nil {
+		return api.Folder{}, err
+	}
+	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+		switch x.Status {
+		case meta.StatusReady, meta.StatusError:
+			x.Status = meta.StatusDeletePending
+			return nil
+		case meta.StatusDeletePending:
+			return fmt.Errorf("%w: folder %q is already in the trash", meta.ErrConflict, x.Name)
+		}
+		return fmt.Errorf("%w: folder %q is %s and cannot be trashed now", meta.ErrConflict, x.Name, x.Status)
+	})
+	if err != nil {
+		return api.Folder{}, err
+	}
+	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("folder trashed")
+	return s.toAPI(f), nil
+}
+
+// Restore takes a folder out of the trash.
+func (s *Service) Restore(ctx context.Context, ref string, owner meta.ScopeID) (api.Folder, error) {
+	f, err := s.resolve(ctx, ref, owner)
+	if err != nil {
+		return api.Folder{}, err
+	}
+	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+		if x.Status != meta.StatusDeletePending {
+			return fmt.Errorf("%w: folder %q is %s, not in the trash; nothing to restore", meta.ErrConflict, x.Name, x.Status)
+		}
+		x.Status = meta.StatusReady
+		return nil
+	})
+	if err != nil {
+		return api.Folder{}, err
+	}
+	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("folder restored")
+	return s.toAPI(f), nil
+}
+
+// Purge deletes a trashed folder for good: its tree and its record.
+// confirm must equal the folder's exact name. The returned folder has
+// status delete-complete; its record is gone. On failure the folder is
+// left in delete-error and the purge can be retried.
+func (s *Service) Purge(ctx context.Context, ref string, owner meta.ScopeID, confirm string) (api.Folder, error) {
+	f, err := s.resolve(ctx, ref, owner)
+	if err != nil {
+		return api.Folder{}, err
+	}
+	if f.Status != meta.StatusDeletePending && f.Status != meta.StatusDeleteError {
+		return api.Folder{}, fmt.Errorf("%w: folder %q is %s; only a folder in the trash can be purged (trash it first)", meta.ErrConflict, f.Name, f.Status)
+	}
+	if confirm != f.Name {
+		return api.Folder{}, fmt.Errorf("%w: the confirmation %q does not match the folder name %q exactly; nothing was purged", meta.ErrConflict, confirm, f.Name)
+	}
+	if err := s.checkNotMounted(f, "purged"); err != nil {
+		return api.Folder{}, err
+	}
+	if _, err := s.folderVolume(f); err != nil {
+		return api.Folder{}, err
+	}
+	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+		if x.Status != meta.StatusDeletePending && x.Status != meta.StatusDeleteError {
+			return fmt.Errorf("%w: folder %q is %s; only a folder in the trash can be purged", meta.ErrConflict, x.Name, x.Status)
+		}
+		x.Status = meta.StatusDeleteOngoing
+		return nil
+	})
+	if err != nil {
+		return api.Folder{}, err
+	}
+	out := s.toAPI(f)
+	if err := s.finishPurge(f); err != nil {
+		return api.Folder{}, err
+	}
+	out.Status = meta.StatusDeleteComplete
+	return out, nil
+}
+
+// finishPurge removes the tree of a delete-ongoing folder and its record.
+// It runs under the service's context: only Close interrupts it, leaving
+// the folder delete-ongoing for the next start.
+func (s *Service) finishPurge(f meta.Folder) error {
+	ctx := s.base
+	vol, err := s.folderVolume(f)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	var removed int64
+	err = vol.RemoveFolder(ctx, f.Owner, f.ID, func(n int64) {
+		removed = n
+		s.log.Debug().Str("folder", f.ID).Int64("removed", n).Msg("purging")
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: purge of folder %q interrupted by shutdown; it resumes at the next start", ErrUnavailable, f.Name)
+		}
+		// Record the failure; a background context so that it is written
+		// even while shutting down.
+		_, uerr := s.store.UpdateFolder(context.Background(), f.ID, func(x *meta.Folder) error {
+			x.Status = meta.StatusDeleteError
+			return nil
+		})
+		if uerr != nil {
+			s.log.Error().Err(uerr).Str("folder", f.ID).Msg("cannot mark the folder delete-error")
+		}
+		return fmt.Errorf("purge folder %q: %w (status is now %s; purge again to retry)", f.Name, err, meta.StatusDeleteError)
+	}
+	if err := s.store.DeleteFolder(context.Background(), f.ID); err != nil && !errors.Is(err, meta.ErrNotFound) {
+		return fmt.Errorf("purge folder %q: the tree is gone but the record stays: %w", f.Name, err)
+	}
+	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Int64("entries", removed).
+		Dur("took", time.Since(start)).Msg("folder purged")
+	return nil
+}
+
+// FolderUsage reports one folder's usage.
+func (s *Service) FolderUsage(ctx context.Context, ref string, owner meta.ScopeID) (api.FolderUsage, error) {
+	f, err := s.resolve(ctx, ref, owner)
+	if err != nil {
+		return api.FolderUsage{}, err
+	}
+	b, i := s.opts.Usage.FolderUsage(f.ID)
+	return api.FolderUsage{FolderID: f.ID, UsedBytes: b, UsedInodes: i, AsOf: time.Now().UTC()}, nil
+}
+
+func (s *Service) checkScopeRef(vol string, id meta.ScopeID) error {
+	if err := checkOwner("quota scope id", id); err != nil {
+		return err
+	}
+	_, err := s.attachedVolume(vol)
+	return err
+}
+
+func (s *Service) withUsage(sc meta.QuotaScope) api.QuotaScope {
+	b, i := s.opts.Usage.ScopeUsage(sc.Volume, sc.ID)
+	return api.QuotaScope{QuotaScope: sc, UsedBytes: b, UsedInodes: i}
+}
+
+// QuotaScope returns a scope with its usage.
+func (s *Service) QuotaScope(ctx context.Context, vol string, id meta.ScopeID) (api.QuotaScope, error) {
+	if err := s.checkScopeRef(vol, id); err != nil {
+		return api.QuotaScope{}, err
+	}
+	sc, err := s.store.GetScope(ctx, vol, id)
+	if errors.Is(err, meta.ErrNotFound) {
+		return api.QuotaScope{}, fmt.Errorf("%w: %s has no quota scope on volume %q", meta.ErrNotFound, id, vol)
+	}
+	if err != nil {
+		return api.QuotaScope{}, err
+	}
+	return s.withUsage(sc), nil
+}
+
+// SetQuota sets a scope's limits (nil fields are kept; 0 removes a
+// limit), creating the scope when it does not exist yet.
+func (s *Service) SetQuota(ctx context.Context, vol string, id meta.ScopeID, req api.SetQuotaRequest) (api.QuotaScope, error) {
+	if err := s.checkScopeRef(vol, id); err != nil {
+		return api.QuotaScope{}, err
+	}
+	if req.LimitBytes != nil && *req.LimitBytes < 0 {
+		return api.QuotaScope{}, fmt.Errorf("%w: limit_bytes %d is negative", meta.ErrInvalid, *req.LimitBytes)
+	}
+	if req.LimitInodes != nil && *req.LimitInodes < 0 {
+		return api.QuotaScope{}, fmt.Errorf("%w: limit_inodes %d is negative", meta.ErrInvalid, *req.LimitInodes)
+	}
+	apply := func(q *meta.QuotaScope) error {
+		if req.LimitBytes != nil {
+			q.LimitBytes = *req.LimitBytes
+		}
+		if req.LimitInodes != nil {
+			q.LimitInodes = *req.LimitInodes
+		}
+		return nil
+	}
+	sc, err := s.store.UpdateScope(ctx, vol, id, apply)
+	if errors.Is(err, meta.ErrNotFound) {
+		sc = meta.QuotaScope{Volume: vol, ID: id}
+		_ = apply(&sc)
+		err = s.store.CreateScope(ctx, sc)
+		if errors.Is(err, meta.ErrExists) { // created concurrently: update it
+			_, err = s.store.UpdateScope(ctx, vol, id, apply)
+		}
+		if err == nil {
+			sc, err = s.store.GetScope(ctx, vol, id)
+		}
+	}
+	if err != nil {
+		return api.QuotaScope{}, err
+	}
+	s.log.Info().Str("scope", id.String()).Str("volume", vol).Int64("limit_bytes", sc.LimitBytes).
+		Int64("limit_inodes", sc.LimitInodes).Msg("quota set")
+	if s.opts.ScopeChanged != nil {
+		s.opts.ScopeChanged(sc)
+	}
+	return s.withUsage(sc), nil
+}
+
+// UnsetQuota removes a scope's limits (both set to 0).
+func (s *Service) UnsetQuota(ctx context.Context, vol string, id meta.ScopeID) (api.QuotaScope, error) {
+	if err := s.checkScopeRef(vol, id); err != nil {
+		return api.QuotaScope{}, err
+	}
+	sc, err := s.store.UpdateScope(ctx, vol, id, func(q *meta.QuotaScope) error {
+		q.LimitBytes, q.LimitInodes = 0, 0
+		return nil
+	})
+	if errors.Is(err, meta.ErrNotFound) {
+		return api.QuotaScope{}, fmt.Errorf("%w: %s has no quota scope on volume %q", meta.ErrNotFound, id, vol)
+	}
+	if err != nil {
+		return api.QuotaScope{}, err
+	}
+	s.log.Info().Str("scope", id.String()).Str("volume", vol).Msg("quota removed")
+	if s.opts.ScopeChanged != nil {
+		s.opts.ScopeChanged(sc)
+	}
+	return s.withUsage(sc), nil
+}
+
+// Policy returns an owner's resource policy (zero when none is set).
+func (s *Service) Policy(ctx context.Context, owner meta.ScopeID) (meta.Policy, error) {
+	if err := checkOwner("policy owner", owner); err != nil {
+		return meta.Policy{}, err
+	}
+	return s.store.GetPolicy(ctx, owner)
+}
+
+// SetPolicy replaces an owner's resource policy.
+func (s *Service) SetPolicy(ctx context.Context, owner meta.ScopeID, p meta.Policy) (meta.Policy, error) {
+	if err := checkOwner("policy owner", owner); err != nil {
+		return meta.Policy{}, err
+	}
+	if p.MaxFolderCount < 0 {
+		return meta.Policy{}, fmt.Errorf("%w: max_vfolder_count %d is negative", meta.ErrInvalid, p.MaxFolderCount)
+	}
+	if p.MaxQuotaScopeSize < 0 {
+		return meta.Policy{}, fmt.Errorf("%w: max_quota_scope_size %d is negative", meta.ErrInvalid, p.MaxQuotaScopeSize)
+	}
+	if err := s.store.SetPolicy(ctx, owner, p); err != nil {
+		return meta.Policy{}, err
+	}
+	s.log.Info().Str("owner", owner.String()).Int("max_vfolder_count", p.MaxFolderCount).
+		Int64("max_quota_scope_size", p.MaxQuotaScopeSize).Msg("policy set")
+	return s.store.GetPolicy(ctx, owner)
+}
+
+// Code maps an error of this package (or of the store) to its API error
+// code. It is the one place where that mapping lives.
+func Code(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrUnavailable), errors.Is(err, meta.ErrClosed), errors.Is(err, meta.ErrLocked):
+		return api.CodeUnavailable
+	case errors.Is(err, meta.ErrInvalid):
+		return api.CodeInvalid
+	case errors.Is(err, meta.ErrNotFound):
+		return api.CodeNotFound
+	case errors.Is(err, meta.ErrExists):
+		return api.CodeExists
+	case errors.Is(err, meta.ErrConflict):
+		return api.CodeConflict
+	case errors.Is(err, meta.ErrLimitExceeded):
+		return api.CodeLimitExceeded
+	}
+	return api.CodeInternal
+}
