@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -23,7 +24,7 @@ var (
 )
 
 // ValidateName checks a folder name against the reference system's rules:
-// 1..64 characters of valid UTF-8, no '/', no NUL or control characters,
+// 1..64 characters of valid UTF-8, no '/', no control characters (C0, DEL, C1),
 // not "." or "..", no leading or trailing spaces, not a reserved name.
 func ValidateName(name string) error {
 	if name == "" {
@@ -41,10 +42,8 @@ func ValidateName(name string) error {
 	if strings.ContainsRune(name, '/') {
 		return fmt.Errorf("%w: folder name %q must not contain '/'", ErrInvalid, name)
 	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%w: folder name %q contains a control character", ErrInvalid, name)
-		}
+	if strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: folder name %q contains a control character", ErrInvalid, name)
 	}
 	if strings.TrimSpace(name) != name {
 		return fmt.Errorf("%w: folder name %q has leading or trailing spaces", ErrInvalid, name)
