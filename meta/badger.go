@@ -45,18 +45,35 @@ const BadgerSchemaVersion = 1
 //	m/name/<owner>/<name>         id of the owner's folder of that name
 //	m/count/<owner>               decimal number of folder records of owner
 //	m/policy/<owner>              Policy (JSON)
+//	m/member/<project>/<user>     Membership (JSON)
+//	m/memberof/<user>/<project>   empty: index of the memberships of a user
+//	m/session/<id>                Session (JSON)
+//	m/sessfolder/<folder>/<id>    empty: index of the sessions mounting a folder
 //
-// Volume names and owner ids never contain '/', folder names neither, so
-// every prefix above is unambiguous.
+// Volume names, owner ids, UUIDs and session ids never contain '/', folder
+// names neither, so every prefix above is unambiguous. The two indexes
+// are written in the transaction that writes their record.
 const (
-	keySchema    = "m/schema"
-	prefixVolume = "m/vol/"
-	prefixScope  = "m/scope/"
-	prefixFolder = "m/folder/"
-	prefixName   = "m/name/"
-	prefixCount  = "m/count/"
-	prefixPolicy = "m/policy/"
+	keySchema       = "m/schema"
+	prefixVolume    = "m/vol/"
+	prefixScope     = "m/scope/"
+	prefixFolder    = "m/folder/"
+	prefixName      = "m/name/"
+	prefixCount     = "m/count/"
+	prefixPolicy    = "m/policy/"
+	prefixMember    = "m/member/"
+	prefixMemberOf  = "m/memberof/"
+	prefixSession   = "m/session/"
+	prefixSessionOf = "m/sessfolder/"
 )
+
+func memberKey(project, user string) []byte { return []byte(prefixMember + project + "/" + user) }
+
+func memberOfKey(user, project string) []byte { return []byte(prefixMemberOf + user + "/" + project) }
+
+func sessionKey(id string) []byte { return []byte(prefixSession + id) }
+
+func sessionOfKey(folder, id string) []byte { return []byte(prefixSessionOf + folder + "/" + id) }
 
 func volumeKey(name string) []byte { return []byte(prefixVolume + name) }
 
@@ -736,13 +753,248 @@ func (b *Badger) SetPolicy(ctx context.Context, owner ScopeID, p Policy) error {
 	})
 }
 
+// SetMembership creates or replaces a membership.
+func (b *Badger) SetMembership(ctx context.Context, m Membership) error {
+	if err := checkMembership(m); err != nil {
+		return err
+	}
+	return b.update(ctx, func(txn *badger.Txn) error {
+		if err := setJSON(txn, memberKey(m.Project, m.User), m); err != nil {
+			return err
+		}
+		return txn.Set(memberOfKey(m.User, m.Project), nil)
+	})
+}
+
+// RemoveMembership removes a membership; ErrNotFound if there is none.
+func (b *Badger) RemoveMembership(ctx context.Context, project, user string) error {
+	project, user, err := parseMemberArgs(project, user)
+	if err != nil {
+		return err
+	}
+	return b.update(ctx, func(txn *badger.Txn) error {
+		key := memberKey(project, user)
+		if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
+			return errorf(ErrNotFound, "user %s is not a member of project %s", user, project)
+		} else if err != nil {
+			return err
+		}
+		if err := txn.Delete(key); err != nil {
+			return err
+		}
+		return txn.Delete(memberOfKey(user, project))
+	})
+}
+
+// ListMembers returns the memberships of a project, ordered by user: one
+// prefix scan.
+func (b *Badger) ListMembers(ctx context.Context, project string) ([]Membership, error) {
+	project, err := parseMemberArg("project", project)
+	if err != nil {
+		return nil, err
+	}
+	var out []Membership
+	err = b.view(ctx, func(txn *badger.Txn) (err error) {
+		out, err = scanJSON[Membership](txn, []byte(prefixMember+project+"/"), nil)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortByUser(out)
+	return out, nil
+}
+
+// ProjectsOf returns the memberships of a user, ordered by project: a
+// prefix scan of the user index and one read per membership.
+func (b *Badger) ProjectsOf(ctx context.Context, user string) ([]Membership, error) {
+	user, err := parseMemberArg("user", user)
+	if err != nil {
+		return nil, err
+	}
+	out := []Membership{}
+	err = b.view(ctx, func(txn *badger.Txn) error {
+		prefix := prefixMemberOf + user + "/"
+		return scanKeys(txn, []byte(prefix), func(key []byte) error {
+			project := strings.TrimPrefix(string(key), prefix)
+			var m Membership
+			ok, err := getJSON(txn, memberKey(project, user), &m)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errorf(ErrCorrupt, "user index %q points to a missing membership", key)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortByProject(out)
+	return out, nil
+}
+
+// scanKeys calls fn with every key below prefix, in key order, without
+// reading values.
+func scanKeys(txn *badger.Txn, prefix []byte, fn func(key []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = false
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		if err := fn(it.Item().KeyCopy(nil)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func getSession(txn *badger.Txn, id string) (Session, bool, error) {
+	var s Session
+	ok, err := getJSON(txn, sessionKey(id), &s)
+	if err != nil || !ok {
+		return Session{}, false, err
+	}
+	return copySession(s), true, nil
+}
+
+// PutSession creates or replaces a session record and, in the same
+// transaction, its folder index entries.
+func (b *Badger) PutSession(ctx context.Context, s Session) error {
+	if err := ValidateSession(s); err != nil {
+		return err
+	}
+	return b.update(ctx, func(txn *badger.Txn) error {
+		old, found, err := getSession(txn, s.ID)
+		if err != nil {
+			return err
+		}
+		var oldp *Session
+		if found {
+			oldp = &old
+		}
+		rec, err := prepareSession(s, oldp)
+		if err != nil {
+			return err
+		}
+		if found {
+			for _, f := range sessionFolders(old) {
+				if err := txn.Delete(sessionOfKey(f, old.ID)); err != nil {
+					return err
+				}
+			}
+		}
+		for _, f := range sessionFolders(rec) {
+			if err := txn.Set(sessionOfKey(f, rec.ID), nil); err != nil {
+				return err
+			}
+		}
+		return setJSON(txn, sessionKey(rec.ID), rec)
+	})
+}
+
+// GetSession returns a session; ErrNotFound if there is none.
+func (b *Badger) GetSession(ctx context.Context, id string) (Session, error) {
+	id, err := parseSessionID(id)
+	if err != nil {
+		return Session{}, err
+	}
+	var s Session
+	err = b.view(ctx, func(txn *badger.Txn) error {
+		var found bool
+		var err error
+		s, found, err = getSession(txn, id)
+		if err == nil && !found {
+			err = errorf(ErrNotFound, "session %s", id)
+		}
+		return err
+	})
+	if err != nil {
+		return Session{}, err
+	}
+	return s, nil
+}
+
+// ListSessions returns every session, ordered by id.
+func (b *Badger) ListSessions(ctx context.Context) ([]Session, error) {
+	var out []Session
+	err := b.view(ctx, func(txn *badger.Txn) (err error) {
+		out, err = scanJSON[Session](txn, []byte(prefixSession), nil)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i] = copySession(out[i])
+	}
+	sortSessions(out)
+	return out, nil
+}
+
+// DeleteSession removes a session and, in the same transaction, its folder
+// index entries.
+func (b *Badger) DeleteSession(ctx context.Context, id string) error {
+	id, err := parseSessionID(id)
+	if err != nil {
+		return err
+	}
+	return b.update(ctx, func(txn *badger.Txn) error {
+		s, found, err := getSession(txn, id)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return errorf(ErrNotFound, "session %s", id)
+		}
+		for _, f := range sessionFolders(s) {
+			if err := txn.Delete(sessionOfKey(f, id)); err != nil {
+				return err
+			}
+		}
+		return txn.Delete(sessionKey(id))
+	})
+}
+
+// SessionsUsingFolder returns the ids of the sessions mounting a folder:
+// one prefix scan of the folder index.
+func (b *Badger) SessionsUsingFolder(ctx context.Context, folderID string) ([]string, error) {
+	folderID, err := parseFolderID(folderID)
+	if err != nil {
+		return nil, err
+	}
+	out := []string{}
+	err = b.view(ctx, func(txn *badger.Txn) error {
+		prefix := prefixSessionOf + folderID + "/"
+		return scanKeys(txn, []byte(prefix), func(key []byte) error {
+			out = append(out, strings.TrimPrefix(string(key), prefix))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Verify checks, in one read transaction, that every folder record is
 // well-formed and has its name index entry, that every name index entry
-// points to a folder of that owner and name, and that the per-owner counts
-// match the records. It returns an error wrapping ErrCorrupt if not.
-// vfolderd can run it at start; tests run it after crashes.
+// points to a folder of that owner and name, that the per-owner counts
+// match the records, that memberships and the user index match one to
+// one, and that session records and the folder index match one to one.
+// It returns an error wrapping ErrCorrupt if not. vfolderd can run it at
+// start; tests run it after crashes.
 func (b *Badger) Verify(ctx context.Context) error {
 	return b.view(ctx, func(txn *badger.Txn) error {
+		if err := verifyMembers(txn); err != nil {
+			return err
+		}
+		if err := verifySessions(txn); err != nil {
+			return err
+		}
 		folders := map[string]Folder{}
 		counts := map[string]int{}
 		err := scan(txn, []byte(prefixFolder), func(key, val []byte) error {
@@ -800,6 +1052,80 @@ func (b *Badger) Verify(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+func verifyMembers(txn *badger.Txn) error {
+	want := map[string]bool{} // "<user>/<project>"
+	err := scan(txn, []byte(prefixMember), func(key, val []byte) error {
+		var m Membership
+		if err := json.Unmarshal(val, &m); err != nil {
+			return errorf(ErrCorrupt, "key %q: %v", key, err)
+		}
+		if err := checkMembership(m); err != nil {
+			return errorf(ErrCorrupt, "key %q: %v", key, err)
+		}
+		if !bytes.Equal(key, memberKey(m.Project, m.User)) {
+			return errorf(ErrCorrupt, "membership stored under %q is of user %q in project %q", key, m.User, m.Project)
+		}
+		want[m.User+"/"+m.Project] = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	seen := 0
+	err = scanKeys(txn, []byte(prefixMemberOf), func(key []byte) error {
+		if !want[strings.TrimPrefix(string(key), prefixMemberOf)] {
+			return errorf(ErrCorrupt, "user index %q has no membership", key)
+		}
+		seen++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if seen != len(want) {
+		return errorf(ErrCorrupt, "%d user index entries for %d memberships", seen, len(want))
+	}
+	return nil
+}
+
+func verifySessions(txn *badger.Txn) error {
+	want := map[string]bool{} // "<folder>/<session>"
+	err := scan(txn, []byte(prefixSession), func(key, val []byte) error {
+		var s Session
+		if err := json.Unmarshal(val, &s); err != nil {
+			return errorf(ErrCorrupt, "key %q: %v", key, err)
+		}
+		if id := strings.TrimPrefix(string(key), prefixSession); id != s.ID {
+			return errorf(ErrCorrupt, "session stored under %q has id %q", id, s.ID)
+		}
+		if err := ValidateSession(s); err != nil {
+			return errorf(ErrCorrupt, "key %q: %v", key, err)
+		}
+		for _, f := range sessionFolders(s) {
+			want[f+"/"+s.ID] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	seen := 0
+	err = scanKeys(txn, []byte(prefixSessionOf), func(key []byte) error {
+		if !want[strings.TrimPrefix(string(key), prefixSessionOf)] {
+			return errorf(ErrCorrupt, "folder index %q has no session mounting that folder", key)
+		}
+		seen++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if seen != len(want) {
+		return errorf(ErrCorrupt, "%d folder index entries for %d folder mounts of sessions", seen, len(want))
+	}
+	return nil
 }
 
 // badgerLogger routes badger's log to zerolog, one level quieter than

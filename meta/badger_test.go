@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -315,6 +318,8 @@ func TestBadgerSharedDB(t *testing.T) {
 func TestBadgerVerifyDetects(t *testing.T) {
 	owner := metatest.User(1)
 	f := metatest.NewFolder(owner, "v", "x")
+	p, u := metatest.Project(1).UUID, owner.UUID
+	sess := metatest.NewSession("sess", owner, metatest.Mount(f.ID, "x"), metatest.Mount(f.ID, "y"))
 	damage := map[string]func(txn *badger.Txn) error{
 		"missing name entry": func(txn *badger.Txn) error { return txn.Delete([]byte("m/name/" + owner.String() + "/x")) },
 		"dangling name entry": func(txn *badger.Txn) error {
@@ -329,12 +334,52 @@ func TestBadgerVerifyDetects(t *testing.T) {
 		"folder record gone":  func(txn *badger.Txn) error { return txn.Delete([]byte("m/folder/" + f.ID)) },
 		"folder record bad":   func(txn *badger.Txn) error { return txn.Set([]byte("m/folder/"+f.ID), []byte("{")) },
 		"folder under bad id": func(txn *badger.Txn) error { return txn.Set([]byte("m/folder/"+meta.NewFolderID()), []byte(`{}`)) },
+
+		"membership index missing": func(txn *badger.Txn) error { return txn.Delete([]byte("m/memberof/" + u + "/" + p)) },
+		"membership index dangling": func(txn *badger.Txn) error {
+			return txn.Set([]byte("m/memberof/"+u+"/"+metatest.Project(2).UUID), nil)
+		},
+		"membership index of another user": func(txn *badger.Txn) error {
+			return txn.Set([]byte("m/memberof/"+metatest.User(2).UUID+"/"+p), nil)
+		},
+		"membership record bad": func(txn *badger.Txn) error { return txn.Set([]byte("m/member/"+p+"/"+u), []byte("{")) },
+		"membership under wrong key": func(txn *badger.Txn) error {
+			return txn.Set([]byte("m/member/"+p+"/"+metatest.User(2).UUID), []byte(`{"project":"`+p+`","user":"`+u+`"}`))
+		},
+		"membership with bad permission": func(txn *badger.Txn) error {
+			return txn.Set([]byte("m/member/"+p+"/"+u), []byte(`{"project":"`+p+`","user":"`+u+`","permission":"all"}`))
+		},
+		"session index missing": func(txn *badger.Txn) error { return txn.Delete([]byte("m/sessfolder/" + f.ID + "/" + sess.ID)) },
+		"session index dangling": func(txn *badger.Txn) error {
+			return txn.Set([]byte("m/sessfolder/"+meta.NewFolderID()+"/"+sess.ID), nil)
+		},
+		"session index of unknown session": func(txn *badger.Txn) error {
+			return txn.Set([]byte("m/sessfolder/"+f.ID+"/ghost"), nil)
+		},
+		"session record gone": func(txn *badger.Txn) error { return txn.Delete([]byte("m/session/" + sess.ID)) },
+		"session record bad":  func(txn *badger.Txn) error { return txn.Set([]byte("m/session/"+sess.ID), []byte("[")) },
+		"session under wrong key": func(txn *badger.Txn) error {
+			raw, _ := json.Marshal(sess)
+			return txn.Set([]byte("m/session/other"), raw)
+		},
+		"session record invalid": func(txn *badger.Txn) error {
+			bad := sess
+			bad.User = "nobody"
+			raw, _ := json.Marshal(bad)
+			return txn.Set([]byte("m/session/"+sess.ID), raw)
+		},
 	}
 	for what, fn := range damage {
 		t.Run(what, func(t *testing.T) {
 			b := openBadger(t, t.TempDir())
 			defer b.Close()
 			if err := b.CreateFolder(t.Context(), f, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.SetMembership(t.Context(), meta.Membership{Project: p, User: u}); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.PutSession(t.Context(), sess); err != nil {
 				t.Fatal(err)
 			}
 			if err := b.Verify(t.Context()); err != nil {
@@ -451,10 +496,43 @@ func TestBadgerLogLevels(t *testing.T) {
 // The crash helper prints one line before each operation ("I <op> <id>
 // [<name>]") and one after it: "A" when it succeeded, "E" when the store
 // refused it. Stdout is unbuffered, so the parent sees every line written
-// before the kill.
+// before the kill. Session operations are "I S <session> <sig>" (put) and
+// "I X <session>" (delete); sig names the mounts (see crashSession).
 
 const crashOwners = 3
 const crashLimit = 12
+const crashSessions = 5
+const crashFolders = 6
+
+// crashFolder is the k-th folder id sessions of the crash test mount.
+func crashFolder(k int) string { return fmt.Sprintf("%032x", 0xc000+k) }
+
+// crashSession builds the session a put with signature sig writes: sig is
+// "-" (no mounts) or mount numbers joined by "+", mount k being folder
+// crashFolder(k) under the name "n<k>".
+func crashSession(id, sig string) meta.Session {
+	s := metatest.NewSession(id, metatest.User(1))
+	if sig == "-" {
+		return s
+	}
+	for _, k := range strings.Split(sig, "+") {
+		n, _ := strconv.Atoi(k)
+		s.Mounts = append(s.Mounts, metatest.Mount(crashFolder(n), "n"+k))
+	}
+	return s
+}
+
+// crashSig is the signature of a stored session.
+func crashSig(s meta.Session) string {
+	if len(s.Mounts) == 0 {
+		return "-"
+	}
+	var ks []string
+	for _, m := range s.Mounts {
+		ks = append(ks, strings.TrimPrefix(m.Name, "n"))
+	}
+	return strings.Join(ks, "+")
+}
 
 func crashHelper(dir string) int {
 	ctx := context.Background()
@@ -482,7 +560,7 @@ func crashHelper(dir string) int {
 		switch {
 		case err == nil:
 			fmt.Println("A")
-		case errors.Is(err, meta.ErrExists), errors.Is(err, meta.ErrLimitExceeded):
+		case errors.Is(err, meta.ErrExists), errors.Is(err, meta.ErrLimitExceeded), errors.Is(err, meta.ErrNotFound):
 			fmt.Println("E")
 		default:
 			fmt.Fprintln(os.Stderr, err)
@@ -493,6 +571,31 @@ func crashHelper(dir string) int {
 	deadline := time.Now().Add(20 * time.Second) // the parent kills long before
 	for time.Now().Before(deadline) {
 		name := fmt.Sprint("f", rand.IntN(30))
+		if rand.IntN(3) == 0 {
+			id := fmt.Sprint("s", rand.IntN(crashSessions))
+			if rand.IntN(4) == 0 {
+				fmt.Println("I X", id)
+				if !report(b.DeleteSession(ctx, id)) {
+					return 1
+				}
+				continue
+			}
+			var ks []string
+			for k := range crashFolders {
+				if rand.IntN(2) == 0 {
+					ks = append(ks, strconv.Itoa(k))
+				}
+			}
+			sig := strings.Join(ks, "+")
+			if sig == "" {
+				sig = "-"
+			}
+			fmt.Println("I S", id, sig)
+			if !report(b.PutSession(ctx, crashSession(id, sig))) {
+				return 1
+			}
+			continue
+		}
 		switch op := rand.IntN(10); {
 		case op < 5 || len(live) == 0:
 			f := metatest.NewFolder(metatest.User(rand.IntN(crashOwners)), fmt.Sprint("v", rand.IntN(2)), name)
@@ -538,8 +641,9 @@ func crashHelper(dir string) int {
 // crashModel is what the parent knows about the folders from the helper's
 // acknowledged operations.
 type crashModel struct {
-	names   map[string]string // id -> name
-	pending []string          // the operation in flight when the helper died
+	names    map[string]string // id -> name
+	sessions map[string]string // session id -> signature
+	pending  []string          // the operation in flight when the helper died
 }
 
 func (m *crashModel) apply(op []string) {
@@ -548,7 +652,79 @@ func (m *crashModel) apply(op []string) {
 		m.names[op[1]] = op[2]
 	case "D":
 		delete(m.names, op[1])
+	case "S":
+		m.sessions[op[1]] = op[2]
+	case "X":
+		delete(m.sessions, op[1])
 	}
+}
+
+// checkSessions compares the sessions in b with the model after a crash
+// (the interrupted operation may or may not have happened, nothing in
+// between), checks the folder index against them and takes the
+// interrupted operation's real outcome into the model.
+func (m *crashModel) checkSessions(t *testing.T, round int, b *meta.Badger) {
+	t.Helper()
+	ctx := t.Context()
+	uncertain, pendingSig := "", ""
+	if m.pending != nil && (m.pending[0] == "S" || m.pending[0] == "X") {
+		uncertain = m.pending[1]
+		if m.pending[0] == "S" {
+			pendingSig = m.pending[2]
+		}
+	}
+	all, err := b.ListSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]string{}
+	using := map[string][]string{}
+	for _, s := range all {
+		sig := crashSig(s)
+		found[s.ID] = sig
+		want, known := m.sessions[s.ID]
+		switch {
+		case s.ID == uncertain:
+			if (pendingSig == "" || sig != pendingSig) && (!known || sig != want) {
+				t.Errorf("round %d: interrupted session %s has mounts %s, want %q or its acknowledged %q", round, s.ID, sig, pendingSig, want)
+			}
+		case !known:
+			t.Errorf("round %d: session %s exists but was never acknowledged", round, s.ID)
+		case sig != want:
+			t.Errorf("round %d: session %s has mounts %s, want %s", round, s.ID, sig, want)
+		}
+		for _, f := range metatestFolders(s) {
+			using[f] = append(using[f], s.ID)
+		}
+	}
+	for id := range m.sessions {
+		if _, ok := found[id]; !ok && id != uncertain {
+			t.Errorf("round %d: acknowledged session %s is missing", round, id)
+		}
+	}
+	for k := range crashFolders {
+		f := crashFolder(k)
+		got, err := b.SessionsUsingFolder(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(using[f]) && !(len(got) == 0 && len(using[f]) == 0) {
+			t.Errorf("round %d: SessionsUsingFolder(%s) = %q, the records say %q", round, f, got, using[f])
+		}
+	}
+	m.sessions = found
+}
+
+// metatestFolders returns the distinct folder ids a session mounts, in
+// mount order.
+func metatestFolders(s meta.Session) []string {
+	var out []string
+	for _, m := range s.Mounts {
+		if !slices.Contains(out, m.FolderID) {
+			out = append(out, m.FolderID)
+		}
+	}
+	return out
 }
 
 func TestBadgerCrash(t *testing.T) {
@@ -557,7 +733,7 @@ func TestBadgerCrash(t *testing.T) {
 	}
 	ctx := t.Context()
 	dir := t.TempDir()
-	model := &crashModel{names: map[string]string{}}
+	model := &crashModel{names: map[string]string{}, sessions: map[string]string{}}
 	for round := range 10 {
 		model.pending = nil
 		// killAfter 0 kills the helper while it is still opening the
@@ -618,10 +794,11 @@ func TestBadgerCrash(t *testing.T) {
 				}
 			}
 		}
+		model.checkSessions(t, round, b)
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("round %d: %d acknowledged operations, killed=%v, %d folders", round, acks, !finished, len(all))
+		t.Logf("round %d: %d acknowledged operations, killed=%v, %d folders, %d sessions", round, acks, !finished, len(all), len(model.sessions))
 		if t.Failed() {
 			return
 		}

@@ -18,8 +18,9 @@ import (
 // throw-away store; nothing survives the process. It keeps the same
 // contract as Badger and runs the same conformance suite (meta/metatest).
 //
-// Update callbacks (UpdateScope, UpdateFolder) run exactly once, under the
-// store's lock: they must not call back into the store.
+// Update callbacks (UpdateScope, UpdateFolder) happen to run exactly once
+// here, under the store's lock; the contract still allows more runs, and
+// a callback that calls back into the store deadlocks.
 type Memory struct {
 	mu       sync.RWMutex
 	closed   bool
@@ -29,6 +30,13 @@ type Memory struct {
 	names    map[ownerName]string
 	counts   map[ScopeID]int
 	policies map[ScopeID]Policy
+	// members[project][user] is the record; memberOf[user][project] its
+	// reverse index.
+	members  map[string]map[string]Membership
+	memberOf map[string]map[string]bool
+	// sessions by id; folderSessions[folder id][session id] is the index.
+	sessions       map[string]Session
+	folderSessions map[string]map[string]bool
 }
 
 type scopeKey struct {
@@ -50,6 +58,11 @@ func NewMemory() *Memory {
 		names:    map[ownerName]string{},
 		counts:   map[ScopeID]int{},
 		policies: map[ScopeID]Policy{},
+
+		members:        map[string]map[string]Membership{},
+		memberOf:       map[string]map[string]bool{},
+		sessions:       map[string]Session{},
+		folderSessions: map[string]map[string]bool{},
 	}
 }
 
@@ -357,13 +370,205 @@ func (m *Memory) SetPolicy(ctx context.Context, owner ScopeID, p Policy) error {
 	return nil
 }
 
+// SetMembership creates or replaces a membership.
+func (m *Memory) SetMembership(ctx context.Context, ms Membership) error {
+	if err := m.lock(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	if err := checkMembership(ms); err != nil {
+		return err
+	}
+	if m.members[ms.Project] == nil {
+		m.members[ms.Project] = map[string]Membership{}
+	}
+	m.members[ms.Project][ms.User] = ms
+	if m.memberOf[ms.User] == nil {
+		m.memberOf[ms.User] = map[string]bool{}
+	}
+	m.memberOf[ms.User][ms.Project] = true
+	return nil
+}
+
+// RemoveMembership removes a membership; ErrNotFound if there is none.
+func (m *Memory) RemoveMembership(ctx context.Context, project, user string) error {
+	if err := m.lock(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	project, user, err := parseMemberArgs(project, user)
+	if err != nil {
+		return err
+	}
+	if _, ok := m.members[project][user]; !ok {
+		return fmt.Errorf("%w: user %s is not a member of project %s", ErrNotFound, user, project)
+	}
+	delete(m.members[project], user)
+	if len(m.members[project]) == 0 {
+		delete(m.members, project)
+	}
+	delete(m.memberOf[user], project)
+	if len(m.memberOf[user]) == 0 {
+		delete(m.memberOf, user)
+	}
+	return nil
+}
+
+// ListMembers returns the memberships of a project, ordered by user.
+func (m *Memory) ListMembers(ctx context.Context, project string) ([]Membership, error) {
+	if err := m.rlock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
+	project, err := parseMemberArg("project", project)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Membership, 0, len(m.members[project]))
+	for _, ms := range m.members[project] {
+		out = append(out, ms)
+	}
+	sortByUser(out)
+	return out, nil
+}
+
+// ProjectsOf returns the memberships of a user, ordered by project.
+func (m *Memory) ProjectsOf(ctx context.Context, user string) ([]Membership, error) {
+	if err := m.rlock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
+	user, err := parseMemberArg("user", user)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Membership, 0, len(m.memberOf[user]))
+	for project := range m.memberOf[user] {
+		out = append(out, m.members[project][user])
+	}
+	sortByProject(out)
+	return out, nil
+}
+
+// PutSession creates or replaces a session record and its index entries.
+func (m *Memory) PutSession(ctx context.Context, s Session) error {
+	if err := m.lock(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	var oldp *Session
+	if old, ok := m.sessions[s.ID]; ok {
+		oldp = &old
+	}
+	s, err := prepareSession(s, oldp)
+	if err != nil {
+		return err
+	}
+	if oldp != nil {
+		m.unindexSession(*oldp)
+	}
+	m.sessions[s.ID] = s
+	for _, f := range sessionFolders(s) {
+		if m.folderSessions[f] == nil {
+			m.folderSessions[f] = map[string]bool{}
+		}
+		m.folderSessions[f][s.ID] = true
+	}
+	return nil
+}
+
+func (m *Memory) unindexSession(s Session) {
+	for _, f := range sessionFolders(s) {
+		delete(m.folderSessions[f], s.ID)
+		if len(m.folderSessions[f]) == 0 {
+			delete(m.folderSessions, f)
+		}
+	}
+}
+
+// GetSession returns a session; ErrNotFound if there is none.
+func (m *Memory) GetSession(ctx context.Context, id string) (Session, error) {
+	if err := m.rlock(); err != nil {
+		return Session{}, err
+	}
+	defer m.mu.RUnlock()
+	id, err := parseSessionID(id)
+	if err != nil {
+		return Session{}, err
+	}
+	s, ok := m.sessions[id]
+	if !ok {
+		return Session{}, fmt.Errorf("%w: session %s", ErrNotFound, id)
+	}
+	return copySession(s), nil
+}
+
+// ListSessions returns every session, ordered by id.
+func (m *Memory) ListSessions(ctx context.Context) ([]Session, error) {
+	if err := m.rlock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
+	out := make([]Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		out = append(out, copySession(s))
+	}
+	sortSessions(out)
+	return out, nil
+}
+
+// DeleteSession removes a session and its index entries.
+func (m *Memory) DeleteSession(ctx context.Context, id string) error {
+	if err := m.lock(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	id, err := parseSessionID(id)
+	if err != nil {
+		return err
+	}
+	s, ok := m.sessions[id]
+	if !ok {
+		return fmt.Errorf("%w: session %s", ErrNotFound, id)
+	}
+	m.unindexSession(s)
+	delete(m.sessions, id)
+	return nil
+}
+
+// SessionsUsingFolder returns the ids of the sessions mounting a folder.
+func (m *Memory) SessionsUsingFolder(ctx context.Context, folderID string) ([]string, error) {
+	if err := m.rlock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
+	folderID, err := parseFolderID(folderID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(m.folderSessions[folderID]))
+	for id := range m.folderSessions[folderID] {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // Verify checks that the name index and the per-owner counts agree with the
-// folder records. It returns an error wrapping ErrCorrupt if they do not.
+// folder records, that the membership index agrees with the memberships
+// and that the folder index of sessions agrees with the session records.
+// It returns an error wrapping ErrCorrupt if they do not.
 func (m *Memory) Verify(ctx context.Context) error {
 	if err := m.rlock(); err != nil {
 		return err
 	}
 	defer m.mu.RUnlock()
+	if err := m.verifyMembers(); err != nil {
+		return err
+	}
+	if err := m.verifySessions(); err != nil {
+		return err
+	}
 	counts := map[ScopeID]int{}
 	for id, f := range m.folders {
 		if id != f.ID {
@@ -384,6 +589,67 @@ func (m *Memory) Verify(ctx context.Context) error {
 		if m.counts[o] != n {
 			return fmt.Errorf("%w: %s has %d folders but its count is %d", ErrCorrupt, o, n, m.counts[o])
 		}
+	}
+	return nil
+}
+
+func (m *Memory) verifyMembers() error {
+	n := 0
+	for project, byUser := range m.members {
+		if len(byUser) == 0 {
+			return fmt.Errorf("%w: empty member map of project %s", ErrCorrupt, project)
+		}
+		for user, ms := range byUser {
+			if ms.Project != project || ms.User != user {
+				return fmt.Errorf("%w: membership stored as %s/%s is %+v", ErrCorrupt, project, user, ms)
+			}
+			if err := checkMembership(ms); err != nil {
+				return fmt.Errorf("%w: %v", ErrCorrupt, err)
+			}
+			if !m.memberOf[user][project] {
+				return fmt.Errorf("%w: membership of %s in %s is missing from the user index", ErrCorrupt, user, project)
+			}
+			n++
+		}
+	}
+	idx := 0
+	for user, projects := range m.memberOf {
+		if len(projects) == 0 {
+			return fmt.Errorf("%w: empty project map of user %s", ErrCorrupt, user)
+		}
+		idx += len(projects)
+	}
+	if idx != n {
+		return fmt.Errorf("%w: %d user index entries for %d memberships", ErrCorrupt, idx, n)
+	}
+	return nil
+}
+
+func (m *Memory) verifySessions() error {
+	n := 0
+	for id, s := range m.sessions {
+		if id != s.ID {
+			return fmt.Errorf("%w: session stored under %q has id %q", ErrCorrupt, id, s.ID)
+		}
+		if err := ValidateSession(s); err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		for _, f := range sessionFolders(s) {
+			if !m.folderSessions[f][id] {
+				return fmt.Errorf("%w: session %s mounts folder %s but the folder index lacks it", ErrCorrupt, id, f)
+			}
+			n++
+		}
+	}
+	idx := 0
+	for f, ids := range m.folderSessions {
+		if len(ids) == 0 {
+			return fmt.Errorf("%w: empty session set of folder %s", ErrCorrupt, f)
+		}
+		idx += len(ids)
+	}
+	if idx != n {
+		return fmt.Errorf("%w: %d folder index entries for %d folder mounts of sessions", ErrCorrupt, idx, n)
 	}
 	return nil
 }
@@ -429,7 +695,7 @@ func checkVolume(v Volume) error {
 	if err := checkVolumeName(v.Name); err != nil {
 		return err
 	}
-	if !filepath.IsAbs(v.Path) || strings.ContainsRune(v.Path, 0) {
+	if !filepath.IsAbs(v.Path) || strings.ContainsRune(v.Path, 0) || !utf8.ValidString(v.Path) {
 		return fmt.Errorf("%w: volume %q: path %q is not an absolute path", ErrInvalid, v.Name, v.Path)
 	}
 	return nil

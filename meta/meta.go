@@ -29,6 +29,42 @@
 //   - Names are unique per owner across all volumes for every folder that
 //     still has a record, trashed ones included; a purged folder's name can
 //     be reused.
+//   - Every folder record counts toward the owner's maxCount in
+//     CreateFolder, trashed ones included, until DeleteFolder removes it.
+//   - The callbacks of UpdateFolder and UpdateScope may run more than once
+//     in one call (a store runs a transaction again after it lost a
+//     conflict to a concurrent one); each run gets a fresh copy of the
+//     stored record and only the last run's result is written. Callbacks
+//     must therefore be free of side effects (no I/O, no channel sends, no
+//     counters outside the record) and must not call the store.
+//   - Ids given as arguments (folder ids, project and user uuids of
+//     memberships, the folder id of SessionsUsingFolder) are accepted in
+//     any form ParseUUID takes; ids inside records must be the canonical
+//     32 lowercase hex digits. A malformed id is ErrInvalid.
+//
+// # Memberships
+//
+// A Membership says a user belongs to a project. There is at most one per
+// (project, user) pair: SetMembership creates or replaces it,
+// RemoveMembership deletes it (ErrNotFound if there is none). ListMembers
+// and ProjectsOf read the same records from either side and always agree;
+// an unknown project or user has no memberships (an empty list, no error).
+// The store does not know which projects or users exist: it keeps what it
+// is told. Permission "" means "each folder's own Permission"; a set
+// Permission replaces it for this member on every folder of the project.
+//
+// # Sessions
+//
+// A Session records what mountd has published for one compute session,
+// so that a restarted daemon can reconcile. PutSession writes the whole
+// record (creating or replacing it); a record is well-formed when
+// ValidateSession accepts it. The store keeps an index from folder id to
+// session ids, written in the same transaction as the record, so
+// SessionsUsingFolder is exact at every instant, also after a crash. The
+// store does not check that the folders exist, nor any mount policy
+// (system targets, overlaps between sources, the user's permission):
+// that is mountd's and the service's job. CreatedAt of a replaced session
+// is kept; UpdatedAt is set by the store on every PutSession.
 //
 // The Store validates what makes a record well-formed (ids, names, enums)
 // but not policy that depends on the caller (who may create what): that is
@@ -196,6 +232,53 @@ type FolderFilter struct {
 	OnlyDeleted bool
 }
 
+// Membership makes User a member of Project. Both are UUIDs as 32
+// lowercase hex digits (the same UUIDs as in ScopeID).
+type Membership struct {
+	Project string `json:"project"`
+	User    string `json:"user"`
+	// Permission, if set, overrides the folder permission for this member
+	// on every folder of the project (capped by nothing: it is an admin's
+	// decision). "" means each folder's own Permission applies.
+	Permission Permission `json:"permission,omitempty"`
+}
+
+// SessionMount is one view published into a session.
+type SessionMount struct {
+	// FolderID is the folder's id (32 lowercase hex digits).
+	FolderID string `json:"folder_id"`
+	// Subpath is "" for the whole folder, or a relative path inside it
+	// without ".." components.
+	Subpath string `json:"subpath,omitempty"`
+	// Name is the view's name under sessions/<id>/: one path component,
+	// unique within the session.
+	Name string `json:"name"`
+	// Target is the absolute, clean path inside the container, unique
+	// within the session.
+	Target string     `json:"target"`
+	Mode   Permission `json:"mode"`
+	// HostPath, if set, is the absolute host path the view was published
+	// at.
+	HostPath string `json:"host_path,omitempty"`
+}
+
+// Session is the record of one compute session's mounts.
+type Session struct {
+	// ID is 1..MaxSessionIDLen characters of [A-Za-z0-9._-], not "." or
+	// "..".
+	ID string `json:"id"`
+	// User is the session owner's UUID (32 lowercase hex digits).
+	User string `json:"user"`
+	// UID and GID are what the session's views show as owner.
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
+	// Mounts are the session's views; at most MaxSessionMounts. A stored
+	// session always has a non-nil Mounts.
+	Mounts    []SessionMount `json:"mounts"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
 // Store keeps the metadata. See the package comment for the contract.
 type Store interface {
 	// PutVolume creates or replaces a volume record.
@@ -208,14 +291,18 @@ type Store interface {
 	GetScope(ctx context.Context, volume string, id ScopeID) (QuotaScope, error)
 	// UpdateScope applies fn to the stored scope in one transaction.
 	// If fn returns an error nothing is written and that error is returned.
+	// fn may run more than once, must be free of side effects and must
+	// not call the store. Changing Volume or ID is ErrInvalid; CreatedAt is
+	// kept and UpdatedAt is set by the store.
 	UpdateScope(ctx context.Context, volume string, id ScopeID, fn func(*QuotaScope) error) (QuotaScope, error)
 	ListScopes(ctx context.Context, volume string) ([]QuotaScope, error)
 
 	// CreateFolder stores a new folder. It fails with ErrExists when the
 	// owner already has a folder of that name (on any volume) or the id is
 	// taken, and with ErrLimitExceeded when the owner already has
-	// maxCount or more folders (maxCount 0 = unlimited). The check and the
-	// write are one transaction.
+	// maxCount or more folder records (maxCount 0 = unlimited; trashed
+	// folders count until DeleteFolder). The check and the write are one
+	// transaction.
 	CreateFolder(ctx context.Context, f Folder, maxCount int) error
 	GetFolder(ctx context.Context, id string) (Folder, error)
 	// FolderByName finds an owner's folder by name.
@@ -224,14 +311,42 @@ type Store interface {
 	// UpdateFolder applies fn in one transaction. fn may change Name
 	// (uniqueness is enforced: ErrExists), Status, Permission, UsageMode,
 	// Cloneable; changing ID, Owner or Volume is ErrInvalid. UpdatedAt is
-	// set by the store.
+	// set by the store. If fn returns an error nothing is written and that
+	// error is returned. fn may run more than once, must be free of side
+	// effects and must not call the store.
 	UpdateFolder(ctx context.Context, id string, fn func(*Folder) error) (Folder, error)
-	// DeleteFolder removes the record (after a purge); its name is free again.
+	// DeleteFolder removes the record (after a purge); its name is free
+	// again and it no longer counts toward the owner's maxCount.
 	DeleteFolder(ctx context.Context, id string) error
 
 	// GetPolicy returns the owner's policy, or the zero Policy if none is set.
 	GetPolicy(ctx context.Context, owner ScopeID) (Policy, error)
 	SetPolicy(ctx context.Context, owner ScopeID, p Policy) error
+
+	// SetMembership creates or replaces the membership of m.User in
+	// m.Project.
+	SetMembership(ctx context.Context, m Membership) error
+	// RemoveMembership removes a membership; ErrNotFound if there is none.
+	RemoveMembership(ctx context.Context, project, user string) error
+	// ListMembers returns the memberships of a project, ordered by user.
+	ListMembers(ctx context.Context, project string) ([]Membership, error)
+	// ProjectsOf returns the memberships of a user, ordered by project.
+	ProjectsOf(ctx context.Context, user string) ([]Membership, error)
+
+	// PutSession creates or replaces a whole session record and its
+	// folder index entries in one transaction.
+	PutSession(ctx context.Context, s Session) error
+	// GetSession returns a session; ErrNotFound if there is none.
+	GetSession(ctx context.Context, id string) (Session, error)
+	// ListSessions returns every session, ordered by id.
+	ListSessions(ctx context.Context) ([]Session, error)
+	// DeleteSession removes a session and its index entries; ErrNotFound
+	// if there is none.
+	DeleteSession(ctx context.Context, id string) error
+	// SessionsUsingFolder returns the ids of the sessions with at least
+	// one mount of the folder, ordered, each once. It reads the folder
+	// index, not every session.
+	SessionsUsingFolder(ctx context.Context, folderID string) ([]string, error)
 
 	// Close releases the store. Other methods then return ErrClosed.
 	Close() error

@@ -105,6 +105,14 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) meta.Store) {
 	su.run(t, "RaceRename", testRaceRename)
 	su.run(t, "RaceUpdateScope", testRaceUpdateScope)
 	su.run(t, "RaceMixed", testRaceMixed)
+	su.run(t, "Memberships", testMemberships)
+	su.run(t, "MembershipValidation", testMembershipValidation)
+	su.run(t, "RaceMemberships", testRaceMemberships)
+	su.run(t, "Sessions", testSessions)
+	su.run(t, "SessionFolderIndex", testSessionFolderIndex)
+	su.run(t, "SessionValidation", testSessionValidation)
+	su.run(t, "SessionCopies", testSessionCopies)
+	su.run(t, "RaceSessions", testRaceSessions)
 }
 
 // ---- helpers ----
@@ -141,6 +149,10 @@ type snapshot struct {
 	Scopes   []meta.QuotaScope
 	Folders  []meta.Folder
 	Policies map[string]meta.Policy
+	// Members are the memberships of the testOwners' projects, project by
+	// project; Sessions every session.
+	Members  []meta.Membership
+	Sessions []meta.Session
 }
 
 // testOwners are the owners whose policies snapshot reads.
@@ -161,7 +173,14 @@ func takeSnapshot(t *testing.T, ctx context.Context, s meta.Store) snapshot {
 		p, err := s.GetPolicy(ctx, o)
 		wantNoErr(t, "GetPolicy", err)
 		sn.Policies[o.String()] = p
+		if o.Kind == meta.KindProject {
+			ms, err := s.ListMembers(ctx, o.UUID)
+			wantNoErr(t, "ListMembers", err)
+			sn.Members = append(sn.Members, ms...)
+		}
 	}
+	sn.Sessions, err = s.ListSessions(ctx)
+	wantNoErr(t, "ListSessions", err)
 	return sn
 }
 
@@ -179,6 +198,12 @@ func sameSnapshot(t *testing.T, what string, before, after snapshot) {
 		}
 		if len(sn.Folders) == 0 {
 			sn.Folders = nil
+		}
+		if len(sn.Members) == 0 {
+			sn.Members = nil
+		}
+		if len(sn.Sessions) == 0 {
+			sn.Sessions = nil
 		}
 		b, err := json.Marshal(sn)
 		if err != nil {
@@ -304,6 +329,7 @@ func testVolumeValidation(t *testing.T, ctx context.Context, s meta.Store) {
 		{Name: "ok", Path: ""},
 		{Name: "ok", Path: "relative/path"},
 		{Name: "ok", Path: "/a\x00b"},
+		{Name: "ok", Path: "/a\xffb"},
 	}
 	before := takeSnapshot(t, ctx, s)
 	for _, v := range bad {
@@ -968,6 +994,8 @@ func testPolicies(t *testing.T, ctx context.Context, s meta.Store) {
 func testClosed(t *testing.T, ctx context.Context, s meta.Store) {
 	f := mustCreate(t, ctx, s, NewFolder(User(1), "v", "x"), 0)
 	wantNoErr(t, "CreateScope", s.CreateScope(ctx, meta.QuotaScope{Volume: "v", ID: User(1)}))
+	wantNoErr(t, "SetMembership", s.SetMembership(ctx, meta.Membership{Project: Project(1).UUID, User: User(1).UUID}))
+	wantNoErr(t, "PutSession", s.PutSession(ctx, NewSession("s1", User(1), Mount(f.ID, "x"))))
 	wantNoErr(t, "Close", s.Close())
 	called := false
 	noop := func(*meta.Folder) error { called = true; return nil }
@@ -990,6 +1018,17 @@ func testClosed(t *testing.T, ctx context.Context, s meta.Store) {
 		"DeleteFolder": func() error { return s.DeleteFolder(ctx, f.ID) },
 		"GetPolicy":    func() error { _, err := s.GetPolicy(ctx, User(1)); return err },
 		"SetPolicy":    func() error { return s.SetPolicy(ctx, User(1), meta.Policy{MaxFolderCount: 1}) },
+		"SetMembership": func() error {
+			return s.SetMembership(ctx, meta.Membership{Project: Project(1).UUID, User: User(1).UUID})
+		},
+		"RemoveMembership":    func() error { return s.RemoveMembership(ctx, Project(1).UUID, User(1).UUID) },
+		"ListMembers":         func() error { _, err := s.ListMembers(ctx, Project(1).UUID); return err },
+		"ProjectsOf":          func() error { _, err := s.ProjectsOf(ctx, User(1).UUID); return err },
+		"PutSession":          func() error { return s.PutSession(ctx, NewSession("s1", User(1), Mount(f.ID, "x"))) },
+		"GetSession":          func() error { _, err := s.GetSession(ctx, "s1"); return err },
+		"ListSessions":        func() error { _, err := s.ListSessions(ctx); return err },
+		"DeleteSession":       func() error { return s.DeleteSession(ctx, "s1") },
+		"SessionsUsingFolder": func() error { _, err := s.SessionsUsingFolder(ctx, f.ID); return err },
 	}
 	if v, ok := s.(Verifier); ok {
 		calls["Verify"] = func() error { return v.Verify(ctx) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/vfolder/vfolder/meta"
 )
@@ -83,9 +84,51 @@ func testReopen(t *testing.T, open func(t *testing.T, dir string) meta.Store) {
 	wantNoErr(t, "trash", err)
 	wantNoErr(t, "DeleteFolder", s.DeleteFolder(ctx, gone.ID))
 
+	p1, p2, u1, u2 := Project(1).UUID, Project(2).UUID, User(1).UUID, User(2).UUID
+	for _, m := range []meta.Membership{
+		{Project: p1, User: u1}, {Project: p1, User: u2, Permission: meta.PermRO},
+		{Project: p2, User: u1, Permission: meta.PermWD}, {Project: p2, User: u2},
+	} {
+		wantNoErr(t, "SetMembership", s.SetMembership(ctx, m))
+	}
+	wantNoErr(t, "SetMembership replace", s.SetMembership(ctx, meta.Membership{Project: p1, User: u1, Permission: meta.PermRW}))
+	wantNoErr(t, "RemoveMembership", s.RemoveMembership(ctx, p2, u2))
+
+	sessCreated := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
+	s1 := NewSession("s1", User(1), Mount(keep.ID, "keep"), Mount(renamed.ID, "new-name"))
+	s1.Mounts[1].Subpath, s1.Mounts[1].HostPath, s1.Mounts[1].Mode = "a/b", "/run/vf/s1/new-name", meta.PermRO
+	s1.CreatedAt = sessCreated
+	wantNoErr(t, "PutSession", s.PutSession(ctx, s1))
+	wantNoErr(t, "PutSession", s.PutSession(ctx, NewSession("s2", User(2), Mount(keep.ID, "k"), Mount(trashed.ID, "t"))))
+	wantNoErr(t, "PutSession", s.PutSession(ctx, NewSession("s3", User(2), Mount(keep.ID, "k"))))
+	wantNoErr(t, "PutSession replace", s.PutSession(ctx, NewSession("s2", User(2), Mount(trashed.ID, "t"))))
+	wantNoErr(t, "DeleteSession", s.DeleteSession(ctx, "s3"))
+
 	before := takeSnapshot(t, ctx, s)
 	reopen()
 	sameSnapshot(t, "Close and reopen", before, takeSnapshot(t, ctx, s))
+
+	// Membership and session indexes came back.
+	ms, err := s.ProjectsOf(ctx, u1)
+	wantNoErr(t, "ProjectsOf after reopen", err)
+	memberships(t, "ProjectsOf(u1) after reopen", ms,
+		meta.Membership{Project: p1, User: u1, Permission: meta.PermRW}, meta.Membership{Project: p2, User: u1, Permission: meta.PermWD})
+	ms, err = s.ProjectsOf(ctx, u2)
+	wantNoErr(t, "ProjectsOf after reopen", err)
+	memberships(t, "ProjectsOf(u2) after reopen", ms, meta.Membership{Project: p1, User: u2, Permission: meta.PermRO})
+	wantErr(t, "RemoveMembership of a removed pair after reopen", s.RemoveMembership(ctx, p2, u2), meta.ErrNotFound)
+	usingFolder(t, ctx, s, keep.ID, "s1")
+	usingFolder(t, ctx, s, renamed.ID, "s1")
+	usingFolder(t, ctx, s, trashed.ID, "s2")
+	got1, err := s.GetSession(ctx, "s1")
+	wantNoErr(t, "GetSession after reopen", err)
+	if !got1.CreatedAt.Equal(sessCreated) || got1.Mounts[1] != s1.Mounts[1] {
+		t.Errorf("session s1 after reopen = %+v, want %+v", got1, s1)
+	}
+	// A replace after the reopen keeps CreatedAt and moves the index.
+	wantNoErr(t, "PutSession replace after reopen", s.PutSession(ctx, NewSession("s1", User(1), Mount(trashed.ID, "t"))))
+	usingFolder(t, ctx, s, keep.ID)
+	usingFolder(t, ctx, s, trashed.ID, "s1", "s2")
 
 	// The indexes came back too.
 	got, err := s.FolderByName(ctx, User(1), "new-name")
@@ -115,9 +158,20 @@ func testReopen(t *testing.T, open func(t *testing.T, dir string) meta.Store) {
 	wantNoErr(t, "rename", err)
 	wantNoErr(t, "SetPolicy zero", s.SetPolicy(ctx, Project(1), meta.Policy{}))
 	wantNoErr(t, "PutVolume replace", s.PutVolume(ctx, meta.Volume{Name: "v2", Path: "/elsewhere"}))
+	wantNoErr(t, "DeleteSession", s.DeleteSession(ctx, "s2"))
+	wantNoErr(t, "RemoveMembership", s.RemoveMembership(ctx, p1, u2))
 	before = takeSnapshot(t, ctx, s)
 	reopen()
 	sameSnapshot(t, "second reopen", before, takeSnapshot(t, ctx, s))
+	usingFolder(t, ctx, s, trashed.ID, "s1")
+	got1, err = s.GetSession(ctx, "s1")
+	wantNoErr(t, "GetSession after second reopen", err)
+	if !got1.CreatedAt.Equal(sessCreated) {
+		t.Errorf("CreatedAt of s1 after replace and reopen is %v, want %v", got1.CreatedAt, sessCreated)
+	}
+	ms, err = s.ListMembers(ctx, p1)
+	wantNoErr(t, "ListMembers after second reopen", err)
+	memberships(t, "ListMembers(p1) after second reopen", ms, meta.Membership{Project: p1, User: u1, Permission: meta.PermRW})
 	for name, want := range map[string]error{"back": nil, "gone": meta.ErrNotFound, "trashed": meta.ErrNotFound, "keep": nil} {
 		_, err := s.FolderByName(ctx, User(1), name)
 		if !errors.Is(err, want) {
