@@ -25,11 +25,32 @@
 //	DELETE /v1/quota-scopes/{volume}/{scope}        -> QuotaScope (limit removed)
 //	GET    /v1/policies/{owner}                     -> Policy
 //	PUT    /v1/policies/{owner}     Policy          -> Policy
+//	GET    /v1/views?namespace=&key=                -> []View
+//	POST   /v1/views                CreateViewRequest -> View (201; 200 when the same view exists)
+//	DELETE /v1/views/sessions/{session}/{name}      -> View       (the removed view)
 //	GET    /v1/health                               -> {"status":"ok","version":...}
 //
 // {ref} is a folder id (32-hex or dashed UUID) or a folder name; a name
 // needs the owner query parameter ("user:<uuid>" or "project:<uuid>").
 // {scope} and {owner} are scope ids ("user:<uuid>", "project:<uuid>").
+//
+// # Views
+//
+// The daemon serves one FUSE namespace per node (see package fs):
+//
+//	<mount-point>/users/<user-uuid-hex>/<folder-name>        standing views
+//	<mount-point>/projects/<project-uuid-hex>/<folder-name>  standing views
+//	<mount-point>/sessions/<session-id>/<name>               session views
+//
+// Standing views follow the folders by themselves: every live folder shows
+// under its owner, at the folder's permission, owned by the configured
+// view uid/gid. Session views are what container runtimes (mountd) ask
+// for with POST /v1/views: one folder (or a subpath of it) at a mode that
+// must not exceed the folder's permission (403 otherwise), shown as the
+// given uid/gid. A folder that has session views cannot be trashed or
+// purged (409 naming the sessions). Session views are not persisted yet:
+// after a restart of the daemon they are gone and must be added again.
+// On a node running without FUSE every /v1/views call answers 503.
 //
 // # Errors
 //
@@ -128,4 +149,44 @@ type Policy = meta.Policy
 type Health struct {
 	Status  string `json:"status"`
 	Version string `json:"version"`
+}
+
+// The namespaces of views (the directories below the mount point).
+const (
+	NSSessions = "sessions"
+	NSUsers    = "users"
+	NSProjects = "projects"
+)
+
+// View is one view in the daemon's FUSE namespace.
+type View struct {
+	Namespace string `json:"namespace"` // sessions, users or projects
+	// Key is the session id, or the 32-hex uuid of the user or project.
+	Key      string `json:"key"`
+	Name     string `json:"name"` // entry name below Key
+	FolderID string `json:"folder_id"`
+	Volume   string `json:"volume"`
+	// Subpath is the directory inside the folder the view shows ("" for
+	// the whole folder).
+	Subpath string          `json:"subpath"`
+	Mode    meta.Permission `json:"mode"`
+	UID     uint32          `json:"uid"`
+	GID     uint32          `json:"gid"`
+	// Path is the view's absolute path under the daemon's mount point.
+	Path string `json:"path"`
+}
+
+// CreateViewRequest adds a session view. Folder is a folder id, or a
+// folder name together with Owner. Mode defaults to the folder's
+// permission and may not exceed it; UID and GID default to the daemon's
+// configured view uid/gid.
+type CreateViewRequest struct {
+	Session string          `json:"session"`
+	Name    string          `json:"name"`
+	Folder  string          `json:"folder"`
+	Owner   *meta.ScopeID   `json:"owner,omitempty"`
+	Subpath string          `json:"subpath,omitempty"`
+	Mode    meta.Permission `json:"mode,omitempty"`
+	UID     *uint32         `json:"uid,omitempty"`
+	GID     *uint32         `json:"gid,omitempty"`
 }

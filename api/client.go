@@ -226,6 +226,50 @@ func (c *Client) SetPolicy(ctx context.Context, owner meta.ScopeID, p Policy) (P
 	return out, err
 }
 
+// ViewFilter selects views in Views. Key needs Namespace.
+type ViewFilter struct {
+	Namespace string // NSSessions, NSUsers, NSProjects or "" for all
+	Key       string // session id or owner uuid; "" for all
+}
+
+// Views calls GET /v1/views.
+func (c *Client) Views(ctx context.Context, f ViewFilter) ([]View, error) {
+	if f.Key != "" && f.Namespace == "" {
+		return nil, invalidArg("a view key (%q) needs a namespace", f.Key)
+	}
+	q := url.Values{}
+	if f.Namespace != "" {
+		q.Set("namespace", f.Namespace)
+	}
+	if f.Key != "" {
+		q.Set("key", f.Key)
+	}
+	var v []View
+	err := c.do(ctx, http.MethodGet, "/views", q, nil, &v)
+	return v, err
+}
+
+// AddView calls POST /v1/views. Adding a view that exists with the same
+// settings succeeds and returns it.
+func (c *Client) AddView(ctx context.Context, req CreateViewRequest) (View, error) {
+	var v View
+	err := c.do(ctx, http.MethodPost, "/views", nil, req, &v)
+	return v, err
+}
+
+// RemoveView calls DELETE /v1/views/sessions/{session}/{name} and returns
+// the removed view.
+func (c *Client) RemoveView(ctx context.Context, session, name string) (View, error) {
+	for _, a := range []struct{ what, v string }{{"session id", session}, {"view name", name}} {
+		if a.v == "" || a.v == "." || a.v == ".." {
+			return View{}, invalidArg("%s %q is not valid", a.what, a.v)
+		}
+	}
+	var v View
+	err := c.do(ctx, http.MethodDelete, "/views/sessions/"+url.PathEscape(session)+"/"+url.PathEscape(name), nil, nil, &v)
+	return v, err
+}
+
 func invalidArg(format string, args ...any) *Error {
 	return &Error{Code: CodeInvalid, Message: fmt.Sprintf(format, args...)}
 }

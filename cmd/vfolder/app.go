@@ -52,8 +52,8 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(c *cli.Context, format string, args ...any) error {
 	help := "vfolder --help"
-	if c != nil && c.Command != nil && c.Command.FullName() != "" {
-		help = "vfolder " + c.Command.FullName() + " --help"
+	if name := commandPath(c); name != "" {
+		help = "vfolder " + name + " --help"
 	}
 	return &usageError{msg: fmt.Sprintf(format, args...), help: help}
 }
@@ -177,14 +177,34 @@ func setUsageHandlers(cmd *cli.Command) {
 	}
 }
 
+// commandPath is the full name of the running command, with its group
+// ("quota-scope set"); "" for the app itself.
+func commandPath(c *cli.Context) string {
+	if c == nil {
+		return ""
+	}
+	// Lineage runs from c up to the app's own root command, which is
+	// not part of the path.
+	var names []string
+	for _, x := range c.Lineage() {
+		if x.Command != nil && x.Command.Name != "" {
+			names = append([]string{x.Command.Name}, names...)
+		}
+	}
+	if len(names) > 0 {
+		names = names[1:]
+	}
+	return strings.Join(names, " ")
+}
+
 // needArgs checks the number of positional arguments.
 func needArgs(c *cli.Context, min, max int) error {
 	n := c.NArg()
 	switch {
 	case n < min:
-		return usagef(c, "%s needs %s, got %d", c.Command.FullName(), argsDesc(c.Command), n)
+		return usagef(c, "%s needs %s, got %d", commandPath(c), argsDesc(c.Command), n)
 	case max >= 0 && n > max:
-		return usagef(c, "%s takes %s, got %d (extra: %q)", c.Command.FullName(), argsDesc(c.Command), n, c.Args().Slice()[max:])
+		return usagef(c, "%s takes %s, got %d (extra: %q)", commandPath(c), argsDesc(c.Command), n, c.Args().Slice()[max:])
 	}
 	return nil
 }

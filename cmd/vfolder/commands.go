@@ -46,7 +46,7 @@ func ownerOf(c *cli.Context) (owner meta.ScopeID, given bool, err error) {
 func needOwner(c *cli.Context) (meta.ScopeID, error) {
 	owner, given, err := ownerOf(c)
 	if err == nil && !given {
-		err = usagef(c, "%s needs the owner: --user UUID or --project UUID", c.Command.FullName())
+		err = usagef(c, "%s needs the owner: --user UUID or --project UUID", commandPath(c))
 	}
 	return owner, err
 }
@@ -214,6 +214,7 @@ func commands(st *state) []*cli.Command {
 				},
 			},
 		},
+		viewCommand(st),
 	}
 }
 

@@ -26,6 +26,8 @@ type fakeAPI struct {
 	folders  map[string]api.Folder
 	scopes   map[string]api.QuotaScope
 	policies map[meta.ScopeID]api.Policy
+	views    map[string]api.View // session views by "session/name"
+	lastView api.CreateViewRequest
 	requests []string // "METHOD /path?query body"
 }
 
@@ -36,6 +38,7 @@ func startFakeAPI(t *testing.T) *fakeAPI {
 		folders:  map[string]api.Folder{},
 		scopes:   map[string]api.QuotaScope{},
 		policies: map[meta.ScopeID]api.Policy{},
+		views:    map[string]api.View{},
 	}
 	ln, err := net.Listen("unix", f.socket)
 	if err != nil {
@@ -95,6 +98,9 @@ func startFakeAPI(t *testing.T) *fakeAPI {
 	}))
 	mux.HandleFunc("/v1/quota-scopes/{volume}/{scope}", f.quota)
 	mux.HandleFunc("/v1/policies/{owner}", f.policy)
+	mux.HandleFunc("GET /v1/views", f.listViews)
+	mux.HandleFunc("POST /v1/views", f.addView)
+	mux.HandleFunc("DELETE /v1/views/sessions/{session}/{name}", f.removeView)
 
 	srv := httptest.NewUnstartedServer(f.recording(mux))
 	srv.Listener = ln

@@ -1,6 +1,7 @@
 // Command vfolderd is the vfolder node daemon: it keeps the metadata
 // (badger, in the node-local state directory), manages folders on the
-// configured shared volumes and serves the local API on a unix socket.
+// configured shared volumes, serves their views in one FUSE namespace
+// (package fs) and serves the local API on a unix socket.
 //
 // Configuration comes from a TOML file (--config) and from flags, each of
 // which can also be set through a VFOLDER_* environment variable; a flag
@@ -17,16 +18,24 @@
 //  4. attach each volume: check or create version.txt ("3"), record it;
 //  5. recover what a crash interrupted (folders left "performing",
 //     interrupted purges, which resume in the background);
-//  6. bind the socket (refusing one something still answers on, replacing
+//  6. mount the FUSE namespace at mount_point (unless fuse = false /
+//     --no-fuse): a stale mount left there by a vfolderd that died (stat
+//     answers ENOTCONN, or a FUSE mount named "vfolder" is at that path)
+//     is detached first; without root or /dev/fuse the daemon exits
+//     with an error saying so. Then every standing view (users/,
+//     projects/) is built from the store. Session views are not persisted
+//     yet: they start empty;
+//  7. bind the socket (refusing one something still answers on, replacing
 //     a stale one) and serve.
 //
 // # Stop
 //
 // On SIGTERM or SIGINT: stop accepting API calls, let in-flight ones
 // finish (up to shutdownTimeout, after which they are cut and interrupted
-// purges resume at the next start), close the store, remove the socket,
-// release the lock, exit 0. A second signal during shutdown kills the
-// process at once.
+// purges resume at the next start), unmount the FUSE namespace (aborting
+// the connection if copies of the mount live on elsewhere), close the
+// store, remove the socket, release the lock, exit 0. A second signal
+// during shutdown kills the process at once.
 package main
 
 import (
@@ -47,6 +56,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/vfolder/vfolder/fs"
 	"github.com/vfolder/vfolder/internal/config"
 	"github.com/vfolder/vfolder/internal/server"
 	"github.com/vfolder/vfolder/internal/service"
@@ -95,6 +105,7 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.Int64Flag{Name: "view-gid", EnvVars: env("VIEW_GID"), Usage: "`GID` files show as in views (default 1000)"},
 			&cli.StringFlag{Name: "admin-group", EnvVars: env("ADMIN_GROUP"), Usage: "`GROUP` (name or gid) allowed on the API besides root"},
 			&cli.StringFlag{Name: "mount-point", EnvVars: env("MOUNT_POINT"), Usage: "`DIR` of the FUSE namespace (default " + config.DefaultMountPoint + ")"},
+			&cli.BoolFlag{Name: "no-fuse", EnvVars: env("NO_FUSE"), Usage: "do not mount the FUSE namespace: serve the API without views (config: fuse = false)"},
 			&cli.StringFlag{Name: "log-level", EnvVars: env("LOG_LEVEL"), Usage: "`LEVEL`: trace, debug, info, warn, error (default warn)"},
 		},
 		HideHelpCommand: true,
@@ -143,6 +154,9 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	num("view-gid", &cfg.ViewGID)
 	str("admin-group", &cfg.AdminGroup)
 	str("mount-point", &cfg.MountPoint)
+	if c.IsSet("no-fuse") {
+		cfg.FUSE = !c.Bool("no-fuse")
+	}
 	str("log-level", &cfg.LogLevel)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -237,8 +251,12 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		StorageGID:        int(cfg.StorageGID),
 		AutoCreateScopes:  cfg.AutoCreateScopes,
 		DefaultScopeLimit: cfg.DefaultScopeLimit,
+		ViewUID:           uint32(cfg.ViewUID),
+		ViewGID:           uint32(cfg.ViewGID),
+		MountPoint:        cfg.MountPoint,
 		// QUOTA: Usage and ScopeChanged come from the quota manager once
-		// it is wired; MountedBy from the session mounts (mountd).
+		// it is wired. MountedBy: the service knows the session views
+		// itself.
 		Log: log,
 	})
 	defer svc.Close()
@@ -255,6 +273,33 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	}
 	if err := svc.Recover(ctx); err != nil {
 		return err
+	}
+
+	// Deferred after the service's and the store's Close, so it runs
+	// before them: the file system goes once the API has stopped.
+	var fsys *fs.FS
+	defer func() {
+		if fsys == nil {
+			return
+		}
+		if cerr := fsys.Close(); cerr != nil {
+			log.Error().Err(cerr).Str("mount_point", cfg.MountPoint).Msg("unmounting the FUSE namespace")
+			if err == nil {
+				err = fmt.Errorf("unmounting the FUSE namespace at %s: %w", cfg.MountPoint, cerr)
+			}
+		}
+	}()
+	if cfg.FUSE {
+		fsys, err = mountViews(cfg, log)
+		if err != nil {
+			return err
+		}
+		if err := svc.StartViews(ctx, fsys); err != nil {
+			return err
+		}
+		log.Info().Str("mount_point", cfg.MountPoint).Msg("FUSE namespace mounted")
+	} else {
+		log.Warn().Msg("FUSE is disabled (fuse = false): serving the API without views")
 	}
 
 	adminGID, err := cfg.AdminGID()

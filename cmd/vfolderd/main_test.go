@@ -122,6 +122,9 @@ func daemonBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if mnt := os.Getenv(helperEnv); mnt != "" {
+		mountHelper(mnt) // never returns
+	}
 	code := m.Run()
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
@@ -138,8 +141,18 @@ type daemon struct {
 
 func startDaemon(t *testing.T, cfgPath string) *daemon {
 	t.Helper()
+	return startDaemonAs(t, cfgPath, nil)
+}
+
+// startDaemonAs starts vfolderd with extra arguments, as the given
+// credential when it is not nil.
+func startDaemonAs(t *testing.T, cfgPath string, cred *syscall.Credential, args ...string) *daemon {
+	t.Helper()
 	d := &daemon{stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(daemonBinary(t), "--config", cfgPath)
+	d.cmd = exec.Command(daemonBinary(t), append([]string{"--config", cfgPath}, args...)...)
+	if cred != nil {
+		d.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	d.cmd.Stderr = &lockedWriter{w: d.stderr}
 	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	if err := d.cmd.Start(); err != nil {
@@ -234,19 +247,32 @@ func waitHealthy(t *testing.T, d *daemon, socket string) {
 }
 
 type setup struct {
-	dir, cfg, socket, vol, state string
+	dir, cfg, socket, vol, state, mnt string
+}
+
+// canMount reports whether this process may mount FUSE (root and
+// /dev/fuse); without, the daemons of these tests run with fuse = false.
+func canMount() bool {
+	_, err := os.Stat("/dev/fuse")
+	return os.Geteuid() == 0 && err == nil
 }
 
 func newSetup(t *testing.T, extra string) setup {
 	t.Helper()
 	dir := t.TempDir()
 	s := setup{dir: dir, cfg: filepath.Join(dir, "vfolderd.toml"), socket: filepath.Join(dir, "run", "vfolderd.sock"),
-		vol: filepath.Join(dir, "vol"), state: filepath.Join(dir, "state")}
+		vol: filepath.Join(dir, "vol"), state: filepath.Join(dir, "state"), mnt: filepath.Join(dir, "mnt")}
 	if err := os.Mkdir(s.vol, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Registered after t.TempDir, so it runs before the directory is
+	// removed (and after the daemons' own cleanups).
+	t.Cleanup(func() { noMountsLeft(t, dir) })
+	if !canMount() && !strings.Contains(extra, "fuse =") {
+		extra += "\nfuse = false\n"
+	}
 	text := fmt.Sprintf("state_dir = %q\nsocket = %q\nmount_point = %q\nstorage_uid = %d\nstorage_gid = %d\n%s\n[volumes.local]\npath = %q\n",
-		s.state, s.socket, filepath.Join(dir, "mnt"), os.Geteuid(), os.Getegid(), extra, s.vol)
+		s.state, s.socket, s.mnt, os.Geteuid(), os.Getegid(), extra, s.vol)
 	if err := os.WriteFile(s.cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -301,12 +327,23 @@ func TestDaemonSurvivesKill(t *testing.T) {
 	if err != nil || resp.StatusCode != 201 {
 		t.Fatalf("create: %d %v", resp.StatusCode, err)
 	}
+	view := filepath.Join(s.mnt, "users", "2b1a7c4e5d3f4a8e9c0b1f2e3d4c5b6a", "keep")
+	if canMount() {
+		if st, err := os.Stat(view); err != nil || !st.IsDir() {
+			t.Errorf("view of the folder: %v", err)
+		}
+	}
 	if err := d.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	d.wait(t, 30*time.Second)
 	if _, err := os.Lstat(s.socket); err != nil {
 		t.Fatalf("a killed daemon cannot remove its socket; expected it to be left: %v", err)
+	}
+	if canMount() {
+		if n := len(mountsAt(t, s.mnt)); n != 1 {
+			t.Errorf("%d mounts at %s after SIGKILL; want the dead one left", n, s.mnt)
+		}
 	}
 
 	// The restarted daemon replaces the stale socket and still knows the folder.
@@ -322,11 +359,90 @@ func TestDaemonSurvivesKill(t *testing.T) {
 	if err != nil || got.Name != "keep" || got.Status != "ready" {
 		t.Errorf("after restart: %d %+v %v", resp.StatusCode, got, err)
 	}
+	if canMount() {
+		// The dead mount was replaced by one that serves the view again.
+		if m := mountsAt(t, s.mnt); len(m) != 1 || m[0].fstype != "fuse.vfolder" {
+			t.Errorf("mounts at %s after restart: %+v; want one vfolder mount", s.mnt, m)
+		}
+		if st, err := os.Stat(view); err != nil || !st.IsDir() {
+			t.Errorf("view after restart: %v", err)
+		}
+		if !strings.Contains(d2.stderr.String(), "stale FUSE mount") {
+			t.Errorf("the restarted daemon did not log the stale mount it replaced:\n%s", d2.stderr)
+		}
+	}
 	if err := d2.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	if code := d2.wait(t, 60*time.Second); code != 0 {
 		t.Errorf("exit %d after SIGINT\n%s", code, d2.stderr)
+	}
+	if m := mountsAt(t, s.mnt); len(m) != 0 {
+		t.Errorf("mounts left at %s after SIGINT: %+v", s.mnt, m)
+	}
+}
+
+// TestDaemonFUSESwitch: without root the daemon refuses to start unless
+// FUSE is switched off, and then serves the API without views.
+func TestDaemonFUSESwitch(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the daemon as another user")
+	}
+	const nobody = 65534
+	s := newSetup(t, fmt.Sprintf("storage_uid = %d\nstorage_gid = %d", nobody, nobody))
+	// newSetup wrote the running ids; rewrite them for nobody.
+	text, err := os.ReadFile(s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(text), fmt.Sprintf("storage_uid = %d\nstorage_gid = %d\n", os.Geteuid(), os.Getegid()), "", 1)
+	if err := os.WriteFile(s.cfg, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Let nobody reach the binary and own the setup.
+	bin := daemonBinary(t)
+	for _, p := range []string{filepath.Dir(bin), s.dir, filepath.Dir(s.dir)} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := filepath.Walk(s.dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, nobody, nobody)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cred := &syscall.Credential{Uid: nobody, Gid: nobody}
+
+	d := startDaemonAs(t, s.cfg, cred)
+	code := d.wait(t, 60*time.Second)
+	msg := d.stderr.String()
+	if code != 1 || !strings.Contains(msg, "needs root") || !strings.Contains(msg, "--no-fuse") || !strings.Contains(msg, s.mnt) {
+		t.Errorf("exit %d, stderr %q; want 1 saying FUSE needs root and how to switch it off", code, msg)
+	}
+	if _, err := os.Lstat(s.socket); !os.IsNotExist(err) {
+		t.Errorf("a refused start left the socket: %v", err)
+	}
+
+	d = startDaemonAs(t, s.cfg, cred, "--no-fuse")
+	waitHealthy(t, d, s.socket)
+	resp, err := httpClient(s.socket).Get("http://vfolderd/v1/views")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e api.Error
+	err = json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 503 || !strings.Contains(e.Message, "fuse = false") {
+		t.Errorf("GET /v1/views without FUSE = %d %+v %v; want 503", resp.StatusCode, e, err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.wait(t, 60*time.Second); code != 0 {
+		t.Errorf("exit %d after SIGTERM\n%s", code, d.stderr)
 	}
 }
 
@@ -370,4 +486,47 @@ func TestDaemonRefusesBadStart(t *testing.T) {
 			t.Errorf("the other process's socket was removed: %v", err)
 		}
 	})
+}
+
+// TestNoFUSESwitch checks fuse = false, VFOLDER_NO_FUSE and --no-fuse.
+func TestNoFUSESwitch(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "vfolderd.toml")
+	write := func(extra string) {
+		text := fmt.Sprintf("state_dir = %q\n%s\n[volumes.a]\npath = %q\n", filepath.Join(dir, "state"), extra, dir+"/vol")
+		if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(dir+"/vol", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fuseOn := func(args ...string) bool {
+		t.Helper()
+		var got *config.Config
+		app := newApp(func(_ context.Context, cfg *config.Config) error { got = cfg; return nil })
+		if err := app.Run(append([]string{"vfolderd", "--config", cfgPath}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return got.FUSE
+	}
+	write("")
+	if !fuseOn() {
+		t.Error("FUSE is off by default")
+	}
+	if fuseOn("--no-fuse") {
+		t.Error("--no-fuse left FUSE on")
+	}
+	write("fuse = false")
+	if fuseOn() {
+		t.Error("fuse = false left FUSE on")
+	}
+	if !fuseOn("--no-fuse=false") {
+		t.Error("--no-fuse=false does not override fuse = false")
+	}
+	write("fuse = true")
+	t.Setenv("VFOLDER_NO_FUSE", "true")
+	if fuseOn() {
+		t.Error("VFOLDER_NO_FUSE=true left FUSE on")
+	}
 }

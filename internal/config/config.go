@@ -18,7 +18,9 @@
 //
 // storage_uid/storage_gid default to 1100, the unified storage owner
 // operators of the reference system commonly use; view_uid/view_gid
-// default to 1000 (the container user "work"). See
+// default to 1000 (the container user "work"). fuse defaults to true: the
+// daemon mounts its FUSE namespace at mount_point (which needs root and
+// /dev/fuse); fuse = false serves the API without views. See
 // contrib/vfolderd.toml.sample for every key.
 //
 // The package does no I/O besides reading the file and stat-ing paths in
@@ -87,6 +89,10 @@ type Config struct {
 	AdminGroup string
 	// MountPoint is where the FUSE namespace is mounted.
 	MountPoint string
+	// FUSE mounts the FUSE namespace at MountPoint; default true. Without
+	// it the daemon serves the API (folders, quotas, policies) but no
+	// views.
+	FUSE bool
 	// LogLevel is a zerolog level name.
 	LogLevel string
 	// AutoCreateScopes creates an owner's quota scope on first folder
@@ -108,6 +114,7 @@ func Default() *Config {
 		ViewGID:          DefaultViewID,
 		Socket:           api.DefaultSocket,
 		MountPoint:       DefaultMountPoint,
+		FUSE:             true,
 		LogLevel:         DefaultLogLevel,
 		AutoCreateScopes: true,
 	}
@@ -132,6 +139,7 @@ type file struct {
 	Socket            *string               `toml:"socket"`
 	AdminGroup        *adminGroup           `toml:"admin_group"`
 	MountPoint        *string               `toml:"mount_point"`
+	FUSE              *bool                 `toml:"fuse"`
 	LogLevel          *string               `toml:"log_level"`
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
 	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
@@ -240,6 +248,7 @@ func (c *Config) merge(text string) error {
 		c.AdminGroup = string(*f.AdminGroup)
 	}
 	setIf(&c.MountPoint, f.MountPoint)
+	setIf(&c.FUSE, f.FUSE)
 	setIf(&c.LogLevel, f.LogLevel)
 	setIf(&c.AutoCreateScopes, f.AutoCreateScopes)
 	if f.DefaultScopeLimit != nil {

@@ -228,3 +228,17 @@ func FuzzParse(f *testing.F) {
 		_ = c.Validate()
 	})
 }
+
+func TestFUSESwitch(t *testing.T) {
+	c, err := Parse("")
+	if err != nil || !c.FUSE {
+		t.Fatalf("default: FUSE=%v, %v; want on", c.FUSE, err)
+	}
+	c, err = Parse("fuse = false")
+	if err != nil || c.FUSE {
+		t.Errorf("fuse = false: FUSE=%v, %v", c.FUSE, err)
+	}
+	if _, err := Parse(`fuse = "no"`); err == nil || !strings.Contains(err.Error(), "fuse") {
+		t.Errorf("fuse = \"no\": %v; want an error naming the key", err)
+	}
+}

@@ -408,6 +408,9 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/quota-scopes/{volume}/{scope}", s.unsetQuota)
 	s.handle("GET /v1/policies/{owner}", s.getPolicy)
 	s.handle("PUT /v1/policies/{owner}", s.setPolicy)
+	s.handle("GET /v1/views", s.listViews)
+	s.handle("POST /v1/views", s.addView)
+	s.handle("DELETE /v1/views/sessions/{session}/{name}", s.removeView)
 }
 
 func invalid(format string, a ...any) error {
@@ -659,4 +662,37 @@ func (s *Server) setPolicy(r *http.Request) (int, any, error) {
 	}
 	p, err = s.svc.SetPolicy(r.Context(), owner, p)
 	return http.StatusOK, p, err
+}
+
+func (s *Server) listViews(r *http.Request) (int, any, error) {
+	q, err := query(r, "namespace", "key")
+	if err != nil {
+		return 0, nil, err
+	}
+	v, err := s.svc.ListViews(r.Context(), q.Get("namespace"), q.Get("key"))
+	return http.StatusOK, v, err
+}
+
+// addView answers 201 for a new view and 200 when the same view existed.
+func (s *Server) addView(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	var req api.CreateViewRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	v, created, err := s.svc.AddSessionView(r.Context(), req)
+	if !created {
+		return http.StatusOK, v, err
+	}
+	return http.StatusCreated, v, err
+}
+
+func (s *Server) removeView(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	v, err := s.svc.RemoveSessionView(r.Context(), r.PathValue("session"), r.PathValue("name"))
+	return http.StatusOK, v, err
 }

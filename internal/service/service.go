@@ -28,15 +28,27 @@
 // # Errors
 //
 // Methods return errors wrapping the meta sentinels (ErrInvalid,
-// ErrNotFound, ErrExists, ErrConflict, ErrLimitExceeded) or ErrUnavailable;
+// ErrNotFound, ErrExists, ErrConflict, ErrLimitExceeded), ErrForbidden or
+// ErrUnavailable;
 // anything else is an internal failure. Code maps an error to its API code
 // and is the only place that does.
+//
+// # Views
+//
+// Once StartViews has handed it the mounted FUSE namespace (package fs),
+// the service keeps the views in step with the folders (views.go): every
+// live folder shows under users/<owner>/ or projects/<owner>/ at its
+// permission, and create, rename, trash, restore and purge update that at
+// once. Session views are added and removed through the API, are kept in
+// memory only (not persisted yet: gone after a restart), and pin their
+// folder: trash and purge refuse a folder that a session has a view of.
 //
 // # Plug points
 //
 // Usage figures come from a UsageSource (the quota manager plugs in
-// there; until then NoUsage reports zero). MountedBy, when set, names the
-// live sessions that have a folder mounted; trash and purge refuse such
+// there; until then NoUsage reports zero). MountedBy (the method) names
+// the sessions that have a folder mounted: those with a session view of
+// it, plus what the MountedBy option reports; trash and purge refuse such
 // folders. ScopeChanged, when set, is told about every limit change.
 //
 // All methods are safe for concurrent use once the volumes are attached.
@@ -55,6 +67,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/vfolder/vfolder/api"
+	vfs "github.com/vfolder/vfolder/fs"
 	"github.com/vfolder/vfolder/internal/volume"
 	"github.com/vfolder/vfolder/meta"
 )
@@ -90,8 +103,15 @@ type Options struct {
 	// Usage supplies usage figures; nil means NoUsage.
 	Usage UsageSource
 	// MountedBy returns the ids of live sessions that have the folder
-	// mounted; nil means "none known".
+	// mounted besides those with a session view of it (which the service
+	// knows itself); nil means "no others". It is called with the
+	// service's view lock held and must not call back into the service.
 	MountedBy func(folderID string) []string
+	// ViewUID/ViewGID is the owner standing views show, and the default of
+	// session views.
+	ViewUID, ViewGID uint32
+	// MountPoint is where the FUSE namespace is mounted (for View.Path).
+	MountPoint string
 	// ScopeChanged is called after a scope was created or its limits
 	// changed; nil means nobody listens. QUOTA: the quota manager's hook.
 	ScopeChanged func(meta.QuotaScope)
@@ -117,6 +137,13 @@ type Service struct {
 	base   context.Context
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
+
+	// viewMu guards the fields below and serialises view changes with
+	// the checks they depend on (see views.go).
+	viewMu   sync.Mutex
+	views    Views                      // nil until StartViews
+	standing map[string][]vfs.ViewSpec  // folder id -> its standing views
+	sessions map[viewPlace]vfs.ViewSpec // session views
 }
 
 // New returns a service over store. Attach volumes, then Recover, before
@@ -126,7 +153,8 @@ func New(store meta.Store, opts Options) *Service {
 		opts.Usage = NoUsage{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{store: store, opts: opts, log: opts.Log, vols: map[string]*attached{}, base: ctx, cancel: cancel}
+	return &Service{store: store, opts: opts, log: opts.Log, vols: map[string]*attached{}, base: ctx, cancel: cancel,
+		standing: map[string][]vfs.ViewSpec{}, sessions: map[viewPlace]vfs.ViewSpec{}}
 }
 
 // AttachVolume opens a configured volume, checks (or, on an empty volume,
@@ -374,6 +402,7 @@ func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest)
 		return api.Folder{}, fmt.Errorf("create folder %q: the directory exists but the record stays %q until the next start: %w", req.Name, meta.StatusPerforming, err)
 	}
 	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Str("owner", f.Owner.String()).Str("volume", f.Volume).Msg("folder created")
+	s.syncStanding(ctx, f.ID)
 	return s.toAPI(f), nil
 }
 
@@ -524,15 +553,14 @@ func (s *Service) Rename(ctx context.Context, ref string, owner meta.ScopeID, ne
 		return api.Folder{}, err
 	}
 	s.log.Info().Str("folder", f.ID).Str("from", old).Str("to", newName).Msg("folder renamed")
+	s.syncStanding(ctx, f.ID)
 	return s.toAPI(f), nil
 }
 
 // checkNotMounted refuses a folder that live sessions have mounted.
+// viewMu is held.
 func (s *Service) checkNotMounted(f meta.Folder, action string) error {
-	if s.opts.MountedBy == nil {
-		return nil
-	}
-	if sess := s.opts.MountedBy(f.ID); len(sess) > 0 {
+	if sess := s.mountedByLocked(f.ID); len(sess) > 0 {
 		return fmt.Errorf("%w: folder %q is mounted by session(s) %s; it cannot be %s until they end", meta.ErrConflict, f.Name, strings.Join(sess, ", "), action)
 	}
 	return nil
@@ -545,6 +573,10 @@ func (s *Service) Trash(ctx context.Context, ref string, owner meta.ScopeID) (ap
 	if err != nil {
 		return api.Folder{}, err
 	}
+	// The mount check, the status change and the view update are one step
+	// under viewMu: no session view can appear in between.
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
 	if err := s.checkNotMounted(f, "trashed"); err != nil {
 		return api.Folder{}, err
 	}
@@ -562,6 +594,7 @@ func (s *Service) Trash(ctx context.Context, ref string, owner meta.ScopeID) (ap
 		return api.Folder{}, err
 	}
 	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("folder trashed")
+	s.applyFolder(f)
 	return s.toAPI(f), nil
 }
 
@@ -582,6 +615,7 @@ func (s *Service) Restore(ctx context.Context, ref string, owner meta.ScopeID) (
 		return api.Folder{}, err
 	}
 	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("folder restored")
+	s.syncStanding(ctx, f.ID)
 	return s.toAPI(f), nil
 }
 
@@ -600,28 +634,38 @@ func (s *Service) Purge(ctx context.Context, ref string, owner meta.ScopeID, con
 	if confirm != f.Name {
 		return api.Folder{}, fmt.Errorf("%w: the confirmation %q does not match the folder name %q exactly; nothing was purged", meta.ErrConflict, confirm, f.Name)
 	}
-	if err := s.checkNotMounted(f, "purged"); err != nil {
-		return api.Folder{}, err
-	}
 	if _, err := s.folderVolume(f); err != nil {
 		return api.Folder{}, err
 	}
-	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+	f, err = s.startPurge(ctx, f)
+	if err != nil {
+		return api.Folder{}, err
+	}
+	out := s.toAPI(f)
+	err = s.finishPurge(f)
+	s.syncStanding(ctx, f.ID)
+	if err != nil {
+		return api.Folder{}, err
+	}
+	out.Status = meta.StatusDeleteComplete
+	return out, nil
+}
+
+// startPurge checks that no session has the folder mounted and marks it
+// delete-ongoing, under viewMu (see Trash).
+func (s *Service) startPurge(ctx context.Context, f meta.Folder) (meta.Folder, error) {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	if err := s.checkNotMounted(f, "purged"); err != nil {
+		return meta.Folder{}, err
+	}
+	return s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
 		if x.Status != meta.StatusDeletePending && x.Status != meta.StatusDeleteError {
 			return fmt.Errorf("%w: folder %q is %s; only a folder in the trash can be purged", meta.ErrConflict, x.Name, x.Status)
 		}
 		x.Status = meta.StatusDeleteOngoing
 		return nil
 	})
-	if err != nil {
-		return api.Folder{}, err
-	}
-	out := s.toAPI(f)
-	if err := s.finishPurge(f); err != nil {
-		return api.Folder{}, err
-	}
-	out.Status = meta.StatusDeleteComplete
-	return out, nil
 }
 
 // finishPurge removes the tree of a delete-ongoing folder and its record.
@@ -801,6 +845,8 @@ func Code(err error) string {
 		return ""
 	case errors.Is(err, ErrUnavailable), errors.Is(err, meta.ErrClosed), errors.Is(err, meta.ErrLocked):
 		return api.CodeUnavailable
+	case errors.Is(err, ErrForbidden):
+		return api.CodeForbidden
 	case errors.Is(err, meta.ErrInvalid):
 		return api.CodeInvalid
 	case errors.Is(err, meta.ErrNotFound):
