@@ -1,0 +1,148 @@
+// Package fs is vfolder's FUSE file system: one mount per node that serves
+// every view of every vfolder used on that node.
+//
+// # Namespace
+//
+//	<mnt>/sessions/<session-id>/<mount-name>
+//	<mnt>/users/<user-uuid>/<folder-name>
+//	<mnt>/projects/<project-uuid>/<folder-name>
+//
+// The mount root, the three top directories and the key directories below
+// them are synthetic (type dirNode): owned by root, mode 0700, refusing every
+// change from the file system side (EPERM). Only AddView and RemoveView
+// change them; both tell the kernel to drop its cached entries
+// (NotifyEntry), so a view appears and disappears at once. A container sees
+// only the view directories mountd bind-mounts into it, never these levels.
+//
+// # Views
+//
+// A view (type view) fixes at AddView: the folder directory (plus an
+// optional subpath), the mode (ro, rw, wd), the uid/gid every entry shows,
+// and whether rw may delete. Its root directory is opened once:
+//
+//	openat2(volumeRootFd, "<FolderRel>/<Subpath>", O_PATH|O_DIRECTORY,
+//	        RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
+//
+// with one O_PATH descriptor kept per volume root. Each entry inside a view
+// is a node (type node). A node knows its view and its backing identity
+// (device, inode); its path below the view root is read from the go-fuse
+// tree on every operation (node.relPath) and resolved again with openat2
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS below the view root, in chunks when
+// longer than 4000 bytes (package internal/backing). The final name is then
+// handled with *at calls that never follow symlinks. Symlinks are created
+// and read back as they are; the daemon itself never follows one, so a
+// symlink to /etc or to another folder leads nowhere when the daemon
+// resolves a path: the kernel follows symlinks inside the mount on behalf of
+// the caller, in the caller's mount namespace, and every component it
+// resolves comes back to the daemon as a lookup below the view root.
+//
+// A removed view is gone from the tree at once. Nodes the kernel still holds
+// (open files, a working directory) refuse new lookups (ENOENT) and new
+// opens, creations and namespace changes (ESTALE); descriptors already open
+// keep reading and writing until closed, like files on a lazily unmounted
+// file system. The view's root descriptor is closed when go-fuse forgets the
+// view's root node, or at Close.
+//
+// # Inode numbers
+//
+// Two views of one folder show different owners, so they must not share
+// FUSE inodes; hard links inside one view must show one st_ino. Each view
+// holds a slot s in 1..32767 (slot 0 numbers the synthetic directories):
+//
+//	ino = s<<47 | backing inode       if the backing inode is below 2^47 and
+//	                                  on the device of the view root
+//	ino = 1<<63 | n                   otherwise: n is handed out from a per-FS
+//	                                  counter and remembered per view for as
+//	                                  long as any node object of that backing
+//	                                  inode exists (runtime.AddCleanup)
+//
+// The first form is stable for the life of the view and needs no memory;
+// the second serves file systems with 64-bit inode numbers (Lustre, some NFS
+// servers) and is stable while the kernel caches the inode. The go-fuse
+// generation mixes a per-view serial number with the backing birth time, so
+// a node of an old view never matches a lookup in a new view that reuses the
+// slot, and a recycled backing inode gets a new generation. A removed
+// view's slot is free again once go-fuse forgets its root node; slots are
+// handed out round-robin, so a freed one is reused late. Directory
+// entries (readdir d_ino) carry the same numbers, except for backing inodes
+// of the second form that have no node yet: they carry 1<<63 plus the low
+// bits of the backing inode.
+//
+// # Modes and ownership
+//
+// The daemon enforces the view mode itself, whatever the caller's
+// credentials: ro answers EROFS to every mutation (create, mkdir, mknod,
+// symlink, link, open for writing, truncate, chmod, chown, utimens,
+// setxattr, removexattr, rename, unlink, rmdir, fallocate,
+// copy_file_range); rw allows writes, and unlink, rmdir and rename over an
+// existing entry only with RWCanDelete (else EPERM; RENAME_EXCHANGE loses
+// nothing and is allowed); wd allows everything. The mount uses
+// default_permissions, so the kernel checks permission bits against the
+// owner every entry shows: the view's UID/GID, in every attribute reply.
+// Everything created through any view, by any caller (root included), is
+// chowned to StorageUID:StorageGID on storage before the reply, and mode
+// bits are stored exactly as the caller asked (the daemon's umask is undone).
+// chown to the view's own uid/gid (or -1) succeeds and changes nothing;
+// chown to anything else is EPERM. Device nodes cannot be created (EPERM):
+// a device file on shared storage would be usable wherever the volume is
+// mounted without nodev.
+//
+// # Kernel caching and the data path
+//
+// Entry and attribute timeouts are one second; negative entries are not
+// cached, so files made through another view or directly on storage appear
+// at once. There is no writeback cache and no passthrough: every write
+// reaches the daemon (CAP_PASSTHROUGH is disabled, no handle offers a
+// backing fd). Opens keep the page cache (FOPEN_KEEP_CACHE) only when the
+// backing file's size, mtime and ctime are what the daemon last reported for
+// the node, which gives close-to-open consistency across views and with
+// writers on other nodes. FUSE_HANDLE_KILLPRIV_V2 is negotiated, so the
+// kernel does not ask for security.capability before every write; the daemon
+// clears set-user-ID (and set-group-ID on group-executable files) itself on
+// a write by a non-root caller, on truncate and on chown when the kernel
+// asks (FATTR_KILL_SUIDGID).
+//
+// # Extended attributes and locks
+//
+// Only the "user." namespace is served. Reading any other name answers
+// ENODATA (there is no such attribute), setting or removing one answers
+// EOPNOTSUPP (as on a file system without that namespace), and listing shows
+// only user.* names. Attributes are read and written through the
+// /proc/self/fd path of an O_PATH descriptor of a node that was checked not
+// to be a symlink. POSIX (fcntl) locks become open-file-description locks on
+// the backing descriptor and flock locks flock(2) on it, so locks reach the
+// storage and other nodes that use it.
+//
+// # Quota hook
+//
+// Every operation that can grow a scope's usage calls the view's accounting
+// (an unexported interface, see accounting.go) at exactly one place:
+// reserve before, commit after, release for what shrinking or removal
+// frees. Size changes of one backing inode are serialised by a striped lock
+// keyed by (device, inode), shared by all views; writes that stay within the
+// file size take it shared. The default accounting grants everything.
+//
+// # Concurrency
+//
+// FS.mu guards the view table, the key directories and the volume table; it
+// is never held while talking to the kernel (notifications are sent after
+// it is released) and no FUSE request handler takes it. view.fdMu guards the
+// view root descriptor against being closed while an operation resolves a
+// path. Node state (open handles, the last reported attributes) has its own
+// mutex. go-fuse serialises nothing else: operations run in parallel.
+//
+// # Errors
+//
+// Every error becomes a syscall.Errno through toErrno, which unwraps with
+// errors.As/Is; fs.ToErrno is never used on wrapped errors. Exported methods
+// return errors wrapping the meta sentinels (meta.ErrInvalid,
+// meta.ErrExists, meta.ErrNotFound, meta.ErrLimitExceeded) or ErrClosed.
+//
+// # Shutdown
+//
+// Close unmounts. When the mount is already gone from this namespace (umount
+// -l from outside), busy, or the unmount does not let the serve loops end
+// (copies of the mount live on in containers' namespaces), Close detaches
+// what is left and aborts the connection through
+// /sys/fs/fuse/connections/<minor>/abort, then waits for the loops.
+package fs

@@ -1,0 +1,395 @@
+package fs
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/vfolder/vfolder/meta"
+)
+
+// Options configure the mount. Logger receives the package's own events
+// and, at debug level, go-fuse's diagnostics and (with Debug) its request
+// trace.
+type Options struct {
+	MountPoint             string
+	StorageUID, StorageGID uint32 // owner of everything on storage
+	Logger                 zerolog.Logger
+	Debug                  bool // go-fuse debug output
+}
+
+// ErrClosed is returned by methods of an FS after Close.
+var ErrClosed = errors.New("vfolder fs is closed")
+
+// Mount timing.
+const (
+	entryTimeout = time.Second
+	attrTimeout  = time.Second
+	maxWrite     = 1 << 20
+
+	// unmountWait is how long Close waits for the serve loops after a
+	// plain unmount before it aborts the connection; abortWait how long it
+	// waits after the abort.
+	unmountWait = 2 * time.Second
+	abortWait   = 10 * time.Second
+)
+
+// FS is one mounted vfolder file system.
+type FS struct {
+	opts    Options
+	log     zerolog.Logger
+	server  *fuse.Server
+	root    *dirNode
+	started time.Time
+	acct    accounting
+	locks   sizeLocks
+	inos    inoTable
+
+	// mnt and dev identify the mount: dev is the st_dev of its root
+	// (major 0, minor = FUSE connection number).
+	mnt string
+	dev uint64
+
+	mu      sync.Mutex
+	closed  bool
+	views   map[place]*view
+	keyDirs map[nsKey]*dirNode
+	tops    map[string]*dirNode
+	vols    map[string]*volume
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Mount mounts the file system at opts.MountPoint and starts serving it.
+func Mount(opts Options) (*FS, error) {
+	if opts.MountPoint == "" {
+		return nil, fmt.Errorf("%w: empty mount point", meta.ErrInvalid)
+	}
+	mnt, err := filepath.Abs(opts.MountPoint)
+	if err != nil {
+		return nil, fmt.Errorf("%w: mount point %q: %v", meta.ErrInvalid, opts.MountPoint, err)
+	}
+	f := &FS{
+		opts:    opts,
+		log:     opts.Logger.With().Str("component", "fs").Logger(),
+		started: time.Now(),
+		acct:    noAccounting{},
+		mnt:     mnt,
+		views:   map[place]*view{},
+		keyDirs: map[nsKey]*dirNode{},
+		tops:    map[string]*dirNode{},
+		vols:    map[string]*volume{},
+	}
+	f.inos.init()
+	f.root = &dirNode{fs: f}
+
+	et, at := entryTimeout, attrTimeout
+	goLog := log.New(zerologWriter{f.log}, "", 0)
+	fopts := &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:        true,
+			Options:           []string{"default_permissions"},
+			FsName:            "vfolder",
+			Name:              "vfolder",
+			MaxWrite:          maxWrite,
+			DirectMount:       true,
+			DirectMountStrict: true,
+			EnableLocks:       true,
+			// Every byte of rw/wd views must pass the daemon.
+			DisabledCapabilities: fuse.CAP_PASSTHROUGH | fuse.CAP_WRITEBACK_CACHE,
+			// The daemon clears suid/sgid itself (see node.killPrivs).
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+			Debug:             opts.Debug,
+			Logger:            goLog,
+		},
+		EntryTimeout:      &et,
+		AttrTimeout:       &at,
+		NullPermissions:   true,
+		FirstAutomaticIno: firstAutomaticIno,
+		RootStableAttr:    &gofs.StableAttr{Ino: fuse.FUSE_ROOT_ID},
+		Logger:            goLog,
+	}
+	server, err := fuse.NewServer(gofs.NewNodeFS(f.root, fopts), mnt, &fopts.MountOptions)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	f.server = server
+	go server.Serve()
+	// WaitMount ends with a probe open of the new mount (go-fuse's poll
+	// setup), which a signal can interrupt; the mount itself is done.
+	for i := 0; ; i++ {
+		err = server.WaitMount()
+		if err == nil || !errors.Is(err, unix.EINTR) || i == 10 {
+			break
+		}
+	}
+	if err != nil {
+		f.abortAndWait()
+		return nil, fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil {
+		f.abortAndWait()
+		return nil, fmt.Errorf("stat mount %s: %w", mnt, err)
+	}
+	f.dev = st.Dev
+	// Keep later mount events on this mount from propagating to peers.
+	if err := unix.Mount("", mnt, "", unix.MS_PRIVATE, ""); err != nil {
+		f.log.Warn().Err(err).Str("mnt", mnt).Msg("cannot make the mount private")
+	}
+	f.log.Info().Str("mnt", mnt).Uint32("minor", unix.Minor(f.dev)).Msg("mounted")
+	return f, nil
+}
+
+// MountPoint is where the file system is mounted.
+func (f *FS) MountPoint() string { return f.mnt }
+
+// Views returns the current views, sorted by namespace, key and name.
+func (f *FS) Views() []ViewSpec {
+	f.mu.Lock()
+	out := make([]ViewSpec, 0, len(f.views))
+	for _, v := range f.views {
+		out = append(out, v.spec)
+	}
+	f.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Key != b.Key {
+			return a.Key < b.Key
+		}
+		return a.Name < b.Name
+	})
+	return out
+}
+
+// Close unmounts the file system and releases every descriptor. It works
+// also when the mount was lazily unmounted from outside, and when copies of
+// the mount in other namespaces keep the connection alive: then it aborts
+// the connection. Close is idempotent.
+func (f *FS) Close() error {
+	f.closeOnce.Do(func() { f.closeErr = f.close() })
+	return f.closeErr
+}
+
+func (f *FS) close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+
+	var errs []error
+	if f.mountedHere() {
+		if err := f.unmount(); err != nil {
+			errs = append(errs, err)
+		}
+	} else {
+		// Unmounted from outside (umount -l): other references (open
+		// files, copies in other namespaces) may keep the connection
+		// alive, and nothing will unmount them for us.
+		if err := f.abort(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !f.waitLoops(unmountWait) {
+		f.log.Warn().Str("mnt", f.mnt).Msg("serve loops still running after unmount: aborting the connection")
+		if err := f.abort(); err != nil {
+			errs = append(errs, err)
+		}
+		if !f.waitLoops(abortWait) {
+			errs = append(errs, fmt.Errorf("fuse connection %d did not end after abort", unix.Minor(f.dev)))
+		}
+	}
+
+	f.mu.Lock()
+	views := f.views
+	f.views = map[place]*view{}
+	vols := f.vols
+	f.vols = map[string]*volume{}
+	f.mu.Unlock()
+	for _, v := range views {
+		v.removed.Store(true)
+		v.closeRoot()
+	}
+	f.inos.mu.Lock()
+	draining := f.inos.draining
+	f.inos.draining = nil
+	f.inos.mu.Unlock()
+	for _, v := range draining {
+		v.closeRoot()
+	}
+	for _, vol := range vols {
+		unix.Close(vol.fd)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+// unmount detaches the mount from this namespace: a plain unmount first
+// (retried while busy), a lazy one if that keeps failing.
+func (f *FS) unmount() error {
+	var err error
+	for i := 0; i < 5; i++ {
+		err = unix.Unmount(f.mnt, 0)
+		if err == nil || err == unix.EINVAL || err == unix.ENOENT {
+			return nil
+		}
+		time.Sleep(time.Duration(10<<i) * time.Millisecond)
+	}
+	f.log.Warn().Err(err).Str("mnt", f.mnt).Msg("unmount failed: detaching lazily")
+	if err := unix.Unmount(f.mnt, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("unmount %s: %w", f.mnt, err)
+	}
+	return nil
+}
+
+// fusectlMagic is the statfs type of the fusectl file system.
+const fusectlMagic = 0x65735543
+
+// abort ends the FUSE connection from the kernel side, through fusectl's
+// abort file. Where fusectl is not mounted at /sys/fs/fuse/connections, a
+// private instance is mounted on a temporary directory for the write.
+func (f *FS) abort() error {
+	conn := strconv.FormatUint(uint64(unix.Minor(f.dev)), 10)
+	dir := "/sys/fs/fuse/connections"
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil || sfs.Type != fusectlMagic {
+		tmp, err := os.MkdirTemp("", "vfolder-fusectl-")
+		if err != nil {
+			return fmt.Errorf("abort fuse connection %s: %w", conn, err)
+		}
+		defer os.Remove(tmp)
+		if err := unix.Mount("fusectl", tmp, "fusectl", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("abort fuse connection %s: mount fusectl: %w", conn, err)
+		}
+		defer unix.Unmount(tmp, unix.MNT_DETACH)
+		dir = tmp
+	}
+	err := os.WriteFile(filepath.Join(dir, conn, "abort"), []byte("1"), 0)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("abort fuse connection %s: %w", conn, err)
+	}
+	return nil
+}
+
+// abortAndWait undoes a mount that cannot be used: detach, abort, wait.
+func (f *FS) abortAndWait() {
+	if f.dev == 0 {
+		for _, m := range readMountInfo() {
+			if m.point == f.mnt && m.fstype == "fuse.vfolder" {
+				var maj, min uint32
+				if _, err := fmt.Sscanf(m.dev, "%d:%d", &maj, &min); err == nil {
+					f.dev = unix.Mkdev(maj, min)
+				}
+			}
+		}
+	}
+	if f.mountedHere() {
+		unix.Unmount(f.mnt, unix.MNT_DETACH)
+	}
+	if f.dev != 0 {
+		f.abort()
+	}
+	f.waitLoops(abortWait)
+}
+
+// waitLoops waits up to d for the server's read loops to end.
+func (f *FS) waitLoops(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		f.server.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// mountedHere reports whether this file system is still mounted at its
+// mount point in the caller's mount namespace.
+func (f *FS) mountedHere() bool {
+	want := fmt.Sprintf("%d:%d", unix.Major(f.dev), unix.Minor(f.dev))
+	for _, m := range readMountInfo() {
+		if m.dev == want && m.point == f.mnt {
+			return true
+		}
+	}
+	return false
+}
+
+type mountEntry struct{ dev, point, fstype string }
+
+// readMountInfo parses /proc/self/mountinfo (device and mount point).
+func readMountInfo() []mountEntry {
+	fh, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer fh.Close()
+	var out []mountEntry
+	sc := bufio.NewScanner(fh)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		e := mountEntry{dev: fields[2], point: unescapeMount(fields[4])}
+		for i := 5; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				e.fstype = fields[i+1]
+				break
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// unescapeMount undoes the octal escapes (\040 etc.) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// zerologWriter feeds go-fuse's log.Logger output into zerolog at debug
+// level.
+type zerologWriter struct{ l zerolog.Logger }
+
+func (w zerologWriter) Write(p []byte) (int, error) {
+	w.l.Debug().Msg(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,419 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/vfolder/vfolder/internal/backing"
+)
+
+// checkNewName vets a name the kernel hands in for a new entry.
+func checkNewName(name string) syscall.Errno {
+	if len(name) > backing.NameMax {
+		return syscall.ENAMETOOLONG
+	}
+	if !backing.ValidName(name) {
+		return syscall.EINVAL
+	}
+	return 0
+}
+
+// Create creates and opens a regular file.
+func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	v := n.v
+	if errno := v.mutable(); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	if errno := checkNewName(name); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	dirfd, errno := n.openDir()
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	defer unix.Close(dirfd)
+	bflags := int(flags)&openPassFlags | unix.O_NOFOLLOW | unix.O_CLOEXEC
+
+	// quota: a new file is one inode.
+	want := usage{inodes: 1}
+	granted, errno := v.fs.acct.reserve(v, want, false)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	fd, err := unix.Openat(dirfd, name, bflags|unix.O_CREAT|unix.O_EXCL, mode&07777)
+	if err == unix.EEXIST && flags&unix.O_EXCL == 0 {
+		v.fs.acct.commit(v, granted, usage{})
+		return n.openExisting(ctx, dirfd, name, flags, bflags, out)
+	}
+	if err != nil {
+		v.fs.acct.commit(v, granted, usage{})
+		return nil, nil, 0, toErrno(err)
+	}
+	st, errno := v.adopt(fd, unix.S_IFREG, mode)
+	if errno != 0 {
+		unix.Close(fd)
+		unix.Unlinkat(dirfd, name, 0)
+		v.fs.acct.commit(v, granted, usage{})
+		return nil, nil, 0, errno
+	}
+	v.fs.acct.commit(v, granted, want)
+	ch, c := n.child(ctx, &st, out)
+	f := newFile(c, fd, bflags, &st)
+	c.addFile(f)
+	return ch, f, 0, 0
+}
+
+// openExisting opens a file that CREATE found already there (made through
+// another view or on storage since the kernel's lookup).
+func (n *node) openExisting(ctx context.Context, dirfd int, name string, flags uint32, bflags int, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	fd, err := unix.Openat(dirfd, name, bflags, 0)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	st, err := backing.Fstat(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, toErrno(err)
+	}
+	if !n.v.accessOK(ctx, &st, bflags&unix.O_ACCMODE) {
+		unix.Close(fd)
+		return nil, nil, 0, syscall.EACCES
+	}
+	ch, c := n.child(ctx, &st, out)
+	fh, fuseFlags, errno := c.finishOpen(ctx, fd, bflags, flags&unix.O_TRUNC != 0)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return ch, fh, fuseFlags, 0
+}
+
+// adopt gives a freshly created entry to the storage owner and sets its
+// mode bits exactly as asked (undoing the daemon's umask; a directory keeps
+// the set-group-ID bit it inherited). fd is any descriptor of the entry.
+func (v *view) adopt(fd int, typ, mode uint32) (backing.Stat, syscall.Errno) {
+	if err := backing.Chown(fd, int(v.fs.opts.StorageUID), int(v.fs.opts.StorageGID)); err != nil {
+		return backing.Stat{}, toErrno(err)
+	}
+	st, err := backing.Fstat(fd)
+	if err != nil {
+		return backing.Stat{}, toErrno(err)
+	}
+	if st.Type() != typ {
+		return backing.Stat{}, syscall.EIO
+	}
+	if typ == unix.S_IFLNK {
+		return st, 0
+	}
+	want := mode & 07777
+	if typ == unix.S_IFDIR {
+		want = mode&(0o777|unix.S_ISVTX) | st.Mode&unix.S_ISGID
+	}
+	if st.Mode&07777 == want {
+		return st, 0
+	}
+	if err := unix.Fchmod(fd, want); err != nil {
+		if err != unix.EBADF {
+			return backing.Stat{}, toErrno(err)
+		}
+		// O_PATH descriptor: chmod the file it refers to (checked above
+		// not to be a symlink).
+		if err := unix.Chmod(backing.ProcPath(fd), want); err != nil {
+			return backing.Stat{}, toErrno(err)
+		}
+	}
+	st, err = backing.Fstat(fd)
+	return st, toErrno(err)
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.createEntry(ctx, name, unix.S_IFDIR, mode, 0, "", out)
+}
+
+// Mknod makes regular files, FIFOs and sockets. Device nodes are refused.
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	typ := mode & unix.S_IFMT
+	switch typ {
+	case 0:
+		typ = unix.S_IFREG
+	case unix.S_IFREG, unix.S_IFIFO, unix.S_IFSOCK:
+	case unix.S_IFCHR, unix.S_IFBLK:
+		if errno := n.v.mutable(); errno != 0 {
+			return nil, errno
+		}
+		return nil, syscall.EPERM
+	default:
+		return nil, syscall.EINVAL
+	}
+	return n.createEntry(ctx, name, typ, mode&07777, rdev, "", out)
+}
+
+// Symlink stores a symlink with its target as given; it is never followed
+// by the daemon.
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.createEntry(ctx, name, unix.S_IFLNK, 0o777, 0, target, out)
+}
+
+// createEntry is Mkdir, Mknod and Symlink.
+func (n *node) createEntry(ctx context.Context, name string, typ, mode, rdev uint32, target string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	v := n.v
+	if errno := v.mutable(); errno != 0 {
+		return nil, errno
+	}
+	if errno := checkNewName(name); errno != 0 {
+		return nil, errno
+	}
+	dirfd, errno := n.openDir()
+	if errno != 0 {
+		return nil, errno
+	}
+	defer unix.Close(dirfd)
+
+	want := usage{inodes: 1}
+	if typ == unix.S_IFLNK {
+		want.bytes = int64(len(target))
+	}
+	// quota: a new entry is one inode; a symlink also counts its target.
+	granted, errno := v.fs.acct.reserve(v, want, false)
+	if errno != 0 {
+		return nil, errno
+	}
+	st, errno := v.makeEntry(dirfd, name, typ, mode, rdev, target)
+	if errno != 0 {
+		v.fs.acct.commit(v, granted, usage{})
+		return nil, errno
+	}
+	v.fs.acct.commit(v, granted, want)
+	ch, _ := n.child(ctx, &st, out)
+	return ch, 0
+}
+
+// makeEntry creates the entry on storage and adopts it; on failure the
+// entry is removed again.
+func (v *view) makeEntry(dirfd int, name string, typ, mode, rdev uint32, target string) (backing.Stat, syscall.Errno) {
+	var err error
+	switch typ {
+	case unix.S_IFDIR:
+		err = unix.Mkdirat(dirfd, name, mode&07777)
+	case unix.S_IFLNK:
+		err = unix.Symlinkat(target, dirfd, name)
+	default:
+		err = unix.Mknodat(dirfd, name, typ|mode&07777, int(rdev))
+	}
+	if err != nil {
+		return backing.Stat{}, toErrno(err)
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	errno := toErrno(err)
+	var st backing.Stat
+	if errno == 0 {
+		st, errno = v.adopt(fd, typ, mode)
+		unix.Close(fd)
+	}
+	if errno != 0 {
+		flags := 0
+		if typ == unix.S_IFDIR {
+			flags = unix.AT_REMOVEDIR
+		}
+		unix.Unlinkat(dirfd, name, flags)
+		return backing.Stat{}, errno
+	}
+	return st, 0
+}
+
+// Tmpfile is open(O_TMPFILE): a file in no directory until it is linked.
+func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	v := n.v
+	if errno := v.mutable(); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	dirfd, errno := n.openDir()
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	defer unix.Close(dirfd)
+	bflags := int(flags)&(openPassFlags|unix.O_EXCL) | unix.O_CLOEXEC
+	// quota: a new file is one inode.
+	want := usage{inodes: 1}
+	granted, errno := v.fs.acct.reserve(v, want, false)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	fd, err := unix.Openat(dirfd, ".", bflags|unix.O_TMPFILE, mode&07777)
+	if err != nil {
+		v.fs.acct.commit(v, granted, usage{})
+		return nil, nil, 0, toErrno(err)
+	}
+	st, errno := v.adopt(fd, unix.S_IFREG, mode)
+	if errno != 0 {
+		unix.Close(fd)
+		v.fs.acct.commit(v, granted, usage{})
+		return nil, nil, 0, errno
+	}
+	v.fs.acct.commit(v, granted, want)
+	c, attr := v.newNode(&st)
+	ch := n.NewInode(ctx, c, attr)
+	v.fillAttr(&st, &out.Attr)
+	f := newFile(c, fd, bflags&^unix.O_EXCL, &st)
+	c.addFile(f)
+	return ch, f, 0, 0
+}
+
+// Link makes a hard link inside the same view (EXDEV otherwise).
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, ok := target.(*node)
+	if !ok || t.v != n.v {
+		return nil, syscall.EXDEV
+	}
+	if errno := n.v.mutable(); errno != 0 {
+		return nil, errno
+	}
+	if errno := checkNewName(name); errno != 0 {
+		return nil, errno
+	}
+	dirfd, errno := n.openDir()
+	if errno != 0 {
+		return nil, errno
+	}
+	defer unix.Close(dirfd)
+	tfd, _, errno := t.openSelf()
+	if errno != 0 {
+		return nil, errno
+	}
+	defer unix.Close(tfd)
+	// quota: a link adds no usage: each inode counts once.
+	if err := unix.Linkat(tfd, "", dirfd, name, unix.AT_EMPTY_PATH); err != nil {
+		return nil, toErrno(err)
+	}
+	st, err := backing.Lstat(dirfd, name)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	ch, _ := n.child(ctx, &st, out)
+	return ch, 0
+}
+
+// Unlink removes a non-directory: wd, or rw with RWCanDelete.
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, 0)
+}
+
+// Rmdir removes an empty directory: wd, or rw with RWCanDelete.
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, unix.AT_REMOVEDIR)
+}
+
+func (n *node) remove(name string, flags int) syscall.Errno {
+	v := n.v
+	if errno := v.deletable(); errno != 0 {
+		return errno
+	}
+	dirfd, errno := n.openDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(dirfd)
+	st, err := backing.Lstat(dirfd, name)
+	if err != nil {
+		return toErrno(err)
+	}
+	if err := unix.Unlinkat(dirfd, name, flags); err != nil {
+		return toErrno(err)
+	}
+	v.fs.acct.release(v, entryUsage(&st))
+	return 0
+}
+
+// Rename moves an entry inside the view (EXDEV across views). Replacing an
+// existing entry deletes it, so it needs the delete right; RENAME_EXCHANGE
+// loses nothing and needs only write access.
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok || np.v != n.v {
+		return syscall.EXDEV
+	}
+	v := n.v
+	if errno := v.mutable(); errno != 0 {
+		return errno
+	}
+	if errno := checkNewName(newName); errno != 0 {
+		return errno
+	}
+	if flags&^uint32(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return syscall.EINVAL
+	}
+	sdir, errno := n.openDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(sdir)
+	ddir := sdir
+	if np != n {
+		if ddir, errno = np.openDir(); errno != 0 {
+			return errno
+		}
+		defer unix.Close(ddir)
+	}
+
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	noReplace := flags&unix.RENAME_NOREPLACE != 0
+	var victim *backing.Stat
+	if !exchange && !noReplace {
+		if st, err := backing.Lstat(ddir, newName); err == nil {
+			src, serr := backing.Lstat(sdir, name)
+			if serr != nil {
+				return toErrno(serr)
+			}
+			if src.Dev == st.Dev && src.Ino == st.Ino {
+				// Two links of one file: rename does nothing.
+				return toErrno(unix.Renameat2(sdir, name, ddir, newName, uint(flags)))
+			}
+			if !v.canDelete() {
+				return syscall.EPERM
+			}
+			victim = &st
+		}
+	}
+	bflags := uint(flags)
+	if !exchange && !v.canDelete() {
+		// Without the delete right, never replace: a racing creation of
+		// newName makes the rename fail instead of deleting it.
+		bflags |= unix.RENAME_NOREPLACE
+	}
+	err := unix.Renameat2(sdir, name, ddir, newName, bflags)
+	if err == unix.EINVAL && bflags != uint(flags) {
+		// The backing file system has no RENAME_NOREPLACE; the check
+		// above stands in for it.
+		err = unix.Renameat2(sdir, name, ddir, newName, uint(flags))
+	}
+	if err == unix.EEXIST && !noReplace {
+		return syscall.EPERM
+	}
+	if err != nil {
+		return toErrno(err)
+	}
+	if victim != nil {
+		v.fs.acct.release(v, entryUsage(victim))
+	}
+	return 0
+}
+
+// OpendirHandle opens a directory for reading.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if n.v.removed.Load() {
+		return nil, 0, errClosed
+	}
+	fd, errno := n.open(unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	st, err := backing.Fstat(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, 0, toErrno(err)
+	}
+	return &dirStream{n: n, fd: fd, dev: st.Dev}, 0, 0
+}

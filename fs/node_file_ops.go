@@ -1,0 +1,246 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/vfolder/vfolder/internal/backing"
+)
+
+// Open opens a regular file. ro views refuse write access and O_TRUNC.
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	v := n.v
+	if v.removed.Load() {
+		return nil, 0, errClosed
+	}
+	trunc := flags&unix.O_TRUNC != 0
+	if (int(flags)&unix.O_ACCMODE != unix.O_RDONLY || trunc) && v.readOnly() {
+		return nil, 0, syscall.EROFS
+	}
+	bflags := int(flags)&openPassFlags | unix.O_NOFOLLOW
+	fd, errno := n.open(bflags, 0)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return n.finishOpen(ctx, fd, bflags, trunc)
+}
+
+// finishOpen turns an open backing descriptor into a handle: O_TRUNC,
+// the page-cache decision, registration with the node.
+func (n *node) finishOpen(ctx context.Context, fd int, bflags int, trunc bool) (gofs.FileHandle, uint32, syscall.Errno) {
+	st, err := backing.Fstat(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, 0, toErrno(err)
+	}
+	if st.Type() != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, 0, syscall.EINVAL
+	}
+	if trunc {
+		if errno := n.truncateOpen(ctx, fd, bflags, &st); errno != 0 {
+			unix.Close(fd)
+			return nil, 0, errno
+		}
+	}
+	f := newFile(n, fd, bflags, &st)
+	var fuseFlags uint32
+	if n.keepCache(&st) {
+		fuseFlags |= fuse.FOPEN_KEEP_CACHE
+	}
+	n.addFile(f)
+	return f, fuseFlags, 0
+}
+
+// truncateOpen empties a file opened with O_TRUNC and refreshes st.
+func (n *node) truncateOpen(ctx context.Context, fd int, bflags int, st *backing.Stat) syscall.Errno {
+	wfd := fd
+	if bflags&unix.O_ACCMODE == unix.O_RDONLY {
+		var err error
+		if wfd, err = unix.Open(backing.ProcPath(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0); err != nil {
+			return toErrno(err)
+		}
+		defer unix.Close(wfd)
+	}
+	n.killPrivs(ctx, wfd, st)
+	if errno := n.v.resize(wfd, 0); errno != 0 {
+		return errno
+	}
+	s, err := backing.Fstat(fd)
+	if err != nil {
+		return toErrno(err)
+	}
+	*st = s
+	return 0
+}
+
+// Setattr changes mode, size and times. chown is accepted only to the
+// view's own uid/gid and changes nothing on storage.
+func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	v := n.v
+	// Every SETATTR is a change request, also one that carries no
+	// attribute (chown(-1, -1)): a read-only view refuses them all.
+	if errno := v.mutable(); errno != 0 {
+		return errno
+	}
+	if uid, ok := in.GetUID(); ok && uid != v.spec.UID {
+		return syscall.EPERM
+	}
+	if gid, ok := in.GetGID(); ok && gid != v.spec.GID {
+		return syscall.EPERM
+	}
+	fd, st, errno := n.openSelf()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(fd)
+	isLink := st.Type() == unix.S_IFLNK
+
+	if mode, ok := in.GetMode(); ok {
+		if isLink {
+			return syscall.EOPNOTSUPP
+		}
+		if err := unix.Chmod(backing.ProcPath(fd), mode); err != nil {
+			return toErrno(err)
+		}
+	} else if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && needsKill(&st) {
+		n.clearPrivs(fd, &st)
+	}
+
+	if size, ok := in.GetSize(); ok {
+		if st.Type() != unix.S_IFREG {
+			if st.Type() == unix.S_IFDIR {
+				return syscall.EISDIR
+			}
+			return syscall.EINVAL
+		}
+		if errno := n.truncate(fh, fd, int64(size)); errno != 0 {
+			return errno
+		}
+	}
+
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
+		ts := [2]unix.Timespec{
+			setTime(in, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec),
+			setTime(in, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec),
+		}
+		if err := backing.Utimes(fd, ts); err != nil {
+			return toErrno(err)
+		}
+	}
+
+	after, err := backing.Fstat(fd)
+	if err != nil {
+		return toErrno(err)
+	}
+	v.fillAttr(&after, &out.Attr)
+	n.setStamp(&after)
+	return 0
+}
+
+// truncate sets the size through the caller's handle when it is open for
+// writing, else through a descriptor opened for the purpose.
+func (n *node) truncate(fh gofs.FileHandle, pathFd int, size int64) syscall.Errno {
+	if f, ok := fh.(*file); ok && f.writable() {
+		return n.v.resize(f.fd, size)
+	}
+	wfd, err := unix.Open(backing.ProcPath(pathFd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(wfd)
+	return n.v.resize(wfd, size)
+}
+
+func setTime(in *fuse.SetAttrIn, set, now uint32, sec uint64, nsec uint32) unix.Timespec {
+	switch {
+	case in.Valid&set == 0:
+		return unix.Timespec{Nsec: unix.UTIME_OMIT}
+	case in.Valid&now != 0:
+		return unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	return unix.Timespec{Sec: int64(sec), Nsec: int64(nsec)}
+}
+
+// CopyFileRange copies between two open files of this mount.
+func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode,
+	fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	fi, ok1 := fhIn.(*file)
+	fo, ok2 := fhOut.(*file)
+	if !ok1 || !ok2 {
+		return 0, syscall.EXDEV
+	}
+	v := fo.n.v
+	if errno := v.mutable(); errno != 0 {
+		return 0, errno
+	}
+	length = min(length, 1<<30)
+	if length == 0 {
+		return 0, 0
+	}
+	lk := v.fs.locks.of(fo.dev, fo.ino)
+	lk.Lock()
+	defer lk.Unlock()
+	st, errno := fo.stat()
+	if errno != 0 {
+		return 0, errno
+	}
+	fo.n.killPrivs(ctx, fo.fd, &st)
+	end := int64(offOut) + int64(length)
+	want := usage{bytes: max(0, end-st.Size)}
+	granted := usage{}
+	if want.bytes > 0 {
+		// quota: copying past the end grows the destination; it may be
+		// cut short to what is granted.
+		if granted, errno = v.fs.acct.reserve(v, want, true); errno != 0 {
+			return 0, errno
+		}
+		allowed := int64(length) - (want.bytes - granted.bytes)
+		if allowed <= 0 {
+			v.fs.acct.commit(v, granted, usage{})
+			return 0, syscall.EDQUOT
+		}
+		length = uint64(allowed)
+	}
+	oi, oo := int64(offIn), int64(offOut)
+	c, err := unix.CopyFileRange(fi.fd, &oi, fo.fd, &oo, int(length), int(flags))
+	if want.bytes > 0 {
+		v.fs.acct.commit(v, granted, usage{bytes: max(0, oo-st.Size)})
+	}
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(c), 0
+}
+
+// accessOK is the permission check for opening an existing file found by
+// CREATE (the kernel checked only the directory): the caller against the
+// mode bits and the owner the view shows. Supplementary groups are not
+// known here.
+func (v *view) accessOK(ctx context.Context, st *backing.Stat, accmode int) bool {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || c.Uid == 0 {
+		return true
+	}
+	var need uint32
+	switch accmode {
+	case unix.O_RDONLY:
+		need = 4
+	case unix.O_WRONLY:
+		need = 2
+	default:
+		need = 6
+	}
+	perm := st.Mode & 0o7
+	switch {
+	case c.Uid == v.spec.UID:
+		perm = st.Mode >> 6 & 0o7
+	case c.Gid == v.spec.GID:
+		perm = st.Mode >> 3 & 0o7
+	}
+	return perm&need == need
+}
