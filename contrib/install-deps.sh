@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 
 # Debian packages the tests and the benchmark harness use.
-APT_PACKAGES=(util-linux mount procps)
+APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,355 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Fixture names below <data>/fixtures.
+const (
+	fxBig  = "big.dat"
+	fxRand = "rand.dat"
+	fxMeta = "meta"
+	fxTree = "tree"
+)
+
+// metaFileSize is the size of each small file of the metadata workload.
+const metaFileSize = 1024
+
+// prepareFixtures writes, once and on the backing side, what the
+// workloads read: the big file, the random I/O file, the small files for
+// read-only configurations, the tarball of the source tree, an extracted
+// copy of it and the list of its entries.
+func (e *env) prepareFixtures(ctx context.Context, want map[string]bool) error {
+	fx := filepath.Join(e.data, fixtureDir)
+	o := e.opts
+	if want["seqwrite-overwrite"] || want["seqread-cold"] || want["seqread-warm"] {
+		e.logf("writing %s fixture (%s)", fxBig, humanBytes(o.size))
+		if err := writeFixture(ctx, filepath.Join(fx, fxBig), o.size); err != nil {
+			return err
+		}
+	}
+	if groupWanted(groupRandom, want) {
+		e.logf("writing %s fixture (%s)", fxRand, humanBytes(o.randSize))
+		if err := writeFixture(ctx, filepath.Join(fx, fxRand), o.randSize); err != nil {
+			return err
+		}
+	}
+	if want["stat"] && e.anyReadOnly() {
+		e.logf("creating %d small files for read-only configurations", o.files)
+		dir := filepath.Join(fx, fxMeta)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return err
+		}
+		if _, err := metaOp(opCreate, dir, o.files, metaFileSize); err != nil {
+			return err
+		}
+	}
+	if groupWanted(groupTree, want) {
+		e.tarball = filepath.Join(e.work, "tree.tar")
+		e.logf("tarring %s", o.treeSrc)
+		if _, err := timeCmd(ctx, "tar", "-cf", e.tarball, "-C", filepath.Dir(o.treeSrc), filepath.Base(o.treeSrc)); err != nil {
+			return err
+		}
+		dir := filepath.Join(fx, fxTree)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return err
+		}
+		if _, err := timeCmd(ctx, "tar", "-xf", e.tarball, "-C", dir, "--no-same-owner"); err != nil {
+			return err
+		}
+		var list strings.Builder
+		n := 0
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if p == dir {
+				return nil
+			}
+			rel, _ := filepath.Rel(dir, p)
+			if strings.Contains(rel, "\n") {
+				return fmt.Errorf("name with a newline in the tree: %q", rel)
+			}
+			list.WriteString(rel)
+			list.WriteByte('\n')
+			n++
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		e.treeList = filepath.Join(e.work, "tree.list")
+		if err := os.WriteFile(e.treeList, []byte(list.String()), 0o644); err != nil {
+			return err
+		}
+		e.res.treeEntries = n
+		e.res.treeBytes = dirBytes(dir)
+	}
+	return nil
+}
+
+func (e *env) anyReadOnly() bool {
+	for _, c := range e.opts.configs {
+		if newConfigReadOnly(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// newConfigReadOnly tells whether a configuration is read-only without
+// setting it up.
+func newConfigReadOnly(name string) bool { return name == cfgVfolderRO }
+
+// writeFixture writes size bytes of a non-repeating pattern and fsyncs.
+func writeFixture(ctx context.Context, path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	buf := pattern(blockSize)
+	for done := int64(0); done < size; {
+		if ctx.Err() != nil {
+			f.Close()
+			return ctx.Err()
+		}
+		n := min(int64(len(buf)), size-done)
+		if _, err := f.Write(buf[:n]); err != nil {
+			f.Close()
+			return err
+		}
+		done += n
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// dirBytes sums the sizes of the regular files below dir.
+func dirBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+func mibs(bytes int64, secs float64) float64 { return float64(bytes) / (1 << 20) / secs }
+
+// runGroup runs one group of workloads once on one configuration.
+func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want map[string]bool) error {
+	name := t.c.name()
+	ro := t.c.readOnly()
+	o := e.opts
+	fx := filepath.Join(t.path, fixtureDir)
+	// measure runs f for workload id if it is wanted and possible here and
+	// records the result; only an interruption stops the group.
+	measure := func(id string, f func() (float64, error)) error {
+		w, _ := workloadByID(id)
+		if !want[id] || (ro && w.writes) {
+			return nil
+		}
+		v, err := f()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		e.res.add(id, name, run, v, err)
+		return nil
+	}
+	var scratch string
+	if !ro {
+		// A name per group and run: a FUSE mount may still cache the
+		// entry of a scratch directory removed behind its back.
+		scratch = filepath.Join(t.path, "scratch-"+name+"-"+strconv.Itoa(run)+"-"+g)
+		if err := os.Mkdir(scratch, 0o755); err != nil {
+			for _, w := range allWorkloads {
+				if w.group == g && want[w.id] {
+					e.res.add(w.id, name, run, 0, fmt.Errorf("mkdir scratch: %w", err))
+				}
+			}
+			return nil
+		}
+		defer os.RemoveAll(e.backing(t, scratch))
+	}
+
+	switch g {
+	case groupSeqWrite:
+		if err := measure("seqwrite-new", func() (float64, error) {
+			if err := dropCaches(); err != nil {
+				return 0, err
+			}
+			r, err := runWorkerProc(ctx, opSeqWrite, filepath.Join(scratch, "new.dat"), strconv.FormatInt(o.size, 10), "new")
+			os.Remove(e.backing(t, filepath.Join(scratch, "new.dat")))
+			return mibs(r.Bytes, r.Seconds), err
+		}); err != nil {
+			return err
+		}
+		return measure("seqwrite-overwrite", func() (float64, error) {
+			if err := dropCaches(); err != nil {
+				return 0, err
+			}
+			r, err := runWorkerProc(ctx, opSeqWrite, filepath.Join(fx, fxBig), strconv.FormatInt(o.size, 10), "overwrite")
+			return mibs(r.Bytes, r.Seconds), err
+		})
+
+	case groupSeqRead:
+		big := filepath.Join(fx, fxBig)
+		if err := measure("seqread-cold", func() (float64, error) {
+			if err := dropCaches(); err != nil {
+				return 0, err
+			}
+			r, err := runWorkerProc(ctx, opRead, big, "1")
+			return mibs(r.Bytes, r.Seconds), err
+		}); err != nil {
+			return err
+		}
+		return measure("seqread-warm", func() (float64, error) {
+			r, err := runWorkerProc(ctx, opRead, big, "2")
+			return mibs(r.Bytes, r.Seconds), err
+		})
+
+	case groupRandom:
+		rf := filepath.Join(fx, fxRand)
+		if err := measure("randread-hit", func() (float64, error) {
+			if _, err := runWorkerProc(ctx, opRead, rf, "1"); err != nil {
+				return 0, fmt.Errorf("warm-up read: %w", err)
+			}
+			return e.fio(ctx, rf, "randread", false)
+		}); err != nil {
+			return err
+		}
+		if err := measure("randread-miss", func() (float64, error) {
+			if err := dropCaches(); err != nil {
+				return 0, err
+			}
+			return e.fio(ctx, rf, "randread", true)
+		}); err != nil {
+			return err
+		}
+		return measure("randwrite", func() (float64, error) {
+			if err := dropCaches(); err != nil {
+				return 0, err
+			}
+			return e.fio(ctx, rf, "randwrite", false)
+		})
+
+	case groupMeta:
+		n := strconv.Itoa(o.files)
+		dir := filepath.Join(fx, fxMeta)
+		if !ro {
+			dir = filepath.Join(scratch, "meta")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return measure("create", func() (float64, error) { return 0, err })
+			}
+			var cerr error
+			if err := measure("create", func() (float64, error) {
+				if err := dropCaches(); err != nil {
+					return 0, err
+				}
+				r, err := runWorkerProc(ctx, opCreate, dir, n, strconv.Itoa(metaFileSize))
+				cerr = err
+				return float64(r.Ops) / r.Seconds, err
+			}); err != nil {
+				return err
+			}
+			if !want["create"] {
+				_, cerr = runWorkerProc(ctx, opCreate, dir, n, strconv.Itoa(metaFileSize))
+			}
+			if cerr != nil {
+				cerr = fmt.Errorf("create failed: %w", cerr)
+				measure("stat", func() (float64, error) { return 0, cerr })
+				return measure("unlink", func() (float64, error) { return 0, cerr })
+			}
+		}
+		if err := measure("stat", func() (float64, error) {
+			if err := dropCaches(); err != nil {
+				return 0, err
+			}
+			r, err := runWorkerProc(ctx, opStat, dir, n)
+			return float64(r.Ops) / r.Seconds, err
+		}); err != nil {
+			return err
+		}
+		return measure("unlink", func() (float64, error) {
+			if err := dropCaches(); err != nil {
+				return 0, err
+			}
+			r, err := runWorkerProc(ctx, opUnlink, dir, n)
+			return float64(r.Ops) / r.Seconds, err
+		})
+
+	case groupTree:
+		root := filepath.Join(fx, fxTree)
+		if !ro {
+			root = filepath.Join(scratch, "tree")
+			var uerr error
+			if err := os.Mkdir(root, 0o755); err != nil {
+				uerr = err
+			}
+			if err := measure("untar", func() (float64, error) {
+				if uerr != nil {
+					return 0, uerr
+				}
+				if err := dropCaches(); err != nil {
+					return 0, err
+				}
+				d, err := timeCmd(ctx, "tar", "-xf", e.tarball, "-C", root, "--no-same-owner")
+				uerr = err
+				return d, err
+			}); err != nil {
+				return err
+			}
+			if !want["untar"] && uerr == nil {
+				_, uerr = timeCmd(ctx, "tar", "-xf", e.tarball, "-C", root, "--no-same-owner")
+			}
+			if uerr != nil {
+				uerr = fmt.Errorf("untar failed: %w", uerr)
+				for _, id := range []string{"find", "du", "statstorm", "rm"} {
+					measure(id, func() (float64, error) { return 0, uerr })
+				}
+				return ctx.Err()
+			}
+		}
+		cold := func(f func() (float64, error)) func() (float64, error) {
+			return func() (float64, error) {
+				if err := dropCaches(); err != nil {
+					return 0, err
+				}
+				return f()
+			}
+		}
+		if err := measure("find", cold(func() (float64, error) { return timeCmd(ctx, "find", root) })); err != nil {
+			return err
+		}
+		if err := measure("du", cold(func() (float64, error) { return timeCmd(ctx, "du", "-s", root) })); err != nil {
+			return err
+		}
+		if err := measure("statstorm", cold(func() (float64, error) {
+			r, err := runWorkerProc(ctx, opLstat, root, e.treeList, strconv.Itoa(o.statPasses))
+			return r.Seconds, err
+		})); err != nil {
+			return err
+		}
+		return measure("rm", func() (float64, error) {
+			unix.Sync()
+			return timeCmd(ctx, "rm", "-rf", root)
+		})
+	}
+	return errors.New("unknown group " + g)
+}

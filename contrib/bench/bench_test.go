@@ -1,0 +1,459 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary play the harness's roles: the harness
+// re-executes /proc/self/exe, which is this binary under go test.
+func TestMain(m *testing.M) {
+	if os.Getenv(roleEnv) != "" {
+		os.Exit(Main(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// needRoot skips unless the harness can run here.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the harness mounts file systems and drops caches")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+	for _, tool := range []string{"fio", "tar", "find", "du", "rm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (make deps installs it)", tool)
+		}
+	}
+}
+
+// smallTree makes a source tree of a few dozen files for the tree
+// workloads.
+func smallTree(t *testing.T) string {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "src")
+	for d := 0; d < 4; d++ {
+		dir := filepath.Join(root, fmt.Sprintf("pkg%d", d), "sub")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := 0; f < 10; f++ {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d.go", f)), bytes.Repeat([]byte("x"), 100*f), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return root
+}
+
+// harness starts the harness as `make bench` would (role parent).
+func harness(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(envWithout(os.Environ(), roleEnv), roleEnv+"="+roleParent)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	return cmd
+}
+
+// checkNothingLeft fails if dir holds anything or anything is mounted
+// below it.
+func checkNothingLeft(t *testing.T, dir string) {
+	t.Helper()
+	if err := checkNoMounts(dir, ""); err != nil {
+		t.Errorf("the harness left mounts behind: %v", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		t.Errorf("the harness left %s in %s", e.Name(), dir)
+	}
+}
+
+// TestQuickRun runs the whole harness in --quick mode on a tmpfs with
+// tiny sizes against native and go-fuse's loopback, and checks the report.
+func TestQuickRun(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	out := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := harness(ctx, "--quick", "--tmpfs", "-q",
+		"--configs", "native,loopback",
+		"--size", "2MiB", "--rand-size", "1MiB", "--files", "50",
+		"--fio-runtime", "200ms", "--runs", "2", "--stat-passes", "2",
+		"--tree", smallTree(t), "--usage-files", "20,60", "--views", "3",
+		"--dir", dir, "--out", out)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("harness ran %v", time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("harness failed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	checkNothingLeft(t, dir)
+
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := string(b)
+	for _, h := range []string{"# vfolder benchmarks", "## Machine", "| CPU |", "| Kernel |", "| Backing | tmpfs", "## Configurations", "## Results"} {
+		if !strings.Contains(report, h) {
+			t.Errorf("report lacks %q", h)
+		}
+	}
+	rows := tableRows(report)
+	for _, w := range allWorkloads {
+		cells, ok := rows[w.id]
+		if !ok {
+			t.Errorf("no row for workload %s", w.id)
+			continue
+		}
+		switch w.group {
+		case groupUsage:
+			// | label | du cold | du warm | query | scan |
+			if len(cells) != 5 {
+				t.Errorf("usage row has %d cells: %q", len(cells), cells)
+				continue
+			}
+			for _, c := range cells[1:] {
+				if !strings.HasSuffix(c, "s") || strings.Contains(c, "error") {
+					t.Errorf("usage row cell %q is not a duration", c)
+				}
+			}
+		case groupMemory:
+			if len(cells) != 4 {
+				t.Errorf("memory row has %d cells: %q", len(cells), cells)
+				continue
+			}
+			for _, c := range cells[1:] {
+				if !strings.HasSuffix(c, "MiB") && !strings.HasSuffix(c, "KiB") && !strings.HasSuffix(c, "GiB") {
+					t.Errorf("memory row cell %q is not a size", c)
+				}
+			}
+		default:
+			// | title | unit | native | loopback |
+			if len(cells) != 4 {
+				t.Errorf("row %s has %d cells, want 4: %q", w.id, len(cells), cells)
+				continue
+			}
+			if !strings.HasPrefix(cells[1], w.unit) {
+				t.Errorf("row %s: unit %q, want %q", w.id, cells[1], w.unit)
+			}
+			if !numberRe(cells[2]) {
+				t.Errorf("row %s: native cell %q is not a number", w.id, cells[2])
+			}
+			if !numberRe(cells[3]) || !strings.HasSuffix(cells[3], "x)") {
+				t.Errorf("row %s: loopback cell %q is not a number with a ratio", w.id, cells[3])
+			}
+		}
+	}
+	if !strings.Contains(stdout.String(), "`seqwrite-new`") {
+		t.Errorf("the table was not printed:\n%s", stdout.String())
+	}
+}
+
+// tableRows maps the workload id in backticks of every table row to the
+// row's cells.
+func tableRows(report string) map[string][]string {
+	rows := map[string][]string{}
+	sc := bufio.NewScanner(strings.NewReader(report))
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, "| ") {
+			continue
+		}
+		var cells []string
+		for _, c := range strings.Split(strings.Trim(l, "|"), "|") {
+			cells = append(cells, strings.TrimSpace(c))
+		}
+		i := strings.Index(cells[0], "`")
+		j := strings.LastIndex(cells[0], "`")
+		if i < 0 || j <= i {
+			continue
+		}
+		id := cells[0][i+1 : j]
+		if _, ok := workloadByID(id); ok && (id == "usage-query" || id == "memory") {
+			// the header row of the usage and memory tables names them;
+			// their data row follows
+			continue
+		}
+		rows[id] = cells
+	}
+	// usage and memory data rows
+	sc = bufio.NewScanner(strings.NewReader(report))
+	section := ""
+	for sc.Scan() {
+		l := sc.Text()
+		switch {
+		case strings.Contains(l, "`usage-query`"):
+			section = "usage-query"
+			continue
+		case strings.Contains(l, "`memory`"):
+			section = "memory"
+			continue
+		case !strings.HasPrefix(l, "| "):
+			section = ""
+			continue
+		case strings.HasPrefix(l, "| ---"):
+			continue
+		}
+		if section != "" {
+			var cells []string
+			for _, c := range strings.Split(strings.Trim(l, "|"), "|") {
+				cells = append(cells, strings.TrimSpace(c))
+			}
+			if _, seen := rows[section]; !seen {
+				rows[section] = cells
+			}
+		}
+	}
+	return rows
+}
+
+// numberRe reports whether a cell starts with a positive number.
+func numberRe(s string) bool {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return false
+	}
+	var v float64
+	_, err := fmt.Sscanf(f[0], "%g", &v)
+	return err == nil && v > 0
+}
+
+// TestInterrupt sends SIGINT in the middle of a run: the harness must
+// unmount everything, remove its work directory and exit with 130.
+func TestInterrupt(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := harness(ctx, "--quick", "--configs", "native,loopback", "--workloads", "seqread,meta",
+		"--size", "2MiB", "--files", "50", "--runs", "100", "--dir", dir,
+		"--out", filepath.Join(t.TempDir(), "out.md"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the runs have started (everything is mounted).
+	sc := bufio.NewScanner(stderr)
+	var log strings.Builder
+	started := false
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "run 2/100") {
+			started = true
+			break
+		}
+	}
+	if !started {
+		cmd.Wait()
+		t.Fatalf("the harness did not start its runs:\n%s", log.String())
+	}
+	if mnts, err := mountsUnder(dir); err != nil || len(mnts) != 0 {
+		t.Errorf("mounts visible outside the harness's namespace: %v %v", mnts, err)
+	}
+	// Like ^C in a terminal: the whole process group gets SIGINT.
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+		}
+	}()
+	err = cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 {
+		t.Errorf("exit after SIGINT: %v, want status 130", err)
+	}
+	checkNothingLeft(t, dir)
+}
+
+func TestParseSize(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"1GiB", 1 << 30, true}, {"1g", 1 << 30, true}, {"64MiB", 64 << 20, true}, {"512M", 512 << 20, true},
+		{"4096", 4096, true}, {"4096B", 4096, true}, {"1.5GiB", 3 << 29, true}, {" 2 KiB ", 2048, true},
+		{"", 0, false}, {"GiB", 0, false}, {"1.5", 0, false}, {"1x", 0, false}, {"-1M", 0, false},
+		{"9999999999999T", 0, false}, {"1..2M", 0, false}, {"1e3M", 0, false},
+	} {
+		got, err := parseSize(c.in)
+		if (err == nil) != c.ok || (c.ok && got != c.want) {
+			t.Errorf("parseSize(%q) = %d, %v; want %d ok=%v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"1GiB", "1.5m", "7", "", "8EiB", "99999999999999999999", "0.0000001k"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseSize(s)
+		if err == nil && n < 0 {
+			t.Fatalf("parseSize(%q) = %d: negative", s, n)
+		}
+	})
+}
+
+func FuzzParseCounts(f *testing.F) {
+	for _, s := range []string{"1000,100000,1000000", "", ",", "1,,2", "0", "-5", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, err := parseCounts(s)
+		if err != nil {
+			return
+		}
+		if len(out) == 0 {
+			t.Fatalf("parseCounts(%q) returned nothing without an error", s)
+		}
+		for _, n := range out {
+			if n < 1 {
+				t.Fatalf("parseCounts(%q) returned %d", s, n)
+			}
+		}
+	})
+}
+
+func TestParseMountInfo(t *testing.T) {
+	in := "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n" +
+		"40 36 0:52 / /var/tmp/x/mnt/loopback rw,nosuid,nodev shared:7 - fuse.loopback /src rw,user_id=0\n" +
+		"garbage line\n"
+	got := parseMountInfo([]byte(in))
+	if len(got) != 2 {
+		t.Fatalf("got %d entries: %+v", len(got), got)
+	}
+	if got[0].point != "/mnt/a b" || got[0].fstype != "ext3" || got[0].source != "/dev/root" {
+		t.Errorf("first entry: %+v", got[0])
+	}
+	if got[1].point != "/var/tmp/x/mnt/loopback" || got[1].fstype != "fuse.loopback" || got[1].minor != 52 {
+		t.Errorf("second entry: %+v", got[1])
+	}
+}
+
+func FuzzParseMountInfo(f *testing.F) {
+	f.Add([]byte("36 35 98:0 / /mnt/a\\040b rw master:1 - ext3 /dev/root rw\n"))
+	f.Add([]byte("1 2 3 4 5 6 - \\\\ \\0 \\999\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, e := range parseMountInfo(b) {
+			if e.fstype == "" {
+				t.Fatalf("entry without a file system type: %+v", e)
+			}
+		}
+	})
+}
+
+func FuzzUnescapeMount(f *testing.F) {
+	for _, s := range []string{`a\040b`, `\`, `\04`, `\0400`, `\777`, "plain"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u := unescapeMount(s)
+		if len(u) > len(s) {
+			t.Fatalf("unescapeMount(%q) = %q grew", s, u)
+		}
+		if !strings.Contains(s, `\`) && u != s {
+			t.Fatalf("unescapeMount(%q) = %q changed a string without escapes", s, u)
+		}
+	})
+}
+
+func TestSelect(t *testing.T) {
+	ws, err := selectWorkloads("meta,du")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(ws, ",") != "create,stat,unlink,du" {
+		t.Errorf("selectWorkloads: %v", ws)
+	}
+	if _, err := selectWorkloads("nope"); err == nil {
+		t.Error("unknown workload accepted")
+	}
+	cs, err := selectConfigs("mergerfs,loopback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cs, ",") != "native,loopback,mergerfs" {
+		t.Errorf("selectConfigs: %v (native first, table order)", cs)
+	}
+	if _, err := selectConfigs("zfs"); err == nil {
+		t.Error("unknown configuration accepted")
+	}
+}
+
+func TestMedianAndRatio(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median odd = %v", m)
+	}
+	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
+		t.Errorf("median even = %v", m)
+	}
+	e := &env{opts: &options{}, res: newResults([]string{"seqread-cold", "rm", "randwrite"}, []string{cfgNative, cfgLoopback, cfgVfolderRO})}
+	for run, v := range []float64{100, 300, 200} {
+		e.res.add("seqread-cold", cfgNative, run, v, nil)
+		e.res.add("seqread-cold", cfgLoopback, run, v/2, nil)
+		e.res.add("rm", cfgNative, run, v/100, nil)
+		e.res.add("rm", cfgLoopback, run, v/25, nil)
+	}
+	e.res.add("randwrite", cfgLoopback, 0, 0, fmt.Errorf("boom"))
+	w, _ := workloadByID("seqread-cold")
+	if got := e.cellText(w, cfgLoopback); got != "100 (0.50x)" {
+		t.Errorf("throughput cell = %q", got)
+	}
+	w, _ = workloadByID("rm")
+	if got := e.cellText(w, cfgLoopback); got != "8.00 (0.25x)" {
+		t.Errorf("time cell = %q (slower must be below 1x)", got)
+	}
+	w, _ = workloadByID("randwrite")
+	if got := e.cellText(w, cfgVfolderRO); got != "n/a" {
+		t.Errorf("write on a read-only view = %q", got)
+	}
+	if got := e.cellText(w, cfgLoopback); got != "error" {
+		t.Errorf("failed cell = %q", got)
+	}
+	if e.res.failures() != 1 {
+		t.Errorf("failures = %d, want 1", e.res.failures())
+	}
+}
+
+func TestParseFioIOPS(t *testing.T) {
+	out := []byte(`fio: some warning
+{"fio version":"fio-3.33","jobs":[{"jobname":"randread","error":0,
+ "read":{"io_bytes":4096000,"iops":12345.6,"total_ios":1000},
+ "write":{"io_bytes":0,"iops":0.0,"total_ios":0}}]}`)
+	v, err := parseFioIOPS(out, "randread")
+	if err != nil || v != 12345.6 {
+		t.Errorf("parseFioIOPS = %v, %v", v, err)
+	}
+	if _, err := parseFioIOPS(out, "randwrite"); err == nil {
+		t.Error("a job with no writes was accepted as a write result")
+	}
+	if _, err := parseFioIOPS([]byte("no json"), "randread"); err == nil {
+		t.Error("output without JSON accepted")
+	}
+}

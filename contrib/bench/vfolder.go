@@ -1,0 +1,442 @@
+package main
+
+// This file is the only one that knows vfolder's own packages (fs, quota,
+// meta): the vfolder-rw and vfolder-ro configurations, the usage query
+// measurement and the daemon memory measurement.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	vfs "github.com/vfolder/vfolder/fs"
+	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/quota"
+)
+
+// Identities used by the benchmark volume.
+const (
+	vfVolume     = "bench"
+	vfSession    = "bench"
+	vfStorageUID = 1100 // unified owner on storage, as operators commonly use
+	vfViewUID    = 1000 // the container user every view shows
+	vfQuotaBytes = 1 << 50
+)
+
+// vfolderIDs name the benchmark folder: its quota scope, its id and its
+// directory relative to the volume root.
+type vfolderIDs struct {
+	scope meta.ScopeID
+	id    string
+	rel   string
+}
+
+func newVfolderIDs() (vfolderIDs, error) {
+	sc, err := meta.UserScope(uuid.NewString())
+	if err != nil {
+		return vfolderIDs{}, err
+	}
+	id := meta.NewFolderID()
+	return vfolderIDs{scope: sc, id: id, rel: meta.FolderRelPath(sc, id)}, nil
+}
+
+// vfolderShared is the one vfolder mount both vfolder configurations use
+// (one mount per node, like vfolderd), with a view per configuration.
+type vfolderShared struct {
+	fs  *vfs.FS
+	mnt string
+	err error
+}
+
+var sharedVfolder *vfolderShared
+
+func (e *env) vfolderMount() (*vfolderShared, error) {
+	if sharedVfolder != nil {
+		return sharedVfolder, sharedVfolder.err
+	}
+	sharedVfolder = &vfolderShared{mnt: filepath.Join(e.mntRoot, "vfolder")}
+	s := sharedVfolder
+	if s.err = os.MkdirAll(s.mnt, 0o755); s.err != nil {
+		return s, s.err
+	}
+	s.fs, s.err = vfs.Mount(vfs.Options{
+		MountPoint: s.mnt,
+		StorageUID: vfStorageUID,
+		StorageGID: vfStorageUID,
+		Logger:     zerolog.Nop(),
+	})
+	if s.err != nil {
+		return s, s.err
+	}
+	fsys := s.fs
+	e.mounts.add("vfolder", s.mnt, fuseMinor(s.mnt), func() error {
+		sharedVfolder = nil
+		return fsys.Close()
+	})
+	return s, nil
+}
+
+// vfolderConfig is a view of the benchmark folder.
+type vfolderConfig struct {
+	cfg  string
+	mode meta.Permission
+}
+
+func newVfolderConfig(name string) config {
+	if name == cfgVfolderRO {
+		return &vfolderConfig{cfg: name, mode: meta.PermRO}
+	}
+	return &vfolderConfig{cfg: name, mode: meta.PermRW}
+}
+
+func (c *vfolderConfig) name() string   { return c.cfg }
+func (c *vfolderConfig) readOnly() bool { return c.mode == meta.PermRO }
+
+func (c *vfolderConfig) setup(ctx context.Context, e *env) (string, error) {
+	s, err := e.vfolderMount()
+	if err != nil {
+		return "", err
+	}
+	spec := vfs.ViewSpec{
+		Namespace:   vfs.NSSessions,
+		Key:         vfSession,
+		Name:        string(c.mode),
+		VolumeName:  vfVolume,
+		VolumePath:  e.vol,
+		FolderRel:   e.folder.rel,
+		Mode:        c.mode,
+		UID:         vfViewUID,
+		GID:         vfViewUID,
+		RWCanDelete: c.mode == meta.PermRW,
+		FolderID:    e.folder.id,
+		Scope:       e.folder.scope,
+	}
+	if err := s.fs.AddView(spec); err != nil {
+		return "", fmt.Errorf("add %s view: %w", c.mode, err)
+	}
+	return filepath.Join(s.mnt, vfs.NSSessions, vfSession, string(c.mode)), nil
+}
+
+func (c *vfolderConfig) describe() string {
+	s := "vfolder fs.Mount in-process (one mount for both vfolder columns), view " + vfs.NSSessions + "/" + vfSession + "/" + string(c.mode) +
+		fmt.Sprintf(", storage uid/gid %d, view uid/gid %d", vfStorageUID, vfViewUID)
+	if c.mode == meta.PermRW {
+		s += ", deletes allowed; quota: none (package fs has no quota hook to set one yet)"
+	}
+	return s
+}
+
+// measureUsage compares the usage the quota ledger answers with a du -sb
+// walk, on one folder that grows to each size of --usage-files.
+func (e *env) measureUsage(ctx context.Context) *usageReport {
+	rep := &usageReport{
+		method: "`quota.Manager.FolderUsage` called in-process (what vfolderd answers a usage request from; the API round trip is not included), " +
+			"median over 1000 batches of 100 calls, after a `Check` with repair taught the ledger the tree (its time is the last column). " +
+			"The tree: files of 0..8191 bytes (sparse) in directories of 1000, written on the backing side. du -sb walks the same tree. Measured once per size, not per run.",
+	}
+	dir, err := e.usageFolder()
+	if err != nil {
+		rep.notMeasured = err.Error()
+		return rep
+	}
+	st, err := e.openLedger()
+	if err != nil {
+		rep.notMeasured = "cannot open the quota ledger: " + err.Error()
+		return rep
+	}
+	defer st.close()
+	sk := quota.ScopeKey{Volume: vfVolume, ID: e.folder.scope}
+	if err := st.m.SetLimit(sk, vfQuotaBytes, 0); err != nil {
+		rep.notMeasured = "cannot set a quota: " + err.Error()
+		return rep
+	}
+	counts := append([]int(nil), e.opts.usageFiles...)
+	sort.Ints(counts)
+	have, bytes := 0, int64(0)
+	for _, n := range counts {
+		if ctx.Err() != nil {
+			return rep
+		}
+		row := usageRow{files: n}
+		e.logf("usage query: growing the tree to %d files", n)
+		b, err := growUsageTree(ctx, dir, have, n)
+		if err != nil {
+			row.err = err.Error()
+			rep.rows = append(rep.rows, row)
+			break
+		}
+		have, bytes = n, bytes+b
+		row.bytes = bytes
+		if err := dropCaches(); err != nil {
+			row.err = err.Error()
+			rep.rows = append(rep.rows, row)
+			continue
+		}
+		if row.duCold, err = timeCmd(ctx, "du", "-sb", dir); err == nil {
+			row.duWarm, err = timeCmd(ctx, "du", "-sb", dir)
+		}
+		if err != nil {
+			row.err = err.Error()
+			rep.rows = append(rep.rows, row)
+			continue
+		}
+		d, err := os.Open(dir)
+		if err != nil {
+			row.err = err.Error()
+			rep.rows = append(rep.rows, row)
+			continue
+		}
+		start := time.Now()
+		_, err = st.m.Check(ctx, sk, []quota.FolderRoot{{FolderID: e.usageFolderID(), Dir: d}}, quota.CheckOptions{Repair: true})
+		row.scan = time.Since(start).Seconds()
+		d.Close()
+		if err != nil {
+			row.err = "ledger check: " + err.Error()
+			rep.rows = append(rep.rows, row)
+			continue
+		}
+		var u quota.Usage
+		batches := make([]float64, 1000)
+		for i := range batches {
+			t := time.Now()
+			for j := 0; j < 100; j++ {
+				u = st.m.FolderUsage(e.usageFolderID())
+			}
+			batches[i] = time.Since(t).Seconds() / 100
+		}
+		row.query = median(batches)
+		row.ledgerOK = u.Used == bytes
+		if !row.ledgerOK {
+			row.ledgerMsg = fmt.Sprintf("ledger says %d bytes, the tree has %d", u.Used, bytes)
+			e.notef("usage query at %d files: the ledger disagrees with the tree: %s", n, row.ledgerMsg)
+		}
+		rep.rows = append(rep.rows, row)
+	}
+	return rep
+}
+
+// usageFolderID is the id of the folder the usage and memory measurements
+// use (in the benchmark folder's scope).
+func (e *env) usageFolderID() string {
+	return strings.Repeat("0", 31) + "1"
+}
+
+func (e *env) usageFolder() (string, error) {
+	dir := filepath.Join(e.vol, meta.FolderRelPath(e.folder.scope, e.usageFolderID()))
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// ledger is the daemon's state store with the quota ledger open on it.
+type ledger struct {
+	db *meta.Badger
+	m  *quota.Manager
+}
+
+func openLedgerAt(dir string) (*ledger, error) {
+	db, err := meta.OpenBadger(dir, zerolog.Nop())
+	if err != nil {
+		return nil, err
+	}
+	m, err := quota.Open(db.DB(), zerolog.Nop(), quota.Options{})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &ledger{db: db, m: m}, nil
+}
+
+func (e *env) openLedger() (*ledger, error) { return openLedgerAt(e.stateDir()) }
+
+func (e *env) stateDir() string { return filepath.Join(e.work, "state") }
+
+func (l *ledger) close() {
+	l.m.Close()
+	l.db.Close()
+}
+
+// growUsageTree adds files from..to-1 below dir (sparse, 0..8191 bytes,
+// directories of filesPerDir) and returns the bytes added.
+func growUsageTree(ctx context.Context, dir string, from, to int) (int64, error) {
+	var bytes int64
+	for i := from; i < to; i++ {
+		if i%10000 == 0 && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		p := metaName(dir, i)
+		if i%filesPerDir == 0 {
+			if err := unix.Mkdir(filepath.Dir(p), 0o755); err != nil && err != unix.EEXIST {
+				return 0, err
+			}
+		}
+		fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return 0, fmt.Errorf("create %s: %w", p, err)
+		}
+		size := int64(i % 8192)
+		if err := unix.Ftruncate(fd, size); err != nil {
+			unix.Close(fd)
+			return 0, err
+		}
+		unix.Close(fd)
+		bytes += size
+	}
+	return bytes, nil
+}
+
+// memResult is what the memory worker prints.
+type memResult struct {
+	Baseline int64  `json:"baseline"` // RSS with the mount and the ledger open, no views
+	Views    int64  `json:"views"`    // RSS with the views
+	Walked   int64  `json:"walked"`   // RSS after a find over one view (the kernel knows every file)
+	Files    int64  `json:"files"`    // files in the folder behind the views
+	Ledger   int64  `json:"ledger"`   // bytes the ledger reports for the folder
+	Error    string `json:"error,omitempty"`
+}
+
+// measureMemory runs a daemon-like process (vfolder mount plus quota
+// ledger) with the largest usage tree known to the ledger and --views live
+// views of that folder, and reads its RSS.
+func (e *env) measureMemory(ctx context.Context) *memoryReport {
+	rep := &memoryReport{}
+	if e.res.usage == nil || len(e.res.usage.rows) == 0 || e.res.usage.notMeasured != "" {
+		rep.notMeasured = "needs the usage query measurement (the ledger of its largest tree); select the usage-query workload too"
+		return rep
+	}
+	files := 0
+	for _, r := range e.res.usage.rows {
+		if r.err == "" && r.files > files {
+			files = r.files
+		}
+	}
+	if files == 0 {
+		rep.notMeasured = "the usage query measurement failed"
+		return rep
+	}
+	dir, err := e.usageFolder()
+	if err != nil {
+		rep.err = err.Error()
+		return rep
+	}
+	mnt := filepath.Join(e.mntRoot, "vfolder-mem")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		rep.err = err.Error()
+		return rep
+	}
+	// The worker unmounts what it mounts; this is the safety net if it
+	// dies.
+	e.mounts.add("vfolder memory worker", mnt, 0, func() error {
+		if isMounted(mnt) {
+			return forceUnmount(mnt, fuseMinor(mnt))
+		}
+		return nil
+	})
+	defer e.mounts.remove(mnt)
+	out, err := runWorkerRaw(ctx, opVfMem, e.stateDir(), e.vol, strings.TrimPrefix(dir, e.vol+"/"), e.usageFolderID(), e.folder.scope.String(), mnt, strconv.Itoa(e.opts.views))
+	if err != nil {
+		rep.err = err.Error()
+		return rep
+	}
+	var r memResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		rep.err = fmt.Sprintf("bad worker output %q: %v", out, err)
+		return rep
+	}
+	if r.Error != "" {
+		rep.err = r.Error
+		return rep
+	}
+	rep.files, rep.views = r.Files, e.opts.views
+	rep.baseline, rep.withViews, rep.rss = r.Baseline, r.Views, r.Walked
+	rep.method = fmt.Sprintf("one process holding a vfolder mount and the quota ledger (badger opened as vfolderd opens it) that knows a folder of %d files (%s); RSS (VmRSS) after opening both, after adding %d live views of that folder (sessions/<id>/data), and after `find` over one view so that the kernel and the daemon know every file.",
+		r.Files, humanBytes(r.Ledger), e.opts.views)
+	if files != 1_000_000 {
+		e.notef("memory: measured with %d files known, not 1M (--usage-files)", files)
+	}
+	if e.opts.views != 1000 {
+		e.notef("memory: measured with %d live views, not 1000 (--views)", e.opts.views)
+	}
+	return rep
+}
+
+// opVfMem is the memory worker: state volume folderRel folderID scope mnt views.
+const opVfMem = "vfmem"
+
+func vfMemWorker(a []string) memResult {
+	fail := func(err error) memResult { return memResult{Error: err.Error()} }
+	if len(a) != 7 {
+		return fail(fmt.Errorf("vfmem wants 7 arguments, got %d", len(a)))
+	}
+	state, vol, rel, folderID, scopeStr, mnt := a[0], a[1], a[2], a[3], a[4], a[5]
+	views, err := strconv.Atoi(a[6])
+	if err != nil || views < 1 {
+		return fail(fmt.Errorf("bad view count %q", a[6]))
+	}
+	scope, err := meta.ParseScopeID(scopeStr)
+	if err != nil {
+		return fail(err)
+	}
+	l, err := openLedgerAt(state)
+	if err != nil {
+		return fail(err)
+	}
+	defer l.close()
+	fsys, err := vfs.Mount(vfs.Options{MountPoint: mnt, StorageUID: vfStorageUID, StorageGID: vfStorageUID, Logger: zerolog.Nop()})
+	if err != nil {
+		return fail(err)
+	}
+	defer fsys.Close()
+	runtime.GC()
+	res := memResult{Baseline: selfRSS()}
+	u := l.m.FolderUsage(folderID)
+	res.Ledger = u.Used
+	for i := 0; i < views; i++ {
+		err := fsys.AddView(vfs.ViewSpec{
+			Namespace: vfs.NSSessions, Key: fmt.Sprintf("bench-%05d", i), Name: "data",
+			VolumeName: vfVolume, VolumePath: vol, FolderRel: rel,
+			Mode: meta.PermRW, UID: vfViewUID, GID: vfViewUID, FolderID: folderID, Scope: scope,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("add view %d: %w", i, err))
+		}
+	}
+	res.Views = selfRSS()
+	view := filepath.Join(mnt, vfs.NSSessions, "bench-00000", "data")
+	// find runs as a child process: this process serves its requests.
+	cmd := execFind(view)
+	out, err := cmd.Output()
+	if err != nil {
+		return fail(fmt.Errorf("find over a view: %v", err))
+	}
+	res.Files = int64(strings.Count(string(out), "\n"))
+	res.Walked = selfRSS()
+	return res
+}
+
+// selfRSS is this process's resident set size.
+func selfRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) >= 1 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// workerResult is what a worker prints: the elapsed time of the timed
+// part, and how many operations and bytes it did.
+type workerResult struct {
+	Seconds float64 `json:"seconds"`
+	Ops     int64   `json:"ops"`
+	Bytes   int64   `json:"bytes"`
+}
+
+// Worker operations. Arguments are positional strings.
+const (
+	opSeqWrite = "seqwrite" // path size mode(new|overwrite)
+	opRead     = "read"     // path passes: the last pass is timed
+	opCreate   = "create"   // dir n filesize
+	opStat     = "stat"     // dir n
+	opUnlink   = "unlink"   // dir n
+	opLstat    = "lstat"    // root listfile passes
+)
+
+// blockSize is the sequential I/O block size.
+const blockSize = 1 << 20
+
+// filesPerDir spreads the metadata workload's files over directories.
+const filesPerDir = 1000
+
+func workerMain(args []string) int {
+	if len(args) > 0 && args[0] == opVfMem {
+		r := vfMemWorker(args[1:])
+		if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
+			fmt.Fprintf(os.Stderr, "bench worker: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	res, err := runWorker(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench worker %v: %v\n", args, err)
+		return 1
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		fmt.Fprintf(os.Stderr, "bench worker: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runWorker(args []string) (workerResult, error) {
+	if len(args) == 0 {
+		return workerResult{}, errors.New("no operation")
+	}
+	op, a := args[0], args[1:]
+	need := func(n int) error {
+		if len(a) != n {
+			return fmt.Errorf("%s wants %d arguments, got %d", op, n, len(a))
+		}
+		return nil
+	}
+	num := func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
+	switch op {
+	case opSeqWrite:
+		if err := need(3); err != nil {
+			return workerResult{}, err
+		}
+		size, err := num(a[1])
+		if err != nil {
+			return workerResult{}, err
+		}
+		return seqWrite(a[0], size, a[2])
+	case opRead:
+		if err := need(2); err != nil {
+			return workerResult{}, err
+		}
+		passes, err := num(a[1])
+		if err != nil || passes < 1 {
+			return workerResult{}, fmt.Errorf("bad passes %q", a[1])
+		}
+		return seqRead(a[0], int(passes))
+	case opCreate, opStat, opUnlink:
+		if op == opCreate {
+			if err := need(3); err != nil {
+				return workerResult{}, err
+			}
+		} else if err := need(2); err != nil {
+			return workerResult{}, err
+		}
+		n, err := num(a[1])
+		if err != nil || n < 1 {
+			return workerResult{}, fmt.Errorf("bad count %q", a[1])
+		}
+		var fsize int64
+		if op == opCreate {
+			if fsize, err = num(a[2]); err != nil || fsize < 0 {
+				return workerResult{}, fmt.Errorf("bad file size %q", a[2])
+			}
+		}
+		return metaOp(op, a[0], int(n), fsize)
+	case opLstat:
+		if err := need(3); err != nil {
+			return workerResult{}, err
+		}
+		passes, err := num(a[2])
+		if err != nil || passes < 1 {
+			return workerResult{}, fmt.Errorf("bad passes %q", a[2])
+		}
+		return lstatPasses(a[0], a[1], int(passes))
+	}
+	return workerResult{}, fmt.Errorf("unknown operation %q", op)
+}
+
+// pattern is a block of non-repeating bytes.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	x := uint64(0x9E3779B97F4A7C15)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// seqWrite writes size bytes in 1 MiB blocks. mode "new" creates the file
+// (it must not exist) and times open..close; "overwrite" rewrites an
+// existing file from offset 0 without truncating and ends with fsync.
+func seqWrite(path string, size int64, mode string) (workerResult, error) {
+	flags := os.O_WRONLY
+	switch mode {
+	case "new":
+		flags |= os.O_CREATE | os.O_EXCL
+	case "overwrite":
+	default:
+		return workerResult{}, fmt.Errorf("bad mode %q", mode)
+	}
+	buf := pattern(blockSize)
+	start := time.Now()
+	f, err := os.OpenFile(path, flags, 0o644)
+	if err != nil {
+		return workerResult{}, err
+	}
+	var done int64
+	for done < size {
+		n := min(int64(len(buf)), size-done)
+		w, err := f.Write(buf[:n])
+		done += int64(w)
+		if err != nil {
+			f.Close()
+			return workerResult{}, err
+		}
+	}
+	if mode == "overwrite" {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return workerResult{}, err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return workerResult{}, err
+	}
+	return workerResult{Seconds: time.Since(start).Seconds(), Bytes: done, Ops: done / blockSize}, nil
+}
+
+// seqRead reads the file passes times, each with a fresh open, in 1 MiB
+// blocks; only the last pass is timed.
+func seqRead(path string, passes int) (workerResult, error) {
+	buf := make([]byte, blockSize)
+	var res workerResult
+	for p := 0; p < passes; p++ {
+		start := time.Now()
+		f, err := os.Open(path)
+		if err != nil {
+			return workerResult{}, err
+		}
+		var total int64
+		for {
+			n, err := f.Read(buf)
+			total += int64(n)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				f.Close()
+				return workerResult{}, err
+			}
+			if n == 0 {
+				break
+			}
+		}
+		f.Close()
+		res = workerResult{Seconds: time.Since(start).Seconds(), Bytes: total, Ops: (total + blockSize - 1) / blockSize}
+	}
+	if res.Bytes == 0 {
+		return workerResult{}, fmt.Errorf("%s is empty", path)
+	}
+	return res, nil
+}
+
+// metaName is the path of the i-th small file below dir.
+func metaName(dir string, i int) string {
+	return fmt.Sprintf("%s/d%04d/f%07d", dir, i/filesPerDir, i)
+}
+
+// metaOp creates, stats or unlinks n small files below dir (in
+// subdirectories of filesPerDir files). Creating makes the
+// subdirectories; unlinking removes them.
+func metaOp(op, dir string, n int, fsize int64) (workerResult, error) {
+	data := pattern(int(fsize))
+	dirs := (n + filesPerDir - 1) / filesPerDir
+	start := time.Now()
+	switch op {
+	case opCreate:
+		for i := 0; i < n; i++ {
+			if i%filesPerDir == 0 {
+				if err := unix.Mkdir(filepath.Dir(metaName(dir, i)), 0o755); err != nil {
+					return workerResult{}, fmt.Errorf("mkdir: %w", err)
+				}
+			}
+			fd, err := unix.Open(metaName(dir, i), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o644)
+			if err != nil {
+				return workerResult{}, fmt.Errorf("create %s: %w", metaName(dir, i), err)
+			}
+			if len(data) > 0 {
+				if _, err := unix.Write(fd, data); err != nil {
+					unix.Close(fd)
+					return workerResult{}, fmt.Errorf("write: %w", err)
+				}
+			}
+			if err := unix.Close(fd); err != nil {
+				return workerResult{}, fmt.Errorf("close: %w", err)
+			}
+		}
+	case opStat:
+		var st unix.Stat_t
+		for i := 0; i < n; i++ {
+			if err := unix.Lstat(metaName(dir, i), &st); err != nil {
+				return workerResult{}, fmt.Errorf("lstat %s: %w", metaName(dir, i), err)
+			}
+		}
+	case opUnlink:
+		for i := 0; i < n; i++ {
+			if err := unix.Unlink(metaName(dir, i)); err != nil {
+				return workerResult{}, fmt.Errorf("unlink %s: %w", metaName(dir, i), err)
+			}
+		}
+		for d := 0; d < dirs; d++ {
+			if err := unix.Rmdir(filepath.Dir(metaName(dir, d*filesPerDir))); err != nil {
+				return workerResult{}, fmt.Errorf("rmdir: %w", err)
+			}
+		}
+	}
+	return workerResult{Seconds: time.Since(start).Seconds(), Ops: int64(n)}, nil
+}
+
+// lstatPasses lstats every path of listfile (relative to root, one a
+// line) passes times, like `git status` looking at every file it knows.
+func lstatPasses(root, listfile string, passes int) (workerResult, error) {
+	b, err := os.ReadFile(listfile)
+	if err != nil {
+		return workerResult{}, err
+	}
+	var paths []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if l := sc.Text(); l != "" {
+			paths = append(paths, root+"/"+l)
+		}
+	}
+	if len(paths) == 0 {
+		return workerResult{}, fmt.Errorf("%s lists no paths", listfile)
+	}
+	var st unix.Stat_t
+	start := time.Now()
+	for p := 0; p < passes; p++ {
+		for _, path := range paths {
+			if err := unix.Lstat(path, &st); err != nil {
+				return workerResult{}, fmt.Errorf("lstat %s: %w", path, err)
+			}
+		}
+	}
+	return workerResult{Seconds: time.Since(start).Seconds(), Ops: int64(passes * len(paths))}, nil
+}
+
+// runWorkerProc runs one worker operation in a child process.
+func runWorkerProc(ctx context.Context, args ...string) (workerResult, error) {
+	out, err := runWorkerRaw(ctx, args...)
+	if err != nil {
+		return workerResult{}, err
+	}
+	var res workerResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		return workerResult{}, fmt.Errorf("%s: bad output %q: %v", args[0], out, err)
+	}
+	if res.Seconds <= 0 {
+		return workerResult{}, fmt.Errorf("%s: non-positive time %v", args[0], res.Seconds)
+	}
+	return res, nil
+}
+
+// runWorkerRaw runs a worker and returns what it printed.
+func runWorkerRaw(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", args...)
+	cmd.Env = append(envWithout(os.Environ(), roleEnv), roleEnv+"="+roleWorker)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%s: %v: %s", args[0], err, firstLines(stderr.String(), 3))
+	}
+	return stdout.Bytes(), nil
+}
+
+// execFind is `find dir -type f`, killed if this process dies.
+func execFind(dir string) *exec.Cmd {
+	cmd := exec.Command("find", dir, "-type", "f")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// envWithout drops key from an environment list.
+func envWithout(env []string, key string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, key+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
