@@ -67,9 +67,9 @@ func moduleRoot() string {
 func Binaries(t testing.TB) (daemon, cli string) {
 	t.Helper()
 	buildOnce.Do(func() {
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = "/usr/local/go/bin/go"
 		}
 		for _, pkg := range []string{"vfolderd", "vfolder"} {
 			cmd := exec.Command(goBin, "build", "-o", filepath.Join(binDir, pkg), "./cmd/"+pkg)

@@ -57,7 +57,7 @@ func ValidateKey(namespace, key string) error {
 // no '/', no NUL, not "." or "..".
 func ValidateEntryName(name string) error {
 	if !backing.ValidName(name) {
-		return fmt.Errorf("%w: view name %q must be 1..255 bytes without '/' or NUL, not . or ..", meta.ErrInvalid, name)
+		return fmt.Errorf("%w: view name %q is invalid (1..255 bytes, no '/' or NUL, not \".\" or \"..\")", meta.ErrInvalid, name)
 	}
 	return nil
 }
