@@ -1,0 +1,155 @@
+// Package quota keeps the usage of every quota scope (one owner on one
+// volume) and enforces its limits in the I/O path: a write that would
+// cross the byte limit is cut short, the next one fails with ErrExceeded
+// (EDQUOT). It knows nothing of FUSE; package fs calls it around each
+// backing operation.
+//
+// # What is counted
+//
+// The usage of a scope is the sum of the logical sizes (st_size) of its
+// regular files, each inode once however many hard links it has, plus the
+// target lengths of its symlinks. Directories, device nodes, fifos and
+// sockets cost no bytes. Every object below a folder root (files,
+// directories, symlinks, nodes; not the root itself) counts as one inode
+// against the optional inode limit. Usage is also kept per folder. A limit
+// of 0 means none. Lowering a limit below the usage blocks growth only:
+// overwriting inside a file, shrinking and removing always work.
+//
+// Objects are identified by InodeKey, built with MakeKey from st_dev and
+// st_ino relative to the folder root's device, so that keys survive a
+// remount under another device number. An inode belongs to one folder:
+// fs answers EXDEV to a rename or link across folders.
+//
+// # Calling it from a file system
+//
+// Every call takes the scope, the folder id and the inode key. Errors
+// other than ErrExceeded (ErrClosed, a failed ledger write) mean EIO.
+//
+//   - open for writing (also create, and before truncating by path):
+//     OpenForWrite(ino, st_size, path-in-folder); CloseForWrite when the
+//     handle is released. The hold keeps a durable dirty mark on the inode
+//     (see Crash safety). Do not open with O_TRUNC: truncate as below.
+//   - write, copy_file_range at [off, end): granted, r, err := Reserve(off,
+//     end). On ErrExceeded answer EDQUOT. Else write only up to granted
+//     (short write), fstat, r.Done(st_size) (or -1 when fstat failed).
+//   - truncate/ftruncate to n, fallocate growing the file to n (mode 0 with
+//     off+len > size): r, err := ReserveExact(n) (all or nothing; shrinking
+//     always passes), do it, fstat, r.Done(st_size). fallocate with
+//     KEEP_SIZE or PUNCH_HOLE changes no logical size: nothing to do.
+//   - create, mkdir, symlink, mknod: r, err := ReserveInode(kind,
+//     len(target) for a symlink else 0, path-in-folder); do it; fstatat;
+//     r.Commit(key, st_size) when a new inode was made, r.Cancel() when the
+//     call failed or opened an existing file.
+//   - unlink, rmdir, rename over an existing target: rm, err :=
+//     PrepareRemove(victim key, path); do it; rm.Done(lastLink) where
+//     lastLink means the call succeeded and st_nlink was 1. A file still
+//     held open for writing keeps its charge until its last CloseForWrite.
+//   - link, rename within a folder, chmod, chown, reads: nothing.
+//   - statfs: Usage(scope).Limit and Free().
+//
+// # Concurrency and the hot path
+//
+// Each scope has one mutex; every call takes it once or twice for a few
+// map lookups and additions, and the scope table is read under an RWMutex.
+// A write within the inode's charged size, on a held inode, takes no
+// allocation and no system call (Reservation is a value; see
+// BenchmarkReserveDone). Directory walks (Check, recovery) never run
+// under a scope's lock.
+//
+// Check-and-reserve is one step under the scope's lock: the grant is added
+// to the scope's usage before the lock is released, so any number of
+// concurrent writers on one or many inodes never get more than the limit
+// in total. Several reservations can be outstanding on one inode (two
+// writers on one file). From the first to the last of them (an episode)
+// the inode is charged max(size before, highest grant, highest size
+// reported). When the last is done the charge settles to the reported
+// size if the episode had one operation, else to the highest size
+// reported: the operation that changed the size last reported after its
+// change, so that is never below the truth; an episode mixing a shrink
+// with other operations may stay a little high until the next operation
+// settles it. The charge of an inode is never below its real size.
+//
+// # Memory
+//
+// In memory are: the limits and counters of every scope and folder, and
+// the state of inodes that are held, have operations in flight, changed
+// since the last commit, or are unverified after a crash. Other inodes
+// live only in the store; a call on one loads its record (under a
+// generation check, so an eviction racing with the load cannot resurrect
+// stale state). Usage and FolderUsage read counters: O(1).
+//
+// # Persistence
+//
+// Records live in the badger database shared with package meta, under
+// "q/" (see keys.go): limits per scope, a counter (bytes, inodes) per
+// folder, a charge record per inode (kind, bytes), dirty marks, create
+// intents and the shutdown marker. One commit loop goroutine writes all of
+// them: every FlushInterval (2ms) it takes a snapshot of the queued
+// changes under the scopes' locks and writes them, in transactions of at
+// most MaxBatch records. Each transaction writes inode records together
+// with the folder counters adjusted by exactly the difference those
+// records make. So at every instant:
+//
+//	persisted folder counter == sum of the folder's persisted inode records
+//
+// and the in-memory counters are the persisted ones plus the changes not
+// yet committed plus grants and creates in flight. The scope's usage is
+// the sum of its folders'.
+//
+// # Crash safety
+//
+// A SIGKILL at any instant loses no byte and counts none twice:
+//
+//   - Dirty marks. While an inode is held (OpenForWrite, PrepareRemove) or
+//     has a size-changing reservation outstanding, the store has a dirty
+//     mark for it (with its path hint). An operation that may change the
+//     size (growing Reserve, ReserveExact, PrepareRemove of an inode with
+//     bytes) waits until the mark is durable before it returns, once per
+//     hold; waiting operations make the commit loop flush at once. The
+//     mark is removed in the same transaction as the final record.
+//   - Intents. ReserveInode of a symlink with a path first makes a create
+//     intent (path, length) durable; Commit deletes it in the transaction
+//     that writes the symlink's record.
+//   - Recovery, in Open: every inode with a mark is looked up on storage,
+//     through Options.OpenFolder, by its path hint (openat2 beneath the
+//     folder root, fstatat without following) or, if the hint is stale, by
+//     one walk of its folder; its record is set to what is there (or
+//     removed when a complete walk did not find it), marks cleared, in
+//     transactions that keep the invariant. Intents are settled the same
+//     way. Inodes that cannot be looked at (volume not mounted, no
+//     OpenFolder) keep their mark and are "unverified" until a Check.
+//
+// After recovery every persisted counter equals the sum of its records and
+// every record of a file or symlink with bytes equals its real size
+// (TestCrashRecovery kills a writing child process 20 times and checks
+// both to the byte). What a crash can still leave behind is inode
+// bookkeeping of objects without bytes whose create or removal was in
+// flight: an empty file or directory created but not yet recorded, or
+// removed while its record was not yet deleted. Open writes an unclean
+// marker that Close clears; WasUnclean tells the daemon to run Check with
+// Repair on each scope it uses, which settles those.
+//
+// # Reconcile
+//
+// Check walks folders on storage through directory descriptors only
+// (openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, getdents, fstatat
+// with AT_SYMLINK_NOFOLLOW; symlinks are never followed, each (dev, ino)
+// is counted once) and reports, per folder, the ledger's and the disk's
+// bytes and inodes, and findings: objects unknown to the ledger, ledger
+// entries whose object is gone, wrong sizes or types, unverified inodes,
+// and counters that differ from their records. With Repair it fixes them.
+// It runs online: a difference seen by the walk is confirmed by pinning
+// the inode, noting its operation counter, statting the object again and
+// accepting the result only if no operation touched the inode meanwhile
+// (and no create is in flight in the folder, for unknown objects); an
+// entry is taken for gone only if two complete walks missed it and no
+// operation touched it. Findings that could not be confirmed count as
+// Busy and are left to the next Check.
+//
+// # Beyond one node
+//
+// Room is computed in one place (the scope's remaining bytes under its
+// lock). Quotas across nodes plug in there: the limit a node enforces
+// becomes the slice of the scope granted to it by a cluster-wide ledger,
+// while this package keeps accounting, persistence and recovery per node.
+package quota

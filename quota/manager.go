@@ -1,0 +1,583 @@
+package quota
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
+)
+
+// Manager keeps the usage of every quota scope. See the package comment.
+type Manager struct {
+	db      *badger.DB
+	log     zerolog.Logger
+	opts    Options
+	unclean bool
+	epoch   uint64
+	seq     atomic.Uint64 // create intent ids within the epoch
+
+	mu        sync.RWMutex // guards scopes and folderIdx; taken after a scope's mu, never before
+	scopes    map[ScopeKey]*scope
+	folderIdx map[string]*folder
+
+	limitsMu sync.Mutex // serializes SetLimit
+
+	closed   atomic.Bool
+	closeMu  sync.Mutex
+	closeErr error
+
+	// commit loop
+	dirtyMu     sync.Mutex
+	dirtyScopes []*scope
+	kick        chan struct{} // something is queued
+	hurry       chan struct{} // somebody waits for durability
+	urgent      atomic.Int32
+	roundMu     sync.Mutex
+	round       *round
+	reqs        chan func()
+	stop        chan struct{}
+	loopDone    chan struct{}
+
+	// hook, when set (tests), runs with the scope's lock held after every
+	// change of the scope's counters.
+	hook func(sc *scope)
+}
+
+// round is one commit of the commit loop; done is closed when its writes
+// are durable (or failed with err).
+type round struct {
+	done chan struct{}
+	err  error
+}
+
+type scope struct {
+	m   *Manager
+	key ScopeKey
+	enc []byte
+
+	checkMu sync.Mutex // one Check of the scope at a time
+
+	mu          sync.Mutex
+	limitBytes  int64
+	limitInodes int64
+	used        int64 // bytes charged in memory: records, grants in flight, pending creates
+	count       int64 // inodes, likewise
+	folders     map[string]*folder
+	dirty       []*inode  // inodes to write or evict
+	dirtyF      []*folder // folders with counter corrections
+	intentQ     []*intent // create intents to write or delete
+	queued      bool      // on m.dirtyScopes
+	evictGen    uint64    // bumped on every eviction (see getInode)
+}
+
+type folder struct {
+	id     string
+	enc    []byte
+	sc     *scope
+	inodes map[InodeKey]*inode
+
+	used, count   int64 // in memory, like scope.used
+	pUsed, pCount int64 // the persisted counter record; changed only by the commit loop
+
+	corrUsed, corrCount int64 // counter corrections (Check) for the next commit
+	corrQueued          bool
+	dropped             bool
+	creating            int       // inode reservations not yet committed or cancelled
+	stale               []*intent // intents of an earlier process recovery could not settle
+}
+
+// inode is the in-memory state of one charged object. Present for every
+// inode that is open for writing, has an operation in flight, changed
+// since the last commit, or could not be verified after a crash; all
+// others live only in the store and are loaded on demand.
+type inode struct {
+	key InodeKey
+	f   *folder
+
+	exists  bool  // has a charge record (counted as one inode)
+	kind    Kind  // valid when exists
+	size    int64 // settled size: the file's logical size (symlink: target length)
+	charged int64 // bytes this inode adds to the counters right now
+
+	// the current episode: from the first outstanding reservation until
+	// the last one is done
+	outstanding int32
+	sizeOps     int32 // outstanding reservations that may change the size
+	hi          int64 // highest grant in the episode
+	rep         int64 // highest size reported in the episode, -1 none
+	unknown     bool  // an operation of the episode reported no size
+
+	writers    int32 // write holds (OpenForWrite, PrepareRemove)
+	pins       int32 // Check keeps it in memory
+	unverified bool  // dirty after a crash, size not yet confirmed
+	unlinked   bool  // last link gone while still held: release when idle
+	ops        uint64
+	gen        uint64 // bumped when a new object takes this inode number (Commit)
+	hint       string
+	intents    []uint64 // create intents to delete with the next write of this record
+
+	queued, flushing bool
+	fMark            bool // mark value the in-flight commit writes
+
+	// persisted state, changed only by the commit loop
+	pExists bool
+	pKind   Kind
+	pSize   int64
+	pMark   bool
+	pHint   string
+}
+
+type intent struct {
+	id      uint64
+	f       *folder
+	kind    Kind
+	bytes   int64
+	hint    string
+	want    bool // the record should exist
+	persist bool // the record exists in the store
+	queued  bool
+}
+
+func (in *inode) markWanted() bool {
+	return in.writers > 0 || in.sizeOps > 0 || in.unverified
+}
+
+// markReady: a durable dirty mark exists and no commit in flight removes it.
+func (in *inode) markReady() bool {
+	return in.pMark && (!in.flushing || in.fMark)
+}
+
+func (in *inode) needsFlush() bool {
+	if in.f.dropped {
+		return false
+	}
+	if in.exists != in.pExists || len(in.intents) > 0 {
+		return true
+	}
+	if in.exists && (in.charged != in.pSize || in.kind != in.pKind) {
+		return true
+	}
+	w := in.markWanted()
+	return w != in.pMark || (w && in.hint != in.pHint)
+}
+
+func (in *inode) idle() bool {
+	return in.outstanding == 0 && in.writers == 0 && in.pins == 0 && !in.unverified
+}
+
+func (in *inode) evictable() bool {
+	return in.idle() && !in.queued && !in.flushing && !in.pMark && (in.f.dropped || !in.needsFlush())
+}
+
+// chargeNow is what the inode should add to the counters.
+func (in *inode) chargeNow() int64 {
+	if !in.exists {
+		return 0
+	}
+	c := chargeOf(in.kind, in.size)
+	if in.outstanding > 0 {
+		c = max(c, in.hi, in.rep)
+	}
+	return c
+}
+
+// recharge brings the counters in line with the inode's state.
+func (sc *scope) recharge(in *inode) {
+	c := in.chargeNow()
+	if d := c - in.charged; d != 0 {
+		in.charged = c
+		in.f.used += d
+		sc.used += d
+	}
+}
+
+// setExists creates or removes the inode's charge record in memory.
+func (sc *scope) setExists(in *inode, exists bool, kind Kind, size int64) {
+	if in.exists != exists {
+		d := int64(1)
+		if !exists {
+			d = -1
+		}
+		in.f.count += d
+		sc.count += d
+	}
+	in.exists = exists
+	in.unlinked = false
+	if exists {
+		in.kind = kind
+		in.size = size
+		if kind != KindFile && kind != KindSymlink {
+			in.size = 0
+		}
+	} else {
+		in.size = 0
+	}
+	sc.recharge(in)
+}
+
+// remove drops the inode's charge (its last link is gone).
+func (sc *scope) remove(in *inode) {
+	in.ops++
+	sc.setExists(in, false, 0, 0)
+}
+
+// after queues the inode for the commit loop when it has something to
+// write or can be evicted, and runs the test hook.
+func (sc *scope) after(in *inode) {
+	if in.needsFlush() || in.evictable() {
+		sc.touch(in)
+	}
+	if h := sc.m.hook; h != nil {
+		h(sc)
+	}
+}
+
+func (sc *scope) touch(in *inode) {
+	if in.queued {
+		return
+	}
+	in.queued = true
+	sc.dirty = append(sc.dirty, in)
+	sc.enqueue()
+}
+
+func (sc *scope) enqueue() {
+	if sc.queued {
+		return
+	}
+	sc.queued = true
+	m := sc.m
+	m.dirtyMu.Lock()
+	m.dirtyScopes = append(m.dirtyScopes, sc)
+	m.dirtyMu.Unlock()
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// avail is how many bytes may still be granted.
+func (sc *scope) avail() int64 {
+	if sc.limitBytes <= 0 {
+		return math.MaxInt64
+	}
+	if sc.used >= sc.limitBytes {
+		return 0
+	}
+	return sc.limitBytes - sc.used
+}
+
+// lookup returns the scope's state, creating it when create is set.
+func (m *Manager) lookup(s ScopeKey, create bool) (*scope, error) {
+	m.mu.RLock()
+	sc := m.scopes[s]
+	m.mu.RUnlock()
+	if sc != nil || !create {
+		return sc, nil
+	}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.scopeLocked(s), nil
+}
+
+// scopeLocked returns or creates a scope; m.mu held exclusively.
+func (m *Manager) scopeLocked(s ScopeKey) *scope {
+	if sc := m.scopes[s]; sc != nil {
+		return sc
+	}
+	sc := &scope{m: m, key: s, enc: encScope(s), folders: map[string]*folder{}}
+	m.scopes[s] = sc
+	return sc
+}
+
+// folder returns the folder's state, creating it; sc.mu held.
+func (sc *scope) folder(id string) (*folder, error) {
+	if f := sc.folders[id]; f != nil {
+		return f, nil
+	}
+	if err := validFolderID(id); err != nil {
+		return nil, err
+	}
+	f := sc.newFolder(id)
+	sc.m.mu.Lock()
+	sc.m.folderIdx[id] = f
+	sc.m.mu.Unlock()
+	return f, nil
+}
+
+func (sc *scope) newFolder(id string) *folder {
+	f := &folder{id: id, enc: encFolder(id), sc: sc, inodes: map[InodeKey]*inode{}}
+	sc.folders[id] = f
+	return f
+}
+
+// getInode returns the inode's in-memory state, loading its record from
+// the store when it is not in memory. sc.mu is held; it is released while
+// the store is read. An inode is evicted only after its latest state was
+// committed, so a record read while the inode is absent is current unless
+// an eviction happened meanwhile (evictGen), in which case it is read
+// again.
+func (sc *scope) getInode(f *folder, k InodeKey) (*inode, error) {
+	for {
+		if in := f.inodes[k]; in != nil {
+			return in, nil
+		}
+		gen := sc.evictGen
+		sc.mu.Unlock()
+		kind, size, found, err := sc.m.readRecord(sc.enc, f.enc, k)
+		sc.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
+		if in := f.inodes[k]; in != nil {
+			return in, nil
+		}
+		if sc.evictGen != gen {
+			continue
+		}
+		in := &inode{key: k, f: f, rep: -1}
+		if found {
+			in.exists, in.kind, in.size, in.charged = true, kind, size, size
+			in.pExists, in.pKind, in.pSize = true, kind, size
+		}
+		f.inodes[k] = in
+		return in, nil
+	}
+}
+
+func (sc *scope) evict(in *inode) {
+	delete(in.f.inodes, in.key)
+	sc.evictGen++
+}
+
+func (m *Manager) readRecord(sEnc, fEnc []byte, k InodeKey) (Kind, int64, bool, error) {
+	var kind Kind
+	var size int64
+	found := false
+	err := m.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyInodeIn(prefInode, sEnc, fEnc, k))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			var derr error
+			kind, size, derr = decInode(v)
+			found = derr == nil
+			if derr != nil {
+				m.log.Warn().Err(derr).Uint64("ino", k.Ino).Msg("quota: ignoring unreadable inode record; run a check")
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("quota: read inode record: %w", err)
+	}
+	return kind, size, found, nil
+}
+
+// Open loads the ledger kept in db under "q/", settles what an earlier
+// process left unsettled (see the package comment) and starts the commit
+// loop. The Manager does not close db.
+func Open(db *badger.DB, log zerolog.Logger, opts Options) (*Manager, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: nil database", ErrInvalid)
+	}
+	opts.fill()
+	m := &Manager{
+		db:        db,
+		log:       log.With().Str("component", "quota").Logger(),
+		opts:      opts,
+		scopes:    map[ScopeKey]*scope{},
+		folderIdx: map[string]*folder{},
+		kick:      make(chan struct{}, 1),
+		hurry:     make(chan struct{}, 1),
+		reqs:      make(chan func()),
+		stop:      make(chan struct{}),
+		loopDone:  make(chan struct{}),
+		round:     &round{done: make(chan struct{})},
+	}
+	if err := m.openMarker(); err != nil {
+		return nil, err
+	}
+	rec, err := m.load()
+	if err != nil {
+		return nil, err
+	}
+	m.recover(rec)
+	if err := m.flushAll(); err != nil {
+		return nil, fmt.Errorf("quota: write recovered ledger: %w", err)
+	}
+	go m.loop()
+	m.log.Debug().Bool("unclean", m.unclean).Uint64("epoch", m.epoch).Int("scopes", len(m.scopes)).Msg("quota ledger open")
+	return m, nil
+}
+
+// marker value: version, epoch, clean flag.
+func (m *Manager) openMarker() error {
+	return m.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyOpen))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return fmt.Errorf("quota: read open marker: %w", err)
+		default:
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("quota: read open marker: %w", err)
+			}
+			epoch, clean, derr := decMarker(v)
+			if derr != nil {
+				m.log.Warn().Err(derr).Msg("quota: unreadable open marker; treating the last shutdown as unclean")
+				m.unclean = true
+			} else {
+				m.epoch = epoch
+				m.unclean = !clean
+			}
+		}
+		m.epoch++
+		return txn.Set([]byte(keyOpen), encMarker(m.epoch, false))
+	})
+}
+
+func encMarker(epoch uint64, clean bool) []byte {
+	v := binary.AppendUvarint([]byte{recVersion}, epoch)
+	if clean {
+		return append(v, 1)
+	}
+	return append(v, 0)
+}
+
+func decMarker(v []byte) (uint64, bool, error) {
+	if len(v) < 3 || v[0] != recVersion {
+		return 0, false, errCorrupt
+	}
+	e, n := binary.Uvarint(v[1:])
+	if n <= 0 || 1+n+1 != len(v) || v[1+n] > 1 {
+		return 0, false, errCorrupt
+	}
+	return e, v[1+n] == 1, nil
+}
+
+// WasUnclean reports whether the previous process using this database did
+// not Close the Manager (it crashed or was killed). Bytes of regular files
+// and symlinks are exact after recovery regardless; inode counts of
+// objects created or removed in the last moments before the crash are not,
+// so the daemon should run a Check with repair for each scope it uses.
+func (m *Manager) WasUnclean() bool { return m.unclean }
+
+// Close writes every pending change, marks the shutdown clean and stops
+// the commit loop. Write holds still open stay marked dirty, so the next
+// Open verifies those inodes. Calls after Close fail with ErrClosed (Done
+// and the other release calls are accepted and kept in memory only).
+func (m *Manager) Close() error {
+	m.closeMu.Lock()
+	defer m.closeMu.Unlock()
+	if m.closed.Swap(true) {
+		return m.closeErr
+	}
+	close(m.stop)
+	<-m.loopDone
+	if m.closeErr == nil {
+		m.closeErr = m.db.Update(func(txn *badger.Txn) error {
+			return txn.Set([]byte(keyOpen), encMarker(m.epoch, true))
+		})
+	}
+	return m.closeErr
+}
+
+// SetLimit sets a scope's byte and inode limits (0 = unlimited). Lowering
+// a limit below the usage blocks growth only.
+func (m *Manager) SetLimit(s ScopeKey, bytes, inodes int64) error {
+	if bytes < 0 || inodes < 0 {
+		return fmt.Errorf("%w: negative limit", ErrInvalid)
+	}
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	sc, err := m.lookup(s, true)
+	if err != nil {
+		return err
+	}
+	m.limitsMu.Lock()
+	defer m.limitsMu.Unlock()
+	err = m.db.Update(func(txn *badger.Txn) error {
+		k := keyLimits(sc.enc)
+		if bytes == 0 && inodes == 0 {
+			return txn.Delete(k)
+		}
+		return txn.Set(k, encLimits(bytes, inodes))
+	})
+	if err != nil {
+		return fmt.Errorf("quota: store limits of %s: %w", s, err)
+	}
+	sc.mu.Lock()
+	sc.limitBytes, sc.limitInodes = bytes, inodes
+	sc.mu.Unlock()
+	return nil
+}
+
+// Usage returns the scope's usage and limits. It takes one short lock.
+func (m *Manager) Usage(s ScopeKey) Usage {
+	sc, _ := m.lookup(s, false)
+	if sc == nil {
+		return Usage{}
+	}
+	sc.mu.Lock()
+	u := Usage{Used: sc.used, Limit: sc.limitBytes, UsedInodes: sc.count, LimitInodes: sc.limitInodes}
+	sc.mu.Unlock()
+	return u
+}
+
+// FolderUsage returns one folder's usage; the limit fields are its scope's.
+func (m *Manager) FolderUsage(folderID string) Usage {
+	m.mu.RLock()
+	f := m.folderIdx[folderID]
+	m.mu.RUnlock()
+	if f == nil {
+		return Usage{}
+	}
+	sc := f.sc
+	sc.mu.Lock()
+	u := Usage{Used: f.used, Limit: sc.limitBytes, UsedInodes: f.count, LimitInodes: sc.limitInodes}
+	sc.mu.Unlock()
+	return u
+}
+
+// Scopes lists the scopes the ledger knows.
+func (m *Manager) Scopes() []ScopeKey {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]ScopeKey, 0, len(m.scopes))
+	for k := range m.scopes {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Folders lists the folders of a scope the ledger knows.
+func (m *Manager) Folders(s ScopeKey) []string {
+	sc, _ := m.lookup(s, false)
+	if sc == nil {
+		return nil
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	out := make([]string, 0, len(sc.folders))
+	for id, f := range sc.folders {
+		if !f.dropped {
+			out = append(out, id)
+		}
+	}
+	return out
+}
