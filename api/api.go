@@ -28,6 +28,14 @@
 //	GET    /v1/views?namespace=&key=                -> []View
 //	POST   /v1/views                CreateViewRequest -> View (201; 200 when the same view exists)
 //	DELETE /v1/views/sessions/{session}/{name}      -> View       (the removed view)
+//	GET    /v1/projects/{project}/members           -> []Membership
+//	PUT    /v1/projects/{project}/members/{user} SetMemberRequest -> Membership
+//	DELETE /v1/projects/{project}/members/{user}    -> Membership (the removed one)
+//	GET    /v1/sessions                             -> []Session
+//	GET    /v1/sessions/{session}                   -> Session
+//	POST   /v1/sessions/{session}/publish PublishRequest -> Session
+//	POST   /v1/sessions/{session}/attach  AttachRequest  -> Session
+//	POST   /v1/sessions/{session}/unpublish          -> UnpublishResult (200 for any well-formed id)
 //	GET    /v1/health                               -> {"status":"ok","version":...}
 //
 // {ref} is a folder id (32-hex or dashed UUID) or a folder name; a name
@@ -51,6 +59,61 @@
 // purged (409 naming the sessions). Session views are not persisted yet:
 // after a restart of the daemon they are gone and must be added again.
 // On a node running without FUSE every /v1/views call answers 503.
+//
+// # Project membership
+//
+// {project} and {user} are UUIDs (dashed or 32-hex). A member reaches
+// every live folder of the project at the membership's permission when it
+// is set, else at the folder's own permission. Under
+// users/<user-uuid>/ a project folder appears by its name; when that name
+// is taken by a folder the user owns, or by a folder of another project
+// the user is a member of, every project folder of that name appears as
+// "<name>@<first 8 hex digits of the project uuid>" instead (the user's
+// own folder keeps the plain name). A project's ".local" folder is not
+// shown under users/: it is mounted into sessions per user (see below).
+// Membership changes update the views at once; mounts that sessions
+// already have are not changed by them.
+//
+// # Sessions (mountd)
+//
+// POST /v1/sessions/{session}/publish makes folders available to the
+// containers of a compute session. Each mount names a folder by id, by
+// name (as the user sees it under users/<user>/) or as "name/subpath"
+// (also "id/subpath"); the target follows the reference system's rules
+// (default /home/work/<name>, a relative target goes under /home/work,
+// system directories are refused); mode defaults to the user's
+// permission on the folder and may never exceed it (403 naming the
+// folder, also for a folder the user may not use at all). With automount
+// (the default) every live dot-folder the user owns is added at
+// /home/work/<name> (.linuxbrew at /home/linuxbrew/.linuxbrew), and the
+// ".local" folder of a project the user is a member of is mounted as its
+// per-user subfolder "<user-hex>" (created when missing) unless the user
+// owns a ".local" of their own. Overlapping targets or sources are
+// refused.
+//
+// The answer lists every mount of the session with the host path
+// published for it and the OCI runtime-spec mount ("oci") that binds it
+// into a container: put those objects into config.json's "mounts" and
+// keep linux.rootfsPropagation at "rslave". Publishing is idempotent per
+// (session, target): the same request again returns the same session,
+// and a request with more mounts adds them, so every container of a
+// cluster session gets the same mounts, paths and modes. The session's
+// user, uid and gid are fixed by its first publish.
+//
+// "reserve" holds targets for folders published after the containers
+// started: each gets a read-only empty placeholder ("reserved" in the
+// answer, with its "oci" mount) that the container binds; a later publish
+// of a folder at that exact target appears inside the running containers
+// at once. POST .../attach {pid} injects every mount of the session into
+// the running container whose init process is pid (hot-adding without a
+// reservation); mounts already there are left alone.
+//
+// POST .../unpublish takes every mount of the session away, removes its
+// views and its record; it never refuses and answers 200 with the list of
+// what it could not remove. A folder mounted by a session cannot be
+// trashed or purged (409 naming the sessions). Sessions are persisted: a
+// restarted daemon publishes them again on the same host paths, so
+// containers that kept running see working mounts again.
 //
 // # Errors
 //
@@ -174,6 +237,104 @@ type View struct {
 	GID     uint32          `json:"gid"`
 	// Path is the view's absolute path under the daemon's mount point.
 	Path string `json:"path"`
+}
+
+// Membership is a user's membership in a project.
+type Membership = meta.Membership
+
+// SetMemberRequest is the body of PUT /v1/projects/{project}/members/{user}.
+// An empty Permission means "each folder's own permission".
+type SetMemberRequest struct {
+	Permission meta.Permission `json:"permission,omitempty"`
+}
+
+// MountRequest is one folder of a PublishRequest.
+type MountRequest struct {
+	// Folder is a folder id, a folder name as the user sees it, or either
+	// followed by "/subpath".
+	Folder string `json:"folder"`
+	// Target is the path inside the container; "" means /home/work/<name>.
+	Target string `json:"target,omitempty"`
+	// Mode defaults to the user's permission and may not exceed it.
+	Mode meta.Permission `json:"mode,omitempty"`
+}
+
+// PublishRequest publishes folders for a session.
+type PublishRequest struct {
+	// User is the session owner's UUID.
+	User string `json:"user"`
+	// UID and GID are what the session's views show as owner; they
+	// default to the daemon's view uid/gid.
+	UID *uint32 `json:"uid,omitempty"`
+	GID *uint32 `json:"gid,omitempty"`
+	// Mounts are the folders to publish.
+	Mounts []MountRequest `json:"mounts"`
+	// Automount adds the user's dot-folders; nil means true.
+	Automount *bool `json:"automount,omitempty"`
+	// Reserve lists targets to hold for folders published later.
+	Reserve []string `json:"reserve,omitempty"`
+}
+
+// OCIMount is one entry of an OCI runtime spec's "mounts" array.
+type OCIMount struct {
+	Destination string   `json:"destination"`
+	Type        string   `json:"type"`
+	Source      string   `json:"source"`
+	Options     []string `json:"options"`
+}
+
+// PublishedMount is one mount of a session.
+type PublishedMount struct {
+	// Name is the mount's name: its view is
+	// <mount-point>/sessions/<session>/<name>.
+	Name     string          `json:"name"`
+	FolderID string          `json:"folder_id"`
+	Subpath  string          `json:"subpath,omitempty"`
+	Target   string          `json:"target"`
+	Mode     meta.Permission `json:"mode"`
+	// HostPath is where the view is published on the host.
+	HostPath string `json:"host_path"`
+	// OCI binds HostPath at Target in a container.
+	OCI OCIMount `json:"oci"`
+}
+
+// ReservedTarget is a target held for a folder published later.
+type ReservedTarget struct {
+	Name string `json:"name"`
+	// Target is "" when the daemon restarted since the reservation (the
+	// reservation itself survives).
+	Target   string    `json:"target,omitempty"`
+	HostPath string    `json:"host_path"`
+	OCI      *OCIMount `json:"oci,omitempty"`
+}
+
+// Session is a published compute session.
+type Session struct {
+	ID       string           `json:"session"`
+	User     string           `json:"user"`
+	UID      uint32           `json:"uid"`
+	GID      uint32           `json:"gid"`
+	Mounts   []PublishedMount `json:"mounts"`
+	Reserved []ReservedTarget `json:"reserved,omitempty"`
+	// CreatedAt and UpdatedAt are those of the session's record (zero
+	// for a session that only holds reservations).
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// AttachRequest names the running container to attach a session's mounts
+// to: the pid of its init process as the host sees it.
+type AttachRequest struct {
+	PID int `json:"pid"`
+}
+
+// UnpublishResult is what an unpublish removed and what it could not.
+type UnpublishResult struct {
+	Session string `json:"session"`
+	// Removed are the mounts the session had.
+	Removed []PublishedMount `json:"removed"`
+	// Problems are what could not be removed (empty when all went).
+	Problems []string `json:"problems"`
 }
 
 // CreateViewRequest adds a session view. Folder is a folder id, or a

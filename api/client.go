@@ -270,6 +270,93 @@ func (c *Client) RemoveView(ctx context.Context, session, name string) (View, er
 	return v, err
 }
 
+// Members calls GET /v1/projects/{project}/members.
+func (c *Client) Members(ctx context.Context, project string) ([]Membership, error) {
+	if err := checkSegment("project", project); err != nil {
+		return nil, err
+	}
+	var m []Membership
+	err := c.do(ctx, http.MethodGet, "/projects/"+url.PathEscape(project)+"/members", nil, nil, &m)
+	return m, err
+}
+
+// SetMember calls PUT /v1/projects/{project}/members/{user}; perm "" means
+// each folder's own permission.
+func (c *Client) SetMember(ctx context.Context, project, user string, perm meta.Permission) (Membership, error) {
+	var m Membership
+	err := c.memberCall(ctx, http.MethodPut, project, user, SetMemberRequest{Permission: perm}, &m)
+	return m, err
+}
+
+// RemoveMember calls DELETE /v1/projects/{project}/members/{user} and
+// returns the removed membership.
+func (c *Client) RemoveMember(ctx context.Context, project, user string) (Membership, error) {
+	var m Membership
+	err := c.memberCall(ctx, http.MethodDelete, project, user, nil, &m)
+	return m, err
+}
+
+func (c *Client) memberCall(ctx context.Context, method, project, user string, body, out any) error {
+	if err := checkSegment("project", project); err != nil {
+		return err
+	}
+	if err := checkSegment("user", user); err != nil {
+		return err
+	}
+	return c.do(ctx, method, "/projects/"+url.PathEscape(project)+"/members/"+url.PathEscape(user), nil, body, out)
+}
+
+// Sessions calls GET /v1/sessions.
+func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
+	var s []Session
+	err := c.do(ctx, http.MethodGet, "/sessions", nil, nil, &s)
+	return s, err
+}
+
+// Session calls GET /v1/sessions/{session}.
+func (c *Client) Session(ctx context.Context, session string) (Session, error) {
+	var s Session
+	err := c.sessionCall(ctx, http.MethodGet, session, "", nil, &s)
+	return s, err
+}
+
+// Publish calls POST /v1/sessions/{session}/publish.
+func (c *Client) Publish(ctx context.Context, session string, req PublishRequest) (Session, error) {
+	var s Session
+	err := c.sessionCall(ctx, http.MethodPost, session, "/publish", req, &s)
+	return s, err
+}
+
+// Attach calls POST /v1/sessions/{session}/attach.
+func (c *Client) Attach(ctx context.Context, session string, pid int) (Session, error) {
+	var s Session
+	err := c.sessionCall(ctx, http.MethodPost, session, "/attach", AttachRequest{PID: pid}, &s)
+	return s, err
+}
+
+// Unpublish calls POST /v1/sessions/{session}/unpublish. The daemon
+// answers 200 also when it could not remove everything: see Problems.
+func (c *Client) Unpublish(ctx context.Context, session string) (UnpublishResult, error) {
+	var r UnpublishResult
+	err := c.sessionCall(ctx, http.MethodPost, session, "/unpublish", nil, &r)
+	return r, err
+}
+
+func (c *Client) sessionCall(ctx context.Context, method, session, suffix string, body, out any) error {
+	if err := checkSegment("session id", session); err != nil {
+		return err
+	}
+	return c.do(ctx, method, "/sessions/"+url.PathEscape(session)+suffix, nil, body, out)
+}
+
+// checkSegment refuses path segments that cannot be sent.
+func checkSegment(what, v string) error {
+	if v == "" || v == "." || v == ".." {
+		return invalidArg("%s %q is not valid", what, v)
+	}
+	return nil
+}
+
 func invalidArg(format string, args ...any) *Error {
 	return &Error{Code: CodeInvalid, Message: fmt.Sprintf(format, args...)}
 }

@@ -215,6 +215,8 @@ func commands(st *state) []*cli.Command {
 			},
 		},
 		viewCommand(st),
+		memberCommand(st),
+		mountCommand(st),
 	}
 }
 

@@ -29,6 +29,12 @@ type fakeAPI struct {
 	views    map[string]api.View // session views by "session/name"
 	lastView api.CreateViewRequest
 	requests []string // "METHOD /path?query body"
+
+	members     map[string]api.Membership // by "project/user"
+	sessions    map[string]api.Session
+	lastPublish api.PublishRequest
+	lastAttach  api.AttachRequest
+	problems    []string // what the next unpublish reports
 }
 
 func startFakeAPI(t *testing.T) *fakeAPI {
@@ -39,6 +45,8 @@ func startFakeAPI(t *testing.T) *fakeAPI {
 		scopes:   map[string]api.QuotaScope{},
 		policies: map[meta.ScopeID]api.Policy{},
 		views:    map[string]api.View{},
+		members:  map[string]api.Membership{},
+		sessions: map[string]api.Session{},
 	}
 	ln, err := net.Listen("unix", f.socket)
 	if err != nil {
@@ -101,6 +109,7 @@ func startFakeAPI(t *testing.T) *fakeAPI {
 	mux.HandleFunc("GET /v1/views", f.listViews)
 	mux.HandleFunc("POST /v1/views", f.addView)
 	mux.HandleFunc("DELETE /v1/views/sessions/{session}/{name}", f.removeView)
+	f.sessionRoutes(mux)
 
 	srv := httptest.NewUnstartedServer(f.recording(mux))
 	srv.Listener = ln

@@ -1,8 +1,9 @@
 // Command vfolder is the admin CLI of vfolderd: it creates, lists, renames,
 // trashes, restores and purges virtual folders, sets quota scopes and
-// resource policies, and lists, adds and removes views of folders in the
-// daemon's FUSE namespace, by calling the daemon's local API (package api) over
-// its unix socket. It never opens the metadata store itself: the daemon
+// resource policies, lists, adds and removes views of folders in the
+// daemon's FUSE namespace, manages project membership and publishes folders
+// into compute sessions (containers), by calling the daemon's local API
+// (package api) over its unix socket. It never opens the metadata store itself: the daemon
 // owns it.
 //
 // # Exit codes

@@ -23,19 +23,33 @@
 //     answers ENOTCONN, or a FUSE mount named "vfolder" is at that path)
 //     is detached first; without root or /dev/fuse the daemon exits
 //     with an error saying so. Then every standing view (users/,
-//     projects/) is built from the store. Session views are not persisted
-//     yet: they start empty;
-//  7. bind the socket (refusing one something still answers on, replacing
+//     projects/) is built from the store;
+//  7. reconcile the published sessions (service.StartSessions): their
+//     views are made again and published on the same host paths under
+//     sessions_dir, on top of the dead mounts of the previous FUSE
+//     connection, so containers that kept running work again; sessions
+//     whose folders are gone are cleaned. Nothing is mounted under
+//     sessions_dir until a session exists;
+//  8. bind the socket (refusing one something still answers on, replacing
 //     a stale one) and serve.
 //
 // # Stop
 //
-// On SIGTERM or SIGINT: stop accepting API calls, let in-flight ones
-// finish (up to shutdownTimeout, after which they are cut and interrupted
-// purges resume at the next start), unmount the FUSE namespace (aborting
-// the connection if copies of the mount live on elsewhere), close the
-// store, remove the socket, release the lock, exit 0. A second signal
-// during shutdown kills the process at once.
+// On SIGTERM or SIGINT while sessions are published (and without
+// force_stop / --force-stop), the daemon refuses: it logs how many
+// sessions are live and keeps serving, because stopping makes every
+// mount of those sessions fail (ENOTCONN) until the daemon is back. A
+// second signal stops it anyway (forced); the session records and their
+// host mounts stay, and the next start reconciles them. To stop cleanly,
+// unpublish the sessions first.
+//
+// Stopping: stop accepting API calls, let in-flight ones finish (up to
+// shutdownTimeout, after which they are cut and interrupted purges resume
+// at the next start), release the sessions directory when no session is
+// left, unmount the FUSE namespace (aborting the connection if copies of
+// the mount live on elsewhere: published sessions hold such copies),
+// close the store, remove the socket, release the lock, exit 0. A further
+// signal during the shutdown kills the process at once.
 package main
 
 import (
@@ -106,6 +120,8 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "admin-group", EnvVars: env("ADMIN_GROUP"), Usage: "`GROUP` (name or gid) allowed on the API besides root"},
 			&cli.StringFlag{Name: "mount-point", EnvVars: env("MOUNT_POINT"), Usage: "`DIR` of the FUSE namespace (default " + config.DefaultMountPoint + ")"},
 			&cli.BoolFlag{Name: "no-fuse", EnvVars: env("NO_FUSE"), Usage: "do not mount the FUSE namespace: serve the API without views (config: fuse = false)"},
+			&cli.StringFlag{Name: "sessions-dir", EnvVars: env("SESSIONS_DIR"), Usage: "`DIR` where published sessions are mounted for containers (default " + config.DefaultSessionsDir + ")"},
+			&cli.BoolFlag{Name: "force-stop", EnvVars: env("FORCE_STOP"), Usage: "stop on the first SIGTERM even while sessions are published (config: force_stop)"},
 			&cli.StringFlag{Name: "log-level", EnvVars: env("LOG_LEVEL"), Usage: "`LEVEL`: trace, debug, info, warn, error (default warn)"},
 		},
 		HideHelpCommand: true,
@@ -154,6 +170,10 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	num("view-gid", &cfg.ViewGID)
 	str("admin-group", &cfg.AdminGroup)
 	str("mount-point", &cfg.MountPoint)
+	str("sessions-dir", &cfg.SessionsDir)
+	if c.IsSet("force-stop") {
+		cfg.ForceStop = c.Bool("force-stop")
+	}
 	if c.IsSet("no-fuse") {
 		cfg.FUSE = !c.Bool("no-fuse")
 	}
@@ -216,8 +236,9 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	// Start-up steps are short and run to completion; signals are watched
 	// once serving.
 	ctx := context.Background()
-	sigCtx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 
 	lock, err := lockState(cfg.StateDir)
 	if err != nil {
@@ -253,10 +274,10 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		DefaultScopeLimit: cfg.DefaultScopeLimit,
 		ViewUID:           uint32(cfg.ViewUID),
 		ViewGID:           uint32(cfg.ViewGID),
-		MountPoint:        cfg.MountPoint,
+		MountPoint:        fuseMountPoint(cfg.MountPoint),
 		// QUOTA: Usage and ScopeChanged come from the quota manager once
-		// it is wired. MountedBy: the service knows the session views
-		// itself.
+		// it is wired. MountedBy: the service knows the session views and
+		// the published sessions itself.
 		Log: log,
 	})
 	defer svc.Close()
@@ -298,6 +319,18 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 			return err
 		}
 		log.Info().Str("mount_point", cfg.MountPoint).Msg("FUSE namespace mounted")
+		newMounts := func() (service.Mounts, error) { return service.NewMounts(cfg.SessionsDir, log) }
+		if err := svc.StartSessions(ctx, newMounts, hasEntries(cfg.SessionsDir)); err != nil {
+			// Folders and views still work; publishing reports the
+			// problem again.
+			log.Error().Err(err).Str("sessions_dir", cfg.SessionsDir).Msg("cannot reconcile the published sessions")
+		}
+		// Runs before the file system's Close (deferred above).
+		defer func() {
+			if cerr := svc.CloseSessions(context.Background()); cerr != nil {
+				log.Warn().Err(cerr).Str("sessions_dir", cfg.SessionsDir).Msg("releasing the sessions directory")
+			}
+		}()
 	} else {
 		log.Warn().Msg("FUSE is disabled (fuse = false): serving the API without views")
 	}
@@ -318,13 +351,13 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
 		Str("version", daemonVersion()).Msg("vfolderd ready")
 
-	select {
-	case err := <-served:
+	if err := waitForStop(parent, served, sigs, svc, cfg.ForceStop, log); err != nil {
 		l.Close()
-		return fmt.Errorf("API server stopped: %w", err)
-	case <-sigCtx.Done():
+		return err
 	}
-	stop() // a second signal now kills the process
+	// A further signal during the shutdown kills the process at once.
+	signal.Stop(sigs)
+	signal.Reset(syscall.SIGTERM, syscall.SIGINT)
 	log.Info().Msg("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -335,6 +368,63 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	}
 	<-served
 	return nil
+}
+
+// waitForStop serves until a signal asks to stop. While sessions are
+// published, a signal is refused (logged) unless force is set or it is
+// the second one. The end of ctx stops it like a forced signal. It
+// returns an error only when the API server stopped by itself.
+func waitForStop(ctx context.Context, served <-chan error, sigs <-chan os.Signal, svc *service.Service, force bool, log zerolog.Logger) error {
+	refused := false
+	for {
+		select {
+		case err := <-served:
+			return fmt.Errorf("API server stopped: %w", err)
+		case <-ctx.Done():
+			return nil
+		case sig := <-sigs:
+			live, err := svc.LiveSessions(context.WithoutCancel(ctx))
+			if err != nil {
+				log.Error().Err(err).Msg("cannot tell whether sessions are published; stopping")
+				return nil
+			}
+			switch {
+			case len(live) == 0:
+				return nil
+			case force:
+				log.Warn().Int("sessions", len(live)).Strs("ids", live).Str("signal", sig.String()).
+					Msg("stopping with published sessions (force_stop): their mounts fail until vfolderd is back and reconciles them")
+				return nil
+			case refused:
+				log.Warn().Int("sessions", len(live)).Strs("ids", live).Str("signal", sig.String()).
+					Msg("second signal: stopping with published sessions; their mounts fail until vfolderd is back and reconciles them")
+				return nil
+			}
+			refused = true
+			log.Warn().Int("sessions", len(live)).Strs("ids", live).Str("signal", sig.String()).
+				Msg("refusing to stop: sessions are published and their mounts would fail until vfolderd is back; unpublish them, or send the signal again to stop anyway (force_stop makes one signal enough)")
+		}
+	}
+}
+
+// fuseMountPoint is the mount point as package fs mounts it (absolute,
+// clean), for the service's view paths.
+func fuseMountPoint(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// hasEntries reports whether dir exists and is not empty.
+func hasEntries(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	return len(names) > 0
 }
 
 // removeSocket removes the socket file if it is still the one we bound.

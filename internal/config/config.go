@@ -20,8 +20,13 @@
 // operators of the reference system commonly use; view_uid/view_gid
 // default to 1000 (the container user "work"). fuse defaults to true: the
 // daemon mounts its FUSE namespace at mount_point (which needs root and
-// /dev/fuse); fuse = false serves the API without views. See
-// contrib/vfolderd.toml.sample for every key.
+// /dev/fuse); fuse = false serves the API without views (and without
+// sessions). sessions_dir (default /run/vfolder/sessions) is where
+// published sessions' views are mounted for container runtimes; like
+// state_dir it is node-local, and it must not overlap mount_point or
+// state_dir. force_stop (default false) lets one SIGTERM stop a daemon
+// that has published sessions. See contrib/vfolderd.toml.sample for every
+// key.
 //
 // The package does no I/O besides reading the file and stat-ing paths in
 // Validate; it is safe for concurrent reads once built.
@@ -49,9 +54,12 @@ import (
 const (
 	DefaultStateDir   = "/var/lib/vfolder"
 	DefaultMountPoint = "/run/vfolder/mnt"
-	DefaultStorageID  = 1100
-	DefaultViewID     = 1000
-	DefaultLogLevel   = "warn"
+	// DefaultSessionsDir is where published session views are mounted on
+	// the host (package mountd's root).
+	DefaultSessionsDir = "/run/vfolder/sessions"
+	DefaultStorageID   = 1100
+	DefaultViewID      = 1000
+	DefaultLogLevel    = "warn"
 	// MaxID is the largest uid/gid accepted (2^32-2; 2^32-1 is the kernel's
 	// "no id" value).
 	MaxID = 1<<32 - 2
@@ -89,6 +97,14 @@ type Config struct {
 	AdminGroup string
 	// MountPoint is where the FUSE namespace is mounted.
 	MountPoint string
+	// SessionsDir is where published sessions' views are mounted on the
+	// host for container runtimes to bind (node-local, never in a volume,
+	// apart from MountPoint and StateDir).
+	SessionsDir string
+	// ForceStop lets SIGTERM stop the daemon at once while sessions are
+	// published; without it the first signal is refused and a second one
+	// is needed.
+	ForceStop bool
 	// FUSE mounts the FUSE namespace at MountPoint; default true. Without
 	// it the daemon serves the API (folders, quotas, policies) but no
 	// views.
@@ -114,6 +130,7 @@ func Default() *Config {
 		ViewGID:          DefaultViewID,
 		Socket:           api.DefaultSocket,
 		MountPoint:       DefaultMountPoint,
+		SessionsDir:      DefaultSessionsDir,
 		FUSE:             true,
 		LogLevel:         DefaultLogLevel,
 		AutoCreateScopes: true,
@@ -139,6 +156,8 @@ type file struct {
 	Socket            *string               `toml:"socket"`
 	AdminGroup        *adminGroup           `toml:"admin_group"`
 	MountPoint        *string               `toml:"mount_point"`
+	SessionsDir       *string               `toml:"sessions_dir"`
+	ForceStop         *bool                 `toml:"force_stop"`
 	FUSE              *bool                 `toml:"fuse"`
 	LogLevel          *string               `toml:"log_level"`
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
@@ -248,6 +267,8 @@ func (c *Config) merge(text string) error {
 		c.AdminGroup = string(*f.AdminGroup)
 	}
 	setIf(&c.MountPoint, f.MountPoint)
+	setIf(&c.SessionsDir, f.SessionsDir)
+	setIf(&c.ForceStop, f.ForceStop)
 	setIf(&c.FUSE, f.FUSE)
 	setIf(&c.LogLevel, f.LogLevel)
 	setIf(&c.AutoCreateScopes, f.AutoCreateScopes)
@@ -387,6 +408,19 @@ func (c *Config) Validate() error {
 		sd, mp := resolveExisting(c.StateDir), resolveExisting(c.MountPoint)
 		if within(sd, mp) || within(mp, sd) {
 			add("mount_point", "%q overlaps state_dir %q", c.MountPoint, c.StateDir)
+		}
+	}
+	checkLocal("sessions_dir", c.SessionsDir)
+	if filepath.IsAbs(c.SessionsDir) {
+		sd := resolveExisting(c.SessionsDir)
+		for _, o := range []struct{ field, p string }{{"mount_point", c.MountPoint}, {"state_dir", c.StateDir}} {
+			if !filepath.IsAbs(o.p) {
+				continue
+			}
+			op := resolveExisting(o.p)
+			if within(sd, op) || within(op, sd) {
+				add("sessions_dir", "%q overlaps %s %q", c.SessionsDir, o.field, o.p)
+			}
 		}
 	}
 	if c.Socket != "" && strings.HasSuffix(c.Socket, "/") {

@@ -97,6 +97,7 @@ func validConfig(t *testing.T) *Config {
 	c.StateDir = filepath.Join(t.TempDir(), "state")
 	c.Socket = filepath.Join(t.TempDir(), "s.sock")
 	c.MountPoint = filepath.Join(t.TempDir(), "mnt")
+	c.SessionsDir = filepath.Join(t.TempDir(), "sessions")
 	if err := c.Validate(); err != nil {
 		t.Fatalf("valid config rejected: %v", err)
 	}
@@ -128,6 +129,12 @@ func TestValidate(t *testing.T) {
 		{"group", func(c *Config) { c.AdminGroup = "no-such-group-vf" }, "admin_group"},
 		{"limit", func(c *Config) { c.DefaultScopeLimit = -1 }, "default_scope_limit"},
 		{"mount in state", func(c *Config) { c.MountPoint = filepath.Join(c.StateDir, "mnt") }, "mount_point"},
+		{"sessions inside volume", func(c *Config) { c.SessionsDir = filepath.Join(c.Volumes["local"].Path, "sess") }, "sessions_dir: "},
+		{"sessions relative", func(c *Config) { c.SessionsDir = "sessions" }, "sessions_dir: \"sessions\" is not an absolute"},
+		{"sessions in mount point", func(c *Config) { c.SessionsDir = filepath.Join(c.MountPoint, "sessions") }, "sessions_dir: "},
+		{"mount point in sessions", func(c *Config) { c.SessionsDir = filepath.Dir(c.MountPoint) }, "overlaps mount_point"},
+		{"sessions in state", func(c *Config) { c.SessionsDir = filepath.Join(c.StateDir, "s") }, "overlaps state_dir"},
+		{"sessions empty", func(c *Config) { c.SessionsDir = "" }, "sessions_dir: is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig(t)
@@ -227,6 +234,25 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = c.Validate()
 	})
+}
+
+func TestSessionKeys(t *testing.T) {
+	c, err := Parse("")
+	if err != nil || c.SessionsDir != DefaultSessionsDir || c.ForceStop {
+		t.Fatalf("defaults: sessions_dir %q force_stop %v, %v", c.SessionsDir, c.ForceStop, err)
+	}
+	c, err = Parse("sessions_dir = \"/run/vf-test/sessions\"\nforce_stop = true")
+	if err != nil || c.SessionsDir != "/run/vf-test/sessions" || !c.ForceStop {
+		t.Errorf("set: sessions_dir %q force_stop %v, %v", c.SessionsDir, c.ForceStop, err)
+	}
+	if _, err := Parse(`force_stop = "yes"`); err == nil || !strings.Contains(err.Error(), "force_stop") {
+		t.Errorf("force_stop = \"yes\": %v; want an error naming the key", err)
+	}
+	v := validConfig(t)
+	v.SessionsDir = filepath.Join(t.TempDir(), "sessions")
+	if err := v.Validate(); err != nil {
+		t.Errorf("a separate sessions_dir: %v", err)
+	}
 }
 
 func TestFUSESwitch(t *testing.T) {

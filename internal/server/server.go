@@ -411,6 +411,14 @@ func (s *Server) routes() {
 	s.handle("GET /v1/views", s.listViews)
 	s.handle("POST /v1/views", s.addView)
 	s.handle("DELETE /v1/views/sessions/{session}/{name}", s.removeView)
+	s.handle("GET /v1/projects/{project}/members", s.listMembers)
+	s.handle("PUT /v1/projects/{project}/members/{user}", s.setMember)
+	s.handle("DELETE /v1/projects/{project}/members/{user}", s.removeMember)
+	s.handle("GET /v1/sessions", s.listSessions)
+	s.handle("GET /v1/sessions/{session}", s.getSession)
+	s.handle("POST /v1/sessions/{session}/publish", s.publish)
+	s.handle("POST /v1/sessions/{session}/attach", s.attach)
+	s.handle("POST /v1/sessions/{session}/unpublish", s.unpublish)
 }
 
 func invalid(format string, a ...any) error {
@@ -453,6 +461,31 @@ func ownerParam(q url.Values) (meta.ScopeID, error) {
 		return meta.ScopeID{}, fmt.Errorf("owner: %w", err)
 	}
 	return id, nil
+}
+
+// decodeOptional is decode where an empty body means the zero value.
+func decodeOptional(r *http.Request, v any) error {
+	body := http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
+	b, err := io.ReadAll(body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return invalid("request body is larger than %d bytes", MaxBodyBytes)
+		}
+		return invalid("request body: %v", err)
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return invalid("request body: %v", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return invalid("request body has data after the JSON object")
+	}
+	return nil
 }
 
 // decode reads a JSON body into v strictly.
@@ -694,5 +727,88 @@ func (s *Server) removeView(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	v, err := s.svc.RemoveSessionView(r.Context(), r.PathValue("session"), r.PathValue("name"))
+	return http.StatusOK, v, err
+}
+
+func (s *Server) listMembers(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	m, err := s.svc.Members(r.Context(), r.PathValue("project"))
+	return http.StatusOK, m, err
+}
+
+// setMember takes an optional body: none means "each folder's own
+// permission".
+func (s *Server) setMember(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	var req api.SetMemberRequest
+	if err := decodeOptional(r, &req); err != nil {
+		return 0, nil, err
+	}
+	m, err := s.svc.SetMember(r.Context(), r.PathValue("project"), r.PathValue("user"), req.Permission)
+	return http.StatusOK, m, err
+}
+
+func (s *Server) removeMember(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	m, err := s.svc.RemoveMember(r.Context(), r.PathValue("project"), r.PathValue("user"))
+	return http.StatusOK, m, err
+}
+
+func (s *Server) listSessions(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	v, err := s.svc.Sessions(r.Context())
+	return http.StatusOK, v, err
+}
+
+func (s *Server) getSession(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	v, err := s.svc.Session(r.Context(), r.PathValue("session"))
+	return http.StatusOK, v, err
+}
+
+func (s *Server) publish(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	var req api.PublishRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	v, err := s.svc.Publish(r.Context(), r.PathValue("session"), req)
+	return http.StatusOK, v, err
+}
+
+func (s *Server) attach(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	var req api.AttachRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	v, err := s.svc.Attach(r.Context(), r.PathValue("session"), req.PID)
+	return http.StatusOK, v, err
+}
+
+// unpublish answers 200 whenever the session id is well-formed: what
+// could not be removed is listed in the body.
+func (s *Server) unpublish(r *http.Request) (int, any, error) {
+	if _, err := query(r); err != nil {
+		return 0, nil, err
+	}
+	if err := decodeOptional(r, &struct{}{}); err != nil {
+		return 0, nil, err
+	}
+	v, err := s.svc.Unpublish(r.Context(), r.PathValue("session"))
 	return http.StatusOK, v, err
 }

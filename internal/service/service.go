@@ -36,20 +36,31 @@
 // # Views
 //
 // Once StartViews has handed it the mounted FUSE namespace (package fs),
-// the service keeps the views in step with the folders (views.go): every
-// live folder shows under users/<owner>/ or projects/<owner>/ at its
-// permission, and create, rename, trash, restore and purge update that at
-// once. Session views are added and removed through the API, are kept in
-// memory only (not persisted yet: gone after a restart), and pin their
-// folder: trash and purge refuse a folder that a session has a view of.
+// the service keeps the views in step with the folders and memberships
+// (views.go): every live folder shows under its owner (users/<uuid>/ or
+// projects/<uuid>/) at its permission, and the folders of a user's
+// projects show under users/<uuid>/ too (reach); create, rename, trash,
+// restore, purge and membership changes update that at once. Session
+// views come from the views API (kept in memory only) and from published
+// sessions (members.go, sessions.go).
+//
+// # Sessions
+//
+// Publish, Unpublish and Attach (sessions.go) make folders available to
+// containers: session views plus host mounts under the sessions directory
+// (Mounts, package mountd), recorded as meta.Session so that StartSessions
+// can publish them again after a restart. A folder that a session view
+// shows, or that a session record mounts, cannot be trashed or purged.
 //
 // # Plug points
 //
 // Usage figures come from a UsageSource (the quota manager plugs in
 // there; until then NoUsage reports zero). MountedBy (the method) names
 // the sessions that have a folder mounted: those with a session view of
-// it, plus what the MountedBy option reports; trash and purge refuse such
-// folders. ScopeChanged, when set, is told about every limit change.
+// it, those whose records mount it (meta.Store.SessionsUsingFolder), plus
+// what the MountedBy option reports; trash and purge refuse such folders.
+// ScopeChanged, when set, is told about every limit change. Mounts is the
+// host side of sessions (NewMounts over package mountd; fakes in tests).
 //
 // All methods are safe for concurrent use once the volumes are attached.
 package service
@@ -140,10 +151,19 @@ type Service struct {
 
 	// viewMu guards the fields below and serialises view changes with
 	// the checks they depend on (see views.go).
-	viewMu   sync.Mutex
-	views    Views                      // nil until StartViews
-	standing map[string][]vfs.ViewSpec  // folder id -> its standing views
-	sessions map[viewPlace]vfs.ViewSpec // session views
+	viewMu    sync.Mutex
+	views     Views                              // nil until StartViews
+	standing  map[keyDir]map[string]vfs.ViewSpec // standing views by key directory and name
+	sessions  map[viewPlace]vfs.ViewSpec         // session views
+	published map[viewPlace]bool                 // session views that belong to published sessions
+
+	// pubMu guards the fields below and serialises publish, unpublish,
+	// attach and reconcile (see sessions.go); it is taken before viewMu,
+	// never after.
+	pubMu     sync.Mutex
+	newMounts func() (Mounts, error)       // nil: sessions are not available
+	mounts    Mounts                       // made by newMounts on first need
+	slots     map[string]map[string]string // session -> reserved key -> target
 }
 
 // New returns a service over store. Attach volumes, then Recover, before
@@ -154,7 +174,8 @@ func New(store meta.Store, opts Options) *Service {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{store: store, opts: opts, log: opts.Log, vols: map[string]*attached{}, base: ctx, cancel: cancel,
-		standing: map[string][]vfs.ViewSpec{}, sessions: map[viewPlace]vfs.ViewSpec{}}
+		standing: map[keyDir]map[string]vfs.ViewSpec{}, sessions: map[viewPlace]vfs.ViewSpec{},
+		published: map[viewPlace]bool{}, slots: map[string]map[string]string{}}
 }
 
 // AttachVolume opens a configured volume, checks (or, on an empty volume,
@@ -402,7 +423,7 @@ func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest)
 		return api.Folder{}, fmt.Errorf("create folder %q: the directory exists but the record stays %q until the next start: %w", req.Name, meta.StatusPerforming, err)
 	}
 	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Str("owner", f.Owner.String()).Str("volume", f.Volume).Msg("folder created")
-	s.syncStanding(ctx, f.ID)
+	s.syncOwner(ctx, f.Owner)
 	return s.toAPI(f), nil
 }
 
@@ -553,14 +574,19 @@ func (s *Service) Rename(ctx context.Context, ref string, owner meta.ScopeID, ne
 		return api.Folder{}, err
 	}
 	s.log.Info().Str("folder", f.ID).Str("from", old).Str("to", newName).Msg("folder renamed")
-	s.syncStanding(ctx, f.ID)
+	s.syncOwner(ctx, f.Owner)
 	return s.toAPI(f), nil
 }
 
 // checkNotMounted refuses a folder that live sessions have mounted.
-// viewMu is held.
+// viewMu is held. When the store cannot tell, the folder counts as
+// mounted.
 func (s *Service) checkNotMounted(f meta.Folder, action string) error {
-	if sess := s.mountedByLocked(f.ID); len(sess) > 0 {
+	sess, err := s.mountedByLocked(f.ID)
+	if err != nil {
+		return fmt.Errorf("folder %q cannot be %s: cannot tell which sessions mount it: %w", f.Name, action, err)
+	}
+	if len(sess) > 0 {
 		return fmt.Errorf("%w: folder %q is mounted by session(s) %s; it cannot be %s until they end", meta.ErrConflict, f.Name, strings.Join(sess, ", "), action)
 	}
 	return nil
@@ -594,7 +620,7 @@ func (s *Service) Trash(ctx context.Context, ref string, owner meta.ScopeID) (ap
 		return api.Folder{}, err
 	}
 	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("folder trashed")
-	s.applyFolder(f)
+	s.syncOwnerLocked(ctx, f.Owner)
 	return s.toAPI(f), nil
 }
 
@@ -615,7 +641,7 @@ func (s *Service) Restore(ctx context.Context, ref string, owner meta.ScopeID) (
 		return api.Folder{}, err
 	}
 	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("folder restored")
-	s.syncStanding(ctx, f.ID)
+	s.syncOwner(ctx, f.Owner)
 	return s.toAPI(f), nil
 }
 
@@ -643,7 +669,7 @@ func (s *Service) Purge(ctx context.Context, ref string, owner meta.ScopeID, con
 	}
 	out := s.toAPI(f)
 	err = s.finishPurge(f)
-	s.syncStanding(ctx, f.ID)
+	s.syncOwner(ctx, f.Owner)
 	if err != nil {
 		return api.Folder{}, err
 	}

@@ -3,22 +3,31 @@ package service
 // This file keeps the FUSE namespace (package fs) in step with the folders.
 //
 // Standing views (users/<uuid>/<name>, projects/<uuid>/<name>) are a
-// projection of the store: after every change of a folder the service
-// reads the folder's record again and makes its standing views match it
-// (syncStanding); at start it rebuilds all of them (StartViews). The
-// store stays the truth: a view that cannot be made (the folder's
-// directory is missing, say) is logged and the folder operation still
-// succeeds; the next start tries again.
+// projection of the store, computed per key directory: projects/<p>/
+// holds the project's live folders; users/<u>/ holds what reach says the
+// user reaches (owned folders and the folders of the user's projects,
+// with the naming rule for clashes). After every change of a folder the
+// service recomputes the key directories that depend on its owner (the
+// owner's, and for a project every member's), and after a membership
+// change the member's (syncOwner, syncKeysLocked), then applies the
+// difference: removals first, then additions. At start it rebuilds all of
+// them (StartViews). The store stays the truth: a view that cannot be
+// made (the folder's directory is missing, say) is logged and the folder
+// operation still succeeds; the next start tries again.
 //
-// Session views (sessions/<session>/<name>) are added and removed through
-// the API. They live in memory only: after a restart they are gone (the
-// container runtime adds them again). A folder with session views cannot
-// be trashed or purged: MountedBy names the sessions.
+// Session views (sessions/<session>/<name>) come from two places: the
+// views API (AddSessionView, kept in memory only) and published sessions
+// (sessions.go, persisted as session records and rebuilt at start). A
+// view of a published session cannot be removed through the views API:
+// unpublish removes it. A folder with session views, or mounted by a
+// session record, cannot be trashed or purged: MountedBy names the
+// sessions.
 //
 // viewMu serialises every change of the views and the checks that depend
-// on them: adding a session view checks that the folder is live, and
-// trashing checks that no session has a view, each under viewMu together
-// with the change, so that a view of a trashed folder can never appear.
+// on them: adding a session view (or publishing) checks that the folder
+// is live, and trashing checks that no session has it, each under viewMu
+// together with the change, so that a view of a trashed folder can never
+// appear.
 
 import (
 	"context"
@@ -54,65 +63,202 @@ type viewPlace struct{ ns, key, name string }
 func placeOf(v vfs.ViewSpec) viewPlace { return viewPlace{v.Namespace, v.Key, v.Name} }
 
 // reachEntry is one place where a folder shows up among the standing
-// views, and the mode it has there.
+// views: its key directory, its name there and its mode.
 type reachEntry struct {
-	ns, key string
-	mode    meta.Permission
+	ns, key, name string
+	mode          meta.Permission
+	folder        meta.Folder
 }
 
-// reach decides who reaches a folder through the standing views, and at
-// which permission: it is the one answer to "which folders can this user
-// (or project) reach" behind users/<uuid>/ and projects/<uuid>/. Only live
-// folders are reachable.
+// memberFolders are the folders of one project a user is a member of.
+type memberFolders struct {
+	m       meta.Membership
+	folders []meta.Folder
+}
+
+// projectTag is the suffix that tells a project folder apart from a
+// folder of the same name the user reaches otherwise.
+func projectTag(project string, full bool) string {
+	if full {
+		return "@" + project
+	}
+	return "@" + project[:8]
+}
+
+// reach decides which folders one user reaches through users/<uuid>/,
+// under which names and at which permission. It is the one answer to
+// "which folders can this user use", also for publishing.
 //
-// It covers owned folders only, until project membership lands in the
-// store: a user reaches the folders the user owns, at the folder's
-// permission, and a project's folders show under projects/<uuid>/. Once
-// membership (and invitations) are modelled, this is where a project
-// folder is added under users/<member>/ for every member (at the folder's
-// permission, capped by a per-user override) and a shared folder under
-// its invitees.
-func reach(f meta.Folder) []reachEntry {
-	if !f.Status.Live() {
-		return nil
+//   - Folders the user owns show by their name, at the folder's
+//     permission.
+//   - Folders of every project the user is a member of show at the
+//     membership's permission when it is set, else at the folder's
+//     permission. A project's ".local" is left out (it is mounted per
+//     user by publish, as a subfolder).
+//   - Names: an owned folder keeps its plain name. A project folder keeps
+//     its plain name unless another reached folder (owned, or of another
+//     project) has it; then it shows as "<name>@<project hex[:8]>", or
+//     "<name>@<project hex>" if that is taken too. A project folder whose
+//     every candidate name is taken is left out.
+//
+// Only live folders are reached. The result is sorted by name.
+func reach(user string, owned []meta.Folder, shared []memberFolders) []reachEntry {
+	var out []reachEntry
+	taken := map[string]bool{}
+	for _, f := range owned {
+		if !f.Status.Live() || f.Owner.Kind != meta.KindUser || f.Owner.UUID != user {
+			continue
+		}
+		out = append(out, reachEntry{ns: vfs.NSUsers, key: user, name: f.Name, mode: f.Permission, folder: f})
+		taken[f.Name] = true
 	}
-	switch f.Owner.Kind {
-	case meta.KindUser:
-		return []reachEntry{{ns: vfs.NSUsers, key: f.Owner.Hex(), mode: f.Permission}}
-	case meta.KindProject:
-		return []reachEntry{{ns: vfs.NSProjects, key: f.Owner.Hex(), mode: f.Permission}}
+	count := map[string]int{}
+	var cands []reachEntry
+	for _, mf := range shared {
+		for _, f := range mf.folders {
+			if !f.Status.Live() || f.Owner.Kind != meta.KindProject || f.Owner.UUID != mf.m.Project || meta.IsAutomount(f.Name) {
+				continue
+			}
+			mode := f.Permission
+			if mf.m.Permission.Valid() {
+				mode = mf.m.Permission
+			}
+			cands = append(cands, reachEntry{ns: vfs.NSUsers, key: user, name: f.Name, mode: mode, folder: f})
+			count[f.Name]++
+		}
 	}
-	return nil
+	plain := map[string]bool{}
+	for _, c := range cands {
+		if !taken[c.name] && count[c.name] == 1 {
+			plain[c.name] = true
+		}
+	}
+	for name := range plain {
+		taken[name] = true
+	}
+	// Suffixed names in a fixed order, so that the outcome does not depend
+	// on the order memberships come in.
+	sort.Slice(cands, func(i, j int) bool {
+		if cands[i].name != cands[j].name {
+			return cands[i].name < cands[j].name
+		}
+		return cands[i].folder.Owner.UUID < cands[j].folder.Owner.UUID
+	})
+	for _, c := range cands {
+		if plain[c.name] {
+			out = append(out, c)
+			continue
+		}
+		placed := false
+		for _, full := range []bool{false, true} {
+			n := c.name + projectTag(c.folder.Owner.UUID, full)
+			if !taken[n] && vfs.ValidateEntryName(n) == nil {
+				c.name, placed, taken[n] = n, true, true
+				break
+			}
+		}
+		if placed {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
 }
 
-// standingSpecs are the standing views a folder should have.
-func (s *Service) standingSpecs(f meta.Folder) ([]vfs.ViewSpec, error) {
-	r := reach(f)
-	if len(r) == 0 {
-		return nil, nil
+// reachProject is what projects/<uuid>/ shows: every live folder of the
+// project by its name, at the folder's permission.
+func reachProject(project string, folders []meta.Folder) []reachEntry {
+	var out []reachEntry
+	for _, f := range folders {
+		if f.Status.Live() && f.Owner.Kind == meta.KindProject && f.Owner.UUID == project {
+			out = append(out, reachEntry{ns: vfs.NSProjects, key: project, name: f.Name, mode: f.Permission, folder: f})
+		}
 	}
-	a, err := s.attachedVolume(f.Volume)
+	return out
+}
+
+// keyDir names one key directory of the standing views.
+type keyDir struct{ ns, key string }
+
+func (k keyDir) String() string { return k.ns + "/" + k.key }
+
+// liveFolders lists an owner's live folders.
+func (s *Service) liveFolders(ctx context.Context, owner meta.ScopeID) ([]meta.Folder, error) {
+	return s.store.ListFolders(ctx, meta.FolderFilter{Owner: &owner})
+}
+
+// userReach computes reach for one user from the store.
+func (s *Service) userReach(ctx context.Context, user string) ([]reachEntry, error) {
+	owner := meta.ScopeID{Kind: meta.KindUser, UUID: user}
+	owned, err := s.liveFolders(ctx, owner)
 	if err != nil {
-		return nil, fmt.Errorf("%w: folder %q is on volume %q, which is not configured on this node", ErrUnavailable, f.Name, f.Volume)
+		return nil, err
 	}
-	out := make([]vfs.ViewSpec, 0, len(r))
-	for _, e := range r {
-		out = append(out, vfs.ViewSpec{
-			Namespace:   e.ns,
-			Key:         e.key,
-			Name:        f.Name,
-			VolumeName:  a.rec.Name,
-			VolumePath:  a.rec.Path,
-			FolderRel:   meta.FolderRelPath(f.Owner, f.ID),
-			Mode:        e.mode,
-			UID:         s.opts.ViewUID,
-			GID:         s.opts.ViewGID,
-			RWCanDelete: a.rec.RWCanDelete,
-			FolderID:    f.ID,
-			Scope:       f.Owner,
-		})
+	ms, err := s.store.ProjectsOf(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	shared := make([]memberFolders, 0, len(ms))
+	for _, m := range ms {
+		fs, err := s.liveFolders(ctx, meta.ScopeID{Kind: meta.KindProject, UUID: m.Project})
+		if err != nil {
+			return nil, err
+		}
+		shared = append(shared, memberFolders{m: m, folders: fs})
+	}
+	return reach(user, owned, shared), nil
+}
+
+// wantKey computes the standing views one key directory should hold.
+func (s *Service) wantKey(ctx context.Context, k keyDir) ([]vfs.ViewSpec, error) {
+	var entries []reachEntry
+	switch k.ns {
+	case vfs.NSUsers:
+		r, err := s.userReach(ctx, k.key)
+		if err != nil {
+			return nil, err
+		}
+		entries = r
+	case vfs.NSProjects:
+		fs, err := s.liveFolders(ctx, meta.ScopeID{Kind: meta.KindProject, UUID: k.key})
+		if err != nil {
+			return nil, err
+		}
+		entries = reachProject(k.key, fs)
+	}
+	out := make([]vfs.ViewSpec, 0, len(entries))
+	for _, e := range entries {
+		sp, err := s.standingSpec(e)
+		if err != nil {
+			s.log.Warn().Err(err).Str("folder", e.folder.ID).Str("view", k.String()+"/"+e.name).Msg("folder left out of the views")
+			continue
+		}
+		out = append(out, sp)
 	}
 	return out, nil
+}
+
+// standingSpec is the view of one reach entry.
+func (s *Service) standingSpec(e reachEntry) (vfs.ViewSpec, error) {
+	f := e.folder
+	a, err := s.attachedVolume(f.Volume)
+	if err != nil {
+		return vfs.ViewSpec{}, fmt.Errorf("%w: folder %q is on volume %q, which is not configured on this node", ErrUnavailable, f.Name, f.Volume)
+	}
+	return vfs.ViewSpec{
+		Namespace:   e.ns,
+		Key:         e.key,
+		Name:        e.name,
+		VolumeName:  a.rec.Name,
+		VolumePath:  a.rec.Path,
+		FolderRel:   meta.FolderRelPath(f.Owner, f.ID),
+		Mode:        e.mode,
+		UID:         s.opts.ViewUID,
+		GID:         s.opts.ViewGID,
+		RWCanDelete: a.rec.RWCanDelete,
+		FolderID:    f.ID,
+		Scope:       f.Owner,
+	}, nil
 }
 
 // StartViews hands the service the mounted FUSE namespace and builds every
@@ -144,12 +290,30 @@ func (s *Service) rebuildStanding(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list folders for the views: %w", err)
 	}
-	want := map[viewPlace]vfs.ViewSpec{}
+	keys := map[keyDir]bool{}
 	for _, f := range all {
-		specs, err := s.standingSpecs(f)
+		switch f.Owner.Kind {
+		case meta.KindUser:
+			keys[keyDir{vfs.NSUsers, f.Owner.UUID}] = true
+		case meta.KindProject:
+			if keys[keyDir{vfs.NSProjects, f.Owner.UUID}] {
+				continue
+			}
+			keys[keyDir{vfs.NSProjects, f.Owner.UUID}] = true
+			ms, err := s.store.ListMembers(ctx, f.Owner.UUID)
+			if err != nil {
+				return fmt.Errorf("list members for the views: %w", err)
+			}
+			for _, m := range ms {
+				keys[keyDir{vfs.NSUsers, m.User}] = true
+			}
+		}
+	}
+	want := map[viewPlace]vfs.ViewSpec{}
+	for k := range keys {
+		specs, err := s.wantKey(ctx, k)
 		if err != nil {
-			s.log.Warn().Err(err).Str("folder", f.ID).Msg("folder left out of the views")
-			continue
+			return fmt.Errorf("views of %s: %w", k, err)
 		}
 		for _, sp := range specs {
 			want[placeOf(sp)] = sp
@@ -170,7 +334,7 @@ func (s *Service) rebuildStanding(ctx context.Context) error {
 			delete(have, pl)
 		}
 	}
-	s.standing = map[string][]vfs.ViewSpec{}
+	s.standing = map[keyDir]map[string]vfs.ViewSpec{}
 	added, failed := 0, 0
 	for pl, sp := range want {
 		if _, ok := have[pl]; !ok {
@@ -181,109 +345,157 @@ func (s *Service) rebuildStanding(ctx context.Context) error {
 			}
 			added++
 		}
-		s.standing[sp.FolderID] = append(s.standing[sp.FolderID], sp)
+		s.keepStanding(sp)
 	}
 	s.log.Info().Int("views", len(want)-failed).Int("added", added).Int("failed", failed).Msg("standing views built")
 	return nil
 }
 
+func (s *Service) keepStanding(sp vfs.ViewSpec) {
+	k := keyDir{sp.Namespace, sp.Key}
+	m := s.standing[k]
+	if m == nil {
+		m = map[string]vfs.ViewSpec{}
+		s.standing[k] = m
+	}
+	m[sp.Name] = sp
+}
+
 func (p viewPlace) String() string { return p.ns + "/" + p.key + "/" + p.name }
 
-// syncStanding reads a folder's record and makes its standing views match
-// it: a rename removes the old view and adds the new one, a trash or purge
-// removes it, a create or restore adds it. Failures are logged: the folder
-// operation that called it has already succeeded.
-func (s *Service) syncStanding(ctx context.Context, id string) {
+// ownerKeys are the key directories whose views depend on the folders of
+// owner: the owner's own, and for a project every member's.
+func (s *Service) ownerKeys(ctx context.Context, owner meta.ScopeID) ([]keyDir, error) {
+	switch owner.Kind {
+	case meta.KindUser:
+		return []keyDir{{vfs.NSUsers, owner.UUID}}, nil
+	case meta.KindProject:
+		ms, err := s.store.ListMembers(ctx, owner.UUID)
+		if err != nil {
+			return nil, err
+		}
+		keys := []keyDir{{vfs.NSProjects, owner.UUID}}
+		for _, m := range ms {
+			keys = append(keys, keyDir{vfs.NSUsers, m.User})
+		}
+		return keys, nil
+	}
+	return nil, nil
+}
+
+// syncOwner makes the standing views that depend on owner's folders match
+// the store: after a create, rename, trash, restore or purge of one of
+// them. Failures are logged: the folder operation that called it has
+// already succeeded.
+func (s *Service) syncOwner(ctx context.Context, owner meta.ScopeID) {
 	s.viewMu.Lock()
 	defer s.viewMu.Unlock()
-	if s.views == nil {
-		return
-	}
-	f, err := s.store.GetFolder(context.WithoutCancel(ctx), id)
-	switch {
-	case errors.Is(err, meta.ErrNotFound):
-		s.applyStanding(id, nil)
-	case err != nil:
-		s.log.Error().Err(err).Str("folder", id).Msg("cannot read the folder to update its views")
-	default:
-		s.applyFolder(f)
-	}
+	s.syncOwnerLocked(ctx, owner)
 }
 
-// applyFolder makes the standing views of f match f. viewMu is held.
-func (s *Service) applyFolder(f meta.Folder) {
+// syncOwnerLocked is syncOwner with viewMu held.
+func (s *Service) syncOwnerLocked(ctx context.Context, owner meta.ScopeID) {
 	if s.views == nil {
 		return
 	}
-	want, err := s.standingSpecs(f)
+	ctx = context.WithoutCancel(ctx)
+	keys, err := s.ownerKeys(ctx, owner)
 	if err != nil {
-		s.log.Warn().Err(err).Str("folder", f.ID).Msg("folder left out of the views")
+		s.log.Error().Err(err).Str("owner", owner.String()).Msg("cannot read the members to update the views")
+		return
 	}
-	s.applyStanding(f.ID, want)
+	s.syncKeysLocked(ctx, keys...)
 }
 
-// applyStanding replaces the standing views of one folder with want:
+// syncKeysLocked recomputes key directories and applies them. viewMu is
+// held.
+func (s *Service) syncKeysLocked(ctx context.Context, keys ...keyDir) {
+	if s.views == nil {
+		return
+	}
+	for _, k := range keys {
+		want, err := s.wantKey(ctx, k)
+		if err != nil {
+			s.log.Error().Err(err).Str("views", k.String()).Msg("cannot compute the views")
+			continue
+		}
+		s.applyKey(k, want)
+	}
+}
+
+// applyKey replaces the standing views of one key directory with want:
 // removals first, so that a rename frees the old name before the new one
 // appears. viewMu is held.
-func (s *Service) applyStanding(id string, want []vfs.ViewSpec) {
-	if s.views == nil {
-		return
+func (s *Service) applyKey(k keyDir, want []vfs.ViewSpec) {
+	byName := make(map[string]vfs.ViewSpec, len(want))
+	for _, w := range want {
+		byName[w.Name] = w
 	}
-	var kept []vfs.ViewSpec
-	for _, h := range s.standing[id] {
-		if containsSpec(want, h) {
-			kept = append(kept, h)
+	have := s.standing[k]
+	kept := map[string]vfs.ViewSpec{}
+	names := make([]string, 0, len(have))
+	for n := range have {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		h := have[n]
+		if w, ok := byName[n]; ok && w == h {
+			kept[n] = h
 			continue
 		}
 		if err := s.views.RemoveView(h.Namespace, h.Key, h.Name); err != nil && !errors.Is(err, meta.ErrNotFound) {
-			s.log.Error().Err(err).Str("view", placeOf(h).String()).Str("folder", id).Msg("cannot remove a folder's view")
-			kept = append(kept, h)
+			s.log.Error().Err(err).Str("view", placeOf(h).String()).Msg("cannot remove a folder's view")
+			kept[n] = h
 			continue
 		}
-		s.log.Debug().Str("view", placeOf(h).String()).Str("folder", id).Msg("view removed")
+		s.log.Debug().Str("view", placeOf(h).String()).Str("folder", h.FolderID).Msg("view removed")
 	}
+	sort.Slice(want, func(i, j int) bool { return want[i].Name < want[j].Name })
 	for _, w := range want {
-		if containsSpec(kept, w) {
+		if _, ok := kept[w.Name]; ok {
 			continue
 		}
 		if err := s.views.AddView(w); err != nil {
-			s.log.Error().Err(err).Str("view", placeOf(w).String()).Str("folder", id).Msg("cannot add a folder's view")
+			s.log.Error().Err(err).Str("view", placeOf(w).String()).Str("folder", w.FolderID).Msg("cannot add a folder's view")
 			continue
 		}
-		kept = append(kept, w)
-		s.log.Debug().Str("view", placeOf(w).String()).Str("folder", id).Msg("view added")
+		kept[w.Name] = w
+		s.log.Debug().Str("view", placeOf(w).String()).Str("folder", w.FolderID).Msg("view added")
 	}
 	if len(kept) == 0 {
-		delete(s.standing, id)
+		delete(s.standing, k)
 	} else {
-		s.standing[id] = kept
+		s.standing[k] = kept
 	}
-}
-
-func containsSpec(list []vfs.ViewSpec, v vfs.ViewSpec) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // MountedBy returns the sessions that have the folder mounted, sorted:
-// those with a session view of it, and those the MountedBy option
-// reports.
+// those with a session view of it, the published sessions whose records
+// mount it (meta.Store.SessionsUsingFolder), and those the MountedBy
+// option reports. A store error is logged and leaves the published
+// sessions out; trash and purge check with mountedByLocked, which fails
+// instead.
 func (s *Service) MountedBy(folderID string) []string {
 	s.viewMu.Lock()
 	defer s.viewMu.Unlock()
-	return s.mountedByLocked(folderID)
+	ids, err := s.mountedByLocked(folderID)
+	if err != nil {
+		s.log.Error().Err(err).Str("folder", folderID).Msg("cannot read the sessions that mount a folder")
+	}
+	return ids
 }
 
-func (s *Service) mountedByLocked(folderID string) []string {
+func (s *Service) mountedByLocked(folderID string) ([]string, error) {
 	set := map[string]bool{}
 	for pl, sp := range s.sessions {
 		if sp.FolderID == folderID {
 			set[pl.key] = true
 		}
+	}
+	stored, err := s.store.SessionsUsingFolder(s.base, folderID)
+	for _, id := range stored {
+		set[id] = true
 	}
 	if s.opts.MountedBy != nil {
 		for _, id := range s.opts.MountedBy(folderID) {
@@ -295,7 +507,7 @@ func (s *Service) mountedByLocked(folderID string) []string {
 		out = append(out, id)
 	}
 	sort.Strings(out)
-	return out
+	return out, err
 }
 
 // toView renders a spec as the API's View.
@@ -480,6 +692,9 @@ func (s *Service) RemoveSessionView(ctx context.Context, session, name string) (
 	spec, ok := s.sessions[pl]
 	if !ok {
 		return api.View{}, fmt.Errorf("%w: session %s has no view named %q", meta.ErrNotFound, session, name)
+	}
+	if s.published[pl] {
+		return api.View{}, fmt.Errorf("%w: view %q belongs to the published session %s; unpublish the session instead", meta.ErrConflict, name, session)
 	}
 	if err := s.views.RemoveView(pl.ns, pl.key, pl.name); err != nil && !errors.Is(err, meta.ErrNotFound) {
 		return api.View{}, viewError(err)

@@ -220,17 +220,25 @@ func TestStartViewsRebuilds(t *testing.T) {
 
 func TestReach(t *testing.T) {
 	f := meta.Folder{ID: strings.Repeat("a", 32), Name: "x", Owner: alice, Permission: meta.PermWD, Status: meta.StatusReady}
-	if r := reach(f); len(r) != 1 || r[0] != (reachEntry{vfs.NSUsers, alice.UUID, meta.PermWD}) {
+	if r := reach(alice.UUID, []meta.Folder{f}, nil); len(r) != 1 || r[0].ns != vfs.NSUsers || r[0].key != alice.UUID || r[0].name != "x" || r[0].mode != meta.PermWD {
 		t.Errorf("reach(user folder) = %+v", r)
 	}
+	if r := reach(bob.UUID, []meta.Folder{f}, nil); len(r) != 0 {
+		t.Errorf("reach of another user's folder = %+v", r)
+	}
 	f.Owner = project
-	if r := reach(f); len(r) != 1 || r[0] != (reachEntry{vfs.NSProjects, project.UUID, meta.PermWD}) {
-		t.Errorf("reach(project folder) = %+v", r)
+	if r := reachProject(project.UUID, []meta.Folder{f}); len(r) != 1 || r[0].ns != vfs.NSProjects || r[0].key != project.UUID || r[0].mode != meta.PermWD {
+		t.Errorf("reachProject = %+v", r)
 	}
 	for _, st := range []meta.Status{meta.StatusDeletePending, meta.StatusDeleteOngoing, meta.StatusDeleteComplete, meta.StatusDeleteError} {
 		f.Status = st
-		if r := reach(f); len(r) != 0 {
-			t.Errorf("reach(%s folder) = %+v; want none", st, r)
+		if r := reachProject(project.UUID, []meta.Folder{f}); len(r) != 0 {
+			t.Errorf("reachProject(%s folder) = %+v; want none", st, r)
+		}
+		g := f
+		g.Owner = alice
+		if r := reach(alice.UUID, []meta.Folder{g}, []memberFolders{{m: meta.Membership{Project: project.UUID, User: alice.UUID}, folders: []meta.Folder{f}}}); len(r) != 0 {
+			t.Errorf("reach(%s folders) = %+v; want none", st, r)
 		}
 	}
 }

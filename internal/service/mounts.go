@@ -1,0 +1,130 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/vfolder/vfolder/mountd"
+)
+
+// hostMounts is Mounts over a mountd.Publisher.
+type hostMounts struct {
+	p   *mountd.Publisher
+	log zerolog.Logger
+}
+
+// NewMounts returns the Mounts of the sessions directory root (package
+// mountd; root is made a private mount). Needs root.
+func NewMounts(root string, log zerolog.Logger) (Mounts, error) {
+	p, err := mountd.NewPublisher(root, log)
+	if err != nil {
+		return nil, err
+	}
+	return &hostMounts{p: p, log: log}, nil
+}
+
+func (h *hostMounts) Reserve(sid, key string) (string, error) { return h.p.Reserve(sid, key) }
+func (h *hostMounts) Unpublish(sid string) error              { return h.p.Unpublish(sid) }
+func (h *hostMounts) HostPath(sid, key string) string         { return h.p.HostPath(sid, key) }
+func (h *hostMounts) Sessions() ([]string, error)             { return h.p.Sessions() }
+func (h *hostMounts) Close() error                            { return h.p.Close() }
+
+func (h *hostMounts) Attach(pid int, hostPath, target string, ro bool) error {
+	return mountd.Attach(pid, hostPath, target, ro)
+}
+
+// Publish is mountd's Publish; when the key holds a view of a FUSE
+// connection that is gone (the daemon that served it was restarted), the
+// new view is mounted on top of the dead one, so that it reaches every
+// copy of the dead one (see sessions.go).
+func (h *hostMounts) Publish(sid, key, source string, ro bool) (string, error) {
+	hp, err := h.p.Publish(sid, key, source, ro)
+	if err == nil {
+		return hp, nil
+	}
+	hostPath := h.p.HostPath(sid, key)
+	if !deadMount(hostPath) {
+		return "", err
+	}
+	if err := stackOver(h.p.Root(), sid, key, source, ro); err != nil {
+		return "", fmt.Errorf("publish over the dead view at %s: %w", hostPath, err)
+	}
+	h.log.Info().Str("sid", sid).Str("key", key).Msg("published over a view of an earlier FUSE connection")
+	return hostPath, nil
+}
+
+// Placeholders lists the keys whose topmost mount is mountd's placeholder.
+func (h *hostMounts) Placeholders(sid string) ([]string, error) {
+	mi, err := mountd.ReadMountInfo(0)
+	if err != nil {
+		return nil, err
+	}
+	dir := h.p.SessionDir(sid)
+	top := map[string]mountd.MountInfo{}
+	for _, m := range mi {
+		if filepath.Dir(m.Point) == dir {
+			top[filepath.Base(m.Point)] = m // later lines are mounted on top
+		}
+	}
+	var out []string
+	for k, m := range top {
+		if m.FSType == "tmpfs" && m.Source == mountd.PlaceholderSource {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// deadMount reports whether the file system at p answers ENOTCONN (a FUSE
+// connection that was aborted or whose daemon died). The attributes are
+// fetched, not taken from the kernel's cache.
+func deadMount(p string) bool {
+	var st unix.Statx_t
+	err := unix.Statx(unix.AT_FDCWD, p, unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO, &st)
+	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
+}
+
+// stackOver mounts a recursive clone of source on top of whatever is at
+// <root>/<sid>/<key>, nosuid and nodev, read-only from its creation when
+// ro (the same attributes mountd gives a view).
+func stackOver(root, sid, key, source string, ro bool) error {
+	if err := mountd.ValidateSessionID(sid); err != nil {
+		return err
+	}
+	if err := mountd.ValidateKey(key); err != nil {
+		return err
+	}
+	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rootFd)
+	sessFd, err := unix.Openat2(rootFd, sid, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return fmt.Errorf("session directory %s: %w", sid, err)
+	}
+	defer unix.Close(sessFd)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", source, err)
+	}
+	defer unix.Close(tree)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Propagation: unix.MS_PRIVATE}
+	if ro {
+		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+	}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("mount_setattr %s: %w", source, err)
+	}
+	if err := unix.MoveMount(tree, "", sessFd, key, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount onto %s/%s: %w", sid, key, err)
+	}
+	return nil
+}
