@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -134,7 +133,7 @@ func TestMain(m *testing.M) {
 
 type daemon struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *syncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -148,12 +147,12 @@ func startDaemon(t *testing.T, cfgPath string) *daemon {
 // credential when it is not nil.
 func startDaemonAs(t *testing.T, cfgPath string, cred *syscall.Credential, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	d := &daemon{stderr: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(daemonBinary(t), append([]string{"--config", cfgPath}, args...)...)
 	if cred != nil {
 		d.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
-	d.cmd.Stderr = &lockedWriter{w: d.stderr}
+	d.cmd.Stderr = d.stderr
 	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -170,15 +169,23 @@ func startDaemonAs(t *testing.T, cfgPath string, cred *syscall.Credential, args 
 	return d
 }
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+// syncBuffer collects a daemon's stderr; the test reads it while the
+// daemon may still be writing.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // wait waits for the daemon to exit and returns its exit code.
