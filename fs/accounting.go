@@ -1,125 +1,224 @@
 package fs
 
 import (
+	"errors"
+	"strings"
 	"sync"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vfolder/vfolder/internal/backing"
+	"github.com/vfolder/vfolder/quota"
 )
 
-// usage is an amount of a quota scope: logical bytes (sizes of regular
-// files, lengths of symlink targets) and inodes.
-type usage struct {
-	bytes  int64
-	inodes int64
+// quotaHook links a view to the quota ledger (package quota). Every
+// operation that can grow a scope's usage calls it at exactly one place,
+// marked "quota:" in the code, in the order package quota prescribes:
+//
+//	open for writing, create       node.newHandle     OpenForWrite; CloseForWrite
+//	                                                  at Release
+//	write past EOF, writev         file.write         Reserve(off, end) + Done;
+//	                                                  cut short to the grant
+//	copy_file_range past EOF       node.CopyFileRange Reserve + Done; cut short
+//	truncate, setattr size,        node.resize        ReserveExact + Done (all or
+//	O_TRUNC                                           nothing; shrinking passes)
+//	fallocate changing the size    file.Allocate      ReserveExact + Done
+//	create, O_TMPFILE              node.Create,       ReserveInode + Commit/Cancel
+//	                               node.Tmpfile
+//	mkdir, mknod, symlink          node.createEntry   ReserveInode (a symlink also
+//	                                                  its target length)
+//	unlink, rmdir, rename over     node.remove,       PrepareRemove + Done(last
+//	an entry                       node.Rename        link gone)
+//	link                           node.Link          nothing: an inode counts once
+//
+// Writes that end within the file's size are not reported at all: they
+// change no usage. A nil manager (Options.Quota unset) makes every call a
+// no-op that grants everything; the zero values of quota.Reservation,
+// quota.InodeReservation and quota.Removal do nothing when ended.
+type quotaHook struct {
+	m       *quota.Manager
+	scope   quota.ScopeKey
+	folder  string
+	rootDev uint64 // st_dev of the folder root, for quota.MakeKey
+	prefix  string // the view's subpath inside the folder, "" or "a/b"
 }
 
-// accounting is the quota hook. Every operation that can grow a scope's
-// usage calls it at exactly one place, marked "quota:" in the code:
-//
-//	write past EOF, writev      file.write        (bytes; may be cut short)
-//	truncate/setattr size up    view.resize       (bytes; all or nothing)
-//	open/create with O_TRUNC    view.resize       (shrink only)
-//	fallocate                   file.Allocate     (bytes; all or nothing)
-//	copy_file_range             node.CopyFileRange (bytes; may be cut short)
-//	create                      node.Create       (one inode)
-//	O_TMPFILE                   node.Tmpfile      (one inode)
-//	mkdir, mknod, symlink       node.createEntry  (one inode; a symlink also
-//	                                               its target length)
-//	link                        node.Link         (nothing: an inode counts once)
-//
-// and release on unlink, rmdir, rename over an entry, and shrinking.
-//
-// Contract: reserve is called before the operation with the most it can
-// add; it returns what may be added (granted.bytes <= want.bytes when
-// partial, else granted == want) or an errno (EDQUOT) that fails the
-// operation untouched. Every successful reserve is followed by exactly one
-// commit with what the operation really added (used <= granted); the rest
-// goes back. release reports usage freed. Size changes of one backing inode
-// are serialised (sizeLocks) while reserve..commit runs, so the size the
-// operation starts from is exact. Implementations must be safe for
-// concurrent use and must not call back into the file system.
-type accounting interface {
-	reserve(v *view, want usage, partial bool) (granted usage, errno syscall.Errno)
-	commit(v *view, granted, used usage)
-	release(v *view, freed usage)
+// on reports whether the view's usage is accounted.
+func (q *quotaHook) on() bool { return q.m != nil }
+
+// key is the ledger's identity of a backing object.
+func (q *quotaHook) key(dev, ino uint64) quota.InodeKey {
+	return quota.MakeKey(q.rootDev, dev, ino)
 }
 
-// noAccounting grants everything and records nothing.
-type noAccounting struct{}
-
-func (noAccounting) reserve(v *view, want usage, partial bool) (usage, syscall.Errno) {
-	return want, 0
+// hint joins the view's subpath, comps and name into a path relative to
+// the folder root: the path hint crash recovery looks at first.
+func (q *quotaHook) hint(comps []string, name string) string {
+	if !q.on() {
+		return ""
+	}
+	var b strings.Builder
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteByte('/')
+		}
+		b.WriteString(s)
+	}
+	add(q.prefix)
+	for _, c := range comps {
+		add(c)
+	}
+	add(name)
+	return b.String()
 }
-func (noAccounting) commit(v *view, granted, used usage) {}
-func (noAccounting) release(v *view, freed usage)        {}
+
+// errno maps an error of the ledger: EDQUOT when the scope has no room,
+// EIO for anything else (a closed manager, a failed ledger write).
+func (q *quotaHook) errno(v *view, op string, err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, quota.ErrExceeded):
+		return syscall.EDQUOT
+	case errors.Is(err, quota.ErrInvalid):
+		v.fs.log.Warn().Err(err).Str("op", op).Str("folder", q.folder).Msg("quota call refused")
+		return syscall.EINVAL
+	}
+	v.fs.log.Error().Err(err).Str("op", op).Str("folder", q.folder).Msg("quota ledger failed")
+	return syscall.EIO
+}
+
+func (v *view) openWrite(k quota.InodeKey, size int64, hint string) syscall.Errno {
+	q := &v.q
+	if !q.on() {
+		return 0
+	}
+	return q.errno(v, "open", q.m.OpenForWrite(q.scope, q.folder, k, size, hint))
+}
+
+func (v *view) closeWrite(k quota.InodeKey) {
+	if q := &v.q; q.on() {
+		q.m.CloseForWrite(q.scope, q.folder, k)
+	}
+}
+
+// reserveWrite is the check-and-reserve step of a write of [off, end):
+// granted is the end up to which the write may go.
+func (v *view) reserveWrite(k quota.InodeKey, off, end int64) (int64, quota.Reservation, syscall.Errno) {
+	q := &v.q
+	if !q.on() {
+		return end, quota.Reservation{}, 0
+	}
+	g, r, err := q.m.Reserve(q.scope, q.folder, k, off, end)
+	if err != nil {
+		return 0, quota.Reservation{}, q.errno(v, "write", err)
+	}
+	return g, r, 0
+}
+
+// reserveSize reserves a change of the file's size to exactly size.
+func (v *view) reserveSize(k quota.InodeKey, size int64) (quota.Reservation, syscall.Errno) {
+	q := &v.q
+	if !q.on() {
+		return quota.Reservation{}, 0
+	}
+	r, err := q.m.ReserveExact(q.scope, q.folder, k, size)
+	return r, q.errno(v, "resize", err)
+}
+
+// reserveInode holds room for a new object (and a symlink's bytes).
+func (v *view) reserveInode(kind quota.Kind, bytes int64, hint string) (quota.InodeReservation, syscall.Errno) {
+	q := &v.q
+	if !q.on() {
+		return quota.InodeReservation{}, 0
+	}
+	r, err := q.m.ReserveInode(q.scope, q.folder, kind, bytes, hint)
+	return r, q.errno(v, "create", err)
+}
+
+// prepareRemove precedes the removal of a link of k.
+func (v *view) prepareRemove(k quota.InodeKey, hint string) (quota.Removal, syscall.Errno) {
+	q := &v.q
+	if !q.on() {
+		return quota.Removal{}, 0
+	}
+	r, err := q.m.PrepareRemove(q.scope, q.folder, k, hint)
+	return r, q.errno(v, "remove", err)
+}
+
+// usage is the scope's usage and limits; ok is false without a manager.
+func (v *view) usage() (quota.Usage, bool) {
+	q := &v.q
+	if !q.on() {
+		return quota.Usage{}, false
+	}
+	return q.m.Usage(q.scope), true
+}
 
 // sizeLocks serialise size changes of backing inodes: a fixed set of
 // read-write locks striped by (device, inode), shared by every view. A
-// size-changing operation holds the stripe exclusively from its stat to
-// its commit; a write inside the file holds it shared. An operation never
-// holds two stripes.
-type sizeLocks [1024]sync.RWMutex
+// size-changing operation holds its stripe exclusively from the moment it
+// reads the size until the ledger has its report; a write inside the file
+// holds it shared. An operation never holds two stripes.
+//
+// Each stripe also keeps the state of the backing files of its inodes that
+// are open for writing (openInode), so the write path needs no fstat.
+type sizeLocks [1024]stripe
 
-func (s *sizeLocks) of(dev, ino uint64) *sync.RWMutex {
+type stripe struct {
+	sync.RWMutex
+	open map[devIno]*openInode // exclusive lock
+}
+
+// openInode is what the daemon knows of a backing regular file that has
+// handles open for writing, in any view. Every size change made through
+// the daemon happens under the stripe's exclusive lock and updates size;
+// each open refreshes size and mode from fstat, so a change made on
+// storage behind the daemon's back is picked up at the next open.
+type openInode struct {
+	size int64  // logical size: read under the stripe lock, written exclusively
+	mode uint32 // st_mode, for clearing set-id bits on write; exclusively
+	refs int    // handles; exclusively
+}
+
+func (s *sizeLocks) of(dev, ino uint64) *stripe {
 	h := mix64(dev*0x9E3779B97F4A7C15 ^ ino)
 	return &s[h%uint64(len(s))]
 }
 
-// entryUsage is what an entry counts for in its scope when it goes away:
-// its logical size and one inode, if this was its last link.
-func entryUsage(st *backing.Stat) usage {
-	if st.Nlink > 1 && st.Type() != unix.S_IFDIR {
-		return usage{}
+// acquire registers a handle open for writing of the file st describes;
+// the stripe's exclusive lock is held.
+func (s *stripe) acquire(st *backing.Stat) *openInode {
+	k := devIno{st.Dev, st.Ino}
+	oi := s.open[k]
+	if oi == nil {
+		if s.open == nil {
+			s.open = map[devIno]*openInode{}
+		}
+		oi = &openInode{}
+		s.open[k] = oi
 	}
-	u := usage{inodes: 1}
-	switch st.Type() {
-	case unix.S_IFREG, unix.S_IFLNK:
-		u.bytes = st.Size
-	}
-	return u
+	oi.refs++
+	oi.size, oi.mode = st.Size, st.Mode
+	return oi
 }
 
-// resize sets the size of the regular file open for writing at fd, with
-// the quota hook: growth is all or nothing, shrinking releases. The size
-// lock is the one of the file fd refers to.
-func (v *view) resize(fd int, size int64) syscall.Errno {
-	if size < 0 {
-		return syscall.EINVAL
+// release undoes acquire; the stripe's exclusive lock is held.
+func (s *stripe) release(dev, ino uint64, oi *openInode) {
+	oi.refs--
+	if oi.refs <= 0 {
+		delete(s.open, devIno{dev, ino})
 	}
-	id, err := backing.Fstat(fd)
-	if err != nil {
-		return toErrno(err)
+}
+
+// setMode records a new st_mode of a file open for writing (after chmod).
+func (s *sizeLocks) setMode(st *backing.Stat) {
+	sp := s.of(st.Dev, st.Ino)
+	sp.Lock()
+	if oi := sp.open[devIno{st.Dev, st.Ino}]; oi != nil {
+		oi.mode = st.Mode
 	}
-	lk := v.fs.locks.of(id.Dev, id.Ino)
-	lk.Lock()
-	defer lk.Unlock()
-	st, err := backing.Fstat(fd)
-	if err != nil {
-		return toErrno(err)
-	}
-	old := st.Size
-	if size <= old {
-		if err := unix.Ftruncate(fd, size); err != nil {
-			return toErrno(err)
-		}
-		if size < old {
-			v.fs.acct.release(v, usage{bytes: old - size})
-		}
-		return 0
-	}
-	// quota: truncate up grows the file by size-old bytes.
-	want := usage{bytes: size - old}
-	granted, errno := v.fs.acct.reserve(v, want, false)
-	if errno != 0 {
-		return errno
-	}
-	if err := unix.Ftruncate(fd, size); err != nil {
-		v.fs.acct.commit(v, granted, usage{})
-		return toErrno(err)
-	}
-	v.fs.acct.commit(v, granted, want)
-	return 0
+	sp.Unlock()
 }

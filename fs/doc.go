@@ -113,14 +113,44 @@
 // the backing descriptor and flock locks flock(2) on it, so locks reach the
 // storage and other nodes that use it.
 //
-// # Quota hook
+// # Quota
 //
-// Every operation that can grow a scope's usage calls the view's accounting
-// (an unexported interface, see accounting.go) at exactly one place:
-// reserve before, commit after, release for what shrinking or removal
-// frees. Size changes of one backing inode are serialised by a striped lock
-// keyed by (device, inode), shared by all views; writes that stay within the
-// file size take it shared. The default accounting grants everything.
+// With Options.Quota set, every rw and wd view reports to the quota
+// ledger (package quota) under its scope (volume, ViewSpec.Scope) and
+// folder (ViewSpec.FolderID); such a view must name both. Every operation
+// that can grow a scope's usage calls the ledger before it acts, at one
+// place marked "quota:" in the code (the table is in accounting.go):
+// a handle open for writing holds its inode in the ledger until Release;
+// a write or copy_file_range past the end of the file reserves [off, end)
+// and is cut short to what the scope has room for (the kernel returns the
+// short count, the next call gets EDQUOT); truncate, ftruncate, O_TRUNC
+// and fallocate changing the size reserve the new size, all or nothing;
+// create, O_TMPFILE, mkdir, mknod and symlink reserve an inode (a symlink
+// also its target length); unlink, rmdir and rename over an entry release
+// the object when its last link is gone (read from an O_PATH descriptor
+// of the victim after the removal). Shrinking and removing always work,
+// also over a lowered limit. Inode keys are relative to the device of the
+// folder root (quota.MakeKey), so a view of a subpath charges the same
+// inodes as a view of the whole folder. Rename and link across views get
+// EXDEV, so nothing moves across folders or scopes.
+//
+// Size changes of one backing inode are serialised by a striped lock
+// keyed by (device, inode), shared by all views. Each stripe also keeps,
+// for the inodes open for writing, their size and mode (openInode), kept
+// exact by every size change the daemon makes under the exclusive lock
+// and refreshed from fstat at each open. So the write path needs no stat:
+// a write that ends within the file takes the stripe shared, does one
+// pwritev and tells the ledger nothing; a write past the end takes it
+// exclusively around Reserve, pwritev and Done. Neither allocates.
+//
+// statfs in a view whose scope has a byte limit reports the limit as the
+// size and the limit minus the usage as free (available also capped by
+// the volume's own free space), in f_frsize units; with an inode limit,
+// f_files and f_ffree likewise. Without a limit it reports the volume.
+// So df inside a container shows the quota.
+//
+// OpenFolder and QuotaFolderOpener open folder roots for the ledger's
+// crash recovery (quota.Options.OpenFolder) and for Check.
 //
 // # Concurrency
 //

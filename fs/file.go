@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/internal/backing"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // openPassFlags are the open flags handed on to the backing file.
@@ -23,6 +24,11 @@ type file struct {
 	n        *node
 	dev, ino uint64 // identity of the backing file, for the size lock
 	flags    int
+	key      quota.InodeKey
+	sp       *stripe    // the size lock of the backing file
+	oi       *openInode // the file's shared state; nil unless open for writing
+	held     bool       // a quota write hold is taken (released at Release)
+	tmp      bool       // made by O_TMPFILE
 
 	// mu guards fd against Release while another node reopens it
 	// (node.reopenHandle); go-fuse itself never runs an operation on a
@@ -31,8 +37,36 @@ type file struct {
 	fd int
 }
 
-func newFile(n *node, fd int, flags int, st *backing.Stat) *file {
-	return &file{n: n, fd: fd, flags: flags, dev: st.Dev, ino: st.Ino}
+// newHandle turns an open backing descriptor of n into a handle. A handle
+// open for writing is registered with its stripe (the size the write path
+// works from) and takes a quota write hold; hint is the file's path in
+// its folder for the ledger ("" if none). On failure fd is closed.
+func (n *node) newHandle(fd int, bflags int, st *backing.Stat, hint string, tmp bool) (*file, syscall.Errno) {
+	v := n.v
+	f := &file{n: n, fd: fd, flags: bflags, dev: st.Dev, ino: st.Ino, tmp: tmp}
+	f.sp = v.fs.locks.of(st.Dev, st.Ino)
+	if f.writable() {
+		f.key = v.q.key(st.Dev, st.Ino)
+		f.sp.Lock()
+		cur, err := backing.Fstat(fd)
+		if err != nil {
+			f.sp.Unlock()
+			unix.Close(fd)
+			return nil, toErrno(err)
+		}
+		// quota: a handle open for writing holds the inode until Release,
+		// so that a crash while it is open is followed by a re-stat.
+		if errno := v.openWrite(f.key, cur.Size, hint); errno != 0 {
+			f.sp.Unlock()
+			unix.Close(fd)
+			return nil, errno
+		}
+		f.oi = f.sp.acquire(&cur)
+		f.sp.Unlock()
+		f.held = v.q.on()
+	}
+	n.addFile(f)
+	return f, 0
 }
 
 func (f *file) writable() bool { return f.flags&unix.O_ACCMODE != unix.O_RDONLY }
@@ -65,9 +99,11 @@ func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, sy
 	return f.write(ctx, data, off)
 }
 
-// write is the write path. A write that ends inside the file holds the
-// size lock shared and grows nothing; a write past the end holds it
-// exclusively around the quota hook.
+// write is the write path. The file's size is known from the handle's
+// openInode, so a write needs no fstat: one that ends within the file
+// holds the size lock shared and only writes; one past the end holds it
+// exclusively around the quota reservation, and is cut short to what the
+// scope has room for.
 func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, syscall.Errno) {
 	if off < 0 {
 		return 0, syscall.EINVAL
@@ -79,48 +115,48 @@ func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, sysc
 	if total == 0 {
 		return 0, 0
 	}
-	end := off + total
-	n, v := f.n, f.n.v
-	lk := v.fs.locks.of(f.dev, f.ino)
-
-	lk.RLock()
-	st, errno := f.stat()
-	if errno != 0 {
-		lk.RUnlock()
-		return 0, errno
+	oi := f.oi
+	if oi == nil {
+		return 0, syscall.EBADF
 	}
-	if end <= st.Size {
-		n.killPrivs(ctx, f.fd, &st)
+	end := off + total
+	sp := f.sp
+
+	sp.RLock()
+	if end <= oi.size && !needsKill(oi.mode) {
 		w, errno := pwritev(f.fd, iov, off)
-		lk.RUnlock()
+		sp.RUnlock()
 		return w, errno
 	}
-	lk.RUnlock()
+	sp.RUnlock()
 
-	lk.Lock()
-	defer lk.Unlock()
-	if st, errno = f.stat(); errno != 0 {
-		return 0, errno
-	}
-	n.killPrivs(ctx, f.fd, &st)
-	if end <= st.Size {
+	sp.Lock()
+	defer sp.Unlock()
+	oi.mode = f.n.killPrivs(ctx, f.fd, oi.mode)
+	if end <= oi.size {
 		return pwritev(f.fd, iov, off)
 	}
-	// quota: a write past the end grows the file by end-size bytes; it
-	// may be cut short to what is granted.
-	want := usage{bytes: end - st.Size}
-	granted, errno := v.fs.acct.reserve(v, want, true)
+	v := f.n.v
+	// quota: a write past the end grows the file up to end; it may be
+	// cut short to the grant.
+	granted, r, errno := v.reserveWrite(f.key, off, end)
 	if errno != 0 {
 		return 0, errno
 	}
-	allowed := total - (want.bytes - granted.bytes)
-	if allowed <= 0 {
-		v.fs.acct.commit(v, granted, usage{})
-		return 0, syscall.EDQUOT
+	if granted < end {
+		iov = cutIov(iov, granted-off)
 	}
-	w, errno := pwritev(f.fd, cutIov(iov, allowed), off)
-	v.fs.acct.commit(v, granted, usage{bytes: max(0, off+int64(w)-st.Size)})
+	w, errno := pwritev(f.fd, iov, off)
+	if e := off + int64(w); e > oi.size {
+		oi.size = e
+	}
+	r.Done(oi.size)
 	return w, errno
+}
+
+func callerIsRoot(ctx context.Context) bool {
+	c, ok := fuse.FromContext(ctx)
+	return ok && c.Uid == 0
 }
 
 // pwritev writes all of iov at off, or fails.
@@ -176,34 +212,36 @@ func skipIov(iov [][]byte, n int64) [][]byte {
 
 // killPrivs clears set-user-ID, and set-group-ID on a group-executable
 // file, when a caller other than root changes the file's data: what the
-// kernel leaves to the daemon under FUSE_HANDLE_KILLPRIV_V2.
-func (n *node) killPrivs(ctx context.Context, fd int, st *backing.Stat) {
-	if !needsKill(st) {
-		return
+// kernel leaves to the daemon under FUSE_HANDLE_KILLPRIV_V2. It returns
+// the mode the file has afterwards.
+func (n *node) killPrivs(ctx context.Context, fd int, mode uint32) uint32 {
+	if !needsKill(mode) || callerIsRoot(ctx) {
+		return mode
 	}
-	if c, ok := fuse.FromContext(ctx); ok && c.Uid == 0 {
-		return
-	}
-	n.clearPrivs(fd, st)
+	return n.clearPrivs(fd, mode)
 }
 
-func needsKill(st *backing.Stat) bool {
-	return st.Type() == unix.S_IFREG &&
-		(st.Mode&unix.S_ISUID != 0 || st.Mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP)
+func needsKill(mode uint32) bool {
+	return mode&unix.S_IFMT == unix.S_IFREG &&
+		(mode&unix.S_ISUID != 0 || mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP)
 }
 
-// clearPrivs drops the bits on the file fd refers to (any descriptor).
-func (n *node) clearPrivs(fd int, st *backing.Stat) {
-	mode := st.Mode & 07777 &^ unix.S_ISUID
-	if st.Mode&unix.S_IXGRP != 0 {
-		mode &^= unix.S_ISGID
+// clearPrivs drops the bits on the file fd refers to (any descriptor) and
+// returns the new mode.
+func (n *node) clearPrivs(fd int, mode uint32) uint32 {
+	perm := mode & 07777 &^ unix.S_ISUID
+	if mode&unix.S_IXGRP != 0 {
+		perm &^= unix.S_ISGID
 	}
-	if err := unix.Fchmod(fd, mode); err == unix.EBADF {
-		err = unix.Chmod(backing.ProcPath(fd), mode)
-		if err != nil {
-			n.v.fs.log.Warn().Err(err).Msg("cannot clear set-id bits")
-		}
+	err := unix.Fchmod(fd, perm)
+	if err == unix.EBADF {
+		err = unix.Chmod(backing.ProcPath(fd), perm)
 	}
+	if err != nil {
+		n.v.fs.log.Warn().Err(err).Msg("cannot clear set-id bits")
+		return mode
+	}
+	return mode&unix.S_IFMT | perm
 }
 
 func (f *file) Flush(ctx context.Context) syscall.Errno {
@@ -228,10 +266,32 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
 	f.n.removeFile(f)
+	if f.oi != nil {
+		f.sp.Lock()
+		f.sp.release(f.dev, f.ino, f.oi)
+		f.sp.Unlock()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fd < 0 {
 		return syscall.EBADF
+	}
+	if f.held {
+		v := f.n.v
+		gone := false
+		if f.tmp {
+			st, err := backing.Fstat(f.fd)
+			gone = err == nil && st.Nlink == 0
+		}
+		if gone {
+			// quota: an O_TMPFILE file never linked goes with its last
+			// handle.
+			rm, _ := v.prepareRemove(f.key, "")
+			v.closeWrite(f.key)
+			rm.Done(true)
+		} else {
+			v.closeWrite(f.key)
+		}
 	}
 	err := unix.Close(f.fd)
 	f.fd = -1
@@ -243,48 +303,56 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 	return uint64(n), toErrno(err)
 }
 
-// Allocate is fallocate(2). Modes that can grow the logical size (plain,
-// ZERO_RANGE without KEEP_SIZE, INSERT_RANGE) pass the quota hook.
+// Allocate is fallocate(2). Modes that change the logical size (plain
+// and ZERO_RANGE past the end, INSERT_RANGE, COLLAPSE_RANGE) pass the
+// quota hook, all or nothing; KEEP_SIZE and PUNCH_HOLE change no usage.
 func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	v := f.n.v
 	if errno := v.mutable(); errno != 0 {
 		return errno
 	}
-	lk := v.fs.locks.of(f.dev, f.ino)
-	lk.Lock()
-	defer lk.Unlock()
+	oi := f.oi
+	if oi == nil {
+		return syscall.EBADF
+	}
+	if int64(off) < 0 || int64(size) <= 0 || int64(off+size) < 0 {
+		return syscall.EINVAL
+	}
+	f.sp.Lock()
+	defer f.sp.Unlock()
 	st, errno := f.stat()
 	if errno != 0 {
 		return errno
 	}
-	want := usage{}
+	newSize := st.Size
 	switch {
-	case mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_COLLAPSE_RANGE) != 0:
+	case mode&(unix.FALLOC_FL_KEEP_SIZE|unix.FALLOC_FL_PUNCH_HOLE) != 0:
+	case mode&unix.FALLOC_FL_COLLAPSE_RANGE != 0:
+		newSize = max(0, st.Size-int64(size))
 	case mode&unix.FALLOC_FL_INSERT_RANGE != 0:
-		want.bytes = int64(size)
-	case mode&unix.FALLOC_FL_KEEP_SIZE == 0:
-		want.bytes = max(0, int64(off+size)-st.Size)
+		newSize = st.Size + int64(size)
+	default:
+		newSize = max(st.Size, int64(off+size))
 	}
-	granted := usage{}
-	if want.bytes > 0 {
-		// quota: fallocate grows the file to off+size (or by size for
-		// INSERT_RANGE); all or nothing.
-		if granted, errno = v.fs.acct.reserve(v, want, false); errno != 0 {
+	var r quota.Reservation
+	if newSize != st.Size {
+		// quota: fallocate changes the size to newSize; all or nothing.
+		if r, errno = v.reserveSize(f.key, newSize); errno != 0 {
 			return errno
 		}
 	}
-	f.n.killPrivs(ctx, f.fd, &st)
+	oi.mode = f.n.killPrivs(ctx, f.fd, st.Mode)
 	err := unix.Fallocate(f.fd, mode, int64(off), int64(size))
 	after, serr := f.stat()
-	delta := int64(0)
-	if serr == 0 {
-		delta = after.Size - st.Size
-	}
-	if want.bytes > 0 {
-		v.fs.acct.commit(v, granted, usage{bytes: min(max(delta, 0), granted.bytes)})
-	}
-	if delta < 0 {
-		v.fs.acct.release(v, usage{bytes: -delta})
+	switch {
+	case serr == 0:
+		oi.size = after.Size
+		r.Done(after.Size)
+	default:
+		if err == nil {
+			oi.size = newSize
+		}
+		r.Done(-1)
 	}
 	return toErrno(err)
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // Options configure the mount. Logger receives the package's own events
@@ -29,6 +30,10 @@ type Options struct {
 	StorageUID, StorageGID uint32 // owner of everything on storage
 	Logger                 zerolog.Logger
 	Debug                  bool // go-fuse debug output
+	// Quota is the quota ledger every rw and wd view reports to (see
+	// accounting.go); nil means no accounting and no limits. The FS does
+	// not close it: close the FS first, then the Manager.
+	Quota *quota.Manager
 }
 
 // ErrClosed is returned by methods of an FS after Close.
@@ -54,7 +59,6 @@ type FS struct {
 	server  *fuse.Server
 	root    *dirNode
 	started time.Time
-	acct    accounting
 	locks   sizeLocks
 	inos    inoTable
 
@@ -87,7 +91,6 @@ func Mount(opts Options) (*FS, error) {
 		opts:    opts,
 		log:     opts.Logger.With().Str("component", "fs").Logger(),
 		started: time.Now(),
-		acct:    noAccounting{},
 		mnt:     mnt,
 		views:   map[place]*view{},
 		keyDirs: map[nsKey]*dirNode{},

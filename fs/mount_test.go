@@ -7,20 +7,27 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // testMount mounts an FS over a volume in a temp dir; cleanup closes it and
 // fails the test if a mount is left below the temp dir.
 func testMount(t *testing.T) (*FS, string) {
+	t.Helper()
+	return testMountWith(t, nil)
+}
+
+// testMountWith is testMount with options changed by opt.
+func testMountWith(t *testing.T, opt func(*Options)) (*FS, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount FUSE")
@@ -41,7 +48,11 @@ func testMount(t *testing.T) (*FS, string) {
 			}
 		}
 	})
-	f, err := Mount(Options{MountPoint: mnt, StorageUID: 1100, StorageGID: 1100, Logger: zerolog.Nop()})
+	o := Options{MountPoint: mnt, StorageUID: 1100, StorageGID: 1100, Logger: zerolog.Nop()}
+	if opt != nil {
+		opt(&o)
+	}
+	f, err := Mount(o)
 	if err != nil {
 		t.Fatalf("Mount: %v", err)
 	}
@@ -222,66 +233,59 @@ func TestFsViewTable(t *testing.T) {
 	}
 }
 
-// recAcct is an accounting that records and enforces a byte budget.
-type recAcct struct {
-	mu       sync.Mutex
-	free     int64 // bytes still grantable
-	reserves int
-	used     usage
-}
-
-func (r *recAcct) reserve(v *view, want usage, partial bool) (usage, syscall.Errno) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.reserves++
-	g := want
-	if g.bytes > r.free {
-		if !partial {
-			return usage{}, syscall.EDQUOT
-		}
-		g.bytes = max(r.free, 0)
+// testLedger opens a quota ledger on a badger database in a temp dir; it
+// is closed at cleanup (after a mount registered later is closed).
+func testLedger(t *testing.T) *quota.Manager {
+	t.Helper()
+	db, err := meta.OpenBadger(t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
 	}
-	r.free -= g.bytes
-	return g, 0
-}
-
-func (r *recAcct) commit(v *view, granted, used usage) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.free += granted.bytes - used.bytes
-	r.used.bytes += used.bytes
-	r.used.inodes += used.inodes
-}
-
-func (r *recAcct) release(v *view, freed usage) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.free += freed.bytes
-	r.used.bytes -= freed.bytes
-	r.used.inodes -= freed.inodes
-}
-
-func (r *recAcct) snapshot() (usage, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.used, r.reserves
+	m, err := quota.Open(db.DB(), zerolog.Nop(), quota.Options{})
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("quota Close: %v", err)
+		}
+		db.Close()
+	})
+	return m
 }
 
 // TestFsQuotaHook proves that growth on an rw view passes the daemon's
-// accounting (no passthrough, no writeback) and that the hook's answers are
-// enforced: writes are cut short, truncate and fallocate fail with EDQUOT.
+// quota ledger (no passthrough, no writeback) and that its answers are
+// enforced: writes are cut short, truncate and fallocate fail with
+// EDQUOT, and statfs shows the scope.
 func TestFsQuotaHook(t *testing.T) {
-	f, dir := testMount(t)
-	acct := &recAcct{free: 1000}
-	f.acct = acct
+	m := testLedger(t)
+	f, dir := testMountWith(t, func(o *Options) { o.Quota = m })
 	s := testFolder(t, dir, 1, "q")
 	s.Mode = meta.PermRW
 	s.RWCanDelete = true
+	sk := quota.ScopeKey{Volume: s.VolumeName, ID: s.Scope}
+	if err := m.SetLimit(sk, 1000, 0); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.AddView(s); err != nil {
 		t.Fatal(err)
 	}
+	noIDs := s
+	noIDs.Name, noIDs.FolderID = "noids", ""
+	if err := f.AddView(noIDs); !errors.Is(err, meta.ErrInvalid) {
+		t.Errorf("rw view without a folder id under a quota: %v, want ErrInvalid", err)
+	}
 	view := filepath.Join(f.MountPoint(), "sessions", "s1", "q")
 	back := filepath.Join(dir, "vol", s.FolderRel)
+	used := func() (int64, int64) {
+		u := m.Usage(sk)
+		if fu := m.FolderUsage(s.FolderID); fu.Used != u.Used || fu.UsedInodes != u.UsedInodes {
+			t.Errorf("folder usage %+v, scope usage %+v (one folder)", fu, u)
+		}
+		return u.Used, u.UsedInodes
+	}
 
 	fd, err := unix.Open(filepath.Join(view, "f"), unix.O_CREAT|unix.O_RDWR, 0o644)
 	if err != nil {
@@ -291,8 +295,8 @@ func TestFsQuotaHook(t *testing.T) {
 	if n, err := unix.Write(fd, make([]byte, 600)); n != 600 || err != nil {
 		t.Fatalf("write 600: %d %v", n, err)
 	}
-	if u, calls := acct.snapshot(); u.bytes != 600 || u.inodes != 1 || calls < 2 {
-		t.Errorf("after create+write: used %+v after %d reserves, want 600 bytes 1 inode", u, calls)
+	if b, i := used(); b != 600 || i != 1 {
+		t.Errorf("after create+write: %d bytes %d inodes, want 600 bytes 1 inode", b, i)
 	}
 	// Rewriting inside the file grows nothing.
 	if n, err := unix.Pwrite(fd, make([]byte, 600), 0); n != 600 || err != nil {
@@ -300,7 +304,7 @@ func TestFsQuotaHook(t *testing.T) {
 	}
 	// 400 bytes are left: a 600-byte append is cut to 400, the next fails.
 	if n, err := unix.Pwrite(fd, make([]byte, 600), 600); n != 400 || err != nil {
-		t.Errorf("append over the budget: %d %v, want 400 nil", n, err)
+		t.Errorf("append over the limit: %d %v, want 400 nil", n, err)
 	}
 	if _, err := unix.Pwrite(fd, []byte("x"), 1000); err != unix.EDQUOT {
 		t.Errorf("write at the limit: %v, want EDQUOT", err)
@@ -317,15 +321,22 @@ func TestFsQuotaHook(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(back, "f")); err != nil || st.Size() != 1000 {
 		t.Errorf("backing size %v %v, want 1000", st.Size(), err)
 	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(view, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if sfs.Blocks != 1000/uint64(sfs.Frsize) || sfs.Bfree != 0 || sfs.Bavail != 0 {
+		t.Errorf("statfs at the limit: blocks %d free %d avail %d of %d bytes", sfs.Blocks, sfs.Bfree, sfs.Bavail, sfs.Frsize)
+	}
 	// Shrinking gives bytes back; then growth works again.
 	if err := unix.Ftruncate(fd, 100); err != nil {
 		t.Fatal(err)
 	}
-	if u, _ := acct.snapshot(); u.bytes != 100 {
-		t.Errorf("after truncate to 100: %d bytes", u.bytes)
+	if b, _ := used(); b != 100 {
+		t.Errorf("after truncate to 100: %d bytes", b)
 	}
 	if err := unix.Ftruncate(fd, 300); err != nil {
-		t.Errorf("truncate up within the budget: %v", err)
+		t.Errorf("truncate up within the limit: %v", err)
 	}
 	if err := os.Symlink("0123456789", filepath.Join(view, "l")); err != nil {
 		t.Fatal(err)
@@ -333,23 +344,28 @@ func TestFsQuotaHook(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(view, "d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if u, _ := acct.snapshot(); u.bytes != 310 || u.inodes != 3 {
-		t.Errorf("after symlink+mkdir: %+v, want 310 bytes 3 inodes", u)
+	if b, i := used(); b != 310 || i != 3 {
+		t.Errorf("after symlink+mkdir: %d bytes %d inodes, want 310 bytes 3 inodes", b, i)
 	}
 	unix.Close(fd)
 	if err := os.Remove(filepath.Join(view, "l")); err != nil {
 		t.Fatal(err)
 	}
-	if u, _ := acct.snapshot(); u.bytes != 300 || u.inodes != 2 {
-		t.Errorf("after unlink of the symlink: %+v, want 300 bytes 2 inodes", u)
+	if b, i := used(); b != 300 || i != 2 {
+		t.Errorf("after unlink of the symlink: %d bytes %d inodes, want 300 bytes 2 inodes", b, i)
 	}
-	// copy_file_range into the file is cut to the budget too.
-	acct.mu.Lock()
-	acct.free = 50
-	acct.mu.Unlock()
-	src, _ := os.OpenFile(filepath.Join(view, "src"), os.O_CREATE|os.O_RDWR, 0o644)
+	// copy_file_range into the file is cut to the limit too.
+	if err := m.SetLimit(sk, 350, 0); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.OpenFile(filepath.Join(view, "src"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer src.Close()
-	src.Write(make([]byte, 40))
+	if _, err := src.Write(make([]byte, 40)); err != nil {
+		t.Fatal(err)
+	}
 	dst, err := unix.Open(filepath.Join(view, "f"), unix.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -357,8 +373,110 @@ func TestFsQuotaHook(t *testing.T) {
 	defer unix.Close(dst)
 	offIn, offOut := int64(0), int64(300)
 	if n, err := unix.CopyFileRange(int(src.Fd()), &offIn, dst, &offOut, 40, 0); n != 10 || err != nil {
-		t.Errorf("copy_file_range past the budget: %d %v, want 10", n, err)
+		t.Errorf("copy_file_range past the limit: %d %v, want 10", n, err)
 	}
+	if b, _ := used(); b != 350 {
+		t.Errorf("after copy_file_range: %d bytes, want 350", b)
+	}
+	// A hard link counts once; unlinking one name releases nothing, the
+	// last one everything (once no handle holds the file open for
+	// writing: the kernel sends the release after close returns).
+	src.Close()
+	waitUsage(t, m, sk, 350, 3)
+	if err := os.Link(filepath.Join(view, "src"), filepath.Join(view, "src2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(view, "src")); err != nil {
+		t.Fatal(err)
+	}
+	if b, i := used(); b != 350 || i != 3 {
+		t.Errorf("after unlinking one of two links: %d bytes %d inodes, want 350, 3", b, i)
+	}
+	if err := os.Remove(filepath.Join(view, "src2")); err != nil {
+		t.Fatal(err)
+	}
+	if b, i := used(); b != 310 || i != 2 {
+		t.Errorf("after unlinking the last link: %d bytes %d inodes, want 310, 2", b, i)
+	}
+	// A file unlinked while open for writing keeps its charge until the
+	// last handle is closed.
+	h, err := os.Create(filepath.Join(view, "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Write(make([]byte, 30)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(view, "open")); err != nil {
+		t.Fatal(err)
+	}
+	if b, i := used(); b != 340 || i != 3 {
+		t.Errorf("unlinked but open: %d bytes %d inodes, want 340, 3", b, i)
+	}
+	h.Close()
+	waitUsage(t, m, sk, 310, 2)
+
+	// An O_TMPFILE file counts while it is open and goes with its last
+	// handle when it was never linked.
+	tfd, err := unix.Open(view, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("O_TMPFILE: %v", err)
+	}
+	if n, err := unix.Write(tfd, make([]byte, 25)); n != 25 || err != nil {
+		t.Fatalf("write to the tmpfile: %d %v", n, err)
+	}
+	if b, i := used(); b != 335 || i != 3 {
+		t.Errorf("with an open tmpfile: %d bytes %d inodes, want 335, 3", b, i)
+	}
+	unix.Close(tfd)
+	waitUsage(t, m, sk, 310, 2)
+}
+
+// TestFsQuotaSubpath: a view of a subpath charges the same inodes as a
+// view of the whole folder (keys are relative to the folder root), with
+// path hints relative to the folder root.
+func TestFsQuotaSubpath(t *testing.T) {
+	m := testLedger(t)
+	f, dir := testMountWith(t, func(o *Options) { o.Quota = m })
+	whole := testFolder(t, dir, 1, "whole")
+	if err := os.MkdirAll(filepath.Join(dir, "vol", whole.FolderRel, "sub", "deeper"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sub := whole
+	sub.Name, sub.Subpath = "sub", "sub/deeper"
+	for _, s := range []ViewSpec{whole, sub} {
+		if err := f.AddView(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.views[place{NSSessions, "s1", "sub"}].q.hint([]string{"a"}, "b"); got != "sub/deeper/a/b" {
+		t.Errorf("hint in the subpath view: %q", got)
+	}
+	sk := quota.ScopeKey{Volume: whole.VolumeName, ID: whole.Scope}
+	vs := filepath.Join(f.MountPoint(), "sessions", "s1", "sub")
+	vw := filepath.Join(f.MountPoint(), "sessions", "s1", "whole")
+	if err := os.WriteFile(filepath.Join(vs, "x"), make([]byte, 77), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitUsage(t, m, sk, 77, 1)
+	if err := os.Remove(filepath.Join(vw, "sub", "deeper", "x")); err != nil {
+		t.Fatal(err)
+	}
+	waitUsage(t, m, sk, 0, 0)
+}
+
+// waitUsage waits up to 5s for the scope's usage to reach bytes and inodes
+// (handles are released asynchronously after close).
+func waitUsage(t *testing.T, m *quota.Manager, sk quota.ScopeKey, bytes, inodes int64) {
+	t.Helper()
+	var u quota.Usage
+	for i := 0; i < 500; i++ {
+		if u = m.Usage(sk); u.Used == bytes && u.UsedInodes == inodes {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("usage %d bytes %d inodes, want %d, %d", u.Used, u.UsedInodes, bytes, inodes)
 }
 
 // TestFsInodeMapped covers the second numbering scheme: a file system

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/internal/backing"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // node is every entry inside a view: files, directories, symlinks and
@@ -239,23 +240,56 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 	return 0
 }
 
-// Statfs reports the backing file system of the view.
+// Statfs reports the backing file system of the view, or, when the
+// view's quota scope has a limit, the scope: the byte limit as the size,
+// the limit minus the usage as free (available is also capped by what the
+// volume has left), in units of f_frsize; the inode limit likewise when
+// one is set.
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	return n.v.withRoot(func(rootFd int) syscall.Errno {
-		var s unix.Statfs_t
-		if err := unix.Fstatfs(rootFd, &s); err != nil {
-			return toErrno(err)
-		}
-		out.Blocks = s.Blocks
-		out.Bfree = s.Bfree
-		out.Bavail = s.Bavail
-		out.Files = s.Files
-		out.Ffree = s.Ffree
-		out.Bsize = uint32(s.Bsize)
-		out.NameLen = uint32(min(s.Namelen, backing.NameMax))
-		out.Frsize = uint32(s.Frsize)
-		return 0
+	var s unix.Statfs_t
+	errno := n.v.withRoot(func(rootFd int) syscall.Errno {
+		return toErrno(unix.Fstatfs(rootFd, &s))
 	})
+	if errno != 0 {
+		return errno
+	}
+	out.Blocks = s.Blocks
+	out.Bfree = s.Bfree
+	out.Bavail = s.Bavail
+	out.Files = s.Files
+	out.Ffree = s.Ffree
+	out.Bsize = uint32(s.Bsize)
+	out.NameLen = uint32(min(s.Namelen, backing.NameMax))
+	out.Frsize = uint32(s.Frsize)
+	if u, ok := n.v.usage(); ok {
+		scopeStatfs(u, out)
+	}
+	return 0
+}
+
+// scopeStatfs puts a scope's limits into a statfs reply that holds the
+// volume's figures.
+func scopeStatfs(u quota.Usage, out *fuse.StatfsOut) {
+	if u.Limit > 0 {
+		volAvail := out.Bavail
+		if out.Frsize == 0 {
+			out.Frsize = out.Bsize
+		}
+		if out.Frsize == 0 {
+			// No block size from the volume: its figures mean nothing.
+			out.Bsize, out.Frsize = 4096, 4096
+			volAvail = ^uint64(0)
+		}
+		unit := uint64(out.Frsize)
+		free := uint64(u.Free()) / unit
+		out.Blocks = uint64(u.Limit) / unit
+		out.Bfree = free
+		out.Bavail = min(free, volAvail)
+	}
+	if u.LimitInodes > 0 {
+		out.Files = uint64(u.LimitInodes)
+		out.Ffree = uint64(u.FreeInodes())
+	}
 }
 
 // Readlink returns a symlink's target as stored.

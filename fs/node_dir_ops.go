@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/internal/backing"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // checkNewName vets a name the kernel hands in for a new entry.
@@ -37,39 +38,46 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	}
 	defer unix.Close(dirfd)
 	bflags := int(flags)&openPassFlags | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	hint := ""
+	if v.q.on() {
+		if comps, errno := n.relPath(); errno == 0 {
+			hint = v.q.hint(comps, name)
+		}
+	}
 
 	// quota: a new file is one inode.
-	want := usage{inodes: 1}
-	granted, errno := v.fs.acct.reserve(v, want, false)
+	ir, errno := v.reserveInode(quota.KindFile, 0, hint)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
 	fd, err := unix.Openat(dirfd, name, bflags|unix.O_CREAT|unix.O_EXCL, mode&07777)
 	if err == unix.EEXIST && flags&unix.O_EXCL == 0 {
-		v.fs.acct.commit(v, granted, usage{})
-		return n.openExisting(ctx, dirfd, name, flags, bflags, out)
+		ir.Cancel()
+		return n.openExisting(ctx, dirfd, name, flags, bflags, hint, out)
 	}
 	if err != nil {
-		v.fs.acct.commit(v, granted, usage{})
+		ir.Cancel()
 		return nil, nil, 0, toErrno(err)
 	}
 	st, errno := v.adopt(fd, unix.S_IFREG, mode)
 	if errno != 0 {
 		unix.Close(fd)
 		unix.Unlinkat(dirfd, name, 0)
-		v.fs.acct.commit(v, granted, usage{})
+		ir.Cancel()
 		return nil, nil, 0, errno
 	}
-	v.fs.acct.commit(v, granted, want)
+	ir.Commit(v.q.key(st.Dev, st.Ino), st.Size)
 	ch, c := n.child(ctx, &st, out)
-	f := newFile(c, fd, bflags, &st)
-	c.addFile(f)
+	f, errno := c.newHandle(fd, bflags, &st, hint, false)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
 	return ch, f, 0, 0
 }
 
 // openExisting opens a file that CREATE found already there (made through
 // another view or on storage since the kernel's lookup).
-func (n *node) openExisting(ctx context.Context, dirfd int, name string, flags uint32, bflags int, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+func (n *node) openExisting(ctx context.Context, dirfd int, name string, flags uint32, bflags int, hint string, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	fd, err := unix.Openat(dirfd, name, bflags, 0)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
@@ -84,7 +92,7 @@ func (n *node) openExisting(ctx context.Context, dirfd int, name string, flags u
 		return nil, nil, 0, syscall.EACCES
 	}
 	ch, c := n.child(ctx, &st, out)
-	fh, fuseFlags, errno := c.finishOpen(ctx, fd, bflags, flags&unix.O_TRUNC != 0)
+	fh, fuseFlags, errno := c.finishOpen(ctx, fd, bflags, flags&unix.O_TRUNC != 0, hint)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -172,21 +180,27 @@ func (n *node) createEntry(ctx context.Context, name string, typ, mode, rdev uin
 	}
 	defer unix.Close(dirfd)
 
-	want := usage{inodes: 1}
+	hint := ""
+	if v.q.on() {
+		if comps, errno := n.relPath(); errno == 0 {
+			hint = v.q.hint(comps, name)
+		}
+	}
+	bytes := int64(0)
 	if typ == unix.S_IFLNK {
-		want.bytes = int64(len(target))
+		bytes = int64(len(target))
 	}
 	// quota: a new entry is one inode; a symlink also counts its target.
-	granted, errno := v.fs.acct.reserve(v, want, false)
+	ir, errno := v.reserveInode(quota.KindOf(typ), bytes, hint)
 	if errno != 0 {
 		return nil, errno
 	}
 	st, errno := v.makeEntry(dirfd, name, typ, mode, rdev, target)
 	if errno != 0 {
-		v.fs.acct.commit(v, granted, usage{})
+		ir.Cancel()
 		return nil, errno
 	}
-	v.fs.acct.commit(v, granted, want)
+	ir.Commit(v.q.key(st.Dev, st.Ino), st.Size)
 	ch, _ := n.child(ctx, &st, out)
 	return ch, 0
 }
@@ -237,28 +251,29 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	defer unix.Close(dirfd)
 	bflags := int(flags)&(openPassFlags|unix.O_EXCL) | unix.O_CLOEXEC
 	// quota: a new file is one inode.
-	want := usage{inodes: 1}
-	granted, errno := v.fs.acct.reserve(v, want, false)
+	ir, errno := v.reserveInode(quota.KindFile, 0, "")
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
 	fd, err := unix.Openat(dirfd, ".", bflags|unix.O_TMPFILE, mode&07777)
 	if err != nil {
-		v.fs.acct.commit(v, granted, usage{})
+		ir.Cancel()
 		return nil, nil, 0, toErrno(err)
 	}
 	st, errno := v.adopt(fd, unix.S_IFREG, mode)
 	if errno != 0 {
 		unix.Close(fd)
-		v.fs.acct.commit(v, granted, usage{})
+		ir.Cancel()
 		return nil, nil, 0, errno
 	}
-	v.fs.acct.commit(v, granted, want)
+	ir.Commit(v.q.key(st.Dev, st.Ino), st.Size)
 	c, attr := v.newNode(&st)
 	ch := n.NewInode(ctx, c, attr)
 	v.fillAttr(&st, &out.Attr)
-	f := newFile(c, fd, bflags&^unix.O_EXCL, &st)
-	c.addFile(f)
+	f, errno := c.newHandle(fd, bflags&^unix.O_EXCL, &st, "", true)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
 	return ch, f, 0, 0
 }
 
@@ -284,7 +299,8 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, errno
 	}
 	defer unix.Close(tfd)
-	// quota: a link adds no usage: each inode counts once.
+	// quota: a link adds no usage: each inode counts once, and links
+	// across views (so across folders and scopes) are refused above.
 	if err := unix.Linkat(tfd, "", dirfd, name, unix.AT_EMPTY_PATH); err != nil {
 		return nil, toErrno(err)
 	}
@@ -316,16 +332,67 @@ func (n *node) remove(name string, flags int) syscall.Errno {
 		return errno
 	}
 	defer unix.Close(dirfd)
-	st, err := backing.Lstat(dirfd, name)
-	if err != nil {
-		return toErrno(err)
+	victim, errno := n.openVictim(dirfd, name)
+	if errno != 0 {
+		return errno
 	}
-	if err := unix.Unlinkat(dirfd, name, flags); err != nil {
-		return toErrno(err)
+	defer victim.close()
+	// quota: removing the last link releases the object's bytes and inode.
+	rm, errno := v.prepareRemove(victim.key, victim.hint)
+	if errno != 0 {
+		return errno
 	}
-	v.fs.acct.release(v, entryUsage(&st))
-	return 0
+	err := unix.Unlinkat(dirfd, name, flags)
+	rm.Done(err == nil && victim.lastLinkGone())
+	return toErrno(err)
 }
+
+// victim is an entry about to be removed or replaced, held by an O_PATH
+// descriptor so that its link count can be read after the removal.
+type victim struct {
+	fd   int
+	st   backing.Stat
+	key  quota.InodeKey
+	hint string
+}
+
+// openVictim opens the entry name of the directory dirfd (of node n)
+// without following a symlink.
+func (n *node) openVictim(dirfd int, name string) (*victim, syscall.Errno) {
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	st, err := backing.Fstat(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, toErrno(err)
+	}
+	vi := &victim{fd: fd, st: st, key: n.v.q.key(st.Dev, st.Ino)}
+	if n.v.q.on() {
+		if comps, errno := n.relPath(); errno == 0 {
+			vi.hint = n.v.q.hint(comps, name)
+		}
+	}
+	return vi, 0
+}
+
+// lastLinkGone tells, after a successful removal of one of its names,
+// whether the object has no name left: a directory never has another; a
+// file when its link count is now 0 (or, where the count cannot be read
+// any more, was 1 before).
+func (vi *victim) lastLinkGone() bool {
+	if vi.st.Type() == unix.S_IFDIR {
+		return true
+	}
+	st, err := backing.Fstat(vi.fd)
+	if err != nil {
+		return vi.st.Nlink <= 1
+	}
+	return st.Nlink == 0
+}
+
+func (vi *victim) close() { unix.Close(vi.fd) }
 
 // Rename moves an entry inside the view (EXDEV across views). Replacing an
 // existing entry deletes it, so it needs the delete right; RENAME_EXCHANGE
@@ -360,7 +427,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 	noReplace := flags&unix.RENAME_NOREPLACE != 0
-	var victim *backing.Stat
+	var vi *victim
 	if !exchange && !noReplace {
 		if st, err := backing.Lstat(ddir, newName); err == nil {
 			src, serr := backing.Lstat(sdir, name)
@@ -374,7 +441,17 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			if !v.canDelete() {
 				return syscall.EPERM
 			}
-			victim = &st
+			if vi, errno = np.openVictim(ddir, newName); errno != 0 && errno != syscall.ENOENT {
+				return errno
+			}
+		}
+	}
+	var rm quota.Removal
+	if vi != nil {
+		defer vi.close()
+		// quota: replacing an entry removes one of its links.
+		if rm, errno = v.prepareRemove(vi.key, vi.hint); errno != 0 {
+			return errno
 		}
 	}
 	bflags := uint(flags)
@@ -389,16 +466,13 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		// above stands in for it.
 		err = unix.Renameat2(sdir, name, ddir, newName, uint(flags))
 	}
+	if vi != nil {
+		rm.Done(err == nil && vi.lastLinkGone())
+	}
 	if err == unix.EEXIST && !noReplace {
 		return syscall.EPERM
 	}
-	if err != nil {
-		return toErrno(err)
-	}
-	if victim != nil {
-		v.fs.acct.release(v, entryUsage(victim))
-	}
-	return 0
+	return toErrno(err)
 }
 
 // OpendirHandle opens a directory for reading.

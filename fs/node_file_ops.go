@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/internal/backing"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // Open opens a regular file. ro views refuse write access and O_TRUNC.
@@ -26,12 +27,30 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return n.finishOpen(ctx, fd, bflags, trunc)
+	hint := ""
+	if bflags&unix.O_ACCMODE != unix.O_RDONLY || trunc {
+		hint = n.hintSelf()
+	}
+	return n.finishOpen(ctx, fd, bflags, trunc, hint)
+}
+
+// hintSelf is the node's path in its folder for the quota ledger ("" when
+// there is no ledger or the node has no path).
+func (n *node) hintSelf() string {
+	if !n.v.q.on() {
+		return ""
+	}
+	comps, errno := n.relPath()
+	if errno != 0 {
+		return ""
+	}
+	return n.v.q.hint(comps, "")
 }
 
 // finishOpen turns an open backing descriptor into a handle: O_TRUNC,
-// the page-cache decision, registration with the node.
-func (n *node) finishOpen(ctx context.Context, fd int, bflags int, trunc bool) (gofs.FileHandle, uint32, syscall.Errno) {
+// the page-cache decision, registration with the node. fd is closed on
+// failure.
+func (n *node) finishOpen(ctx context.Context, fd int, bflags int, trunc bool, hint string) (gofs.FileHandle, uint32, syscall.Errno) {
 	st, err := backing.Fstat(fd)
 	if err != nil {
 		unix.Close(fd)
@@ -41,36 +60,44 @@ func (n *node) finishOpen(ctx context.Context, fd int, bflags int, trunc bool) (
 		unix.Close(fd)
 		return nil, 0, syscall.EINVAL
 	}
+	f, errno := n.newHandle(fd, bflags, &st, hint, false)
+	if errno != 0 {
+		return nil, 0, errno
+	}
 	if trunc {
-		if errno := n.truncateOpen(ctx, fd, bflags, &st); errno != 0 {
-			unix.Close(fd)
+		if errno := n.truncateOpen(ctx, f, &st, hint); errno != 0 {
+			f.Release(ctx)
 			return nil, 0, errno
 		}
 	}
-	f := newFile(n, fd, bflags, &st)
 	var fuseFlags uint32
 	if n.keepCache(&st) {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
-	n.addFile(f)
 	return f, fuseFlags, 0
 }
 
 // truncateOpen empties a file opened with O_TRUNC and refreshes st.
-func (n *node) truncateOpen(ctx context.Context, fd int, bflags int, st *backing.Stat) syscall.Errno {
-	wfd := fd
-	if bflags&unix.O_ACCMODE == unix.O_RDONLY {
+func (n *node) truncateOpen(ctx context.Context, f *file, st *backing.Stat, hint string) syscall.Errno {
+	wfd, held := f.fd, f.held
+	if !f.writable() {
 		var err error
-		if wfd, err = unix.Open(backing.ProcPath(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0); err != nil {
+		if wfd, err = unix.Open(backing.ProcPath(f.fd), unix.O_WRONLY|unix.O_CLOEXEC, 0); err != nil {
 			return toErrno(err)
 		}
 		defer unix.Close(wfd)
+		held = false
 	}
-	n.killPrivs(ctx, wfd, st)
-	if errno := n.v.resize(wfd, 0); errno != 0 {
+	mode := n.killPrivs(ctx, wfd, st.Mode)
+	if f.oi != nil {
+		f.sp.Lock()
+		f.oi.mode = mode
+		f.sp.Unlock()
+	}
+	if errno := n.v.resize(wfd, 0, held, hint); errno != 0 {
 		return errno
 	}
-	s, err := backing.Fstat(fd)
+	s, err := backing.Fstat(f.fd)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -107,8 +134,8 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		if err := unix.Chmod(backing.ProcPath(fd), mode); err != nil {
 			return toErrno(err)
 		}
-	} else if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && needsKill(&st) {
-		n.clearPrivs(fd, &st)
+	} else if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && needsKill(st.Mode) {
+		n.clearPrivs(fd, st.Mode)
 	}
 
 	if size, ok := in.GetSize(); ok {
@@ -137,6 +164,9 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	if err != nil {
 		return toErrno(err)
 	}
+	if after.Mode != st.Mode && after.Type() == unix.S_IFREG {
+		v.fs.locks.setMode(&after)
+	}
 	v.fillAttr(&after, &out.Attr)
 	n.setStamp(&after)
 	return 0
@@ -146,14 +176,63 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 // writing, else through a descriptor opened for the purpose.
 func (n *node) truncate(fh gofs.FileHandle, pathFd int, size int64) syscall.Errno {
 	if f, ok := fh.(*file); ok && f.writable() {
-		return n.v.resize(f.fd, size)
+		return n.v.resize(f.fd, size, f.held, "")
 	}
 	wfd, err := unix.Open(backing.ProcPath(pathFd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return toErrno(err)
 	}
 	defer unix.Close(wfd)
-	return n.v.resize(wfd, size)
+	return n.v.resize(wfd, size, false, n.hintSelf())
+}
+
+// resize sets the size of the regular file open for writing at fd. held
+// tells that a handle of the caller holds the inode in the quota ledger;
+// otherwise resize holds it for the call (hint is the file's path in its
+// folder).
+func (v *view) resize(fd int, size int64, held bool, hint string) syscall.Errno {
+	if size < 0 {
+		return syscall.EINVAL
+	}
+	id, err := backing.Fstat(fd)
+	if err != nil {
+		return toErrno(err)
+	}
+	sp := v.fs.locks.of(id.Dev, id.Ino)
+	sp.Lock()
+	defer sp.Unlock()
+	st, err := backing.Fstat(fd)
+	if err != nil {
+		return toErrno(err)
+	}
+	k := v.q.key(st.Dev, st.Ino)
+	if !held {
+		if errno := v.openWrite(k, st.Size, hint); errno != 0 {
+			return errno
+		}
+		defer v.closeWrite(k)
+	}
+	var r quota.Reservation
+	if size != st.Size {
+		// quota: truncate to size: growth all or nothing, shrinking
+		// always passes.
+		var errno syscall.Errno
+		if r, errno = v.reserveSize(k, size); errno != 0 {
+			return errno
+		}
+	}
+	// The size is set also when it does not change: that updates mtime
+	// and ctime, as truncate(2) does.
+	err = unix.Ftruncate(fd, size)
+	after := size
+	if err != nil {
+		after = st.Size
+	}
+	r.Done(after)
+	if oi := sp.open[devIno{st.Dev, st.Ino}]; oi != nil {
+		oi.size = after
+	}
+	return toErrno(err)
 }
 
 func setTime(in *fuse.SetAttrIn, set, now uint32, sec uint64, nsec uint32) unix.Timespec {
@@ -182,35 +261,36 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 	if length == 0 {
 		return 0, 0
 	}
-	lk := v.fs.locks.of(fo.dev, fo.ino)
-	lk.Lock()
-	defer lk.Unlock()
-	st, errno := fo.stat()
-	if errno != 0 {
-		return 0, errno
+	oi := fo.oi
+	if oi == nil {
+		return 0, syscall.EBADF
 	}
-	fo.n.killPrivs(ctx, fo.fd, &st)
+	if int64(offOut) < 0 || int64(offIn) < 0 {
+		return 0, syscall.EINVAL
+	}
+	fo.sp.Lock()
+	defer fo.sp.Unlock()
+	oi.mode = fo.n.killPrivs(ctx, fo.fd, oi.mode)
 	end := int64(offOut) + int64(length)
-	want := usage{bytes: max(0, end-st.Size)}
-	granted := usage{}
-	if want.bytes > 0 {
-		// quota: copying past the end grows the destination; it may be
-		// cut short to what is granted.
-		if granted, errno = v.fs.acct.reserve(v, want, true); errno != 0 {
+	var r quota.Reservation
+	if end > oi.size {
+		// quota: copying past the end grows the destination up to end;
+		// it may be cut short to the grant.
+		granted, rr, errno := v.reserveWrite(fo.key, int64(offOut), end)
+		if errno != 0 {
 			return 0, errno
 		}
-		allowed := int64(length) - (want.bytes - granted.bytes)
-		if allowed <= 0 {
-			v.fs.acct.commit(v, granted, usage{})
-			return 0, syscall.EDQUOT
+		r = rr
+		length = uint64(granted - int64(offOut))
+	}
+	oi2, oo := int64(offIn), int64(offOut)
+	c, err := unix.CopyFileRange(fi.fd, &oi2, fo.fd, &oo, int(length), int(flags))
+	if c > 0 {
+		if e := int64(offOut) + int64(c); e > oi.size {
+			oi.size = e
 		}
-		length = uint64(allowed)
 	}
-	oi, oo := int64(offIn), int64(offOut)
-	c, err := unix.CopyFileRange(fi.fd, &oi, fo.fd, &oo, int(length), int(flags))
-	if want.bytes > 0 {
-		v.fs.acct.commit(v, granted, usage{bytes: max(0, oo-st.Size)})
-	}
+	r.Done(oi.size)
 	if err != nil {
 		return 0, toErrno(err)
 	}

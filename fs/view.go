@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/vfolder/vfolder/internal/backing"
 	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // ViewSpec describes one view. See the package comment.
@@ -48,6 +50,9 @@ type view struct {
 	root   *node
 
 	rootStable gofs.StableAttr
+
+	// q is the view's quota hook (see accounting.go); fixed at AddView.
+	q quotaHook
 
 	// fdMu guards rootFd: operations hold it shared while they resolve
 	// paths below it; closeRoot takes it exclusively.
@@ -219,9 +224,54 @@ func (f *FS) newView(spec ViewSpec, comps []string) (*view, error) {
 		rootFd: fd,
 		mapped: map[devIno]*mappedIno{},
 	}
+	if err := f.setQuota(v, spec, comps); err != nil {
+		unix.Close(fd)
+		f.inos.freeSlot(slot)
+		return fail(err)
+	}
 	v.root, v.rootStable = v.newNode(&st)
 	v.root.isRoot = true
 	return v, nil
+}
+
+// setQuota sets up the view's quota hook when the FS has a ledger. A view
+// that may write must name its folder and scope then; a read-only view
+// without them simply shows the volume's figures in statfs.
+func (f *FS) setQuota(v *view, spec ViewSpec, comps []string) error {
+	if f.opts.Quota == nil {
+		return nil
+	}
+	if spec.FolderID == "" || spec.Scope.IsZero() {
+		if spec.Mode == meta.PermRO {
+			return nil
+		}
+		return fmt.Errorf("%w: a %s view needs its folder id and quota scope for the quota", meta.ErrInvalid, spec.Mode)
+	}
+	rel, _ := splitFolderRel(spec.FolderRel)
+	sub := comps[len(rel):]
+	rootDev := v.dev
+	if len(sub) > 0 {
+		// The view shows a subpath: keys are relative to the device of
+		// the folder root itself.
+		fd, err := backing.OpenDir(v.vol.fd, rel)
+		if err != nil {
+			return fmt.Errorf("open folder directory %s/%s: %w", spec.VolumeName, spec.FolderRel, err)
+		}
+		st, err := backing.Fstat(fd)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("stat folder directory %s/%s: %w", spec.VolumeName, spec.FolderRel, err)
+		}
+		rootDev = st.Dev
+	}
+	v.q = quotaHook{
+		m:       f.opts.Quota,
+		scope:   quota.ScopeKey{Volume: spec.VolumeName, ID: spec.Scope},
+		folder:  spec.FolderID,
+		rootDev: rootDev,
+		prefix:  strings.Join(sub, "/"),
+	}
+	return nil
 }
 
 // RemoveView makes a view disappear; meta.ErrNotFound if there is none.

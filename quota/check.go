@@ -397,10 +397,12 @@ func (m *Manager) checkGone(ctx context.Context, sc *scope, f *folder, fd int, r
 	if err != nil {
 		return fmt.Errorf("quota: check folder %s: %w", f.id, err)
 	}
-	// Unverified inodes without a record are gone candidates too.
+	// Unverified inodes without a record are gone candidates too, and so
+	// are records not yet committed (an object made just before the
+	// check and removed behind the daemon's back).
 	sc.mu.Lock()
 	for k, in := range f.inodes {
-		if in.unverified && !in.exists {
+		if (in.unverified && !in.exists) || (in.exists && !in.pExists) {
 			if _, ok := slices.BinarySearchFunc(seen, k, cmpKey); !ok {
 				gone = append(gone, k)
 			}

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -299,5 +301,50 @@ func TestCheckCancelled(t *testing.T) {
 	_, err := m.Check(ctx, testScope(t, 4), []FolderRoot{openRoot(t, dir, "f1")}, CheckOptions{Repair: true})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled check: %v", err)
+	}
+}
+
+// TestCheckGoneBeforeCommit: an object recorded in memory but not yet
+// committed, then removed behind the ledger's back, is found gone by the
+// next Check (not only after a commit).
+func TestCheckGoneBeforeCommit(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, t.TempDir())
+	m := openMgr(t, db, Options{FlushInterval: time.Hour})
+	t.Cleanup(func() {
+		m.Close()
+		db.Close()
+	})
+	s := testScope(t, 1)
+	p := filepath.Join(dir, "x")
+	mkfile(t, p, 123)
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	var root syscall.Stat_t
+	if err := syscall.Stat(dir, &root); err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.ReserveInode(s, "f1", KindFile, 0, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Commit(MakeKey(root.Dev, st.Dev, st.Ino), st.Size)
+	if u := m.FolderUsage("f1"); u.Used != 123 || u.UsedInodes != 1 {
+		t.Fatalf("usage %+v", u)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := m.Check(context.Background(), s, []FolderRoot{openRoot(t, dir, "f1")}, CheckOptions{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Counts[ProblemGone] != 1 || rep.Repaired != 1 {
+		t.Errorf("check found %v, repaired %d; want 1 gone, repaired", rep.Counts, rep.Repaired)
+	}
+	if u := m.FolderUsage("f1"); u.Used != 0 || u.UsedInodes != 0 {
+		t.Errorf("usage after repair %+v", u)
 	}
 }

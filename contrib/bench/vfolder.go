@@ -52,12 +52,19 @@ func newVfolderIDs() (vfolderIDs, error) {
 }
 
 // vfolderShared is the one vfolder mount both vfolder configurations use
-// (one mount per node, like vfolderd), with a view per configuration.
+// (one mount per node, like vfolderd), with a view per configuration, and
+// the quota ledger it reports every write of the rw view to.
 type vfolderShared struct {
-	fs  *vfs.FS
-	mnt string
-	err error
+	fs     *vfs.FS
+	ledger *ledger
+	mnt    string
+	err    error
 }
+
+// mountStateDir holds the mount's quota ledger: apart from stateDir, which
+// the usage query and memory measurements open in this process and in a
+// worker while the mount is up (badger allows one opener).
+func (e *env) mountStateDir() string { return filepath.Join(e.work, "state-mount") }
 
 var sharedVfolder *vfolderShared
 
@@ -70,19 +77,33 @@ func (e *env) vfolderMount() (*vfolderShared, error) {
 	if s.err = os.MkdirAll(s.mnt, 0o755); s.err != nil {
 		return s, s.err
 	}
+	if s.ledger, s.err = openLedgerAt(e.mountStateDir()); s.err != nil {
+		s.err = fmt.Errorf("open the quota ledger: %w", s.err)
+		return s, s.err
+	}
+	l := s.ledger
+	sk := quota.ScopeKey{Volume: vfVolume, ID: e.folder.scope}
+	if s.err = l.m.SetLimit(sk, vfQuotaBytes, 0); s.err != nil {
+		l.close()
+		return s, s.err
+	}
 	s.fs, s.err = vfs.Mount(vfs.Options{
 		MountPoint: s.mnt,
 		StorageUID: vfStorageUID,
 		StorageGID: vfStorageUID,
 		Logger:     zerolog.Nop(),
+		Quota:      l.m,
 	})
 	if s.err != nil {
+		l.close()
 		return s, s.err
 	}
 	fsys := s.fs
 	e.mounts.add("vfolder", s.mnt, fuseMinor(s.mnt), func() error {
 		sharedVfolder = nil
-		return fsys.Close()
+		err := fsys.Close()
+		l.close()
+		return err
 	})
 	return s, nil
 }
@@ -132,7 +153,7 @@ func (c *vfolderConfig) describe() string {
 	s := "vfolder fs.Mount in-process (one mount for both vfolder columns), view " + vfs.NSSessions + "/" + vfSession + "/" + string(c.mode) +
 		fmt.Sprintf(", storage uid/gid %d, view uid/gid %d", vfStorageUID, vfViewUID)
 	if c.mode == meta.PermRW {
-		s += ", deletes allowed; quota: none (package fs has no quota hook to set one yet)"
+		s += fmt.Sprintf(", deletes allowed; quota: the folder's scope has a %s limit (far above the workload), so every write past EOF, truncate, fallocate and create passes the quota ledger (badger in the work directory)", humanBytes(vfQuotaBytes))
 	}
 	return s
 }
@@ -391,7 +412,7 @@ func vfMemWorker(a []string) memResult {
 		return fail(err)
 	}
 	defer l.close()
-	fsys, err := vfs.Mount(vfs.Options{MountPoint: mnt, StorageUID: vfStorageUID, StorageGID: vfStorageUID, Logger: zerolog.Nop()})
+	fsys, err := vfs.Mount(vfs.Options{MountPoint: mnt, StorageUID: vfStorageUID, StorageGID: vfStorageUID, Logger: zerolog.Nop(), Quota: l.m})
 	if err != nil {
 		return fail(err)
 	}
