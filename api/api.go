@@ -23,6 +23,7 @@
 //	GET    /v1/quota-scopes/{volume}/{scope}        -> QuotaScope
 //	PUT    /v1/quota-scopes/{volume}/{scope}  SetQuotaRequest -> QuotaScope
 //	DELETE /v1/quota-scopes/{volume}/{scope}        -> QuotaScope (limit removed)
+//	POST   /v1/quota-scopes/{volume}/{scope}/check QuotaCheckRequest -> QuotaCheck
 //	GET    /v1/policies/{owner}                     -> Policy
 //	PUT    /v1/policies/{owner}     Policy          -> Policy
 //	GET    /v1/views?namespace=&key=                -> []View
@@ -115,6 +116,28 @@
 // restarted daemon publishes them again on the same host paths, so
 // containers that kept running see working mounts again.
 //
+// # Quotas
+//
+// A quota scope is one owner (user or project) on one volume. Its limit is
+// enforced by the daemon in the I/O path of every rw and wd view (package
+// quota): a write that would cross it is cut short and the next one fails
+// with EDQUOT; statfs in a view reports the limit and the free bytes. The
+// usage figures (QuotaScope.UsedBytes, FolderUsage) are read from the
+// daemon's ledger in constant time, never from a tree walk; they include
+// the bytes of writes in flight. A new limit (PUT, DELETE, or a scope
+// created with a folder) is enforced from the moment the call answers.
+// Limits are whole numbers of bytes (and inodes) from 0 (no limit) to
+// 2^63-1; anything else (negative, fractional, out of range, a string) is
+// refused with 400.
+//
+// POST .../check walks the scope's folders on storage and compares what
+// is there with the ledger (QuotaCheck); with "repair": true it makes the
+// ledger match. It runs online (writes go on) and may take long on big
+// folders: clients should allow for that (the CLI waits up to
+// CheckTimeout). The daemon runs the same check with repair on every
+// scope, in the background, when it starts after an unclean shutdown;
+// QuotaScope.Checking is true while a check of the scope runs.
+//
 // # Errors
 //
 // Every error is a JSON Error body with a stable code and a message meant
@@ -195,7 +218,114 @@ type QuotaScope struct {
 	meta.QuotaScope
 	UsedBytes  int64 `json:"used_bytes"`
 	UsedInodes int64 `json:"used_inodes"`
+	// Checking is true while a check of the scope runs (one asked for, or
+	// the one the daemon runs after an unclean shutdown).
+	Checking bool `json:"checking,omitempty"`
 }
+
+// QuotaCheckRequest is the body of POST .../check (optional: no body means
+// no repair).
+type QuotaCheckRequest struct {
+	// Repair makes the ledger match what is on storage.
+	Repair bool `json:"repair"`
+}
+
+// CheckTimeout is how long the CLI waits for a check by default.
+const CheckTimeout = 24 * time.Hour
+
+// Problems a check reports (QuotaFinding.Problem, QuotaCheck.Counts).
+const (
+	ProblemUnknown    = "unknown"    // an object on storage the ledger does not know
+	ProblemGone       = "gone"       // a ledger entry whose object is gone from storage
+	ProblemSize       = "size"       // charged bytes differ from the real size
+	ProblemKind       = "kind"       // the ledger has another type for the object
+	ProblemUnverified = "unverified" // left unconfirmed by a crash
+	ProblemCounter    = "counter"    // a folder's counter differs from its entries
+	ProblemChanged    = "changed"    // changed while being checked; not drift
+	ProblemOrphan     = "orphan"     // ledger entries of a folder that no longer exists
+)
+
+// QuotaCheck is the result of checking a scope's ledger against storage.
+type QuotaCheck struct {
+	Volume string       `json:"volume"`
+	Scope  meta.ScopeID `json:"scope"`
+	// Repair tells whether repair was asked for.
+	Repair bool `json:"repair"`
+	// Drift is true when the ledger differed from storage.
+	Drift bool `json:"drift"`
+	// Repaired is true when every difference found was fixed.
+	Repaired bool `json:"repaired"`
+	// Complete is false when some folder or directory could not be read
+	// (see the folders' Errors); the ledger entries of such a folder are
+	// never taken for gone.
+	Complete bool `json:"complete"`
+	// Folders are the scope's folders on the volume that were walked.
+	Folders []QuotaCheckFolder `json:"folders"`
+	// UnknownFiles counts objects on storage the ledger did not know;
+	// MissingEntries ledger entries whose object is gone from storage.
+	UnknownFiles   int `json:"unknown_files"`
+	MissingEntries int `json:"missing_entries"`
+	// Counts counts every finding by problem (ProblemUnknown...).
+	Counts map[string]int `json:"counts"`
+	// RepairedCount is how many findings were fixed.
+	RepairedCount int `json:"repaired_count"`
+	// Busy counts differences left alone because operations on them were
+	// in flight; the next check looks at them again.
+	Busy int `json:"busy"`
+	// OrphanFolders are folder ids the ledger holds for this scope that
+	// have no folder record any more (dropped from the ledger by repair).
+	OrphanFolders []string `json:"orphan_folders,omitempty"`
+	// Findings lists differences, at most MaxFindings of them.
+	Findings  []QuotaFinding `json:"findings"`
+	Truncated bool           `json:"truncated,omitempty"`
+	// UsedBytes and UsedInodes are the scope's usage when the check ended
+	// (after repairs).
+	UsedBytes  int64     `json:"used_bytes"`
+	UsedInodes int64     `json:"used_inodes"`
+	StartedAt  time.Time `json:"started_at"`
+	// Seconds is how long the check took.
+	Seconds float64 `json:"seconds"`
+}
+
+// QuotaCheckFolder is one folder of a check: what the ledger held and what
+// was found on storage.
+type QuotaCheckFolder struct {
+	FolderID string `json:"folder_id"`
+	Name     string `json:"name"`
+	// LedgerBytes and LedgerInodes are the ledger's figures before any
+	// repair; DiskBytes and DiskInodes what the walk found.
+	LedgerBytes  int64 `json:"ledger_bytes"`
+	DiskBytes    int64 `json:"disk_bytes"`
+	LedgerInodes int64 `json:"ledger_inodes"`
+	DiskInodes   int64 `json:"disk_inodes"`
+	// Unknown, Missing and Other count this folder's findings: objects
+	// unknown to the ledger, entries gone from storage, and every other
+	// difference (sizes, types, unverified entries, counters).
+	Unknown  int      `json:"unknown"`
+	Missing  int      `json:"missing"`
+	Other    int      `json:"other"`
+	Complete bool     `json:"complete"`
+	Errors   []string `json:"errors,omitempty"`
+}
+
+// QuotaFinding is one difference between the ledger and storage.
+type QuotaFinding struct {
+	FolderID string `json:"folder_id"`
+	// Path is relative to the folder root ("" when not known).
+	Path    string `json:"path,omitempty"`
+	Problem string `json:"problem"`
+	// LedgerBytes is what the ledger charged, DiskBytes what storage
+	// holds (for ProblemCounter: the counter and the sum of entries; the
+	// inode fields alike).
+	LedgerBytes  int64 `json:"ledger_bytes"`
+	DiskBytes    int64 `json:"disk_bytes"`
+	LedgerInodes int64 `json:"ledger_inodes,omitempty"`
+	DiskInodes   int64 `json:"disk_inodes,omitempty"`
+	Repaired     bool  `json:"repaired"`
+}
+
+// MaxFindings bounds QuotaCheck.Findings.
+const MaxFindings = 1000
 
 // FolderUsage is one folder's own usage.
 type FolderUsage struct {

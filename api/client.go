@@ -194,22 +194,31 @@ func (c *Client) FolderUsage(ctx context.Context, ref string, owner meta.ScopeID
 // QuotaScope calls GET /v1/quota-scopes/{volume}/{scope}.
 func (c *Client) QuotaScope(ctx context.Context, volume string, scope meta.ScopeID) (QuotaScope, error) {
 	var s QuotaScope
-	err := c.scopeCall(ctx, http.MethodGet, volume, scope, nil, &s)
+	err := c.scopeCall(ctx, http.MethodGet, volume, scope, "", nil, &s)
 	return s, err
 }
 
 // SetQuotaScope calls PUT /v1/quota-scopes/{volume}/{scope}.
 func (c *Client) SetQuotaScope(ctx context.Context, volume string, scope meta.ScopeID, req SetQuotaRequest) (QuotaScope, error) {
 	var s QuotaScope
-	err := c.scopeCall(ctx, http.MethodPut, volume, scope, req, &s)
+	err := c.scopeCall(ctx, http.MethodPut, volume, scope, "", req, &s)
 	return s, err
 }
 
 // UnsetQuotaScope calls DELETE /v1/quota-scopes/{volume}/{scope}.
 func (c *Client) UnsetQuotaScope(ctx context.Context, volume string, scope meta.ScopeID) (QuotaScope, error) {
 	var s QuotaScope
-	err := c.scopeCall(ctx, http.MethodDelete, volume, scope, nil, &s)
+	err := c.scopeCall(ctx, http.MethodDelete, volume, scope, "", nil, &s)
 	return s, err
+}
+
+// CheckQuotaScope calls POST /v1/quota-scopes/{volume}/{scope}/check. A
+// check walks every folder of the scope: give ctx a deadline (or the
+// client a Timeout) that allows for it.
+func (c *Client) CheckQuotaScope(ctx context.Context, volume string, scope meta.ScopeID, req QuotaCheckRequest) (QuotaCheck, error) {
+	var r QuotaCheck
+	err := c.scopeCall(ctx, http.MethodPost, volume, scope, "/check", req, &r)
+	return r, err
 }
 
 // Policy calls GET /v1/policies/{owner}.
@@ -375,14 +384,14 @@ func (c *Client) folderCall(ctx context.Context, method, ref, suffix string, own
 	return c.do(ctx, method, "/folders/"+url.PathEscape(ref)+suffix, q, body, out)
 }
 
-func (c *Client) scopeCall(ctx context.Context, method, volume string, scope meta.ScopeID, body, out any) error {
+func (c *Client) scopeCall(ctx context.Context, method, volume string, scope meta.ScopeID, suffix string, body, out any) error {
 	if volume == "" || volume == "." || volume == ".." {
 		return invalidArg("volume name %q is not valid", volume)
 	}
 	if scope.IsZero() {
 		return invalidArg("quota scope id is empty")
 	}
-	return c.do(ctx, method, "/quota-scopes/"+url.PathEscape(volume)+"/"+url.PathEscape(scope.String()), nil, body, out)
+	return c.do(ctx, method, "/quota-scopes/"+url.PathEscape(volume)+"/"+url.PathEscape(scope.String())+suffix, nil, body, out)
 }
 
 func (c *Client) policyCall(ctx context.Context, method string, owner meta.ScopeID, body, out any) error {

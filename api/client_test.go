@@ -105,6 +105,11 @@ func TestClientRequests(t *testing.T) {
 	policy := Policy{MaxFolderCount: 5, MaxQuotaScopeSize: 1 << 40}
 	usage := FolderUsage{FolderID: folder.ID, UsedBytes: 42, UsedInodes: 3, AsOf: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
 	vols := []Volume{{Name: "local", Path: "/vfroot/local", MountAllowed: true}}
+	check := QuotaCheck{Volume: "local", Scope: testUser, Repair: true, Drift: true, Repaired: true, Complete: true,
+		Folders:      []QuotaCheckFolder{{FolderID: folder.ID, Name: "data", LedgerBytes: 1, DiskBytes: 11, LedgerInodes: 1, DiskInodes: 2, Unknown: 1, Complete: true}},
+		UnknownFiles: 1, Counts: map[string]int{ProblemUnknown: 1}, RepairedCount: 1,
+		Findings:  []QuotaFinding{{FolderID: folder.ID, Path: "x", Problem: ProblemUnknown, DiskBytes: 10, Repaired: true}},
+		UsedBytes: 11, UsedInodes: 2, StartedAt: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), Seconds: 1.5}
 
 	var answer any
 	d := startFake(t, func(w http.ResponseWriter, r *http.Request) {
@@ -158,6 +163,9 @@ func TestClientRequests(t *testing.T) {
 		}, recorded{Method: "PUT", Path: "/v1/quota-scopes/local/user:0123456789abcdef0123456789abcdef", Body: `{"limit_bytes":10737418240}`}},
 		{"quota unset", scope, func() (any, error) { return c.UnsetQuotaScope(ctx, "local", testUser) },
 			recorded{Method: "DELETE", Path: "/v1/quota-scopes/local/user:0123456789abcdef0123456789abcdef"}},
+		{"quota check", check, func() (any, error) {
+			return c.CheckQuotaScope(ctx, "local", testUser, QuotaCheckRequest{Repair: true})
+		}, recorded{Method: "POST", Path: "/v1/quota-scopes/local/user:0123456789abcdef0123456789abcdef/check", Body: `{"repair":true}`}},
 		{"policy get", policy, func() (any, error) { return c.Policy(ctx, testProject) },
 			recorded{Method: "GET", Path: "/v1/policies/project:fedcba9876543210fedcba9876543210"}},
 		{"policy set", policy, func() (any, error) { return c.SetPolicy(ctx, testProject, policy) },

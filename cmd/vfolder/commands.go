@@ -191,6 +191,21 @@ func commands(st *state) []*cli.Command {
 					Flags:     []cli.Flag{scopeTypeFlag()},
 					Action:    st.quotaUnset,
 				},
+				{
+					Name:      "check",
+					Usage:     "compare a scope's usage with what is on storage (and fix it with --repair)",
+					ArgsUsage: "HOST ID",
+					Description: "Walks every folder of the scope on the volume and compares each object with the\n" +
+						"daemon's usage ledger: files written on the volume behind the daemon's back, entries\n" +
+						"whose file is gone, wrong sizes. --repair makes the ledger match the volume. Writes\n" +
+						"go on during the check. Big folders take a while: the request waits up to\n" +
+						"24h unless --timeout says otherwise; the daemon logs progress.\n" +
+						"Exit status: 0 no difference (or every one repaired), 1 differences left, or the\n" +
+						"check could not read everything.",
+					Flags: []cli.Flag{scopeTypeFlag(),
+						&cli.BoolFlag{Name: "repair", Usage: "make the ledger match what is on storage"}},
+					Action: st.quotaCheck,
+				},
 			},
 		},
 		{
@@ -528,6 +543,44 @@ func (st *state) quotaUnset(c *cli.Context) error {
 		return err
 	}
 	return st.printScope(s)
+}
+
+func (st *state) quotaCheck(c *cli.Context) error {
+	host, id, err := scopeArgs(c, 2, 2)
+	if err != nil {
+		return err
+	}
+	if !st.timeoutSet {
+		st.client.Timeout = api.CheckTimeout
+	}
+	repair := c.Bool("repair")
+	rep, err := st.client.CheckQuotaScope(ctxOf(c), host, id, api.QuotaCheckRequest{Repair: repair})
+	if err != nil {
+		return err
+	}
+	if err := st.output(rep, func() error { return printCheck(st.stdout, rep) }); err != nil {
+		return err
+	}
+	switch {
+	case rep.Drift && !rep.Repaired && repair:
+		return fmt.Errorf("%d difference(s) between the ledger of %s on %s and storage could not be repaired (see the log of vfolderd); run the check again", driftCount(rep)-rep.RepairedCount, id, host)
+	case rep.Drift && !rep.Repaired:
+		return fmt.Errorf("the ledger of %s on %s differs from storage (%d difference(s)); run 'vfolder quota-scope check %s %s --repair' to fix it", id, host, driftCount(rep), host, id)
+	case !rep.Complete:
+		return fmt.Errorf("the check of %s on %s could not read everything (see the folders' errors); entries there were not judged", id, host)
+	}
+	return nil
+}
+
+// driftCount is the number of differences a check found.
+func driftCount(r api.QuotaCheck) int {
+	n := 0
+	for p, c := range r.Counts {
+		if p != api.ProblemChanged {
+			n += c
+		}
+	}
+	return n
 }
 
 func (st *state) policyGet(c *cli.Context) error {

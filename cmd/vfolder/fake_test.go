@@ -35,6 +35,9 @@ type fakeAPI struct {
 	lastPublish api.PublishRequest
 	lastAttach  api.AttachRequest
 	problems    []string // what the next unpublish reports
+
+	drift      int  // differences the next check finds (until repaired)
+	incomplete bool // the next check cannot read a folder
 }
 
 func startFakeAPI(t *testing.T) *fakeAPI {
@@ -105,6 +108,7 @@ func startFakeAPI(t *testing.T) *fakeAPI {
 		reply(w, 200, api.FolderUsage{FolderID: fo.ID, UsedBytes: 3 << 19, UsedInodes: 7, AsOf: time.Now()})
 	}))
 	mux.HandleFunc("/v1/quota-scopes/{volume}/{scope}", f.quota)
+	mux.HandleFunc("POST /v1/quota-scopes/{volume}/{scope}/check", f.check)
 	mux.HandleFunc("/v1/policies/{owner}", f.policy)
 	mux.HandleFunc("GET /v1/views", f.listViews)
 	mux.HandleFunc("POST /v1/views", f.addView)
@@ -329,4 +333,46 @@ func (f *fakeAPI) folder(id string) (api.Folder, error) {
 		return api.Folder{}, errors.New("no such folder")
 	}
 	return fo, nil
+}
+
+// check answers POST .../check: f.drift unknown files in one folder, all
+// repaired when asked.
+func (f *fakeAPI) check(w http.ResponseWriter, r *http.Request) {
+	id, err := meta.ParseScopeID(r.PathValue("scope"))
+	if err != nil {
+		fail(w, 400, api.CodeInvalid, "%v", err)
+		return
+	}
+	if r.PathValue("volume") != "local" {
+		fail(w, 404, api.CodeNotFound, "volume %q not found", r.PathValue("volume"))
+		return
+	}
+	var req api.QuotaCheckRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		fail(w, 400, api.CodeInvalid, "bad body")
+		return
+	}
+	const ledger = 104857600
+	fo := api.QuotaCheckFolder{FolderID: "0123456789abcdef0123456789abcdef", Name: "data",
+		LedgerBytes: ledger, DiskBytes: ledger + int64(f.drift)*100, LedgerInodes: 1, DiskInodes: 1 + int64(f.drift),
+		Unknown: f.drift, Complete: !f.incomplete}
+	if f.incomplete {
+		fo.Errors = []string{"open d: permission denied"}
+	}
+	rep := api.QuotaCheck{Volume: "local", Scope: id, Repair: req.Repair, Drift: f.drift > 0, Complete: !f.incomplete,
+		Folders: []api.QuotaCheckFolder{fo}, UnknownFiles: f.drift, Counts: map[string]int{}, Findings: []api.QuotaFinding{},
+		UsedBytes: ledger, UsedInodes: 1, StartedAt: time.Now(), Seconds: 0.25}
+	if f.drift > 0 {
+		rep.Counts[api.ProblemUnknown] = f.drift
+	}
+	for i := 0; i < f.drift; i++ {
+		rep.Findings = append(rep.Findings, api.QuotaFinding{FolderID: fo.FolderID, Path: fmt.Sprintf("direct%d", i),
+			Problem: api.ProblemUnknown, DiskBytes: 100, Repaired: req.Repair})
+	}
+	if req.Repair && f.drift > 0 {
+		rep.Repaired, rep.RepairedCount = true, f.drift
+		rep.UsedBytes, rep.UsedInodes = fo.DiskBytes, fo.DiskInodes
+		f.drift = 0
+	}
+	reply(w, 200, rep)
 }

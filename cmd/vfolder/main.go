@@ -12,12 +12,18 @@
 //	1  the request was refused or failed: an API error (invalid name or
 //	   size, not found, conflict, limit exceeded...), the daemon is not
 //	   reachable, or a value on the command line (a UUID, a size) is not
-//	   acceptable
+//	   acceptable; for "quota-scope check": differences between the usage
+//	   ledger and storage that were not repaired, or a folder that could
+//	   not be read (the report is printed first, also with --json)
 //	2  usage error: unknown command or flag, wrong number of arguments,
 //	   conflicting or missing flags, a flag value outside its fixed set
 //
 // Errors go to stderr as "vfolder: <message>". With --json, results go to
 // stdout as the API's JSON objects, for scripts.
+//
+// Requests time out after --timeout (default 2m), except "quota-scope
+// check", which walks whole folders and waits up to api.CheckTimeout (24h)
+// unless --timeout is given.
 //
 // # Argument order
 //

@@ -104,6 +104,10 @@ func TestExitCodes(t *testing.T) {
 		{"negative size", []string{"quota-scope", "set", "local", userUUID, "-5G", "-t", "user"}, 1, "negative", true, false},
 		{"fractional bytes", []string{"quota-scope", "set", "local", userUUID, "1.5", "-t", "user"}, 1, "not a whole number of bytes", true, false},
 		{"unknown unit", []string{"quota-scope", "set", "local", userUUID, "12XB", "-t", "user"}, 1, `unknown unit "XB"`, true, false},
+		{"overflowing size", []string{"quota-scope", "set", "local", userUUID, "99999999999P", "-t", "user"}, 1, "too large", true, false},
+		{"garbage size", []string{"quota-scope", "set", "local", userUUID, "abc", "-t", "user"}, 1, "not a number", true, false},
+		{"check extra args", []string{"quota-scope", "check", "local", userUUID, "x", "-t", "user"}, 2, "check takes arguments HOST ID", true, false},
+		{"check without type", []string{"quota-scope", "check", "local", userUUID}, 2, "add -t user or -t project", true, false},
 		{"bad inode count", []string{"quota-scope", "set", "local", "user:" + userUUID, "--inodes", "-3"}, 1, "not a count", true, false},
 		{"bad scope id", []string{"quota-scope", "get", "local", "user:nope"}, 1, "not a quota scope id", true, false},
 		{"bad policy size", []string{"policy", "set", "--user", userUUID, "--max-quota-scope-size", "lots"}, 1, "--max-quota-scope-size", true, false},
@@ -396,5 +400,63 @@ func TestReorderArgs(t *testing.T) {
 		if got := reorderArgs(app, tc.in); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("reorderArgs(%q)\n got %q\nwant %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestQuotaCheck(t *testing.T) {
+	f := startFakeAPI(t)
+	path := "POST /v1/quota-scopes/local/user:" + userUUID + "/check"
+
+	// No drift: exit 0, a table and a summary.
+	r := mustOK(t, f.run(t, "quota-scope", "check", "local", userUUID, "-t", "user"))
+	for _, want := range []string{"FOLDER", "LEDGER BYTES", "DISK BYTES", "data", "104857600", "unknown files:", "drift:", "nothing to repair"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("check printed %q, missing %q", r.stdout, want)
+		}
+	}
+	if calls := f.calls(); len(calls) != 1 || calls[0] != path {
+		t.Errorf("calls %v; want one %s", calls, path)
+	}
+
+	// Drift without --repair: exit 1, the findings, a hint.
+	f.drift = 2
+	r = f.run(t, "quota-scope", "check", "local", "user:"+userUUID)
+	if r.code != 1 || !strings.Contains(r.stderr, "differs from storage (2 difference(s))") || !strings.Contains(r.stderr, "--repair") {
+		t.Errorf("check with drift: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, want := range []string{"direct0", "direct1", "unknown", "no (run with --repair)", "drift"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("check printed %q, missing %q", r.stdout, want)
+		}
+	}
+	// --json prints the report and keeps the exit status.
+	r = f.run(t, "--json", "quota-scope", "check", "local", userUUID, "-t", "user")
+	var rep api.QuotaCheck
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("--json printed %q: %v", r.stdout, err)
+	}
+	if r.code != 1 || !rep.Drift || rep.UnknownFiles != 2 || rep.Repair {
+		t.Errorf("--json check: exit %d, %+v", r.code, rep)
+	}
+
+	// --repair (after the arguments): exit 0.
+	f.calls()
+	r = mustOK(t, f.run(t, "quota-scope", "check", "local", userUUID, "--repair", "-t", "user"))
+	if !strings.Contains(r.stdout, "yes (2)") {
+		t.Errorf("check --repair printed %q", r.stdout)
+	}
+	mustOK(t, f.run(t, "quota-scope", "check", "local", userUUID, "-t", "user"))
+
+	// A folder that could not be read: exit 1.
+	f.incomplete = true
+	r = f.run(t, "quota-scope", "check", "local", userUUID, "-t", "user")
+	if r.code != 1 || !strings.Contains(r.stderr, "could not read everything") || !strings.Contains(r.stdout, "permission denied") {
+		t.Errorf("incomplete check: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	// Unknown volume: the daemon's error, exit 1.
+	r = f.run(t, "quota-scope", "check", "nas9", userUUID, "-t", "user")
+	if r.code != 1 || !strings.Contains(r.stderr, `volume "nas9" not found`) {
+		t.Errorf("check on an unknown volume: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

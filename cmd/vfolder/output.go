@@ -143,7 +143,7 @@ func scopeKV(s api.QuotaScope) []kv {
 	if s.LimitInodes > 0 {
 		inodes = fmt.Sprintf("%d of %d (%.1f%%)", s.UsedInodes, s.LimitInodes, float64(s.UsedInodes)*100/float64(s.LimitInodes))
 	}
-	return []kv{
+	out := []kv{
 		{"volume", s.Volume},
 		{"scope", s.ID.String()},
 		{"limit", limitText(s.LimitBytes)},
@@ -153,6 +153,10 @@ func scopeKV(s api.QuotaScope) []kv {
 		{"inode limit", countLimitText(s.LimitInodes)},
 		{"inodes used", inodes},
 	}
+	if s.Checking {
+		out = append(out, kv{"check", "running (usage may still be corrected)"})
+	}
+	return out
 }
 
 func policyKV(owner string, p api.Policy) []kv {
@@ -161,4 +165,104 @@ func policyKV(owner string, p api.Policy) []kv {
 		{"max folders", countLimitText(int64(p.MaxFolderCount))},
 		{"max quota scope size", limitText(p.MaxQuotaScopeSize)},
 	}
+}
+
+// checkFindingsShown bounds the findings printed as text (--json has all
+// the daemon sent).
+const checkFindingsShown = 50
+
+// printCheck prints a quota check: one row per folder, a summary and the
+// first findings.
+func printCheck(w io.Writer, r api.QuotaCheck) error {
+	rows := make([][]string, 0, len(r.Folders))
+	for _, f := range r.Folders {
+		state := "ok"
+		switch {
+		case !f.Complete:
+			state = "incomplete"
+		case f.Unknown+f.Missing+f.Other > 0:
+			state = "drift"
+		}
+		rows = append(rows, []string{f.FolderID, f.Name,
+			fmt.Sprint(f.LedgerBytes), fmt.Sprint(f.DiskBytes),
+			fmt.Sprint(f.LedgerInodes), fmt.Sprint(f.DiskInodes),
+			fmt.Sprint(f.Unknown), fmt.Sprint(f.Missing), fmt.Sprint(f.Other), state})
+	}
+	if err := printTable(w, []string{"FOLDER", "NAME", "LEDGER BYTES", "DISK BYTES", "LEDGER INODES", "DISK INODES", "UNKNOWN", "MISSING", "OTHER", "STATE"}, rows); err != nil {
+		return err
+	}
+	for _, f := range r.Folders {
+		for _, e := range f.Errors {
+			fmt.Fprintf(w, "error in %s: %s\n", f.FolderID, e)
+		}
+	}
+	fmt.Fprintln(w)
+	other := 0
+	for p, n := range r.Counts {
+		switch p {
+		case api.ProblemUnknown, api.ProblemGone, api.ProblemChanged:
+		default:
+			other += n
+		}
+	}
+	repaired := "no"
+	switch {
+	case !r.Drift:
+		repaired = "nothing to repair"
+	case r.Repaired:
+		repaired = fmt.Sprintf("yes (%d)", r.RepairedCount)
+	case r.Repair:
+		repaired = fmt.Sprintf("partly (%d)", r.RepairedCount)
+	default:
+		repaired = "no (run with --repair)"
+	}
+	pairs := []kv{
+		{"volume", r.Volume},
+		{"scope", r.Scope.String()},
+		{"unknown files", fmt.Sprint(r.UnknownFiles)},
+		{"missing entries", fmt.Sprint(r.MissingEntries)},
+		{"other differences", fmt.Sprint(other)},
+	}
+	if len(r.OrphanFolders) > 0 {
+		pairs = append(pairs, kv{"purged folders left", strings.Join(r.OrphanFolders, ", ")})
+	}
+	if r.Busy > 0 {
+		pairs = append(pairs, kv{"busy (left for the next check)", fmt.Sprint(r.Busy)})
+	}
+	pairs = append(pairs,
+		kv{"drift", yesNo(r.Drift)},
+		kv{"repaired", repaired},
+		kv{"complete", yesNo(r.Complete)},
+		kv{"used now", sizeWithBytes(r.UsedBytes)},
+		kv{"inodes now", fmt.Sprint(r.UsedInodes)},
+		kv{"took", fmt.Sprintf("%.1fs", r.Seconds)},
+	)
+	if err := printKV(w, pairs); err != nil {
+		return err
+	}
+	var shown [][]string
+	for _, f := range r.Findings {
+		if f.Problem == api.ProblemChanged {
+			continue
+		}
+		if len(shown) == checkFindingsShown {
+			break
+		}
+		path := f.Path
+		if path == "" {
+			path = "-"
+		}
+		shown = append(shown, []string{f.Problem, f.FolderID, path, fmt.Sprint(f.LedgerBytes), fmt.Sprint(f.DiskBytes), yesNo(f.Repaired)})
+	}
+	if len(shown) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	if err := printTable(w, []string{"PROBLEM", "FOLDER", "PATH", "LEDGER BYTES", "DISK BYTES", "REPAIRED"}, shown); err != nil {
+		return err
+	}
+	if n := driftCount(r); n > len(shown) {
+		fmt.Fprintf(w, "(%d more; --json lists up to %d)\n", n-len(shown), api.MaxFindings)
+	}
+	return nil
 }

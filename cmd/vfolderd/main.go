@@ -14,10 +14,16 @@
 //  2. lock the state directory (state_dir/vfolderd.lock, flock): a second
 //     daemon on the same state directory exits with status 1 and touches
 //     nothing, the socket of the running one included;
-//  3. open the metadata store (state_dir/meta);
+//  3. open the metadata store (state_dir/meta), then the quota ledger in
+//     the same badger database (package quota): it settles what a
+//     SIGKILL left in flight, looking at the files that were open for
+//     writing on the configured volumes, so byte usage is exact from here
+//     on;
 //  4. attach each volume: check or create version.txt ("3"), record it;
 //  5. recover what a crash interrupted (folders left "performing",
-//     interrupted purges, which resume in the background);
+//     interrupted purges, which resume in the background), then hand
+//     every quota scope's stored limits to the ledger and drop ledger
+//     entries of folders that were purged (service.StartQuota);
 //  6. mount the FUSE namespace at mount_point (unless fuse = false /
 //     --no-fuse): a stale mount left there by a vfolderd that died (stat
 //     answers ENOTCONN, or a FUSE mount named "vfolder" is at that path)
@@ -30,7 +36,17 @@
 //     connection, so containers that kept running work again; sessions
 //     whose folders are gone are cleaned. Nothing is mounted under
 //     sessions_dir until a session exists;
-//  8. bind the socket (refusing one something still answers on, replacing
+//  8. after an unclean shutdown (the ledger's WasUnclean, or a recovery
+//     check that did not finish last time: state_dir/quota-check-pending),
+//     start checking every quota scope against storage with repair, in
+//     the background, one scope after the other. It runs while the daemon
+//     serves, from the first request on: the check works online, writes
+//     go on, `quota-scope get` answers from the ledger and says
+//     "checking" until the scope's check is done. Byte figures are exact
+//     before it (step 3); what it settles is the inode bookkeeping of
+//     creates and removals cut by the crash. The pending file is removed
+//     when every scope was checked;
+//  9. bind the socket (refusing one something still answers on, replacing
 //     a stale one) and serve.
 //
 // # Stop
@@ -48,7 +64,9 @@
 // at the next start), release the sessions directory when no session is
 // left, unmount the FUSE namespace (aborting the connection if copies of
 // the mount live on elsewhere: published sessions hold such copies),
-// close the store, remove the socket, release the lock, exit 0. A further
+// stop background work (purges, checks), close the quota ledger (which
+// writes what is pending and marks the shutdown clean), close the store,
+// remove the socket, release the lock, exit 0. A further
 // signal during the shutdown kills the process at once.
 package main
 
@@ -75,6 +93,7 @@ import (
 	"github.com/vfolder/vfolder/internal/server"
 	"github.com/vfolder/vfolder/internal/service"
 	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -267,6 +286,21 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		}
 	}()
 
+	ledger, err := openLedger(store, cfg, log)
+	if err != nil {
+		return err
+	}
+	// Deferred after the store's Close, so it runs before it: after the
+	// file system and the service (deferred below) are done with it.
+	defer func() {
+		if cerr := ledger.Close(); cerr != nil {
+			log.Error().Err(cerr).Msg("closing the quota ledger")
+			if err == nil {
+				err = fmt.Errorf("closing the quota ledger: %w", cerr)
+			}
+		}
+	}()
+
 	svc := service.New(store, service.Options{
 		StorageUID:        int(cfg.StorageUID),
 		StorageGID:        int(cfg.StorageGID),
@@ -275,10 +309,11 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		ViewUID:           uint32(cfg.ViewUID),
 		ViewGID:           uint32(cfg.ViewGID),
 		MountPoint:        fuseMountPoint(cfg.MountPoint),
-		// QUOTA: Usage and ScopeChanged come from the quota manager once
-		// it is wired. MountedBy: the service knows the session views and
-		// the published sessions itself.
-		Log: log,
+		// The ledger enforces the limits and supplies the usage figures.
+		// MountedBy: the service knows the session views and the
+		// published sessions itself.
+		Quota: ledger,
+		Log:   log,
 	})
 	defer svc.Close()
 	var volErrs []string
@@ -293,6 +328,9 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		return fmt.Errorf("refusing to start:\n  %s", strings.Join(volErrs, "\n  "))
 	}
 	if err := svc.Recover(ctx); err != nil {
+		return err
+	}
+	if err := svc.StartQuota(ctx); err != nil {
 		return err
 	}
 
@@ -311,7 +349,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		}
 	}()
 	if cfg.FUSE {
-		fsys, err = mountViews(cfg, log)
+		fsys, err = mountViews(cfg, ledger, log)
 		if err != nil {
 			return err
 		}
@@ -334,6 +372,8 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	} else {
 		log.Warn().Msg("FUSE is disabled (fuse = false): serving the API without views")
 	}
+
+	startQuotaRecovery(svc, ledger.WasUnclean(), cfg.StateDir, log)
 
 	adminGID, err := cfg.AdminGID()
 	if err != nil {
@@ -359,6 +399,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	signal.Stop(sigs)
 	signal.Reset(syscall.SIGTERM, syscall.SIGINT)
 	log.Info().Msg("shutting down")
+	svc.StopChecks() // a long quota walk must not hold up the stop
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -436,4 +477,74 @@ func removeSocket(path string, ours os.FileInfo, log zerolog.Logger) {
 	if err := os.Remove(path); err != nil {
 		log.Warn().Err(err).Str("socket", path).Msg("cannot remove the socket")
 	}
+}
+
+// openLedger opens the quota ledger on the store's badger database. Crash
+// recovery looks at folders on the configured volumes.
+func openLedger(store *meta.Badger, cfg *config.Config, log zerolog.Logger) (*quota.Manager, error) {
+	paths := map[string]string{}
+	for name, v := range cfg.Volumes {
+		paths[name] = v.Path
+	}
+	m, err := quota.Open(store.DB(), log, quota.Options{
+		OpenFolder: fs.QuotaFolderOpener(func(vol string) (string, bool) {
+			p, ok := paths[vol]
+			return p, ok
+		}),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the quota ledger in %s: %w", filepath.Join(cfg.StateDir, "meta"), err)
+	}
+	return m, nil
+}
+
+// quotaCheckPending names the file that says a recovery check is owed: it
+// exists from an unclean start until every scope was checked, so a check
+// cut short by a stop runs again at the next start.
+const quotaCheckPending = "quota-check-pending"
+
+// startQuotaRecovery starts the background check of every quota scope when
+// the previous process did not stop cleanly or its check did not finish.
+func startQuotaRecovery(svc *service.Service, unclean bool, stateDir string, log zerolog.Logger) {
+	pending := filepath.Join(stateDir, quotaCheckPending)
+	_, err := os.Lstat(pending)
+	owed := err == nil
+	if !unclean && !owed {
+		return
+	}
+	if !owed {
+		if err := writeSynced(pending, []byte("a quota check of every scope is owed after an unclean shutdown\n")); err != nil {
+			log.Warn().Err(err).Str("file", pending).Msg("cannot record that a quota check is owed; a stop before it ends skips it")
+		}
+	}
+	svc.StartQuotaRecovery(func() {
+		if err := os.Remove(pending); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn().Err(err).Str("file", pending).Msg("cannot remove the pending quota check marker; the check runs again at the next start")
+		}
+	})
+}
+
+// writeSynced writes a small file durably (file and directory synced).
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

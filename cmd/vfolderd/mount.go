@@ -15,6 +15,7 @@ import (
 
 	"github.com/vfolder/vfolder/fs"
 	"github.com/vfolder/vfolder/internal/config"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // fuseFsName is the source name of the daemon's FUSE mount in
@@ -26,7 +27,9 @@ const maxStaleMounts = 16
 
 // mountViews mounts the FUSE namespace at cfg.MountPoint, replacing a stale
 // mount a crashed vfolderd left there.
-func mountViews(cfg *config.Config, log zerolog.Logger) (*fs.FS, error) {
+// Every rw and wd view reports to ledger, which the caller closes after
+// the file system.
+func mountViews(cfg *config.Config, ledger *quota.Manager, log zerolog.Logger) (*fs.FS, error) {
 	mnt := cfg.MountPoint
 	const disable = "set fuse = false (or --no-fuse) to serve the API without views"
 	if euid := os.Geteuid(); euid != 0 {
@@ -44,6 +47,7 @@ func mountViews(cfg *config.Config, log zerolog.Logger) (*fs.FS, error) {
 		StorageGID: uint32(cfg.StorageGID),
 		Logger:     log,
 		Debug:      cfg.Level() <= zerolog.TraceLevel,
+		Quota:      ledger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mounting the FUSE namespace at %s: %w (or %s)", mnt, err, disable)

@@ -15,10 +15,15 @@
 // Routes are Go 1.22 ServeMux method+path patterns, one per line of the
 // contract. Request bodies are limited to 1 MiB and decoded strictly
 // (unknown fields, trailing data and unknown query parameters are
-// errors). Every error, including unknown paths (404) and wrong methods
+// errors). Quota limits are checked field by field (decodeSetQuota) so
+// that a negative, fractional, out-of-range or non-numeric limit gets a
+// message naming the field and the rule. Every error, including unknown
+// paths (404) and wrong methods
 // (405), is an api.Error JSON body; its HTTP status follows from the code
 // (service.Code maps errors to codes, statusOf codes to statuses).
-// Requests are logged at debug level; internal errors at error level.
+// Requests are logged at debug level; internal errors at error level. A
+// quota check runs as long as its walk takes (no write timeout); the
+// service ends it when the daemon stops.
 //
 // # Shutdown
 //
@@ -35,6 +40,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -406,6 +413,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/quota-scopes/{volume}/{scope}", s.getQuota)
 	s.handle("PUT /v1/quota-scopes/{volume}/{scope}", s.setQuota)
 	s.handle("DELETE /v1/quota-scopes/{volume}/{scope}", s.unsetQuota)
+	s.handle("POST /v1/quota-scopes/{volume}/{scope}/check", s.checkQuota)
 	s.handle("GET /v1/policies/{owner}", s.getPolicy)
 	s.handle("PUT /v1/policies/{owner}", s.setPolicy)
 	s.handle("GET /v1/views", s.listViews)
@@ -651,12 +659,90 @@ func (s *Server) setQuota(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	var req api.SetQuotaRequest
-	if err := decode(r, &req); err != nil {
+	req, err := decodeSetQuota(r)
+	if err != nil {
 		return 0, nil, err
 	}
 	q, err := s.svc.SetQuota(r.Context(), vol, id, req)
 	return http.StatusOK, q, err
+}
+
+// decodeSetQuota reads a SetQuotaRequest, checking each limit itself so
+// that a bad value gets a message saying what is wrong with it.
+func decodeSetQuota(r *http.Request) (api.SetQuotaRequest, error) {
+	var raw struct {
+		LimitBytes  json.RawMessage `json:"limit_bytes"`
+		LimitInodes json.RawMessage `json:"limit_inodes"`
+	}
+	if err := decode(r, &raw); err != nil {
+		return api.SetQuotaRequest{}, err
+	}
+	var req api.SetQuotaRequest
+	var err error
+	if req.LimitBytes, err = parseLimit("limit_bytes", "bytes", raw.LimitBytes); err != nil {
+		return req, err
+	}
+	if req.LimitInodes, err = parseLimit("limit_inodes", "inodes", raw.LimitInodes); err != nil {
+		return req, err
+	}
+	return req, nil
+}
+
+// parseLimit parses one limit field: absent or null is nil; otherwise a
+// JSON integer from 0 to MaxInt64 (an integral value written with a
+// fraction or exponent, such as 1e9, is accepted).
+func parseLimit(field, unit string, raw json.RawMessage) (*int64, error) {
+	t := strings.TrimSpace(string(raw))
+	if t == "" || t == "null" {
+		return nil, nil
+	}
+	rule := fmt.Sprintf("a whole number of %s from 0 (no limit) to %d", unit, int64(math.MaxInt64))
+	if t[0] == '"' {
+		var str string
+		_ = json.Unmarshal(raw, &str)
+		if len(str) > 40 {
+			str = str[:40] + "..."
+		}
+		return nil, invalid("%s must be a JSON number, %s; got the string %q (sizes with units are for the CLI)", field, rule, str)
+	}
+	if n, err := strconv.ParseInt(t, 10, 64); err == nil {
+		if n < 0 {
+			return nil, invalid("%s %d is negative; it must be %s", field, n, rule)
+		}
+		return &n, nil
+	}
+	shown := t
+	if len(shown) > 40 {
+		shown = shown[:40] + "..."
+	}
+	v, ok := new(big.Rat).SetString(t)
+	if !ok || !json.Valid(raw) || (t[0] != '-' && (t[0] < '0' || t[0] > '9')) {
+		return nil, invalid("%s must be %s, not %s", field, rule, shown)
+	}
+	switch {
+	case v.Sign() < 0:
+		return nil, invalid("%s %s is negative; it must be %s", field, shown, rule)
+	case !v.IsInt():
+		return nil, invalid("%s %s is not a whole number of %s; it must be %s", field, shown, unit, rule)
+	case !v.Num().IsInt64():
+		return nil, invalid("%s %s is too large; it must be %s", field, shown, rule)
+	}
+	n := v.Num().Int64()
+	return &n, nil
+}
+
+// checkQuota takes an optional body: none means no repair.
+func (s *Server) checkQuota(r *http.Request) (int, any, error) {
+	vol, id, err := scopeRef(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var req api.QuotaCheckRequest
+	if err := decodeOptional(r, &req); err != nil {
+		return 0, nil, err
+	}
+	rep, err := s.svc.CheckQuota(r.Context(), vol, id, req.Repair)
+	return http.StatusOK, rep, err
 }
 
 func (s *Server) unsetQuota(r *http.Request) (int, any, error) {
@@ -689,12 +775,39 @@ func (s *Server) setPolicy(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	var p api.Policy
-	if err := decode(r, &p); err != nil {
+	p, err := decodePolicy(r)
+	if err != nil {
 		return 0, nil, err
 	}
 	p, err = s.svc.SetPolicy(r.Context(), owner, p)
 	return http.StatusOK, p, err
+}
+
+// decodePolicy reads a Policy, checking its sizes and counts like quota
+// limits (absent or null means 0, no limit).
+func decodePolicy(r *http.Request) (api.Policy, error) {
+	var raw struct {
+		MaxFolderCount    json.RawMessage `json:"max_vfolder_count"`
+		MaxQuotaScopeSize json.RawMessage `json:"max_quota_scope_size"`
+	}
+	if err := decode(r, &raw); err != nil {
+		return api.Policy{}, err
+	}
+	var p api.Policy
+	n, err := parseLimit("max_vfolder_count", "folders", raw.MaxFolderCount)
+	if err != nil {
+		return p, err
+	}
+	if n != nil {
+		p.MaxFolderCount = int(*n)
+	}
+	if n, err = parseLimit("max_quota_scope_size", "bytes", raw.MaxQuotaScopeSize); err != nil {
+		return p, err
+	}
+	if n != nil {
+		p.MaxQuotaScopeSize = *n
+	}
+	return p, nil
 }
 
 func (s *Server) listViews(r *http.Request) (int, any, error) {

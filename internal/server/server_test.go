@@ -39,15 +39,20 @@ type testServer struct {
 // start runs a server on a socket in dir (a fresh temp dir when empty).
 func start(t *testing.T, dir string, adminGID int) *testServer {
 	t.Helper()
+	return startWith(t, dir, adminGID, meta.NewMemory(), nil)
+}
+
+// startWith is start over a given store and quota ledger (nil: none).
+func startWith(t *testing.T, dir string, adminGID int, store meta.Store, ledger service.Ledger) *testServer {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	store := meta.NewMemory()
 	vol := filepath.Join(dir, "vol")
 	if err := os.MkdirAll(vol, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	svc := service.New(store, service.Options{StorageUID: os.Geteuid(), StorageGID: os.Getegid(), AutoCreateScopes: true, Log: zerolog.Nop()})
+	svc := service.New(store, service.Options{StorageUID: os.Geteuid(), StorageGID: os.Getegid(), AutoCreateScopes: true, Quota: ledger, Log: zerolog.Nop()})
 	ctx := context.Background()
 	if err := svc.AttachVolume(ctx, meta.Volume{Name: "local", Path: vol, RWCanDelete: true, MountAllowed: true, CloneAllowed: true}); err != nil {
 		t.Fatal(err)

@@ -52,10 +52,17 @@
 // can publish them again after a restart. A folder that a session view
 // shows, or that a session record mounts, cannot be trashed or purged.
 //
+// # Quota
+//
+// With Options.Quota (the quota ledger, package quota) the service keeps
+// the ledger's limits equal to the stored ones, drops purged folders from
+// it and runs reconcile checks (quota.go); usage figures are the ledger's
+// counters. Without it limits are only stored and usage reads as zero.
+//
 // # Plug points
 //
-// Usage figures come from a UsageSource (the quota manager plugs in
-// there; until then NoUsage reports zero). MountedBy (the method) names
+// Usage figures come from a UsageSource: the ledger when Options.Quota is
+// set, else Options.Usage, else NoUsage (zero). MountedBy (the method) names
 // the sessions that have a folder mounted: those with a session view of
 // it, those whose records mount it (meta.Store.SessionsUsingFolder), plus
 // what the MountedBy option reports; trash and purge refuse such folders.
@@ -81,21 +88,21 @@ import (
 	vfs "github.com/vfolder/vfolder/fs"
 	"github.com/vfolder/vfolder/internal/volume"
 	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/quota"
 )
 
 // ErrUnavailable: the daemon is shutting down or a volume is not
 // configured on this node.
 var ErrUnavailable = errors.New("unavailable")
 
-// UsageSource reports current usage figures. The quota manager implements
-// it; NoUsage stands in until it is wired.
+// UsageSource reports current usage figures. With Options.Quota set the
+// ledger is the source.
 type UsageSource interface {
 	ScopeUsage(volume string, id meta.ScopeID) (bytes, inodes int64)
 	FolderUsage(folderID string) (bytes, inodes int64)
 }
 
-// NoUsage reports zero usage for everything.
-// QUOTA: replaced by the quota manager once package quota is wired in.
+// NoUsage reports zero usage for everything (a service without a ledger).
 type NoUsage struct{}
 
 func (NoUsage) ScopeUsage(string, meta.ScopeID) (int64, int64) { return 0, 0 }
@@ -111,7 +118,10 @@ type Options struct {
 	// DefaultScopeLimit is the limit of an auto-created scope when the
 	// owner's policy has no MaxQuotaScopeSize; 0 = none.
 	DefaultScopeLimit int64
-	// Usage supplies usage figures; nil means NoUsage.
+	// Quota is the quota ledger (a *quota.Manager): it gets every limit,
+	// supplies the usage figures and runs checks. nil means none.
+	Quota Ledger
+	// Usage supplies usage figures when Quota is nil; nil means NoUsage.
 	Usage UsageSource
 	// MountedBy returns the ids of live sessions that have the folder
 	// mounted besides those with a session view of it (which the service
@@ -124,7 +134,8 @@ type Options struct {
 	// MountPoint is where the FUSE namespace is mounted (for View.Path).
 	MountPoint string
 	// ScopeChanged is called after a scope was created or its limits
-	// changed; nil means nobody listens. QUOTA: the quota manager's hook.
+	// changed (and, with Quota, after the ledger took them); nil means
+	// nobody listens.
 	ScopeChanged func(meta.QuotaScope)
 	Log          zerolog.Logger
 }
@@ -148,6 +159,10 @@ type Service struct {
 	base   context.Context
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
+	// checks is cancelled by StopChecks and Close: quota checks run
+	// under it (quota.go).
+	checks     context.Context
+	stopChecks context.CancelFunc
 
 	// viewMu guards the fields below and serialises view changes with
 	// the checks they depend on (see views.go).
@@ -164,18 +179,29 @@ type Service struct {
 	newMounts func() (Mounts, error)       // nil: sessions are not available
 	mounts    Mounts                       // made by newMounts on first need
 	slots     map[string]map[string]string // session -> reserved key -> target
+
+	// limitMu serialises limit changes: store, then ledger (quota.go).
+	limitMu sync.Mutex
+	// checkMu guards checking: running checks per scope.
+	checkMu  sync.Mutex
+	checking map[quota.ScopeKey]int
 }
 
 // New returns a service over store. Attach volumes, then Recover, before
 // serving requests.
 func New(store meta.Store, opts Options) *Service {
-	if opts.Usage == nil {
+	switch {
+	case opts.Quota != nil:
+		opts.Usage = ledgerUsage{opts.Quota}
+	case opts.Usage == nil:
 		opts.Usage = NoUsage{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	checks, stopChecks := context.WithCancel(ctx)
 	return &Service{store: store, opts: opts, log: opts.Log, vols: map[string]*attached{}, base: ctx, cancel: cancel,
+		checks: checks, stopChecks: stopChecks,
 		standing: map[keyDir]map[string]vfs.ViewSpec{}, sessions: map[viewPlace]vfs.ViewSpec{},
-		published: map[viewPlace]bool{}, slots: map[string]map[string]string{}}
+		published: map[viewPlace]bool{}, slots: map[string]map[string]string{}, checking: map[quota.ScopeKey]int{}}
 }
 
 // AttachVolume opens a configured volume, checks (or, on an empty volume,
@@ -429,9 +455,16 @@ func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest)
 
 // ensureScope makes sure the owner has a quota scope on the volume,
 // creating it when AutoCreateScopes is set.
+//
+// The ledger holds the scope's limit before it returns: a new scope's
+// limit is enforced from the folder's first byte, and a limit an earlier
+// call stored but could not hand to the ledger is handed over now.
 func (s *Service) ensureScope(ctx context.Context, vol string, owner meta.ScopeID, p meta.Policy) error {
-	_, err := s.store.GetScope(ctx, vol, owner)
-	if err == nil || !errors.Is(err, meta.ErrNotFound) {
+	sc, err := s.store.GetScope(ctx, vol, owner)
+	if err == nil {
+		return s.syncLimit(ctx, sc)
+	}
+	if !errors.Is(err, meta.ErrNotFound) {
 		return err
 	}
 	if !s.opts.AutoCreateScopes {
@@ -441,25 +474,24 @@ func (s *Service) ensureScope(ctx context.Context, vol string, owner meta.ScopeI
 	if limit == 0 {
 		limit = s.opts.DefaultScopeLimit
 	}
-	sc := meta.QuotaScope{Volume: vol, ID: owner, LimitBytes: limit}
-	err = s.store.CreateScope(ctx, sc)
-	if errors.Is(err, meta.ErrExists) {
-		return nil // created concurrently
+	s.limitMu.Lock()
+	defer s.limitMu.Unlock()
+	err = s.store.CreateScope(ctx, meta.QuotaScope{Volume: vol, ID: owner, LimitBytes: limit})
+	if err != nil && !errors.Is(err, meta.ErrExists) { // ErrExists: created concurrently
+		return err
 	}
+	sc, err = s.store.GetScope(ctx, vol, owner)
 	if err != nil {
 		return err
 	}
-	s.scopeChanged(ctx, vol, owner)
-	return nil
-}
-
-func (s *Service) scopeChanged(ctx context.Context, vol string, id meta.ScopeID) {
-	if s.opts.ScopeChanged == nil {
-		return
+	if err := s.applyLimit(sc); err != nil {
+		return err
 	}
-	if sc, err := s.store.GetScope(ctx, vol, id); err == nil {
+	s.log.Info().Str("scope", owner.String()).Str("volume", vol).Int64("limit_bytes", sc.LimitBytes).Msg("quota scope created")
+	if s.opts.ScopeChanged != nil {
 		s.opts.ScopeChanged(sc)
 	}
+	return nil
 }
 
 // resolve finds a folder by id (32-hex or dashed) or by name; a name needs
@@ -724,6 +756,9 @@ func (s *Service) finishPurge(f meta.Folder) error {
 		}
 		return fmt.Errorf("purge folder %q: %w (status is now %s; purge again to retry)", f.Name, err, meta.StatusDeleteError)
 	}
+	// The tree is gone: its usage goes from the ledger before the record,
+	// so that a crash in between drops it when the purge resumes.
+	s.dropFolder(f)
 	if err := s.store.DeleteFolder(context.Background(), f.ID); err != nil && !errors.Is(err, meta.ErrNotFound) {
 		return fmt.Errorf("purge folder %q: the tree is gone but the record stays: %w", f.Name, err)
 	}
@@ -752,7 +787,7 @@ func (s *Service) checkScopeRef(vol string, id meta.ScopeID) error {
 
 func (s *Service) withUsage(sc meta.QuotaScope) api.QuotaScope {
 	b, i := s.opts.Usage.ScopeUsage(sc.Volume, sc.ID)
-	return api.QuotaScope{QuotaScope: sc, UsedBytes: b, UsedInodes: i}
+	return api.QuotaScope{QuotaScope: sc, UsedBytes: b, UsedInodes: i, Checking: s.Checking(sc.Volume, sc.ID)}
 }
 
 // QuotaScope returns a scope with its usage.
@@ -791,6 +826,8 @@ func (s *Service) SetQuota(ctx context.Context, vol string, id meta.ScopeID, req
 		}
 		return nil
 	}
+	s.limitMu.Lock()
+	defer s.limitMu.Unlock()
 	sc, err := s.store.UpdateScope(ctx, vol, id, apply)
 	if errors.Is(err, meta.ErrNotFound) {
 		sc = meta.QuotaScope{Volume: vol, ID: id}
@@ -806,6 +843,9 @@ func (s *Service) SetQuota(ctx context.Context, vol string, id meta.ScopeID, req
 	if err != nil {
 		return api.QuotaScope{}, err
 	}
+	if err := s.applyLimit(sc); err != nil {
+		return api.QuotaScope{}, err
+	}
 	s.log.Info().Str("scope", id.String()).Str("volume", vol).Int64("limit_bytes", sc.LimitBytes).
 		Int64("limit_inodes", sc.LimitInodes).Msg("quota set")
 	if s.opts.ScopeChanged != nil {
@@ -819,6 +859,8 @@ func (s *Service) UnsetQuota(ctx context.Context, vol string, id meta.ScopeID) (
 	if err := s.checkScopeRef(vol, id); err != nil {
 		return api.QuotaScope{}, err
 	}
+	s.limitMu.Lock()
+	defer s.limitMu.Unlock()
 	sc, err := s.store.UpdateScope(ctx, vol, id, func(q *meta.QuotaScope) error {
 		q.LimitBytes, q.LimitInodes = 0, 0
 		return nil
@@ -827,6 +869,9 @@ func (s *Service) UnsetQuota(ctx context.Context, vol string, id meta.ScopeID) (
 		return api.QuotaScope{}, fmt.Errorf("%w: %s has no quota scope on volume %q", meta.ErrNotFound, id, vol)
 	}
 	if err != nil {
+		return api.QuotaScope{}, err
+	}
+	if err := s.applyLimit(sc); err != nil {
 		return api.QuotaScope{}, err
 	}
 	s.log.Info().Str("scope", id.String()).Str("volume", vol).Msg("quota removed")
