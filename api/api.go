@@ -57,8 +57,10 @@
 // for with POST /v1/views: one folder (or a subpath of it) at a mode that
 // must not exceed the folder's permission (403 otherwise), shown as the
 // given uid/gid. A folder that has session views cannot be trashed or
-// purged (409 naming the sessions). Session views are not persisted yet:
-// after a restart of the daemon they are gone and must be added again.
+// purged (409 naming the sessions). Session views added this way are
+// kept in memory only: after a restart of the daemon they are gone and
+// must be added again (the views of published sessions, below, are
+// persisted).
 // On a node running without FUSE every /v1/views call answers 503.
 //
 // # Project membership

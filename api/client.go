@@ -11,7 +11,8 @@ package api
 //   - *UnreachableError (errors.Is(err, ErrUnreachable)) when the socket is
 //     missing, refuses connections or may not be opened;
 //   - *Error with CodeInvalid for arguments that cannot even be put in a
-//     request (an empty or "."/".." folder reference);
+//     request (an empty or "."/".." path segment: a folder reference, a
+//     volume, a session id...; a zero scope id);
 //   - otherwise a transport error prefixed with the socket path.
 
 import (
@@ -269,10 +270,11 @@ func (c *Client) AddView(ctx context.Context, req CreateViewRequest) (View, erro
 // RemoveView calls DELETE /v1/views/sessions/{session}/{name} and returns
 // the removed view.
 func (c *Client) RemoveView(ctx context.Context, session, name string) (View, error) {
-	for _, a := range []struct{ what, v string }{{"session id", session}, {"view name", name}} {
-		if a.v == "" || a.v == "." || a.v == ".." {
-			return View{}, invalidArg("%s %q is not valid", a.what, a.v)
-		}
+	if err := checkSegment("session id", session); err != nil {
+		return View{}, err
+	}
+	if err := checkSegment("view name", name); err != nil {
+		return View{}, err
 	}
 	var v View
 	err := c.do(ctx, http.MethodDelete, "/views/sessions/"+url.PathEscape(session)+"/"+url.PathEscape(name), nil, nil, &v)
@@ -385,8 +387,8 @@ func (c *Client) folderCall(ctx context.Context, method, ref, suffix string, own
 }
 
 func (c *Client) scopeCall(ctx context.Context, method, volume string, scope meta.ScopeID, suffix string, body, out any) error {
-	if volume == "" || volume == "." || volume == ".." {
-		return invalidArg("volume name %q is not valid", volume)
+	if err := checkSegment("volume name", volume); err != nil {
+		return err
 	}
 	if scope.IsZero() {
 		return invalidArg("quota scope id is empty")

@@ -2,9 +2,7 @@ package api
 
 import (
 	"context"
-	"errors"
 	"net/http"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -29,12 +27,7 @@ func TestClientSessionRequests(t *testing.T) {
 	uid := uint32(1000)
 	no := false
 
-	cases := []struct {
-		name   string
-		answer any
-		call   func() (any, error)
-		want   recorded
-	}{
+	runRequestCases(t, d, &answer, []requestCase{
 		{"members", []Membership{member}, func() (any, error) { return c.Members(ctx, p) },
 			recorded{Method: "GET", Path: "/v1/projects/" + p + "/members"}},
 		{"set member", member, func() (any, error) { return c.SetMember(ctx, p, u, meta.PermRO) },
@@ -57,38 +50,12 @@ func TestClientSessionRequests(t *testing.T) {
 		{"unpublish", UnpublishResult{Session: "s 1", Removed: sess.Mounts, Problems: []string{"still mounted: x"}},
 			func() (any, error) { return c.Unpublish(ctx, "s 1") },
 			recorded{Method: "POST", Path: "/v1/sessions/s%201/unpublish"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			answer = tc.answer
-			got, err := tc.call()
-			if err != nil {
-				t.Fatalf("unexpected error: %v", err)
-			}
-			if !reflect.DeepEqual(got, tc.answer) {
-				t.Errorf("decoded %#v, want %#v", got, tc.answer)
-			}
-			req := d.last()
-			req.Body = strings.TrimSpace(req.Body)
-			if req != tc.want {
-				t.Errorf("request\n got %+v\nwant %+v", req, tc.want)
-			}
-		})
-	}
+	})
 
-	n := d.count()
-	for name, call := range map[string]func() error{
+	expectRefused(t, d, map[string]func() error{
 		"empty project": func() error { _, err := c.Members(ctx, ""); return err },
 		"dot user":      func() error { _, err := c.SetMember(ctx, p, "..", ""); return err },
 		"empty session": func() error { _, err := c.Publish(ctx, "", PublishRequest{}); return err },
 		"dot session":   func() error { _, err := c.Unpublish(ctx, "."); return err },
-	} {
-		var ae *Error
-		if err := call(); !errors.As(err, &ae) || ae.Code != CodeInvalid {
-			t.Errorf("%s: %v; want an invalid-argument error", name, err)
-		}
-	}
-	if d.count() != n {
-		t.Errorf("invalid arguments reached the daemon")
-	}
+	})
 }

@@ -83,6 +83,54 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// requestCase is one client call, the answer the fake daemon gives and the
+// request it must see.
+type requestCase struct {
+	name   string
+	answer any
+	call   func() (any, error)
+	want   recorded
+}
+
+// runRequestCases runs each case against d, whose reply writes *answer,
+// and checks that the call decodes the answer and sent the wanted request.
+func runRequestCases(t *testing.T, d *fakeDaemon, answer *any, cases []requestCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			*answer = tc.answer
+			got, err := tc.call()
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.answer) {
+				t.Errorf("decoded %#v, want %#v", got, tc.answer)
+			}
+			req := d.last()
+			req.Body = strings.TrimSpace(req.Body)
+			if req != tc.want {
+				t.Errorf("request\n got %+v\nwant %+v", req, tc.want)
+			}
+		})
+	}
+}
+
+// expectRefused checks that each call fails with CodeInvalid before it
+// sends a request to d.
+func expectRefused(t *testing.T, d *fakeDaemon, calls map[string]func() error) {
+	t.Helper()
+	n := d.count()
+	for name, call := range calls {
+		var ae *Error
+		if err := call(); !errors.As(err, &ae) || ae.Code != CodeInvalid {
+			t.Errorf("%s: got %v, want an *Error with code %q", name, err, CodeInvalid)
+		}
+	}
+	if got := d.count(); got != n {
+		t.Errorf("invalid arguments reached the daemon: %d requests, want %d", got, n)
+	}
+}
+
 var (
 	testUser, _    = meta.UserScope("0123456789abcdef0123456789abcdef")
 	testProject, _ = meta.ProjectScope("fedcba98-7654-3210-fedc-ba9876543210")
@@ -123,12 +171,7 @@ func TestClientRequests(t *testing.T) {
 	ctx := context.Background()
 	limit := int64(10 << 30)
 
-	cases := []struct {
-		name   string
-		answer any
-		call   func() (any, error)
-		want   recorded
-	}{
+	runRequestCases(t, d, &answer, []requestCase{
 		{"health", Health{Status: "ok", Version: "1"}, func() (any, error) { return c.Health(ctx) },
 			recorded{Method: "GET", Path: "/v1/health"}},
 		{"volumes", vols, func() (any, error) { return c.Volumes(ctx) },
@@ -171,24 +214,7 @@ func TestClientRequests(t *testing.T) {
 		{"policy set", policy, func() (any, error) { return c.SetPolicy(ctx, testProject, policy) },
 			recorded{Method: "PUT", Path: "/v1/policies/project:fedcba9876543210fedcba9876543210",
 				Body: `{"max_vfolder_count":5,"max_quota_scope_size":1099511627776}`}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			answer = tc.answer
-			got, err := tc.call()
-			if err != nil {
-				t.Fatalf("unexpected error: %v", err)
-			}
-			if !reflect.DeepEqual(got, tc.answer) {
-				t.Errorf("decoded %#v, want %#v", got, tc.answer)
-			}
-			req := d.last()
-			req.Body = strings.TrimSpace(req.Body)
-			if req != tc.want {
-				t.Errorf("request\n got %+v\nwant %+v", req, tc.want)
-			}
-		})
-	}
+	})
 }
 
 // TestClientEscapesRef checks that names with characters that mean
@@ -212,21 +238,14 @@ func TestClientRefusesUnsendableArgs(t *testing.T) {
 	d := startFake(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, sampleFolder()) })
 	c := NewClient(d.socket)
 	ctx := context.Background()
-	calls := map[string]func() error{
+	expectRefused(t, d, map[string]func() error{
 		"empty ref":    func() error { _, err := c.Folder(ctx, "", testUser); return err },
 		"dot ref":      func() error { _, err := c.TrashFolder(ctx, ".", testUser); return err },
 		"dotdot ref":   func() error { _, err := c.PurgeFolder(ctx, "..", testUser, ".."); return err },
 		"empty volume": func() error { _, err := c.QuotaScope(ctx, "", testUser); return err },
 		"zero scope":   func() error { _, err := c.UnsetQuotaScope(ctx, "local", meta.ScopeID{}); return err },
 		"zero owner":   func() error { _, err := c.Policy(ctx, meta.ScopeID{}); return err },
-	}
-	for name, call := range calls {
-		err := call()
-		var ae *Error
-		if !errors.As(err, &ae) || ae.Code != CodeInvalid {
-			t.Errorf("%s: got %v, want an *Error with code %q", name, err, CodeInvalid)
-		}
-	}
+	})
 	if n := d.count(); n != 0 {
 		t.Errorf("the daemon got %d requests, want 0", n)
 	}

@@ -52,17 +52,11 @@ func ctrNewPublisher(t *testing.T) *mountd.Publisher {
 
 func ctrMountsUnder(t *testing.T, dir string) []mountd.MountInfo {
 	t.Helper()
-	mi, err := mountd.ReadMountInfo(0)
+	mi, err := mountInfosUnder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []mountd.MountInfo
-	for _, m := range mi {
-		if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
-			out = append(out, m)
-		}
-	}
-	return out
+	return mi
 }
 
 // source makes a temp dir with a marker file, owned by uid:gid.

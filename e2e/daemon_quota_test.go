@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	iofs "io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,43 +24,6 @@ const (
 	dqPolicy = "7c6b5a4f3e2d4c1b9a8f7e6d5c4b3a29"
 	dqMiB    = int64(1 << 20)
 )
-
-// dqTruth is what a folder holds on storage by the ledger's rules: the
-// sizes of regular files and symlinks (each inode once) and the number of
-// objects below the root.
-type dqTruth struct{ bytes, inodes int64 }
-
-func dqWalk(t *testing.T, root string) dqTruth {
-	t.Helper()
-	var tr dqTruth
-	seen := map[[2]uint64]bool{}
-	err := filepath.WalkDir(root, func(p string, _ iofs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == root {
-			return nil
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		k := [2]uint64{st.Dev, st.Ino}
-		if seen[k] {
-			return nil
-		}
-		seen[k] = true
-		tr.inodes++
-		if m := st.Mode & unix.S_IFMT; m == unix.S_IFREG || m == unix.S_IFLNK {
-			tr.bytes += st.Size
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walking %s: %v", root, err)
-	}
-	return tr
-}
 
 // dqScope is `quota-scope get --json`.
 func dqScope(d *Daemon, user string) api.QuotaScope {
@@ -173,7 +135,7 @@ func TestDaemonQuota(t *testing.T) {
 		t.Errorf("big on the volume has %d bytes; want exactly %d", got, limit)
 	}
 	q := dqScope(d, dqUser)
-	if tr := dqWalk(t, f.Path); q.UsedBytes != limit || tr.bytes != limit || q.UsedInodes != tr.inodes {
+	if tr := qMustWalk(t, f.Path); q.UsedBytes != limit || tr.bytes != limit || q.UsedInodes != tr.inodes {
 		t.Errorf("quota-scope get: used %d bytes, %d inodes; volume %d bytes, %d inodes; want %d", q.UsedBytes, q.UsedInodes, tr.bytes, tr.inodes, limit)
 	}
 	if q.LimitBytes != limit {
@@ -209,7 +171,7 @@ func TestDaemonQuota(t *testing.T) {
 		t.Fatalf("rm above the limit: %v", err)
 	}
 	q = dqScope(d, dqUser)
-	if tr := dqWalk(t, f.Path); q.UsedBytes != tr.bytes || q.UsedInodes != tr.inodes || q.UsedBytes > 4096 {
+	if tr := qMustWalk(t, f.Path); q.UsedBytes != tr.bytes || q.UsedInodes != tr.inodes || q.UsedBytes > 4096 {
 		t.Errorf("after rm: used %d bytes, %d inodes; volume %d, %d", q.UsedBytes, q.UsedInodes, tr.bytes, tr.inodes)
 	}
 	if stderr, err := dqDD(t, "if=/dev/zero", "of="+filepath.Join(view, "ten"), "bs=1M", "count=10"); err != nil {
@@ -227,7 +189,7 @@ func TestDaemonQuota(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(f.Path, "sub", "direct2"), make([]byte, 1000), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	truth := dqWalk(t, f.Path)
+	truth := qMustWalk(t, f.Path)
 	code, rep := dqCheck(t, d)
 	if code != 1 || !rep.Drift || rep.Repaired || rep.UnknownFiles != 3 || len(rep.Folders) != 1 {
 		t.Errorf("check with files written behind the daemon: exit %d, %+v; want exit 1, 3 unknown", code, rep)
@@ -296,7 +258,7 @@ func TestDaemonQuota(t *testing.T) {
 			t.Errorf("round %d: dd still ran 30s after the daemon was killed", round)
 		}
 		d.Start()
-		truth := dqWalk(t, f.Path)
+		truth := qMustWalk(t, f.Path)
 		q := dqScope(d, dqUser)
 		if q.UsedBytes != truth.bytes {
 			t.Errorf("round %d: after SIGKILL and restart quota-scope get says %d bytes; the volume holds %d", round, q.UsedBytes, truth.bytes)

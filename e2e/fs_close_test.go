@@ -90,7 +90,7 @@ func TestFsCloseLive(t *testing.T) {
 	if err := e.fs.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if left := fsMountsUnder(e.mnt); len(left) > 0 {
+	if left := mountsUnder(e.mnt); len(left) > 0 {
 		t.Errorf("mounts left: %v", left)
 	}
 	if !fsWaitGone(t, conn, e.mnt) {
@@ -116,7 +116,7 @@ func TestFsCloseAfterLazyUnmount(t *testing.T) {
 	if err := fsCloseWithin(t, e.fs, 15*time.Second); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	if left := fsMountsUnder(e.mnt); len(left) > 0 {
+	if left := mountsUnder(e.mnt); len(left) > 0 {
 		t.Errorf("mounts left: %v", left)
 	}
 	if !fsWaitGone(t, conn, e.mnt) {
@@ -154,7 +154,7 @@ func TestFsCloseAfterLazyUnmountBusy(t *testing.T) {
 	}
 	unix.Close(fd)
 	fd = -1
-	if left := fsMountsUnder(e.mnt); len(left) > 0 {
+	if left := mountsUnder(e.mnt); len(left) > 0 {
 		t.Errorf("mounts left: %v", left)
 	}
 	if !fsWaitGone(t, conn, e.mnt) {
@@ -223,7 +223,7 @@ func TestFsCloseWithNamespaceCopy(t *testing.T) {
 	if err := fsCloseWithin(t, e.fs, 15*time.Second); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	if left := fsMountsUnder(e.mnt); len(left) > 0 {
+	if left := mountsUnder(e.mnt); len(left) > 0 {
 		t.Errorf("mounts left: %v", left)
 	}
 	// The copy no longer serves: the connection was aborted (ENOTCONN),

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -36,22 +35,11 @@ type fsEnv struct {
 	n      int // folders and binds made
 }
 
-// fsNeedFUSE skips the test without root or /dev/fuse.
-func fsNeedFUSE(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount FUSE")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
-}
-
 // fsSetup mounts a fresh file system. Cleanup closes it and fails the
 // test if any mount is left under the temp dir.
 func fsSetup(t *testing.T) *fsEnv {
 	t.Helper()
-	fsNeedFUSE(t)
+	RequireRoot(t)
 	dir := t.TempDir()
 	// Let non-root test processes traverse to bind mounts below dir.
 	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
@@ -73,14 +61,7 @@ func fsSetup(t *testing.T) *fsEnv {
 		lvl = zerolog.DebugLevel
 	}
 	// Registered first, so it runs last: also after a failed Mount.
-	t.Cleanup(func() {
-		if left := fsMountsUnder(dir); len(left) > 0 {
-			t.Errorf("mounts left under %s: %v", dir, left)
-			for _, m := range left {
-				syscall.Unmount(m, syscall.MNT_DETACH)
-			}
-		}
-	})
+	failOnMountsLeft(t, dir)
 	f, err := vfs.Mount(vfs.Options{
 		MountPoint: e.mnt,
 		StorageUID: fsStorageUID,
@@ -98,28 +79,6 @@ func fsSetup(t *testing.T) *fsEnv {
 		}
 	})
 	return e
-}
-
-// fsMountsUnder lists the mount points at or below dir.
-func fsMountsUnder(dir string) []string {
-	fh, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return []string{"cannot read mountinfo: " + err.Error()}
-	}
-	defer fh.Close()
-	var out []string
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		p := fields[4]
-		if p == dir || strings.HasPrefix(p, dir+"/") {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // folder makes a folder directory in the volume and returns its path

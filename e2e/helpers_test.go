@@ -1,20 +1,6 @@
-// Package e2e tests vfolder through real processes: the vfolderd and vfolder
-// binaries are built once per test run, each test starts its own daemon on
-// temporary directories (config, state, volumes, socket, mount point) and
-// drives it through the CLI or the API client.
-//
-// Rules the helpers keep:
-//   - A daemon is stopped by its PID (SIGTERM, then SIGKILL after a grace
-//     period, which fails the test) in t.Cleanup; nothing else is killed.
-//   - A graceful stop must leave no mount behind; a mount left by a daemon
-//     that was SIGKILLed on purpose is detached by the helper.
-//   - Temporary directories are removed only after every mount under them
-//     is gone, so a cleanup never deletes through a live mount.
-//   - Tests that need root or /dev/fuse skip with the reason.
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -33,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vfolder/vfolder/api"
+	"github.com/vfolder/vfolder/mountd"
 )
 
 // StorageID is the unified storage uid/gid the tests configure.
@@ -90,10 +77,10 @@ func Binaries(t testing.TB) (daemon, cli string) {
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: vfolderd chowns to the storage uid and mounts FUSE")
+		t.Skip("needs root: the test mounts FUSE and chowns to the storage uid")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("needs /dev/fuse: ", err)
+		t.Skipf("needs /dev/fuse: %v", err)
 	}
 }
 
@@ -289,20 +276,24 @@ func (d *Daemon) exitErr() error {
 
 // PID is the running daemon's process id (0 when stopped).
 func (d *Daemon) PID() int {
+	if cmd, _ := d.running(); cmd != nil {
+		return cmd.Process.Pid
+	}
+	return 0
+}
+
+// running returns the daemon's process and the channel closed when it has
+// exited; cmd is nil when it is not running.
+func (d *Daemon) running() (cmd *exec.Cmd, done chan struct{}) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cmd == nil {
-		return 0
-	}
-	return d.cmd.Process.Pid
+	return d.cmd, d.done
 }
 
 // Stop sends SIGTERM and waits for a clean exit (status 0, no mount left).
 func (d *Daemon) Stop() {
 	d.t.Helper()
-	d.mu.Lock()
-	cmd, done := d.cmd, d.done
-	d.mu.Unlock()
+	cmd, done := d.running()
 	if cmd == nil {
 		return
 	}
@@ -330,9 +321,7 @@ func (d *Daemon) Stop() {
 // it leaves behind stays (as after a real crash); see DetachMounts.
 func (d *Daemon) Kill() {
 	d.t.Helper()
-	d.mu.Lock()
-	cmd, done := d.cmd, d.done
-	d.mu.Unlock()
+	cmd, done := d.running()
 	if cmd == nil {
 		return
 	}
@@ -484,47 +473,61 @@ func (d *Daemon) JSON(v any, args ...string) {
 	}
 }
 
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
+// mountTable is this process's mount table (/proc/self/mountinfo).
+func mountTable() ([]mountd.MountInfo, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
+	return mountd.ParseMountInfo(f)
+}
+
+// mountInfosUnder lists the mounts at or below dir, in the order of the
+// mount table (a mount after the one it is mounted on).
+func mountInfosUnder(dir string) ([]mountd.MountInfo, error) {
+	mounts, err := mountTable()
+	if err != nil {
+		return nil, err
+	}
+	var out []mountd.MountInfo
+	for _, m := range mounts {
+		if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m)
 		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
+	}
+	return out, nil
+}
+
+// mountsUnder lists mount points at or below dir, deepest first. When the
+// mount table cannot be read it lists that error instead, so that a check
+// for mounts left behind fails.
+func mountsUnder(dir string) []string {
+	mounts, err := mountInfosUnder(dir)
+	if err != nil {
+		return []string{"cannot read mountinfo: " + err.Error()}
+	}
+	out := make([]string, len(mounts))
+	for i, m := range mounts {
+		out[i] = m.Point
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
 }
 
-// unescapeMount decodes the octal escapes (\040 etc.) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
+// failOnMountsLeft registers a cleanup that fails the test if anything is
+// still mounted at or below dir, and detaches it. Register it before the
+// mounts (cleanups run last first), so that it runs after they are gone.
+func failOnMountsLeft(t testing.TB, dir string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if left := mountsUnder(dir); len(left) > 0 {
+			t.Errorf("mounts left under %s: %v", dir, left)
+			for _, m := range left {
+				syscall.Unmount(m, syscall.MNT_DETACH)
 			}
 		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	})
 }
 
 // TreeEntry describes one file in a volume snapshot.

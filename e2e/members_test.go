@@ -153,11 +153,7 @@ func TestMemberPublish(t *testing.T) {
 	if r := d.CLI("mount", "publish", "s2", models.ID, "--user", userUUID); r.Code != 1 {
 		t.Errorf("publish after the membership ended: %s", r)
 	}
-	var res api.UnpublishResult
-	d.JSON(&res, "mount", "unpublish", "s1")
-	if len(res.Removed) != 2 || len(res.Problems) != 0 {
-		t.Errorf("unpublish = %+v", res)
-	}
+	mdUnpublish(t, d, "s1", 2)
 	if left := mdMountsBelow(sessDir); len(left) > 0 {
 		t.Errorf("mounts left below %s: %v", sessDir, left)
 	}

@@ -50,6 +50,17 @@ func mdMountsBelow(dir string) []string {
 	return out
 }
 
+// mdUnpublish unpublishes a session through the CLI and checks that it
+// removed n mounts and reported no problem.
+func mdUnpublish(t *testing.T, d *Daemon, sid string, n int) {
+	t.Helper()
+	var res api.UnpublishResult
+	d.JSON(&res, "mount", "unpublish", sid)
+	if len(res.Removed) != n || len(res.Problems) != 0 {
+		t.Errorf("unpublish %s = %+v; want %d mounts removed, no problem", sid, res, n)
+	}
+}
+
 // mdStartDaemon starts vfolderd with its own sessions directory and, in
 // cleanup, unpublishes every session before the daemon is stopped.
 func mdStartDaemon(t *testing.T) (*Daemon, string) {
@@ -372,11 +383,7 @@ func TestMountdContainer(t *testing.T) {
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	var res api.UnpublishResult
-	d.JSON(&res, "mount", "unpublish", sid)
-	if len(res.Removed) != 6 || len(res.Problems) != 0 {
-		t.Errorf("unpublish: %+v", res)
-	}
+	mdUnpublish(t, d, sid, 6)
 	if left := mdMountsBelow(sessDir); len(left) > 0 {
 		t.Errorf("mounts left below %s after unpublish: %v", sessDir, left)
 	}
@@ -429,18 +436,11 @@ func TestMountdPublishChecks(t *testing.T) {
 	if n := len(mdMountsBelow(filepath.Join(sessDir, "s1"))); n != 2 { // placeholder + view
 		t.Errorf("%d mounts for one published folder; want 2", n)
 	}
-	var res api.UnpublishResult
-	d.JSON(&res, "mount", "unpublish", "s1")
-	if len(res.Removed) != 1 || len(res.Problems) != 0 {
-		t.Errorf("unpublish = %+v", res)
-	}
+	mdUnpublish(t, d, "s1", 1)
 	if left := mdMountsBelow(sessDir); len(left) > 0 {
 		t.Errorf("mounts left: %v", left)
 	}
-	d.JSON(&res, "mount", "unpublish", "never-published")
-	if len(res.Removed) != 0 || len(res.Problems) != 0 {
-		t.Errorf("unpublish of an unknown session = %+v", res)
-	}
+	mdUnpublish(t, d, "never-published", 0)
 	// With no session left, a SIGTERM stops at once and releases the
 	// sessions directory.
 	d.Stop()

@@ -219,13 +219,16 @@ func (c *qChild) kill() error {
 // connection still be alive, aborts it through fusectl.
 func qDetachDead(t *testing.T, mnt string) {
 	t.Helper()
-	for _, line := range mountInfoLinesOf() {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[4] != mnt {
+	mounts, err := mountTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mounts {
+		if m.Point != mnt {
 			continue
 		}
 		var maj, min uint32
-		fmt.Sscanf(f[2], "%d:%d", &maj, &min)
+		fmt.Sscanf(m.Dev, "%d:%d", &maj, &min)
 		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
 			t.Fatalf("detach %s: %v", mnt, err)
 		}
@@ -234,24 +237,16 @@ func qDetachDead(t *testing.T, mnt string) {
 			os.WriteFile(abort, []byte("1"), 0)
 		}
 	}
-	if left := fsMountsUnder(mnt); len(left) > 0 {
+	if left := mountsUnder(mnt); len(left) > 0 {
 		t.Fatalf("mounts left at %s after detaching: %v", mnt, left)
 	}
-}
-
-func mountInfoLinesOf() []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	return strings.Split(string(b), "\n")
 }
 
 // TestQuotaCrash kills the daemon process 20 times in the middle of the
 // concurrent write load and checks after each restart that the recovered
 // usage equals what storage holds, to the byte, per folder and per scope.
 func TestQuotaCrash(t *testing.T) {
-	qNeedFUSE(t)
+	RequireRoot(t)
 	iters := 20
 	if testing.Short() {
 		iters = 5
@@ -261,14 +256,7 @@ func TestQuotaCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if left := fsMountsUnder(base); len(left) > 0 {
-			t.Errorf("mounts left under %s: %v", base, left)
-			for _, m := range left {
-				syscall.Unmount(m, syscall.MNT_DETACH)
-			}
-		}
-	})
+	failOnMountsLeft(t, base)
 	for _, f := range qCrashFolders {
 		if err := qMakeFolder(vol, f); err != nil {
 			t.Fatal(err)

@@ -55,17 +55,6 @@ func qFolderSpec(scope meta.ScopeID, n int) qFolderOf {
 
 func (f qFolderOf) key() quota.ScopeKey { return quota.ScopeKey{Volume: qVolume, ID: f.scope} }
 
-// qNeedFUSE skips the test without root or /dev/fuse.
-func qNeedFUSE(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount FUSE")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
-}
-
 // qLogger is quiet unless VFOLDER_QUOTA_DEBUG is set.
 func qLogger(t testing.TB) zerolog.Logger {
 	if os.Getenv("VFOLDER_QUOTA_DEBUG") == "" {
@@ -135,21 +124,14 @@ type qEnv struct {
 // the mount, then the ledger, and fails the test if a mount is left.
 func qSetup(t *testing.T) *qEnv {
 	t.Helper()
-	qNeedFUSE(t)
+	RequireRoot(t)
 	dir := t.TempDir()
 	vol, mnt, err := qMakeVolume(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &qEnv{dir: dir, vol: vol, mnt: mnt}
-	t.Cleanup(func() {
-		if left := fsMountsUnder(dir); len(left) > 0 {
-			t.Errorf("mounts left under %s: %v", dir, left)
-			for _, m := range left {
-				syscall.Unmount(m, syscall.MNT_DETACH)
-			}
-		}
-	})
+	failOnMountsLeft(t, dir)
 	log := qLogger(t)
 	e.db, e.m, err = qOpenLedger(filepath.Join(dir, "state"), vol, log)
 	if err != nil {

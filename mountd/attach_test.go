@@ -50,7 +50,8 @@ func startNamespaceHolder(t *testing.T) int {
 	}
 }
 
-// topIn returns the topmost mount at point in pid's namespace.
+// topIn returns the topmost mount at point in pid's namespace (0: this
+// thread's).
 func topIn(t *testing.T, pid int, point string) *MountInfo {
 	t.Helper()
 	mi, err := ReadMountInfo(pid)

@@ -58,7 +58,9 @@
 //
 // The mount table is the state: a restarted daemon finds what an earlier
 // run published (Publish is idempotent per (sid, key) and recognises its
-// own earlier mounts). Methods of a Publisher are safe for concurrent use;
+// own earlier mounts; PublishOver mounts a new view on top of one whose
+// FUSE connection is gone, which reaches every copy of the dead one in
+// running containers). Methods of a Publisher are safe for concurrent use;
 // calls for one session are serialised, sessions do not wait on each other.
 // Expected failures are the sentinels below (wrapped with detail); they
 // also match meta.ErrInvalid / meta.ErrConflict so the API layer can map
@@ -74,20 +76,21 @@ import (
 	"github.com/vfolder/vfolder/meta"
 )
 
-// Sentinel errors; test with errors.Is.
+// Sentinel errors; test with errors.Is. Their texts read like the meta
+// sentinels they wrap, because callers show them to users as they are.
 var (
 	// ErrInvalid: bad input (a target, session id, key, subpath or path).
-	ErrInvalid = fmt.Errorf("mountd: %w", meta.ErrInvalid)
+	ErrInvalid = fmt.Errorf("%w", meta.ErrInvalid)
 	// ErrSystemPath: the target is a system directory. Also ErrInvalid.
 	ErrSystemPath = fmt.Errorf("%w: system path refused", ErrInvalid)
 	// ErrOverlap: two mounts of one request overlap. Also ErrInvalid.
 	ErrOverlap = fmt.Errorf("%w: overlapping mounts", ErrInvalid)
 	// ErrConflict: the key (or target) already holds a different mount.
-	ErrConflict = fmt.Errorf("mountd: %w", meta.ErrConflict)
+	ErrConflict = fmt.Errorf("%w", meta.ErrConflict)
 	// ErrNotMounted: Detach found nothing mounted at the target.
-	ErrNotMounted = errors.New("mountd: nothing mounted there")
+	ErrNotMounted = errors.New("nothing mounted there")
 	// ErrUnsupported: the kernel lacks the new mount API (Linux < 5.12).
-	ErrUnsupported = errors.New("mountd: kernel lacks open_tree/mount_setattr/move_mount")
+	ErrUnsupported = errors.New("the kernel lacks open_tree/mount_setattr/move_mount (Linux 5.12 or later is needed)")
 )
 
 // MaxSessionIDLen is the longest session id accepted.

@@ -12,6 +12,9 @@ import (
 // MountInfo is one line of /proc/<pid>/mountinfo.
 type MountInfo struct {
 	ID, Parent int
+	// Dev is the st_dev of the mount's files, "major:minor" (for a FUSE
+	// mount, minor is its connection number in /sys/fs/fuse/connections).
+	Dev string
 	// Root is the path inside its filesystem that is this mount's root.
 	Root string
 	// Point is where it is mounted (in the reader's root).
@@ -108,6 +111,7 @@ func ParseMountInfoLine(line string) (MountInfo, error) {
 	if m.Parent, err = strconv.Atoi(f[1]); err != nil {
 		return m, fmt.Errorf("%w: mountinfo line %q: bad parent id", ErrInvalid, line)
 	}
+	m.Dev = f[2]
 	m.Root = unescapeMountInfo(f[3])
 	m.Point = unescapeMountInfo(f[4])
 	m.Options = strings.Split(f[5], ",")

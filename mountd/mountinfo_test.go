@@ -22,7 +22,7 @@ func TestMountdParseMountInfo(t *testing.T) {
 		t.Fatalf("got %d entries", len(mi))
 	}
 	m := mi[2]
-	if m.ID != 100 || m.Parent != 27 || m.Root != "/tmp/src" || m.Point != "/run/vf/s1/my data" ||
+	if m.ID != 100 || m.Parent != 27 || m.Dev != "254:0" || m.Root != "/tmp/src" || m.Point != "/run/vf/s1/my data" ||
 		m.FSType != "ext4" || m.Source != "/dev/vda" || !m.ReadOnly() || !m.Shared() || !m.Slave() {
 		t.Fatalf("entry: %+v", m)
 	}

@@ -188,26 +188,45 @@ func (p *Publisher) ensureRoot() error {
 	return nil
 }
 
-// EnsureSessionDir creates <root>/<sid> and makes it a shared mount (bound
-// onto itself), so that mounts made below it later reach the containers
-// that bound something from it. Call it (or Reserve/Publish, which call
-// it) before the session's containers start. Idempotent.
-func (p *Publisher) EnsureSessionDir(sid string) error {
+// lockSession takes the session lock and does ensureSession; done closes
+// the fd and releases the lock.
+func (p *Publisher) lockSession(sid string) (sessFd int, done func(), err error) {
+	unlock := p.lock(sid)
+	sessFd, err = p.ensureSession(sid)
+	if err != nil {
+		unlock()
+		return -1, nil, err
+	}
+	return sessFd, func() { unix.Close(sessFd); unlock() }, nil
+}
+
+// checkSessionKey validates the session id and the key of a publication.
+func checkSessionKey(sid, key string) error {
 	if err := ValidateSessionID(sid); err != nil {
 		return err
 	}
-	unlock := p.lock(sid)
-	defer unlock()
-	fd, err := p.ensureSession(sid)
-	if err != nil {
-		return err
-	}
-	unix.Close(fd)
-	return nil
+	return ValidateKey(key)
 }
 
-// ensureSession does EnsureSessionDir under the session lock and returns
-// an O_PATH fd of the session mount.
+// keyStack makes the key directory below the session directory (when
+// missing) and returns the mounts stacked at its host path, bottom first.
+func keyStack(sessFd int, key, hostPath string) ([]MountInfo, error) {
+	kfd, err := mkdirOpenAt(sessFd, key, 0o755)
+	if err != nil {
+		return nil, fmt.Errorf("key dir %s: %w", hostPath, err)
+	}
+	unix.Close(kfd)
+	mi, err := ReadMountInfo(0)
+	if err != nil {
+		return nil, err
+	}
+	return stackAt(mi, hostPath), nil
+}
+
+// ensureSession creates <root>/<sid> and makes it a shared mount (bound
+// onto itself), so that mounts made below it later reach the containers
+// that bound something from it, and returns an O_PATH fd of it. The
+// session lock is held. Idempotent.
 func (p *Publisher) ensureSession(sid string) (int, error) {
 	if err := p.ensureRoot(); err != nil {
 		return -1, err
@@ -249,30 +268,20 @@ func (p *Publisher) ensureSession(sid string) (int, error) {
 // mount at <root>/<sid>/<key> unless something is mounted there already,
 // and returns that path for OCIMount. Idempotent.
 func (p *Publisher) Reserve(sid, key string) (string, error) {
-	if err := ValidateSessionID(sid); err != nil {
+	if err := checkSessionKey(sid, key); err != nil {
 		return "", err
 	}
-	if err := ValidateKey(key); err != nil {
-		return "", err
-	}
-	unlock := p.lock(sid)
-	defer unlock()
-	sessFd, err := p.ensureSession(sid)
+	sessFd, done, err := p.lockSession(sid)
 	if err != nil {
 		return "", err
 	}
-	defer unix.Close(sessFd)
+	defer done()
 	hostPath := p.HostPath(sid, key)
-	kfd, err := mkdirOpenAt(sessFd, key, 0o755)
-	if err != nil {
-		return "", fmt.Errorf("key dir %s: %w", hostPath, err)
-	}
-	unix.Close(kfd)
-	mi, err := ReadMountInfo(0)
+	st, err := keyStack(sessFd, key, hostPath)
 	if err != nil {
 		return "", err
 	}
-	if len(stackAt(mi, hostPath)) > 0 {
+	if len(st) > 0 {
 		return hostPath, nil
 	}
 	if err := mountPlaceholder(sessFd, key, hostPath); err != nil {
@@ -339,53 +348,67 @@ func sameObject(a, b string) (bool, error) {
 // Idempotent per (sid, key): publishing the same source with the same
 // mode again returns the path; a different source or mode is ErrConflict.
 func (p *Publisher) Publish(sid, key, source string, ro bool) (string, error) {
-	if err := ValidateSessionID(sid); err != nil {
-		return "", err
-	}
-	if err := ValidateKey(key); err != nil {
+	return p.publish(sid, key, source, ro, false)
+}
+
+// PublishOver mounts source at <root>/<sid>/<key> as Publish does, but on
+// top of whatever is mounted there, without looking at it: for a key whose
+// view belongs to a FUSE connection that is gone (it answers ENOTCONN), so
+// that the new view reaches every copy of the dead one in running
+// containers.
+func (p *Publisher) PublishOver(sid, key, source string, ro bool) (string, error) {
+	return p.publish(sid, key, source, ro, true)
+}
+
+func (p *Publisher) publish(sid, key, source string, ro, over bool) (string, error) {
+	if err := checkSessionKey(sid, key); err != nil {
 		return "", err
 	}
 	if !filepath.IsAbs(source) {
 		return "", fmt.Errorf("%w: source %q is not absolute", ErrInvalid, source)
 	}
-	unlock := p.lock(sid)
-	defer unlock()
-	sessFd, err := p.ensureSession(sid)
+	sessFd, done, err := p.lockSession(sid)
 	if err != nil {
 		return "", err
 	}
-	defer unix.Close(sessFd)
+	defer done()
 	hostPath := p.HostPath(sid, key)
-	kfd, err := mkdirOpenAt(sessFd, key, 0o755)
-	if err != nil {
-		return "", fmt.Errorf("key dir %s: %w", hostPath, err)
-	}
-	unix.Close(kfd)
-
-	mi, err := ReadMountInfo(0)
-	if err != nil {
-		return "", err
-	}
-	if st := stackAt(mi, hostPath); len(st) > 0 && !isPlaceholder(&st[len(st)-1]) {
-		top := st[len(st)-1]
-		same, err := sameObject(source, hostPath)
+	if !over {
+		st, err := keyStack(sessFd, key, hostPath)
 		if err != nil {
 			return "", err
 		}
-		wantRO := ro
-		var sfs unix.Statfs_t
-		if unix.Statfs(source, &sfs) == nil && sfs.Flags&unix.ST_RDONLY != 0 {
-			wantRO = true
+		if len(st) > 0 && !isPlaceholder(&st[len(st)-1]) {
+			top := st[len(st)-1]
+			same, err := sameObject(source, hostPath)
+			if err != nil {
+				return "", err
+			}
+			wantRO := ro
+			var sfs unix.Statfs_t
+			if unix.Statfs(source, &sfs) == nil && sfs.Flags&unix.ST_RDONLY != 0 {
+				wantRO = true
+			}
+			if same && top.ReadOnly() == wantRO {
+				return hostPath, nil
+			}
+			return "", fmt.Errorf("%w: %s already holds a different view (or mode)", ErrConflict, hostPath)
 		}
-		if same && top.ReadOnly() == wantRO {
-			return hostPath, nil
-		}
-		return "", fmt.Errorf("%w: %s already holds a different view (or mode)", ErrConflict, hostPath)
 	}
+	if err := attachView(sessFd, key, hostPath, source, ro); err != nil {
+		return "", err
+	}
+	p.log.Debug().Str("sid", sid).Str("key", key).Str("source", source).Bool("ro", ro).Bool("over", over).Msg("published")
+	return hostPath, nil
+}
 
+// attachView mounts a recursive clone of source at key below sessFd
+// (hostPath names it in errors): nosuid, nodev and, with ro, read-only
+// from before it is attached anywhere.
+func attachView(sessFd int, key, hostPath, source string, ro bool) error {
 	tree, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	if err != nil {
-		return "", mountErr("open_tree", source, err)
+		return mountErr("open_tree", source, err)
 	}
 	defer unix.Close(tree)
 	// Private first: the clone must not stay a peer of the source's
@@ -396,13 +419,12 @@ func (p *Publisher) Publish(sid, key, source string, ro bool) (string, error) {
 		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
 	}
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		return "", mountErr("mount_setattr", source, err)
+		return mountErr("mount_setattr", source, err)
 	}
 	if err := unix.MoveMount(tree, "", sessFd, key, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return "", mountErr("move_mount", hostPath, err)
+		return mountErr("move_mount", hostPath, err)
 	}
-	p.log.Debug().Str("sid", sid).Str("key", key).Str("source", source).Bool("ro", ro).Msg("published")
-	return hostPath, nil
+	return nil
 }
 
 // Sessions lists the session ids that have a directory under the root.

@@ -101,17 +101,10 @@ func mustRead(t *testing.T, path string) string {
 	return string(b)
 }
 
+// topAt returns the topmost mount at point in this namespace.
 func topAt(t *testing.T, point string) *MountInfo {
 	t.Helper()
-	mi, err := ReadMountInfo(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := stackAt(mi, point)
-	if len(st) == 0 {
-		return nil
-	}
-	return &st[len(st)-1]
+	return topIn(t, 0, point)
 }
 
 func TestMountdPublishRW(t *testing.T) {

@@ -70,7 +70,8 @@ func ResolveTarget(name, target string) (string, error) {
 	switch {
 	case target == "":
 		if err := meta.ValidateName(name); err != nil {
-			return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+			// err already says "invalid argument".
+			return "", fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(err.Error(), meta.ErrInvalid.Error()+": "))
 		}
 		if name == LinuxbrewName {
 			return LinuxbrewTarget, nil
@@ -129,13 +130,11 @@ func checkTarget(p string) error {
 			return fmt.Errorf("%w: target %q has a %q component", ErrInvalid, p, c)
 		}
 	}
-	if refusedExact[p] {
+	switch tree, refused := systemTree(p); {
+	case refused && tree == "":
 		return fmt.Errorf("%w: %s", ErrSystemPath, p)
-	}
-	for _, d := range refusedTrees {
-		if under(p, d) {
-			return fmt.Errorf("%w: %s (in %s)", ErrSystemPath, p, d)
-		}
+	case refused:
+		return fmt.Errorf("%w: %s (in %s)", ErrSystemPath, p, tree)
 	}
 	return nil
 }
@@ -143,15 +142,22 @@ func checkTarget(p string) error {
 // IsSystemPath reports whether a clean absolute path is refused as a
 // target.
 func IsSystemPath(p string) bool {
+	_, refused := systemTree(p)
+	return refused
+}
+
+// systemTree says whether a clean absolute path is refused as a target,
+// and the system tree it lies in ("" when the path itself is refused).
+func systemTree(p string) (tree string, refused bool) {
 	if refusedExact[p] {
-		return true
+		return "", true
 	}
 	for _, d := range refusedTrees {
 		if under(p, d) {
-			return true
+			return d, true
 		}
 	}
-	return false
+	return "", false
 }
 
 // AutomountTarget is where an automount (dot-)folder goes:

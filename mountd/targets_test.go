@@ -5,6 +5,8 @@ import (
 	"path"
 	"strings"
 	"testing"
+
+	"github.com/vfolder/vfolder/meta"
 )
 
 func TestMountdResolveTarget(t *testing.T) {
@@ -63,8 +65,11 @@ func TestMountdResolveTarget(t *testing.T) {
 		{"data", strings.Repeat("a/", 2100)},
 	}
 	for _, c := range invalid {
-		if got, err := ResolveTarget(c.name, c.target); !errors.Is(err, ErrInvalid) {
+		got, err := ResolveTarget(c.name, c.target)
+		if !errors.Is(err, ErrInvalid) {
 			t.Errorf("ResolveTarget(%q, %q) = %q, %v; want ErrInvalid", c.name, c.target, got, err)
+		} else if n := strings.Count(err.Error(), meta.ErrInvalid.Error()); n != 1 {
+			t.Errorf("ResolveTarget(%q, %q): %q says %q %d times; want once", c.name, c.target, err, meta.ErrInvalid, n)
 		}
 	}
 }

@@ -99,9 +99,6 @@ type state struct {
 	env
 	client *api.Client
 	json   bool
-	// timeoutSet: --timeout was given (commands with a longer default
-	// of their own keep it then).
-	timeoutSet bool
 }
 
 const appHelp = `Manage virtual folders, quota scopes and resource policies through vfolderd.
@@ -136,7 +133,6 @@ func newApp(st *state) *cli.App {
 				st.client.Timeout = -1 // no bound
 			}
 			st.json = c.Bool("json")
-			st.timeoutSet = c.IsSet("timeout")
 			return nil
 		},
 		Action: func(c *cli.Context) error {

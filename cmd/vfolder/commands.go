@@ -51,19 +51,49 @@ func needOwner(c *cli.Context) (meta.ScopeID, error) {
 	return owner, err
 }
 
-// folderRef reads the REF argument: an id, or a name with an owner flag.
-func folderRef(c *cli.Context) (string, meta.ScopeID, error) {
-	ref := c.Args().First()
+// folderRef checks a folder reference: an id, or a name with an owner
+// flag. The owner is the zero ScopeID when no owner flag is given.
+func folderRef(c *cli.Context, ref string) (meta.ScopeID, error) {
 	owner, given, err := ownerOf(c)
 	if err != nil {
-		return "", meta.ScopeID{}, err
+		return meta.ScopeID{}, err
 	}
 	if !given {
 		if _, err := meta.ParseUUID(ref); err != nil {
-			return "", meta.ScopeID{}, usagef(c, "%q is not a folder id; to refer to a folder by name, add --user UUID or --project UUID", ref)
+			return meta.ScopeID{}, usagef(c, "%q is not a folder id; to refer to a folder by name, add --user UUID or --project UUID", ref)
 		}
 	}
-	return ref, owner, nil
+	return owner, nil
+}
+
+// refArgs checks that a command has its n arguments, the first being REF,
+// and reads REF with its owner.
+func refArgs(c *cli.Context, n int) (string, meta.ScopeID, error) {
+	if err := needArgs(c, n, n); err != nil {
+		return "", meta.ScopeID{}, err
+	}
+	ref := c.Args().First()
+	owner, err := folderRef(c, ref)
+	return ref, owner, err
+}
+
+// permissionFlag reads a ro/rw/wd flag: "" when it is neither given nor
+// has a default.
+func permissionFlag(c *cli.Context, name string) (meta.Permission, error) {
+	p := meta.Permission(c.String(name))
+	if p == "" && !c.IsSet(name) {
+		return "", nil
+	}
+	if !p.Valid() {
+		return "", usagef(c, "--%s must be ro, rw or wd, not %q", name, p)
+	}
+	return p, nil
+}
+
+// sizeError is the message of a size that units.ParseLimit refused,
+// introduced by what (a flag or argument).
+func sizeError(what string, err error) error {
+	return fmt.Errorf("%s: %s", what, strings.TrimPrefix(err.Error(), units.ErrInvalidSize.Error()+": "))
 }
 
 const refHelp = "REF is a folder id, or a folder name together with --user UUID or --project UUID."
@@ -247,6 +277,23 @@ func (st *state) output(v any, text func() error) error {
 	return text()
 }
 
+// outputLine prints v as JSON with --json, else one line of text.
+func (st *state) outputLine(v any, format string, args ...any) error {
+	return st.output(v, func() error {
+		_, err := fmt.Fprintf(st.stdout, format+"\n", args...)
+		return err
+	})
+}
+
+// outputList prints a list as JSON (an empty one as []) with --json, else
+// as a table of header and rows(items).
+func outputList[T any](st *state, items []T, header []string, rows func([]T) [][]string) error {
+	if items == nil {
+		items = []T{}
+	}
+	return st.output(items, func() error { return printTable(st.stdout, header, rows(items)) })
+}
+
 func (st *state) volumeList(c *cli.Context) error {
 	if err := needArgs(c, 0, 0); err != nil {
 		return err
@@ -255,10 +302,7 @@ func (st *state) volumeList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if vs == nil {
-		vs = []api.Volume{}
-	}
-	return st.output(vs, func() error { return printTable(st.stdout, volumeHeader, volumeRows(vs)) })
+	return outputList(st, vs, volumeHeader, volumeRows)
 }
 
 func (st *state) create(c *cli.Context) error {
@@ -273,9 +317,9 @@ func (st *state) create(c *cli.Context) error {
 	if !mode.Valid() {
 		return usagef(c, "--mode must be general, model or data, not %q", mode)
 	}
-	perm := meta.Permission(c.String("permission"))
-	if !perm.Valid() {
-		return usagef(c, "--permission must be ro, rw or wd, not %q", perm)
+	perm, err := permissionFlag(c, "permission")
+	if err != nil {
+		return err
 	}
 	f, err := st.client.CreateFolder(ctxOf(c), api.CreateFolderRequest{
 		Name: c.Args().Get(0), Volume: c.Args().Get(1), Owner: owner,
@@ -311,17 +355,11 @@ func (st *state) list(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if fs == nil {
-		fs = []api.Folder{}
-	}
-	return st.output(fs, func() error { return printTable(st.stdout, folderHeader, folderRows(fs)) })
+	return outputList(st, fs, folderHeader, folderRows)
 }
 
 func (st *state) info(c *cli.Context) error {
-	if err := needArgs(c, 1, 1); err != nil {
-		return err
-	}
-	ref, owner, err := folderRef(c)
+	ref, owner, err := refArgs(c, 1)
 	if err != nil {
 		return err
 	}
@@ -333,10 +371,7 @@ func (st *state) info(c *cli.Context) error {
 }
 
 func (st *state) rename(c *cli.Context) error {
-	if err := needArgs(c, 2, 2); err != nil {
-		return err
-	}
-	ref, owner, err := folderRef(c)
+	ref, owner, err := refArgs(c, 2)
 	if err != nil {
 		return err
 	}
@@ -344,17 +379,11 @@ func (st *state) rename(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return st.output(f, func() error {
-		_, err := fmt.Fprintf(st.stdout, "Renamed folder %s to %q.\n", f.ID, f.Name)
-		return err
-	})
+	return st.outputLine(f, "Renamed folder %s to %q.", f.ID, f.Name)
 }
 
 func (st *state) trash(c *cli.Context) error {
-	if err := needArgs(c, 1, 1); err != nil {
-		return err
-	}
-	ref, owner, err := folderRef(c)
+	ref, owner, err := refArgs(c, 1)
 	if err != nil {
 		return err
 	}
@@ -362,17 +391,11 @@ func (st *state) trash(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return st.output(f, func() error {
-		_, err := fmt.Fprintf(st.stdout, "Moved folder %q (%s) to the trash. It can be restored with 'vfolder restore %s' until it is purged.\n", f.Name, f.ID, f.ID)
-		return err
-	})
+	return st.outputLine(f, "Moved folder %q (%s) to the trash. It can be restored with 'vfolder restore %s' until it is purged.", f.Name, f.ID, f.ID)
 }
 
 func (st *state) restore(c *cli.Context) error {
-	if err := needArgs(c, 1, 1); err != nil {
-		return err
-	}
-	ref, owner, err := folderRef(c)
+	ref, owner, err := refArgs(c, 1)
 	if err != nil {
 		return err
 	}
@@ -380,17 +403,11 @@ func (st *state) restore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return st.output(f, func() error {
-		_, err := fmt.Fprintf(st.stdout, "Restored folder %q (%s); its status is %s.\n", f.Name, f.ID, f.Status)
-		return err
-	})
+	return st.outputLine(f, "Restored folder %q (%s); its status is %s.", f.Name, f.ID, f.Status)
 }
 
 func (st *state) purge(c *cli.Context) error {
-	if err := needArgs(c, 1, 1); err != nil {
-		return err
-	}
-	ref, owner, err := folderRef(c)
+	ref, owner, err := refArgs(c, 1)
 	if err != nil {
 		return err
 	}
@@ -415,17 +432,11 @@ func (st *state) purge(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return st.output(f, func() error {
-		_, err := fmt.Fprintf(st.stdout, "Purged folder %q (%s): its files are gone and the name can be used again.\n", f.Name, f.ID)
-		return err
-	})
+	return st.outputLine(f, "Purged folder %q (%s): its files are gone and the name can be used again.", f.Name, f.ID)
 }
 
 func (st *state) usage(c *cli.Context) error {
-	if err := needArgs(c, 1, 1); err != nil {
-		return err
-	}
-	ref, owner, err := folderRef(c)
+	ref, owner, err := refArgs(c, 1)
 	if err != nil {
 		return err
 	}
@@ -512,7 +523,7 @@ func (st *state) quotaSet(c *cli.Context) error {
 	if c.NArg() == 3 {
 		n, err := units.ParseLimit(c.Args().Get(2))
 		if err != nil {
-			return fmt.Errorf("limit: %s", strings.TrimPrefix(err.Error(), units.ErrInvalidSize.Error()+": "))
+			return sizeError("limit", err)
 		}
 		req.LimitBytes = &n
 	}
@@ -550,7 +561,7 @@ func (st *state) quotaCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !st.timeoutSet {
+	if !c.IsSet("timeout") { // a check waits longer unless told otherwise
 		st.client.Timeout = api.CheckTimeout
 	}
 	repair := c.Bool("repair")
@@ -620,7 +631,7 @@ func (st *state) policySet(c *cli.Context) error {
 	}
 	if c.IsSet("max-quota-scope-size") {
 		if maxSize, err = units.ParseLimit(c.String("max-quota-scope-size")); err != nil {
-			return fmt.Errorf("--max-quota-scope-size: %s", strings.TrimPrefix(err.Error(), units.ErrInvalidSize.Error()+": "))
+			return sizeError("--max-quota-scope-size", err)
 		}
 	}
 	p, err := st.client.Policy(ctxOf(c), owner)

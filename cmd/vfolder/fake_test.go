@@ -36,8 +36,9 @@ type fakeAPI struct {
 	lastAttach  api.AttachRequest
 	problems    []string // what the next unpublish reports
 
-	drift      int  // differences the next check finds (until repaired)
-	incomplete bool // the next check cannot read a folder
+	drift      int           // differences the next check finds (until repaired)
+	incomplete bool          // the next check cannot read a folder
+	checkDelay time.Duration // how long a check takes to answer
 }
 
 func startFakeAPI(t *testing.T) *fakeAPI {
@@ -351,6 +352,14 @@ func (f *fakeAPI) check(w http.ResponseWriter, r *http.Request) {
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		fail(w, 400, api.CodeInvalid, "bad body")
 		return
+	}
+	if delay := f.checkDelay; delay > 0 {
+		f.mu.Unlock() // let other requests in meanwhile
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+		}
+		f.mu.Lock()
 	}
 	const ledger = 104857600
 	fo := api.QuotaCheckFolder{FolderID: "0123456789abcdef0123456789abcdef", Name: "data",

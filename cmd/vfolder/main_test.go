@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/meta"
@@ -52,14 +53,56 @@ func mustOK(t *testing.T, r result) result {
 	return r
 }
 
+// createFolder creates a folder of the user userUUID.
 func createFolder(t *testing.T, f *fakeAPI, name string, extra ...string) api.Folder {
 	t.Helper()
-	r := mustOK(t, f.run(t, append([]string{"--json", "create", name, "local", "--user", userUUID}, extra...)...))
+	return createFolderAs(t, f, name, append([]string{"--user", userUUID}, extra...)...)
+}
+
+// createFolderAs creates a folder with the owner (and other flags) in args.
+func createFolderAs(t *testing.T, f *fakeAPI, name string, args ...string) api.Folder {
+	t.Helper()
+	r := mustOK(t, f.run(t, append([]string{"--json", "create", name, "local"}, args...)...))
 	var fo api.Folder
 	if err := json.Unmarshal([]byte(r.stdout), &fo); err != nil {
 		t.Fatalf("create --json printed %q: %v", r.stdout, err)
 	}
 	return fo
+}
+
+// failCase is a command line that must fail.
+type failCase struct {
+	name     string
+	args     []string
+	code     int
+	stderr   string // substring of stderr
+	noCalls  bool   // the CLI must not have called the API
+	terminal bool   // stdin is a terminal
+}
+
+// runFailCases runs each case against f and checks the exit code, that
+// stderr has a line starting with "vfolder: " and contains tc.stderr, and
+// that no API call was made when tc.noCalls.
+func runFailCases(t *testing.T, f *fakeAPI, cases []failCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f.calls()
+			r := runCLI(t, f.socket, "", tc.terminal, tc.args...)
+			if r.code != tc.code {
+				t.Errorf("exit %d, want %d (stderr %q)", r.code, tc.code, r.stderr)
+			}
+			if !strings.HasPrefix(r.stderr, "vfolder: ") && !strings.Contains(r.stderr, "\nvfolder: ") {
+				t.Errorf("stderr %q has no line starting with \"vfolder: \"", r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("stderr %q does not contain %q", r.stderr, tc.stderr)
+			}
+			if calls := f.calls(); tc.noCalls && len(calls) > 0 {
+				t.Errorf("the CLI called the API: %v", calls)
+			}
+		})
+	}
 }
 
 func TestExitCodes(t *testing.T) {
@@ -68,14 +111,7 @@ func TestExitCodes(t *testing.T) {
 	f.calls()
 	deadSock := filepath.Join(t.TempDir(), "none.sock")
 
-	cases := []struct {
-		name     string
-		args     []string
-		code     int
-		stderr   string // substring of stderr
-		noCalls  bool   // the CLI must not have called the API
-		terminal bool
-	}{
+	runFailCases(t, f, []failCase{
 		// usage errors: exit 2
 		{"no command", nil, 2, "no command given", true, false},
 		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`, true, false},
@@ -121,24 +157,7 @@ func TestExitCodes(t *testing.T) {
 		{"purge live folder", []string{"purge", existing.ID, "--confirm", "taken"}, 1, "not in the trash", false, false},
 		{"purge interactive eof", []string{"purge", existing.ID}, 1, "no confirmation given", false, true},
 		{"unreachable", []string{"--socket", deadSock, "list"}, 1, "cannot reach vfolderd at " + deadSock + ": is it running?", true, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := runCLI(t, f.socket, "", tc.terminal, tc.args...)
-			if r.code != tc.code {
-				t.Errorf("exit %d, want %d (stderr %q)", r.code, tc.code, r.stderr)
-			}
-			if !strings.HasPrefix(r.stderr, "vfolder: ") && !strings.Contains(r.stderr, "\nvfolder: ") {
-				t.Errorf("stderr %q has no line starting with \"vfolder: \"", r.stderr)
-			}
-			if !strings.Contains(r.stderr, tc.stderr) {
-				t.Errorf("stderr %q does not contain %q", r.stderr, tc.stderr)
-			}
-			if calls := f.calls(); tc.noCalls && len(calls) > 0 {
-				t.Errorf("the CLI called the API: %v", calls)
-			}
-		})
-	}
+	})
 	// The refused commands changed nothing.
 	r := mustOK(t, f.run(t, "--json", "list", "--all"))
 	var all []api.Folder
@@ -257,16 +276,6 @@ func TestFolderLifecycle(t *testing.T) {
 	if !strings.Contains(r.stdout, "1.5 MiB") || !strings.Contains(r.stdout, "1572864") {
 		t.Errorf("usage printed %q", r.stdout)
 	}
-}
-
-func createFolderAs(t *testing.T, f *fakeAPI, name string, owner ...string) api.Folder {
-	t.Helper()
-	r := mustOK(t, f.run(t, append([]string{"--json", "create", name, "local"}, owner...)...))
-	var fo api.Folder
-	if err := json.Unmarshal([]byte(r.stdout), &fo); err != nil {
-		t.Fatal(err)
-	}
-	return fo
 }
 
 func TestPurgeInteractive(t *testing.T) {
@@ -453,6 +462,18 @@ func TestQuotaCheck(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "could not read everything") || !strings.Contains(r.stdout, "permission denied") {
 		t.Errorf("incomplete check: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+
+	// --timeout (given after the command) bounds a check too.
+	f.mu.Lock()
+	f.incomplete, f.checkDelay = false, 2*time.Second
+	f.mu.Unlock()
+	r = f.run(t, "quota-scope", "check", "local", userUUID, "-t", "user", "--timeout", "100ms")
+	if r.code != 1 || !strings.Contains(r.stderr, "did not answer in time") {
+		t.Errorf("check with --timeout 100ms: exit %d, stderr %q", r.code, r.stderr)
+	}
+	f.mu.Lock()
+	f.checkDelay = 0
+	f.mu.Unlock()
 
 	// Unknown volume: the daemon's error, exit 1.
 	r = f.run(t, "quota-scope", "check", "nas9", userUUID, "-t", "user")

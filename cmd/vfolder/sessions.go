@@ -64,33 +64,35 @@ func uuidFlag(c *cli.Context, name string) (string, error) {
 	return u, nil
 }
 
-func (st *state) memberAdd(c *cli.Context) error {
+// memberArgs reads --project and --user of the member commands, which
+// take no arguments.
+func memberArgs(c *cli.Context) (project, user string, err error) {
 	if err := needArgs(c, 0, 0); err != nil {
-		return err
+		return "", "", err
 	}
-	p, err := uuidFlag(c, "project")
+	if project, err = uuidFlag(c, "project"); err != nil {
+		return "", "", err
+	}
+	if user, err = uuidFlag(c, "user"); err != nil {
+		return "", "", err
+	}
+	return project, user, nil
+}
+
+func (st *state) memberAdd(c *cli.Context) error {
+	p, u, err := memberArgs(c)
 	if err != nil {
 		return err
 	}
-	u, err := uuidFlag(c, "user")
+	perm, err := permissionFlag(c, "permission")
 	if err != nil {
 		return err
-	}
-	var perm meta.Permission
-	if c.IsSet("permission") {
-		perm = meta.Permission(c.String("permission"))
-		if !perm.Valid() {
-			return usagef(c, "--permission must be ro, rw or wd, not %q", perm)
-		}
 	}
 	m, err := st.client.SetMember(ctxOf(c), p, u, perm)
 	if err != nil {
 		return err
 	}
-	return st.output(m, func() error {
-		_, err := fmt.Fprintf(st.stdout, "User %s is a member of project %s (%s).\n", m.User, m.Project, memberPerm(m))
-		return err
-	})
+	return st.outputLine(m, "User %s is a member of project %s (%s).", m.User, m.Project, memberPerm(m))
 }
 
 func memberPerm(m api.Membership) string {
@@ -101,14 +103,7 @@ func memberPerm(m api.Membership) string {
 }
 
 func (st *state) memberRemove(c *cli.Context) error {
-	if err := needArgs(c, 0, 0); err != nil {
-		return err
-	}
-	p, err := uuidFlag(c, "project")
-	if err != nil {
-		return err
-	}
-	u, err := uuidFlag(c, "user")
+	p, u, err := memberArgs(c)
 	if err != nil {
 		return err
 	}
@@ -116,10 +111,7 @@ func (st *state) memberRemove(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return st.output(m, func() error {
-		_, err := fmt.Fprintf(st.stdout, "User %s is no longer a member of project %s.\n", m.User, m.Project)
-		return err
-	})
+	return st.outputLine(m, "User %s is no longer a member of project %s.", m.User, m.Project)
 }
 
 func (st *state) memberList(c *cli.Context) error {
@@ -134,20 +126,19 @@ func (st *state) memberList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if ms == nil {
-		ms = []api.Membership{}
-	}
-	return st.output(ms, func() error {
-		rows := make([][]string, 0, len(ms))
-		for _, m := range ms {
-			perm := string(m.Permission)
-			if perm == "" {
-				perm = "(folder's)"
-			}
-			rows = append(rows, []string{m.User, perm})
+	return outputList(st, ms, []string{"USER", "PERMISSION"}, memberRows)
+}
+
+func memberRows(ms []api.Membership) [][]string {
+	rows := make([][]string, 0, len(ms))
+	for _, m := range ms {
+		perm := string(m.Permission)
+		if perm == "" {
+			perm = "(folder's)"
 		}
-		return printTable(st.stdout, []string{"USER", "PERMISSION"}, rows)
-	})
+		rows = append(rows, []string{m.User, perm})
+	}
+	return rows
 }
 
 const mountHelp = `Publish folders into the containers of a compute session (what a container
@@ -252,19 +243,8 @@ func (st *state) mountPublish(c *cli.Context) error {
 		}
 		req.Mounts = append(req.Mounts, mr)
 	}
-	if c.IsSet("uid") != c.IsSet("gid") {
-		return usagef(c, "give --uid and --gid together")
-	}
-	if c.IsSet("uid") {
-		uid, err := parseID("uid", c.String("uid"))
-		if err != nil {
-			return err
-		}
-		gid, err := parseID("gid", c.String("gid"))
-		if err != nil {
-			return err
-		}
-		req.UID, req.GID = &uid, &gid
+	if req.UID, req.GID, err = ownerIDFlags(c); err != nil {
+		return err
 	}
 	if c.Bool("no-automount") {
 		no := false
@@ -306,10 +286,7 @@ func (st *state) mountUnpublish(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := st.output(r, func() error {
-		_, err := fmt.Fprintf(st.stdout, "Unpublished session %s: %d mount(s) removed.\n", r.Session, len(r.Removed))
-		return err
-	}); err != nil {
+	if err := st.outputLine(r, "Unpublished session %s: %d mount(s) removed.", r.Session, len(r.Removed)); err != nil {
 		return err
 	}
 	if len(r.Problems) > 0 {
@@ -333,17 +310,16 @@ func (st *state) mountList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if ss == nil {
-		ss = []api.Session{}
+	return outputList(st, ss, []string{"SESSION", "USER", "UID:GID", "MOUNTS", "RESERVED", "CREATED"}, sessionRows)
+}
+
+func sessionRows(ss []api.Session) [][]string {
+	rows := make([][]string, 0, len(ss))
+	for _, s := range ss {
+		rows = append(rows, []string{s.ID, s.User, fmt.Sprintf("%d:%d", s.UID, s.GID), strconv.Itoa(len(s.Mounts)),
+			strconv.Itoa(len(s.Reserved)), fmtTime(s.CreatedAt)})
 	}
-	return st.output(ss, func() error {
-		rows := make([][]string, 0, len(ss))
-		for _, s := range ss {
-			rows = append(rows, []string{s.ID, s.User, fmt.Sprintf("%d:%d", s.UID, s.GID), strconv.Itoa(len(s.Mounts)),
-				strconv.Itoa(len(s.Reserved)), fmtTime(s.CreatedAt)})
-		}
-		return printTable(st.stdout, []string{"SESSION", "USER", "UID:GID", "MOUNTS", "RESERVED", "CREATED"}, rows)
-	})
+	return rows
 }
 
 func (st *state) mountAttach(c *cli.Context) error {

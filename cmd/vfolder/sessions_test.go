@@ -149,26 +149,14 @@ func TestMemberCommands(t *testing.T) {
 	if !strings.Contains(r.stdout, "no longer a member") {
 		t.Errorf("member remove printed %q", r.stdout)
 	}
-	for _, tc := range []struct {
-		name   string
-		args   []string
-		code   int
-		stderr string
-	}{
-		{"remove again", []string{"member", "remove", "--project", projectUUID, "--user", userUUID}, 1, "is not a member"},
-		{"no project", []string{"member", "add", "--user", userUUID}, 2, "needs --project UUID"},
-		{"no user", []string{"member", "remove", "--project", projectUUID}, 2, "needs --user UUID"},
-		{"bad project", []string{"member", "list", "--project", "p1"}, 1, `--project "p1" is not a UUID`},
-		{"bad permission", []string{"member", "add", "--project", projectUUID, "--user", userUUID, "--permission", "all"}, 2, "--permission must be ro, rw or wd"},
-		{"extra argument", []string{"member", "list", "--project", projectUUID, "x"}, 2, "takes no arguments"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := f.run(t, tc.args...)
-			if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) {
-				t.Errorf("exit %d, stderr %q; want %d with %q", r.code, r.stderr, tc.code, tc.stderr)
-			}
-		})
-	}
+	runFailCases(t, f, []failCase{
+		{"remove again", []string{"member", "remove", "--project", projectUUID, "--user", userUUID}, 1, "is not a member", false, false},
+		{"no project", []string{"member", "add", "--user", userUUID}, 2, "needs --project UUID", false, false},
+		{"no user", []string{"member", "remove", "--project", projectUUID}, 2, "needs --user UUID", false, false},
+		{"bad project", []string{"member", "list", "--project", "p1"}, 1, `--project "p1" is not a UUID`, false, false},
+		{"bad permission", []string{"member", "add", "--project", projectUUID, "--user", userUUID, "--permission", "all"}, 2, "--permission must be ro, rw or wd", false, false},
+		{"extra argument", []string{"member", "list", "--project", projectUUID, "x"}, 2, "takes no arguments", false, false},
+	})
 }
 
 func TestMountCommands(t *testing.T) {
@@ -213,31 +201,19 @@ func TestMountCommands(t *testing.T) {
 		t.Errorf("unpublish with problems: exit %d, stderr %q", r.code, r.stderr)
 	}
 
-	for _, tc := range []struct {
-		name   string
-		args   []string
-		code   int
-		stderr string
-	}{
-		{"publish without user", []string{"mount", "publish", "s"}, 2, "needs --user UUID"},
-		{"publish without session", []string{"mount", "publish", "--user", userUUID}, 2, "needs arguments SESSION [MOUNT...]"},
-		{"publish empty target", []string{"mount", "publish", "s", "data=", "--user", userUUID}, 2, "empty target"},
-		{"publish no folder", []string{"mount", "publish", "s", "=/x", "--user", userUUID}, 2, "has no folder"},
-		{"publish uid alone", []string{"mount", "publish", "s", "--user", userUUID, "--uid", "1"}, 2, "--uid and --gid together"},
-		{"attach without pid", []string{"mount", "attach", "s"}, 2, "needs --pid"},
-		{"attach bad pid", []string{"mount", "attach", "s", "--pid", "x"}, 1, `--pid "x" is not a process id`},
-		{"attach unknown", []string{"mount", "attach", "nope", "--pid", "1"}, 1, "no session nope"},
-		{"list unknown", []string{"mount", "list", "nope"}, 1, "no session nope"},
-		{"unpublish two", []string{"mount", "unpublish", "a", "b"}, 2, "takes arguments SESSION"},
-		{"mount without subcommand", []string{"mount"}, 2, "needs a subcommand"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := f.run(t, tc.args...)
-			if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) {
-				t.Errorf("exit %d, stderr %q; want %d with %q", r.code, r.stderr, tc.code, tc.stderr)
-			}
-		})
-	}
+	runFailCases(t, f, []failCase{
+		{"publish without user", []string{"mount", "publish", "s"}, 2, "needs --user UUID", false, false},
+		{"publish without session", []string{"mount", "publish", "--user", userUUID}, 2, "needs arguments SESSION [MOUNT...]", false, false},
+		{"publish empty target", []string{"mount", "publish", "s", "data=", "--user", userUUID}, 2, "empty target", false, false},
+		{"publish no folder", []string{"mount", "publish", "s", "=/x", "--user", userUUID}, 2, "has no folder", false, false},
+		{"publish uid alone", []string{"mount", "publish", "s", "--user", userUUID, "--uid", "1"}, 2, "--uid and --gid together", false, false},
+		{"attach without pid", []string{"mount", "attach", "s"}, 2, "needs --pid", false, false},
+		{"attach bad pid", []string{"mount", "attach", "s", "--pid", "x"}, 1, `--pid "x" is not a process id`, false, false},
+		{"attach unknown", []string{"mount", "attach", "nope", "--pid", "1"}, 1, "no session nope", false, false},
+		{"list unknown", []string{"mount", "list", "nope"}, 1, "no session nope", false, false},
+		{"unpublish two", []string{"mount", "unpublish", "a", "b"}, 2, "takes arguments SESSION", false, false},
+		{"mount without subcommand", []string{"mount"}, 2, "needs a subcommand", false, false},
+	})
 }
 
 func TestParseMountArg(t *testing.T) {

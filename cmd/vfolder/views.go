@@ -8,7 +8,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vfolder/vfolder/api"
-	"github.com/vfolder/vfolder/meta"
 )
 
 const viewHelp = `Views are the directories of vfolderd's FUSE namespace:
@@ -62,6 +61,26 @@ func viewCommand(st *state) *cli.Command {
 	}
 }
 
+// ownerIDFlags reads --uid and --gid, which go together: nil, nil when
+// neither is given.
+func ownerIDFlags(c *cli.Context) (uid, gid *uint32, err error) {
+	if c.IsSet("uid") != c.IsSet("gid") {
+		return nil, nil, usagef(c, "give --uid and --gid together")
+	}
+	if !c.IsSet("uid") {
+		return nil, nil, nil
+	}
+	u, err := parseID("uid", c.String("uid"))
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := parseID("gid", c.String("gid"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return &u, &g, nil
+}
+
 // parseID parses a uid or gid flag value.
 func parseID(flag, s string) (uint32, error) {
 	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
@@ -86,10 +105,7 @@ func (st *state) viewList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if vs == nil {
-		vs = []api.View{}
-	}
-	return st.output(vs, func() error { return printTable(st.stdout, viewHeader, viewRows(vs)) })
+	return outputList(st, vs, viewHeader, viewRows)
 }
 
 func (st *state) viewAdd(c *cli.Context) error {
@@ -97,39 +113,19 @@ func (st *state) viewAdd(c *cli.Context) error {
 		return err
 	}
 	session, name, ref := c.Args().Get(0), c.Args().Get(1), c.Args().Get(2)
-	owner, given, err := ownerOf(c)
+	owner, err := folderRef(c, ref)
 	if err != nil {
 		return err
 	}
-	if !given {
-		if _, err := meta.ParseUUID(ref); err != nil {
-			return usagef(c, "%q is not a folder id; to refer to a folder by name, add --user UUID or --project UUID", ref)
-		}
-	}
 	req := api.CreateViewRequest{Session: session, Name: name, Folder: ref, Subpath: c.String("subpath")}
-	if given {
+	if !owner.IsZero() {
 		req.Owner = &owner
 	}
-	if c.IsSet("mode") {
-		m := meta.Permission(c.String("mode"))
-		if !m.Valid() {
-			return usagef(c, "--mode must be ro, rw or wd, not %q", m)
-		}
-		req.Mode = m
+	if req.Mode, err = permissionFlag(c, "mode"); err != nil {
+		return err
 	}
-	if c.IsSet("uid") != c.IsSet("gid") {
-		return usagef(c, "give --uid and --gid together")
-	}
-	if c.IsSet("uid") {
-		uid, err := parseID("uid", c.String("uid"))
-		if err != nil {
-			return err
-		}
-		gid, err := parseID("gid", c.String("gid"))
-		if err != nil {
-			return err
-		}
-		req.UID, req.GID = &uid, &gid
+	if req.UID, req.GID, err = ownerIDFlags(c); err != nil {
+		return err
 	}
 	v, err := st.client.AddView(ctxOf(c), req)
 	if err != nil {
@@ -149,10 +145,7 @@ func (st *state) viewRemove(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return st.output(v, func() error {
-		_, err := fmt.Fprintf(st.stdout, "Removed view %s/%s/%s (folder %s).\n", v.Namespace, v.Key, v.Name, v.FolderID)
-		return err
-	})
+	return st.outputLine(v, "Removed view %s/%s/%s (folder %s).", v.Namespace, v.Key, v.Name, v.FolderID)
 }
 
 var viewHeader = []string{"NAMESPACE", "KEY", "NAME", "FOLDER", "MODE", "UID:GID", "SUBPATH", "PATH"}

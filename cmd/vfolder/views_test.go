@@ -130,36 +130,19 @@ func TestViewCommands(t *testing.T) {
 		t.Errorf("calls %v", calls)
 	}
 
-	for _, tc := range []struct {
-		name    string
-		args    []string
-		code    int
-		stderr  string
-		noCalls bool
-	}{
-		{"add missing args", []string{"view", "add", "s", "n"}, 2, "vfolder: view add needs arguments SESSION NAME REF, got 2\nRun 'vfolder view add --help'", true},
-		{"add name without owner", []string{"view", "add", "s", "n", "data"}, 2, `"data" is not a folder id`, true},
-		{"add bad mode", []string{"view", "add", "s", "n", fo.ID, "--mode", "rwx"}, 2, "--mode must be ro, rw or wd", true},
-		{"add uid without gid", []string{"view", "add", "s", "n", fo.ID, "--uid", "5"}, 2, "--uid and --gid together", true},
-		{"add bad uid", []string{"view", "add", "s", "n", fo.ID, "--uid", "x", "--gid", "1"}, 1, `--uid "x" is not an id`, true},
-		{"add uid -1", []string{"view", "add", "s", "n", fo.ID, "--uid", "4294967295", "--gid", "1"}, 1, "is not an id", true},
-		{"add over permission", []string{"view", "add", "s", "n", fo.ID, "--mode", "wd"}, 1, "exceeds the permission", false},
-		{"add taken place", []string{"view", "add", "sess-2", "root", fo.ID, "--mode", "ro"}, 1, "already has a view", false},
-		{"remove missing", []string{"view", "remove", "sess-1", "work"}, 1, "has no view named", false},
-		{"remove missing args", []string{"view", "remove", "sess-1"}, 2, "vfolder: view remove needs arguments SESSION NAME, got 1", true},
-		{"list extra", []string{"view", "list", "x"}, 2, "view list takes no arguments", true},
-		{"list empty session", []string{"view", "list", "--session", ""}, 2, "--session needs a session id", true},
-		{"view without subcommand", []string{"view"}, 2, "needs a subcommand", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f.calls()
-			r := f.run(t, tc.args...)
-			if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) {
-				t.Errorf("exit %d, stderr %q; want %d with %q", r.code, r.stderr, tc.code, tc.stderr)
-			}
-			if calls := f.calls(); tc.noCalls && len(calls) > 0 {
-				t.Errorf("the CLI called the API: %v", calls)
-			}
-		})
-	}
+	runFailCases(t, f, []failCase{
+		{"add missing args", []string{"view", "add", "s", "n"}, 2, "vfolder: view add needs arguments SESSION NAME REF, got 2\nRun 'vfolder view add --help'", true, false},
+		{"add name without owner", []string{"view", "add", "s", "n", "data"}, 2, `"data" is not a folder id`, true, false},
+		{"add bad mode", []string{"view", "add", "s", "n", fo.ID, "--mode", "rwx"}, 2, "--mode must be ro, rw or wd", true, false},
+		{"add uid without gid", []string{"view", "add", "s", "n", fo.ID, "--uid", "5"}, 2, "--uid and --gid together", true, false},
+		{"add bad uid", []string{"view", "add", "s", "n", fo.ID, "--uid", "x", "--gid", "1"}, 1, `--uid "x" is not an id`, true, false},
+		{"add uid -1", []string{"view", "add", "s", "n", fo.ID, "--uid", "4294967295", "--gid", "1"}, 1, "is not an id", true, false},
+		{"add over permission", []string{"view", "add", "s", "n", fo.ID, "--mode", "wd"}, 1, "exceeds the permission", false, false},
+		{"add taken place", []string{"view", "add", "sess-2", "root", fo.ID, "--mode", "ro"}, 1, "already has a view", false, false},
+		{"remove missing", []string{"view", "remove", "sess-1", "work"}, 1, "has no view named", false, false},
+		{"remove missing args", []string{"view", "remove", "sess-1"}, 2, "vfolder: view remove needs arguments SESSION NAME, got 1", true, false},
+		{"list extra", []string{"view", "list", "x"}, 2, "view list takes no arguments", true, false},
+		{"list empty session", []string{"view", "list", "--session", ""}, 2, "--session needs a session id", true, false},
+		{"view without subcommand", []string{"view"}, 2, "needs a subcommand", true, false},
+	})
 }

@@ -88,6 +88,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/fs"
 	"github.com/vfolder/vfolder/internal/config"
 	"github.com/vfolder/vfolder/internal/server"
@@ -127,21 +128,23 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 		Name:    "vfolderd",
 		Usage:   "the vfolder node daemon: folders on shared volumes, quotas, the local API",
 		Version: daemonVersion(),
+		// Values stay unset (the file and the built-in defaults fill what no
+		// flag sets); DefaultText shows those defaults in --help.
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: env("CONFIG"), Usage: "TOML configuration `FILE`"},
 			&cli.StringSliceFlag{Name: "volume", EnvVars: env("VOLUMES"), Usage: "a volume as `NAME=PATH` (repeatable; VFOLDER_VOLUMES takes a comma-separated list)"},
-			&cli.StringFlag{Name: "state-dir", EnvVars: env("STATE_DIR"), Usage: "node-local state `DIR` (default " + config.DefaultStateDir + ")"},
-			&cli.StringFlag{Name: "socket", EnvVars: env("SOCKET"), Usage: "API socket `PATH` (default /run/vfolder/vfolderd.sock)"},
-			&cli.Int64Flag{Name: "storage-uid", EnvVars: env("STORAGE_UID"), Usage: "`UID` owning everything on the volumes (default 1100)"},
-			&cli.Int64Flag{Name: "storage-gid", EnvVars: env("STORAGE_GID"), Usage: "`GID` owning everything on the volumes (default 1100)"},
-			&cli.Int64Flag{Name: "view-uid", EnvVars: env("VIEW_UID"), Usage: "`UID` files show as in views (default 1000)"},
-			&cli.Int64Flag{Name: "view-gid", EnvVars: env("VIEW_GID"), Usage: "`GID` files show as in views (default 1000)"},
-			&cli.StringFlag{Name: "admin-group", EnvVars: env("ADMIN_GROUP"), Usage: "`GROUP` (name or gid) allowed on the API besides root"},
-			&cli.StringFlag{Name: "mount-point", EnvVars: env("MOUNT_POINT"), Usage: "`DIR` of the FUSE namespace (default " + config.DefaultMountPoint + ")"},
+			&cli.StringFlag{Name: "state-dir", EnvVars: env("STATE_DIR"), Usage: "node-local state `DIR`", DefaultText: config.DefaultStateDir},
+			&cli.StringFlag{Name: "socket", EnvVars: env("SOCKET"), Usage: "API socket `PATH`", DefaultText: api.DefaultSocket},
+			&cli.Int64Flag{Name: "storage-uid", EnvVars: env("STORAGE_UID"), Usage: "`UID` owning everything on the volumes", DefaultText: strconv.Itoa(config.DefaultStorageID)},
+			&cli.Int64Flag{Name: "storage-gid", EnvVars: env("STORAGE_GID"), Usage: "`GID` owning everything on the volumes", DefaultText: strconv.Itoa(config.DefaultStorageID)},
+			&cli.Int64Flag{Name: "view-uid", EnvVars: env("VIEW_UID"), Usage: "`UID` files show as in views", DefaultText: strconv.Itoa(config.DefaultViewID)},
+			&cli.Int64Flag{Name: "view-gid", EnvVars: env("VIEW_GID"), Usage: "`GID` files show as in views", DefaultText: strconv.Itoa(config.DefaultViewID)},
+			&cli.StringFlag{Name: "admin-group", EnvVars: env("ADMIN_GROUP"), Usage: "`GROUP` (name or gid) allowed on the API besides root", DefaultText: "none"},
+			&cli.StringFlag{Name: "mount-point", EnvVars: env("MOUNT_POINT"), Usage: "`DIR` of the FUSE namespace", DefaultText: config.DefaultMountPoint},
 			&cli.BoolFlag{Name: "no-fuse", EnvVars: env("NO_FUSE"), Usage: "do not mount the FUSE namespace: serve the API without views (config: fuse = false)"},
-			&cli.StringFlag{Name: "sessions-dir", EnvVars: env("SESSIONS_DIR"), Usage: "`DIR` where published sessions are mounted for containers (default " + config.DefaultSessionsDir + ")"},
+			&cli.StringFlag{Name: "sessions-dir", EnvVars: env("SESSIONS_DIR"), Usage: "`DIR` where published sessions are mounted for containers", DefaultText: config.DefaultSessionsDir},
 			&cli.BoolFlag{Name: "force-stop", EnvVars: env("FORCE_STOP"), Usage: "stop on the first SIGTERM even while sessions are published (config: force_stop)"},
-			&cli.StringFlag{Name: "log-level", EnvVars: env("LOG_LEVEL"), Usage: "`LEVEL`: trace, debug, info, warn, error (default warn)"},
+			&cli.StringFlag{Name: "log-level", EnvVars: env("LOG_LEVEL"), Usage: "`LEVEL`: trace, debug, info, warn, error", DefaultText: config.DefaultLogLevel},
 		},
 		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
@@ -275,10 +278,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 
 	store, err := meta.OpenBadger(filepath.Join(cfg.StateDir, "meta"), log)
 	if err != nil {
-		if errors.Is(err, meta.ErrLocked) {
-			return fmt.Errorf("state directory %s is in use by another vfolderd: %w", cfg.StateDir, err)
-		}
-		return err
+		return err // names the directory (and the holder, for ErrLocked)
 	}
 	defer func() {
 		if cerr := store.Close(); cerr != nil && err == nil {
@@ -308,7 +308,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		DefaultScopeLimit: cfg.DefaultScopeLimit,
 		ViewUID:           uint32(cfg.ViewUID),
 		ViewGID:           uint32(cfg.ViewGID),
-		MountPoint:        fuseMountPoint(cfg.MountPoint),
+		MountPoint:        filepath.Clean(cfg.MountPoint), // absolute (Validate), as fs mounts it
 		// The ledger enforces the limits and supplies the usage figures.
 		// MountedBy: the service knows the session views and the
 		// published sessions itself.
@@ -385,11 +385,12 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	}
 	sockPath = cfg.Socket
 	sockInfo, _ = os.Lstat(cfg.Socket)
-	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: daemonVersion(), Log: log})
+	ver := daemonVersion()
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, Log: log})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
-		Str("version", daemonVersion()).Msg("vfolderd ready")
+		Str("version", ver).Msg("vfolderd ready")
 
 	if err := waitForStop(parent, served, sigs, svc, cfg.ForceStop, log); err != nil {
 		l.Close()
@@ -446,15 +447,6 @@ func waitForStop(ctx context.Context, served <-chan error, sigs <-chan os.Signal
 				Msg("refusing to stop: sessions are published and their mounts would fail until vfolderd is back; unpublish them, or send the signal again to stop anyway (force_stop makes one signal enough)")
 		}
 	}
-}
-
-// fuseMountPoint is the mount point as package fs mounts it (absolute,
-// clean), for the service's view paths.
-func fuseMountPoint(p string) string {
-	if a, err := filepath.Abs(p); err == nil {
-		return a
-	}
-	return p
 }
 
 // hasEntries reports whether dir exists and is not empty.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/internal/config"
+	"github.com/vfolder/vfolder/internal/testutil"
 )
 
 // TestConfigPrecedence checks flag > env > file > default.
@@ -89,6 +90,36 @@ mount_allowed = false
 	}
 }
 
+// TestHelpDefaults checks that --help shows each flag's default once, and
+// the built-in one.
+func TestHelpDefaults(t *testing.T) {
+	var out bytes.Buffer
+	app := newApp(func(context.Context, *config.Config) error { t.Error("--help ran the daemon"); return nil })
+	app.Writer = &out
+	if err := app.Run([]string{"vfolderd", "--help"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Count(l, "(default") > 1 {
+			t.Errorf("a default is shown twice: %q", l)
+		}
+	}
+	for flag, def := range map[string]string{
+		"--storage-uid": "1100", "--storage-gid": "1100", "--view-uid": "1000", "--view-gid": "1000",
+		"--state-dir": config.DefaultStateDir, "--socket": api.DefaultSocket, "--log-level": config.DefaultLogLevel,
+	} {
+		found := false
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), flag+" ") {
+				found = strings.Contains(l, "(default: "+def+")")
+			}
+		}
+		if !found {
+			t.Errorf("%s does not show its default %s:\n%s", flag, def, out.String())
+		}
+	}
+}
+
 var (
 	buildOnce sync.Once
 	binPath   string
@@ -131,9 +162,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// daemon is one vfolderd process a test started.
 type daemon struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer // read while the daemon may still write
 	done   chan struct{}
 	err    error
 }
@@ -147,7 +179,7 @@ func startDaemon(t *testing.T, cfgPath string) *daemon {
 // credential when it is not nil.
 func startDaemonAs(t *testing.T, cfgPath string, cred *syscall.Credential, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{stderr: &syncBuffer{}, done: make(chan struct{})}
+	d := &daemon{stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(daemonBinary(t), append([]string{"--config", cfgPath}, args...)...)
 	if cred != nil {
 		d.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
@@ -167,25 +199,6 @@ func startDaemonAs(t *testing.T, cfgPath string, cred *syscall.Credential, args 
 		}
 	})
 	return d
-}
-
-// syncBuffer collects a daemon's stderr; the test reads it while the
-// daemon may still be writing.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // wait waits for the daemon to exit and returns its exit code.
@@ -368,7 +381,7 @@ func TestDaemonSurvivesKill(t *testing.T) {
 	}
 	if canMount() {
 		// The dead mount was replaced by one that serves the view again.
-		if m := mountsAt(t, s.mnt); len(m) != 1 || m[0].fstype != "fuse.vfolder" {
+		if m := mountsAt(t, s.mnt); len(m) != 1 || m[0].FSType != "fuse.vfolder" {
 			t.Errorf("mounts at %s after restart: %+v; want one vfolder mount", s.mnt, m)
 		}
 		if st, err := os.Stat(view); err != nil || !st.IsDir() {

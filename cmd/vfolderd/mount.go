@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/vfolder/vfolder/fs"
 	"github.com/vfolder/vfolder/internal/config"
+	"github.com/vfolder/vfolder/mountd"
 	"github.com/vfolder/vfolder/quota"
 )
 
@@ -107,15 +107,15 @@ func staleMount(mnt string) string {
 	}
 	defer f.Close()
 	for _, m := range parseMountInfo(f) {
-		if m.point == at && isVfolderFUSE(m) {
-			return fmt.Sprintf("a %s mount named %q is still there", m.fstype, m.source)
+		if m.Point == at && isVfolderFUSE(m) {
+			return fmt.Sprintf("a %s mount named %q is still there", m.FSType, m.Source)
 		}
 	}
 	return ""
 }
 
-func isVfolderFUSE(m mountEntry) bool {
-	return (m.fstype == "fuse" || strings.HasPrefix(m.fstype, "fuse.")) && m.source == fuseFsName
+func isVfolderFUSE(m mountd.MountInfo) bool {
+	return (m.FSType == "fuse" || strings.HasPrefix(m.FSType, "fuse.")) && m.Source == fuseFsName
 }
 
 // resolveParent resolves symlinks in the parent of p (never p itself,
@@ -128,67 +128,16 @@ func resolveParent(p string) string {
 	return filepath.Join(dir, filepath.Base(p))
 }
 
-// mountEntry is what prepareMountPoint needs of a mountinfo line.
-type mountEntry struct {
-	point, fstype, source string
-}
-
-// parseMountInfo reads /proc/<pid>/mountinfo lines:
-//
-//	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-//
-// (mount point in field 5, then optional fields up to "-", then the file
-// system type and the source). Malformed lines are skipped.
-func parseMountInfo(r io.Reader) []mountEntry {
-	var out []mountEntry
+// parseMountInfo reads /proc/<pid>/mountinfo text (mountd.ParseMountInfoLine
+// parses each line); lines that do not parse are skipped.
+func parseMountInfo(r io.Reader) []mountd.MountInfo {
+	var out []mountd.MountInfo
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if m, ok := parseMountInfoLine(sc.Text()); ok {
+		if m, err := mountd.ParseMountInfoLine(sc.Text()); err == nil {
 			out = append(out, m)
 		}
 	}
 	return out
-}
-
-func parseMountInfoLine(line string) (mountEntry, bool) {
-	fields := strings.Fields(line)
-	if len(fields) < 7 {
-		return mountEntry{}, false
-	}
-	sep := -1
-	for i := 6; i < len(fields); i++ {
-		if fields[i] == "-" {
-			sep = i
-			break
-		}
-	}
-	if sep < 0 || sep+2 >= len(fields) {
-		return mountEntry{}, false
-	}
-	return mountEntry{
-		point:  unescapeMount(fields[4]),
-		fstype: unescapeMount(fields[sep+1]),
-		source: unescapeMount(fields[sep+2]),
-	}, true
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space, \134 for a
-// backslash...) of mountinfo fields.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

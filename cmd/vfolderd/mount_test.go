@@ -18,7 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/fs"
+	"github.com/vfolder/vfolder/mountd"
 )
+
+// entry is what prepareMountPoint looks at in a mountinfo line.
+type entry struct{ point, fstype, source string }
+
+func entryOf(m mountd.MountInfo) entry { return entry{m.Point, m.FSType, m.Source} }
 
 func TestParseMountInfo(t *testing.T) {
 	text := `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
@@ -29,7 +35,7 @@ garbage
 70 27 0:45 / /no/sep rw shared:1 tmpfs tmpfs rw
 `
 	got := parseMountInfo(strings.NewReader(text))
-	want := []mountEntry{
+	want := []entry{
 		{"/", "ext4", "/dev/sda1"},
 		{"/tmp/a b/mnt", "fuse.vfolder", "vfolder"},
 		{"/run/x", "fuse", "sshfs#host"},
@@ -38,19 +44,20 @@ garbage
 		t.Fatalf("parsed %+v; want %+v", got, want)
 	}
 	for i := range want {
-		if got[i] != want[i] {
+		if entryOf(got[i]) != want[i] {
 			t.Errorf("entry %d = %+v; want %+v", i, got[i], want[i])
 		}
 	}
 	if !isVfolderFUSE(got[1]) || isVfolderFUSE(got[2]) || isVfolderFUSE(got[0]) {
 		t.Errorf("isVfolderFUSE misjudges %+v", got)
 	}
-	if !isVfolderFUSE(mountEntry{"/m", "fuse", "vfolder"}) {
+	if !isVfolderFUSE(mountd.MountInfo{Point: "/m", FSType: "fuse", Source: "vfolder"}) {
 		t.Errorf("a plain fuse mount named vfolder is ours too")
 	}
 	for in, out := range map[string]string{`a\040b`: "a b", `x\134y`: `x\y`, `tail\04`: `tail\04`, `\777z`: `\777z`, "plain": "plain"} {
-		if got := unescapeMount(in); got != out {
-			t.Errorf("unescapeMount(%q) = %q; want %q", in, got, out)
+		ms := parseMountInfo(strings.NewReader("1 2 0:1 / " + in + " rw - ext4 x rw\n"))
+		if len(ms) != 1 || ms[0].Point != out {
+			t.Errorf("mount point %q parsed as %+v; want %q", in, ms, out)
 		}
 	}
 }
@@ -93,12 +100,12 @@ func FuzzParseMountInfoLine(f *testing.F) {
 			return
 		}
 		line := "36 35 0:42 / " + escapeMount(point) + " rw,relatime shared:1 - " + escapeMount(fstype) + " " + escapeMount(source) + " rw"
-		m, ok := parseMountInfoLine(line)
-		if !ok {
+		ms := parseMountInfo(strings.NewReader(line))
+		if len(ms) != 1 {
 			t.Fatalf("%q not parsed", line)
 		}
-		if m != (mountEntry{point, fstype, source}) {
-			t.Errorf("parsed %+v from %q; want %q %q %q", m, line, point, fstype, source)
+		if got := entryOf(ms[0]); got != (entry{point, fstype, source}) {
+			t.Errorf("parsed %+v from %q; want %q %q %q", got, line, point, fstype, source)
 		}
 	})
 }
@@ -114,16 +121,16 @@ func needFUSE(t *testing.T) {
 }
 
 // mountsAt lists the mounts at exactly p.
-func mountsAt(t *testing.T, p string) []mountEntry {
+func mountsAt(t *testing.T, p string) []mountd.MountInfo {
 	t.Helper()
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []mountEntry
+	var out []mountd.MountInfo
 	for _, m := range parseMountInfo(f) {
-		if m.point == p {
+		if m.Point == p {
 			out = append(out, m)
 		}
 	}
@@ -140,11 +147,30 @@ func noMountsLeft(t *testing.T, dir string) {
 	}
 	defer f.Close()
 	for _, m := range parseMountInfo(f) {
-		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
-			t.Errorf("mount left at %s (%s %s)", m.point, m.fstype, m.source)
-			unix.Unmount(m.point, unix.MNT_DETACH)
+		if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
+			t.Errorf("mount left at %s (%s %s)", m.Point, m.FSType, m.Source)
+			unix.Unmount(m.Point, unix.MNT_DETACH)
 		}
 	}
+}
+
+// fuseMountPoint skips the test without FUSE and returns a mount point in
+// a temp dir below which nothing may stay mounted at the end.
+func fuseMountPoint(t *testing.T) string {
+	t.Helper()
+	needFUSE(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { noMountsLeft(t, dir) })
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return mnt
+}
+
+// mountTestFS mounts an empty FUSE namespace of package fs at mnt.
+func mountTestFS(mnt string) (*fs.FS, error) {
+	return fs.Mount(fs.Options{MountPoint: mnt, StorageUID: 1100, StorageGID: 1100, Logger: zerolog.Nop()})
 }
 
 func TestPrepareMountPointCreates(t *testing.T) {
@@ -172,14 +198,8 @@ func TestPrepareMountPointCreates(t *testing.T) {
 // at the mount point (here a live one of this process) is detached; other
 // mounts are left alone.
 func TestPrepareMountPointDetachesVfolderMount(t *testing.T) {
-	needFUSE(t)
-	dir := t.TempDir()
-	t.Cleanup(func() { noMountsLeft(t, dir) })
-	mnt := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	old, err := fs.Mount(fs.Options{MountPoint: mnt, StorageUID: 1100, StorageGID: 1100, Logger: zerolog.Nop()})
+	mnt := fuseMountPoint(t)
+	old, err := mountTestFS(mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +225,7 @@ func TestPrepareMountPointDetachesVfolderMount(t *testing.T) {
 	if err := prepareMountPoint(mnt, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
-	if left := mountsAt(t, mnt); len(left) != 1 || left[0].fstype != "tmpfs" {
+	if left := mountsAt(t, mnt); len(left) != 1 || left[0].FSType != "tmpfs" {
 		t.Errorf("mounts at %s: %+v; want the tmpfs untouched", mnt, left)
 	}
 	if err := unix.Unmount(mnt, 0); err != nil {
@@ -218,7 +238,7 @@ func TestPrepareMountPointDetachesVfolderMount(t *testing.T) {
 const helperEnv = "VFOLDERD_TEST_MOUNT_HELPER"
 
 func mountHelper(mnt string) {
-	f, err := fs.Mount(fs.Options{MountPoint: mnt, StorageUID: 1100, StorageGID: 1100, Logger: zerolog.Nop()})
+	f, err := mountTestFS(mnt)
 	if err != nil {
 		os.Stdout.WriteString("error " + err.Error() + "\n")
 		os.Exit(1)
@@ -231,13 +251,7 @@ func mountHelper(mnt string) {
 // TestPrepareMountPointAfterCrash: the mount of a process killed with
 // SIGKILL answers ENOTCONN and is replaced.
 func TestPrepareMountPointAfterCrash(t *testing.T) {
-	needFUSE(t)
-	dir := t.TempDir()
-	t.Cleanup(func() { noMountsLeft(t, dir) })
-	mnt := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	mnt := fuseMountPoint(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+mnt)
 	out, err := cmd.StdoutPipe()
@@ -278,7 +292,7 @@ func TestPrepareMountPointAfterCrash(t *testing.T) {
 		t.Errorf("still mounted: %+v", left)
 	}
 	// A fresh mount works there.
-	f, err := fs.Mount(fs.Options{MountPoint: mnt, StorageUID: 1100, StorageGID: 1100, Logger: zerolog.Nop()})
+	f, err := mountTestFS(mnt)
 	if err != nil {
 		t.Fatal(err)
 	}

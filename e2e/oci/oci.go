@@ -20,7 +20,6 @@
 package oci
 
 import (
-	"bytes"
 	"context"
 	"debug/elf"
 	"encoding/json"
@@ -37,6 +36,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vfolder/vfolder/internal/testutil"
 )
 
 // Runtimes the runner knows.
@@ -303,28 +304,11 @@ type Container struct {
 	stateRoot string
 	hybrid    bool
 	cmd       *exec.Cmd
-	out       *syncBuffer
+	out       *testutil.SyncBuffer
 	done      chan struct{}
 	waitErr   error
 	stopOnce  sync.Once
 	stopErr   error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // hybridCgroups reports whether the host mounts cgroup2 at
@@ -356,7 +340,7 @@ func Run(ctx context.Context, t testing.TB, runtime, bundle, id string) (*Contai
 		ID: id, Runtime: runtime, Bundle: bundle,
 		stateRoot: t.TempDir(),
 		hybrid:    runtime == Crun && hybridCgroups(),
-		out:       &syncBuffer{},
+		out:       &testutil.SyncBuffer{},
 		done:      make(chan struct{}),
 	}
 	// Not bound to ctx: the container lives until Stop.

@@ -7,26 +7,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/vfolder/vfolder/api"
-	"github.com/vfolder/vfolder/meta"
-	"github.com/vfolder/vfolder/quota"
+	"github.com/vfolder/vfolder/internal/testutil"
 )
 
 // startLedger runs a server over a badger store with the quota ledger in
 // the same database.
 func startLedger(t *testing.T) *testServer {
 	t.Helper()
-	store, err := meta.OpenBadger(filepath.Join(t.TempDir(), "meta"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger, err := quota.Open(store.DB(), zerolog.Nop(), quota.Options{})
-	if err != nil {
-		store.Close()
-		t.Fatal(err)
-	}
+	store, ledger := testutil.OpenLedger(t, filepath.Join(t.TempDir(), "meta"))
 	ts := startWith(t, "", -1, store, ledger)
 	if err := ts.svc.StartQuota(context.Background()); err != nil {
 		t.Fatal(err)

@@ -13,13 +13,14 @@
 // # Requests and errors
 //
 // Routes are Go 1.22 ServeMux method+path patterns, one per line of the
-// contract. Request bodies are limited to 1 MiB and decoded strictly
-// (unknown fields, trailing data and unknown query parameters are
-// errors). Quota limits are checked field by field (decodeSetQuota) so
-// that a negative, fractional, out-of-range or non-numeric limit gets a
-// message naming the field and the rule. Every error, including unknown
-// paths (404) and wrong methods
-// (405), is an api.Error JSON body; its HTTP status follows from the code
+// contract, each registered with the query parameters it takes (handle
+// refuses any other, and one given twice, before the handler runs).
+// Request bodies are limited to 1 MiB and decoded strictly (unknown
+// fields and trailing data are errors). Quota limits are checked field by
+// field (decodeSetQuota) so that a negative, fractional, out-of-range or
+// non-numeric limit gets a message naming the field and the rule. Every
+// error, including unknown paths (404) and wrong methods (405), is an
+// api.Error JSON body; its HTTP status follows from the code
 // (service.Code maps errors to codes, statusOf codes to statuses).
 // Requests are logged at debug level; internal errors at error level. A
 // quota check runs as long as its walk takes (no write timeout); the
@@ -47,6 +48,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -384,13 +386,22 @@ func (p *probeWriter) Header() http.Header         { return p.header }
 func (p *probeWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (p *probeWriter) WriteHeader(code int)        { p.status = code }
 
-// handlerFunc is an API handler: it returns the success status and body,
-// or an error.
-type handlerFunc func(r *http.Request) (int, any, error)
+// handlerFunc is an API handler: it gets the request and its query
+// parameters (already checked against the route's) and returns the success
+// status and body, or an error.
+type handlerFunc func(r *http.Request, q url.Values) (int, any, error)
 
-func (s *Server) handle(pattern string, h handlerFunc) {
+// handle registers h for pattern. params are the query parameters the
+// route takes; any other parameter, or one given twice, is refused before
+// h runs.
+func (s *Server) handle(pattern string, h handlerFunc, params ...string) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		status, body, err := h(r)
+		var status int
+		var body any
+		q, err := query(r, params...)
+		if err == nil {
+			status, body, err = h(r, q)
+		}
 		if err != nil {
 			s.writeError(w, r, service.Code(err), err.Error())
 			return
@@ -402,21 +413,21 @@ func (s *Server) handle(pattern string, h handlerFunc) {
 func (s *Server) routes() {
 	s.handle("GET /v1/health", s.health)
 	s.handle("GET /v1/volumes", s.volumes)
-	s.handle("GET /v1/folders", s.listFolders)
+	s.handle("GET /v1/folders", s.listFolders, "owner", "volume", "deleted")
 	s.handle("POST /v1/folders", s.createFolder)
-	s.handle("GET /v1/folders/{ref}", s.getFolder)
-	s.handle("POST /v1/folders/{ref}/rename", s.rename)
-	s.handle("POST /v1/folders/{ref}/trash", s.trash)
-	s.handle("POST /v1/folders/{ref}/restore", s.restore)
-	s.handle("POST /v1/folders/{ref}/purge", s.purge)
-	s.handle("GET /v1/folders/{ref}/usage", s.usage)
+	s.handle("GET /v1/folders/{ref}", s.getFolder, "owner")
+	s.handle("POST /v1/folders/{ref}/rename", s.rename, "owner")
+	s.handle("POST /v1/folders/{ref}/trash", s.trash, "owner")
+	s.handle("POST /v1/folders/{ref}/restore", s.restore, "owner")
+	s.handle("POST /v1/folders/{ref}/purge", s.purge, "owner")
+	s.handle("GET /v1/folders/{ref}/usage", s.usage, "owner")
 	s.handle("GET /v1/quota-scopes/{volume}/{scope}", s.getQuota)
 	s.handle("PUT /v1/quota-scopes/{volume}/{scope}", s.setQuota)
 	s.handle("DELETE /v1/quota-scopes/{volume}/{scope}", s.unsetQuota)
 	s.handle("POST /v1/quota-scopes/{volume}/{scope}/check", s.checkQuota)
 	s.handle("GET /v1/policies/{owner}", s.getPolicy)
 	s.handle("PUT /v1/policies/{owner}", s.setPolicy)
-	s.handle("GET /v1/views", s.listViews)
+	s.handle("GET /v1/views", s.listViews, "namespace", "key")
 	s.handle("POST /v1/views", s.addView)
 	s.handle("DELETE /v1/views/sessions/{session}/{name}", s.removeView)
 	s.handle("GET /v1/projects/{project}/members", s.listMembers)
@@ -441,11 +452,7 @@ func query(r *http.Request, allowed ...string) (url.Values, error) {
 		return nil, invalid("query string: %v", err)
 	}
 	for k, v := range q {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || a == k
-		}
-		if !ok {
+		if !slices.Contains(allowed, k) {
 			if len(allowed) == 0 {
 				return nil, invalid("unknown query parameter %q: this call takes none", k)
 			}
@@ -471,48 +478,30 @@ func ownerParam(q url.Values) (meta.ScopeID, error) {
 	return id, nil
 }
 
-// decodeOptional is decode where an empty body means the zero value.
-func decodeOptional(r *http.Request, v any) error {
-	body := http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
-	b, err := io.ReadAll(body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return invalid("request body is larger than %d bytes", MaxBodyBytes)
-		}
-		return invalid("request body: %v", err)
-	}
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return invalid("request body: %v", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return invalid("request body has data after the JSON object")
-	}
-	return nil
-}
+// decode reads a JSON body into v strictly: unknown fields, data after
+// the JSON value and bodies over MaxBodyBytes are errors, and so is an
+// empty body.
+func decode(r *http.Request, v any) error { return decodeBody(r, v, false) }
 
-// decode reads a JSON body into v strictly.
-func decode(r *http.Request, v any) error {
-	body := http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(body)
+// decodeOptional is decode where an empty body means the zero value.
+func decodeOptional(r *http.Request, v any) error { return decodeBody(r, v, true) }
+
+func decodeBody(r *http.Request, v any, optional bool) error {
+	var mbe *http.MaxBytesError
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
 			return invalid("request body is larger than %d bytes", MaxBodyBytes)
+		case errors.Is(err, io.EOF) && optional:
+			return nil
 		case errors.Is(err, io.EOF):
 			return invalid("request body is empty; a JSON object is expected")
 		}
 		return invalid("request body: %v", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return invalid("request body is larger than %d bytes", MaxBodyBytes)
 		}
@@ -521,26 +510,16 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-func (s *Server) health(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) health(*http.Request, url.Values) (int, any, error) {
 	return http.StatusOK, api.Health{Status: "ok", Version: s.opts.Version}, nil
 }
 
-func (s *Server) volumes(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) volumes(r *http.Request, _ url.Values) (int, any, error) {
 	v, err := s.svc.Volumes(r.Context())
 	return http.StatusOK, v, err
 }
 
-func (s *Server) listFolders(r *http.Request) (int, any, error) {
-	q, err := query(r, "owner", "volume", "deleted")
-	if err != nil {
-		return 0, nil, err
-	}
+func (s *Server) listFolders(r *http.Request, q url.Values) (int, any, error) {
 	owner, err := ownerParam(q)
 	if err != nil {
 		return 0, nil, err
@@ -549,10 +528,7 @@ func (s *Server) listFolders(r *http.Request) (int, any, error) {
 	return http.StatusOK, f, err
 }
 
-func (s *Server) createFolder(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) createFolder(r *http.Request, _ url.Values) (int, any, error) {
 	var req api.CreateFolderRequest
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
@@ -561,27 +537,17 @@ func (s *Server) createFolder(r *http.Request) (int, any, error) {
 	return http.StatusCreated, f, err
 }
 
-// folderRef returns the {ref} path value and the owner parameter.
-func folderRef(r *http.Request) (string, meta.ScopeID, error) {
-	q, err := query(r, "owner")
-	if err != nil {
-		return "", meta.ScopeID{}, err
-	}
+func (s *Server) getFolder(r *http.Request, q url.Values) (int, any, error) {
 	owner, err := ownerParam(q)
-	return r.PathValue("ref"), owner, err
-}
-
-func (s *Server) getFolder(r *http.Request) (int, any, error) {
-	ref, owner, err := folderRef(r)
 	if err != nil {
 		return 0, nil, err
 	}
-	f, err := s.svc.Folder(r.Context(), ref, owner)
+	f, err := s.svc.Folder(r.Context(), r.PathValue("ref"), owner)
 	return http.StatusOK, f, err
 }
 
-func (s *Server) rename(r *http.Request) (int, any, error) {
-	ref, owner, err := folderRef(r)
+func (s *Server) rename(r *http.Request, q url.Values) (int, any, error) {
+	owner, err := ownerParam(q)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -589,30 +555,30 @@ func (s *Server) rename(r *http.Request) (int, any, error) {
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
 	}
-	f, err := s.svc.Rename(r.Context(), ref, owner, req.NewName)
+	f, err := s.svc.Rename(r.Context(), r.PathValue("ref"), owner, req.NewName)
 	return http.StatusOK, f, err
 }
 
-func (s *Server) trash(r *http.Request) (int, any, error) {
-	ref, owner, err := folderRef(r)
+func (s *Server) trash(r *http.Request, q url.Values) (int, any, error) {
+	owner, err := ownerParam(q)
 	if err != nil {
 		return 0, nil, err
 	}
-	f, err := s.svc.Trash(r.Context(), ref, owner)
+	f, err := s.svc.Trash(r.Context(), r.PathValue("ref"), owner)
 	return http.StatusOK, f, err
 }
 
-func (s *Server) restore(r *http.Request) (int, any, error) {
-	ref, owner, err := folderRef(r)
+func (s *Server) restore(r *http.Request, q url.Values) (int, any, error) {
+	owner, err := ownerParam(q)
 	if err != nil {
 		return 0, nil, err
 	}
-	f, err := s.svc.Restore(r.Context(), ref, owner)
+	f, err := s.svc.Restore(r.Context(), r.PathValue("ref"), owner)
 	return http.StatusOK, f, err
 }
 
-func (s *Server) purge(r *http.Request) (int, any, error) {
-	ref, owner, err := folderRef(r)
+func (s *Server) purge(r *http.Request, q url.Values) (int, any, error) {
+	owner, err := ownerParam(q)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -620,24 +586,21 @@ func (s *Server) purge(r *http.Request) (int, any, error) {
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
 	}
-	f, err := s.svc.Purge(r.Context(), ref, owner, req.Confirm)
+	f, err := s.svc.Purge(r.Context(), r.PathValue("ref"), owner, req.Confirm)
 	return http.StatusOK, f, err
 }
 
-func (s *Server) usage(r *http.Request) (int, any, error) {
-	ref, owner, err := folderRef(r)
+func (s *Server) usage(r *http.Request, q url.Values) (int, any, error) {
+	owner, err := ownerParam(q)
 	if err != nil {
 		return 0, nil, err
 	}
-	u, err := s.svc.FolderUsage(r.Context(), ref, owner)
+	u, err := s.svc.FolderUsage(r.Context(), r.PathValue("ref"), owner)
 	return http.StatusOK, u, err
 }
 
 // scopeRef returns the {volume} and {scope} path values.
 func scopeRef(r *http.Request) (string, meta.ScopeID, error) {
-	if _, err := query(r); err != nil {
-		return "", meta.ScopeID{}, err
-	}
 	id, err := meta.ParseScopeID(r.PathValue("scope"))
 	if err != nil {
 		return "", meta.ScopeID{}, err
@@ -645,7 +608,7 @@ func scopeRef(r *http.Request) (string, meta.ScopeID, error) {
 	return r.PathValue("volume"), id, nil
 }
 
-func (s *Server) getQuota(r *http.Request) (int, any, error) {
+func (s *Server) getQuota(r *http.Request, _ url.Values) (int, any, error) {
 	vol, id, err := scopeRef(r)
 	if err != nil {
 		return 0, nil, err
@@ -654,7 +617,7 @@ func (s *Server) getQuota(r *http.Request) (int, any, error) {
 	return http.StatusOK, q, err
 }
 
-func (s *Server) setQuota(r *http.Request) (int, any, error) {
+func (s *Server) setQuota(r *http.Request, _ url.Values) (int, any, error) {
 	vol, id, err := scopeRef(r)
 	if err != nil {
 		return 0, nil, err
@@ -732,7 +695,7 @@ func parseLimit(field, unit string, raw json.RawMessage) (*int64, error) {
 }
 
 // checkQuota takes an optional body: none means no repair.
-func (s *Server) checkQuota(r *http.Request) (int, any, error) {
+func (s *Server) checkQuota(r *http.Request, _ url.Values) (int, any, error) {
 	vol, id, err := scopeRef(r)
 	if err != nil {
 		return 0, nil, err
@@ -745,7 +708,7 @@ func (s *Server) checkQuota(r *http.Request) (int, any, error) {
 	return http.StatusOK, rep, err
 }
 
-func (s *Server) unsetQuota(r *http.Request) (int, any, error) {
+func (s *Server) unsetQuota(r *http.Request, _ url.Values) (int, any, error) {
 	vol, id, err := scopeRef(r)
 	if err != nil {
 		return 0, nil, err
@@ -754,15 +717,8 @@ func (s *Server) unsetQuota(r *http.Request) (int, any, error) {
 	return http.StatusOK, q, err
 }
 
-func policyOwner(r *http.Request) (meta.ScopeID, error) {
-	if _, err := query(r); err != nil {
-		return meta.ScopeID{}, err
-	}
-	return meta.ParseScopeID(r.PathValue("owner"))
-}
-
-func (s *Server) getPolicy(r *http.Request) (int, any, error) {
-	owner, err := policyOwner(r)
+func (s *Server) getPolicy(r *http.Request, _ url.Values) (int, any, error) {
+	owner, err := meta.ParseScopeID(r.PathValue("owner"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -770,8 +726,8 @@ func (s *Server) getPolicy(r *http.Request) (int, any, error) {
 	return http.StatusOK, p, err
 }
 
-func (s *Server) setPolicy(r *http.Request) (int, any, error) {
-	owner, err := policyOwner(r)
+func (s *Server) setPolicy(r *http.Request, _ url.Values) (int, any, error) {
+	owner, err := meta.ParseScopeID(r.PathValue("owner"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -810,20 +766,13 @@ func decodePolicy(r *http.Request) (api.Policy, error) {
 	return p, nil
 }
 
-func (s *Server) listViews(r *http.Request) (int, any, error) {
-	q, err := query(r, "namespace", "key")
-	if err != nil {
-		return 0, nil, err
-	}
+func (s *Server) listViews(r *http.Request, q url.Values) (int, any, error) {
 	v, err := s.svc.ListViews(r.Context(), q.Get("namespace"), q.Get("key"))
 	return http.StatusOK, v, err
 }
 
 // addView answers 201 for a new view and 200 when the same view existed.
-func (s *Server) addView(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) addView(r *http.Request, _ url.Values) (int, any, error) {
 	var req api.CreateViewRequest
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
@@ -835,28 +784,19 @@ func (s *Server) addView(r *http.Request) (int, any, error) {
 	return http.StatusCreated, v, err
 }
 
-func (s *Server) removeView(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) removeView(r *http.Request, _ url.Values) (int, any, error) {
 	v, err := s.svc.RemoveSessionView(r.Context(), r.PathValue("session"), r.PathValue("name"))
 	return http.StatusOK, v, err
 }
 
-func (s *Server) listMembers(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) listMembers(r *http.Request, _ url.Values) (int, any, error) {
 	m, err := s.svc.Members(r.Context(), r.PathValue("project"))
 	return http.StatusOK, m, err
 }
 
 // setMember takes an optional body: none means "each folder's own
 // permission".
-func (s *Server) setMember(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) setMember(r *http.Request, _ url.Values) (int, any, error) {
 	var req api.SetMemberRequest
 	if err := decodeOptional(r, &req); err != nil {
 		return 0, nil, err
@@ -865,34 +805,22 @@ func (s *Server) setMember(r *http.Request) (int, any, error) {
 	return http.StatusOK, m, err
 }
 
-func (s *Server) removeMember(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) removeMember(r *http.Request, _ url.Values) (int, any, error) {
 	m, err := s.svc.RemoveMember(r.Context(), r.PathValue("project"), r.PathValue("user"))
 	return http.StatusOK, m, err
 }
 
-func (s *Server) listSessions(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) listSessions(r *http.Request, _ url.Values) (int, any, error) {
 	v, err := s.svc.Sessions(r.Context())
 	return http.StatusOK, v, err
 }
 
-func (s *Server) getSession(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) getSession(r *http.Request, _ url.Values) (int, any, error) {
 	v, err := s.svc.Session(r.Context(), r.PathValue("session"))
 	return http.StatusOK, v, err
 }
 
-func (s *Server) publish(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) publish(r *http.Request, _ url.Values) (int, any, error) {
 	var req api.PublishRequest
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
@@ -901,10 +829,7 @@ func (s *Server) publish(r *http.Request) (int, any, error) {
 	return http.StatusOK, v, err
 }
 
-func (s *Server) attach(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) attach(r *http.Request, _ url.Values) (int, any, error) {
 	var req api.AttachRequest
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
@@ -915,10 +840,7 @@ func (s *Server) attach(r *http.Request) (int, any, error) {
 
 // unpublish answers 200 whenever the session id is well-formed: what
 // could not be removed is listed in the body.
-func (s *Server) unpublish(r *http.Request) (int, any, error) {
-	if _, err := query(r); err != nil {
-		return 0, nil, err
-	}
+func (s *Server) unpublish(r *http.Request, _ url.Values) (int, any, error) {
 	if err := decodeOptional(r, &struct{}{}); err != nil {
 		return 0, nil, err
 	}

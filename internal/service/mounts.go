@@ -50,7 +50,7 @@ func (h *hostMounts) Publish(sid, key, source string, ro bool) (string, error) {
 	if !deadMount(hostPath) {
 		return "", err
 	}
-	if err := stackOver(h.p.Root(), sid, key, source, ro); err != nil {
+	if _, err := h.p.PublishOver(sid, key, source, ro); err != nil {
 		return "", fmt.Errorf("publish over the dead view at %s: %w", hostPath, err)
 	}
 	h.log.Info().Str("sid", sid).Str("key", key).Msg("published over a view of an earlier FUSE connection")
@@ -86,45 +86,4 @@ func deadMount(p string) bool {
 	var st unix.Statx_t
 	err := unix.Statx(unix.AT_FDCWD, p, unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO, &st)
 	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
-}
-
-// stackOver mounts a recursive clone of source on top of whatever is at
-// <root>/<sid>/<key>, nosuid and nodev, read-only from its creation when
-// ro (the same attributes mountd gives a view).
-func stackOver(root, sid, key, source string, ro bool) error {
-	if err := mountd.ValidateSessionID(sid); err != nil {
-		return err
-	}
-	if err := mountd.ValidateKey(key); err != nil {
-		return err
-	}
-	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(rootFd)
-	sessFd, err := unix.Openat2(rootFd, sid, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if err != nil {
-		return fmt.Errorf("session directory %s: %w", sid, err)
-	}
-	defer unix.Close(sessFd)
-	tree, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
-	if err != nil {
-		return fmt.Errorf("open_tree %s: %w", source, err)
-	}
-	defer unix.Close(tree)
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Propagation: unix.MS_PRIVATE}
-	if ro {
-		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
-	}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		return fmt.Errorf("mount_setattr %s: %w", source, err)
-	}
-	if err := unix.MoveMount(tree, "", sessFd, key, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move_mount onto %s/%s: %w", sid, key, err)
-	}
-	return nil
 }

@@ -97,6 +97,18 @@ func (s *Service) applyLimit(sc meta.QuotaScope) error {
 	return nil
 }
 
+// limitChanged hands a scope's new limits to the ledger and then tells
+// Options.ScopeChanged. limitMu is held.
+func (s *Service) limitChanged(sc meta.QuotaScope) error {
+	if err := s.applyLimit(sc); err != nil {
+		return err
+	}
+	if s.opts.ScopeChanged != nil {
+		s.opts.ScopeChanged(sc)
+	}
+	return nil
+}
+
 // ledgerHolds reports whether the ledger already enforces sc's limits.
 func (s *Service) ledgerHolds(sc meta.QuotaScope) bool {
 	if s.opts.Quota == nil {
@@ -285,16 +297,13 @@ func (s *Service) Checking(vol string, id meta.ScopeID) bool {
 // api.QuotaCheck). It stops when ctx ends or the service closes,
 // returning an error; repairs made until then stay.
 func (s *Service) CheckQuota(ctx context.Context, vol string, id meta.ScopeID, repair bool) (api.QuotaCheck, error) {
-	if err := s.checkScopeRef(vol, id); err != nil {
+	a, err := s.scopeVolume(vol, id)
+	if err != nil {
 		return api.QuotaCheck{}, err
 	}
 	l := s.opts.Quota
 	if l == nil {
 		return api.QuotaCheck{}, fmt.Errorf("%w: this daemon keeps no quota ledger", ErrUnavailable)
-	}
-	a, err := s.attachedVolume(vol)
-	if err != nil {
-		return api.QuotaCheck{}, err
 	}
 	k := scopeKey(vol, id)
 	owner := id
@@ -389,15 +398,13 @@ func (s *Service) CheckQuota(ctx context.Context, vol string, id meta.ScopeID, r
 			out.Busy += rep.Busy
 			out.Truncated = out.Truncated || rep.Truncated
 			for _, x := range rep.Findings {
-				if len(out.Findings) >= api.MaxFindings {
-					out.Truncated = true
-					break
-				}
-				out.Findings = append(out.Findings, api.QuotaFinding{
+				if !addFinding(&out, api.QuotaFinding{
 					FolderID: x.FolderID, Path: x.Path, Problem: string(x.Problem),
 					LedgerBytes: x.LedgerBytes, DiskBytes: x.DiskBytes,
 					LedgerInodes: x.LedgerInodes, DiskInodes: x.DiskInodes, Repaired: x.Repaired,
-				})
+				}) {
+					break
+				}
 			}
 		}
 		if err != nil {
@@ -444,11 +451,7 @@ func (s *Service) CheckQuota(ctx context.Context, vol string, id meta.ScopeID, r
 				out.RepairedCount++
 			}
 		}
-		if len(out.Findings) < api.MaxFindings {
-			out.Findings = append(out.Findings, fnd)
-		} else {
-			out.Truncated = true
-		}
+		addFinding(&out, fnd)
 	}
 	slices.Sort(out.OrphanFolders)
 
@@ -469,6 +472,17 @@ func (s *Service) CheckQuota(ctx context.Context, vol string, id meta.ScopeID, r
 		Int("busy", out.Busy).Bool("complete", out.Complete).Int64("used_bytes", out.UsedBytes).
 		Dur("took", took.Round(time.Millisecond)).Msg("quota check finished")
 	return out, nil
+}
+
+// addFinding appends f to the report's findings; when they are full
+// (api.MaxFindings) it marks the report truncated and returns false.
+func addFinding(out *api.QuotaCheck, f api.QuotaFinding) bool {
+	if len(out.Findings) >= api.MaxFindings {
+		out.Truncated = true
+		return false
+	}
+	out.Findings = append(out.Findings, f)
+	return true
 }
 
 // StartQuotaRecovery checks every scope with repair, one after the other,
@@ -528,7 +542,7 @@ func (s *Service) StartQuotaRecovery(done func()) {
 			rep, err := s.CheckQuota(s.checks, k.Volume, k.ID, true)
 			s.endCheck(k)
 			switch {
-			case err != nil && errors.Is(err, meta.ErrNotFound):
+			case errors.Is(err, meta.ErrNotFound):
 			case err != nil:
 				complete = false
 				s.log.Error().Err(err).Str("scope", k.String()).Msg("quota recovery check failed")

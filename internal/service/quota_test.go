@@ -1,13 +1,11 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/api"
+	"github.com/vfolder/vfolder/internal/testutil"
 	"github.com/vfolder/vfolder/meta"
 	"github.com/vfolder/vfolder/quota"
 )
@@ -22,7 +21,7 @@ import (
 // qenv is a service over a badger store with the quota ledger in the same
 // database, as the daemon runs it.
 type qenv struct {
-	svc    *Service
+	testService
 	store  *meta.Badger
 	ledger *quota.Manager
 	state  string
@@ -38,33 +37,10 @@ func newQuotaEnv(t *testing.T, state, vol string, mutate ...func(*Options)) *qen
 	if vol == "" {
 		vol = t.TempDir()
 	}
-	store, err := meta.OpenBadger(filepath.Join(state, "meta"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger, err := quota.Open(store.DB(), zerolog.Nop(), quota.Options{})
-	if err != nil {
-		store.Close()
-		t.Fatal(err)
-	}
-	opts := Options{
-		StorageUID:       os.Geteuid(),
-		StorageGID:       os.Getegid(),
-		AutoCreateScopes: true,
-		Quota:            ledger,
-		Log:              zerolog.Nop(),
-	}
-	for _, m := range mutate {
-		m(&opts)
-	}
-	e := &qenv{svc: New(store, opts), store: store, ledger: ledger, state: state, vol: vol}
+	store, ledger := testutil.OpenLedger(t, filepath.Join(state, "meta"))
+	e := &qenv{store: store, ledger: ledger, state: state, vol: vol}
+	e.testService = startService(t, store, vol, testOptions(ledger, mutate...))
 	ctx := context.Background()
-	if err := e.svc.AttachVolume(ctx, meta.Volume{Name: "local", Path: vol, RWCanDelete: true, MountAllowed: true, CloneAllowed: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.svc.Recover(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if err := e.svc.StartQuota(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -87,15 +63,6 @@ func (e *qenv) close(t *testing.T) {
 	if err := e.store.Close(); err != nil {
 		t.Errorf("store Close: %v", err)
 	}
-}
-
-func (e *qenv) create(t *testing.T, name string, owner meta.ScopeID) api.Folder {
-	t.Helper()
-	f, err := e.svc.CreateFolder(context.Background(), api.CreateFolderRequest{Name: name, Volume: "local", Owner: owner})
-	if err != nil {
-		t.Fatalf("create %q: %v", name, err)
-	}
-	return f
 }
 
 // write makes a file of size bytes in the folder and records it in the
@@ -431,30 +398,12 @@ func TestQuotaRecoveryChecksEveryScope(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the check's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestCheckQuotaLogsProgress: a long walk logs its progress at info level.
 func TestCheckQuotaLogsProgress(t *testing.T) {
 	old := progressEvery
 	progressEvery = 0
 	t.Cleanup(func() { progressEvery = old })
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	e := newQuotaEnv(t, "", "", func(o *Options) { o.Log = zerolog.New(&logs).Level(zerolog.InfoLevel) })
 	f := e.create(t, "many", alice)
 	for i := 0; i < 5000; i++ {

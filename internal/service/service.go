@@ -1,6 +1,7 @@
 // Package service is vfolderd's business logic: the folder lifecycle,
-// quota scopes and policies, over a meta.Store and the opened volumes. The
-// API server (internal/server) is a thin HTTP layer over it.
+// quota scopes and policies, the views of the FUSE namespace, project
+// membership and published sessions, over a meta.Store and the opened
+// volumes. The API server (internal/server) is a thin HTTP layer over it.
 //
 // # Folder lifecycle and crash safety
 //
@@ -19,7 +20,7 @@
 //   - delete-ongoing or delete-complete: the removal is resumed in the
 //     background (volume.RemoveFolder tolerates a half-removed tree), then
 //     the record is deleted;
-//   - cloning is left alone (no clone is implemented yet).
+//   - cloning is left alone (cloning is not implemented).
 //
 // Status changes are made inside Store.UpdateFolder callbacks that check
 // the current status, so two concurrent calls (trash and purge, two
@@ -40,9 +41,9 @@
 // (views.go): every live folder shows under its owner (users/<uuid>/ or
 // projects/<uuid>/) at its permission, and the folders of a user's
 // projects show under users/<uuid>/ too (reach); create, rename, trash,
-// restore, purge and membership changes update that at once. Session
-// views come from the views API (kept in memory only) and from published
-// sessions (members.go, sessions.go).
+// restore, purge and membership changes (members.go) update that at
+// once. Session views come from the views API (kept in memory only) and
+// from published sessions (sessions.go).
 //
 // # Sessions
 //
@@ -228,17 +229,6 @@ func (s *Service) AttachVolume(ctx context.Context, v meta.Volume) error {
 	return nil
 }
 
-// Volume returns an attached volume by name.
-func (s *Service) Volume(name string) (*volume.Volume, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	a := s.vols[name]
-	if a == nil {
-		return nil, false
-	}
-	return a.vol, true
-}
-
 func (s *Service) attachedVolume(name string) (*attached, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -248,12 +238,21 @@ func (s *Service) attachedVolume(name string) (*attached, error) {
 	return nil, fmt.Errorf("%w: volume %q is not configured", meta.ErrNotFound, name)
 }
 
-// folderVolume is the volume of an existing folder: one that is not
+// folderAttached is the volume of an existing folder: one that is not
 // configured (any more) makes the folder unavailable, not unknown.
-func (s *Service) folderVolume(f meta.Folder) (*volume.Volume, error) {
+func (s *Service) folderAttached(f meta.Folder) (*attached, error) {
 	a, err := s.attachedVolume(f.Volume)
 	if err != nil {
 		return nil, fmt.Errorf("%w: folder %q is on volume %q, which is not configured on this node", ErrUnavailable, f.Name, f.Volume)
+	}
+	return a, nil
+}
+
+// folderVolume is folderAttached's volume.
+func (s *Service) folderVolume(f meta.Folder) (*volume.Volume, error) {
+	a, err := s.folderAttached(f)
+	if err != nil {
+		return nil, err
 	}
 	return a.vol, nil
 }
@@ -484,13 +483,10 @@ func (s *Service) ensureScope(ctx context.Context, vol string, owner meta.ScopeI
 	if err != nil {
 		return err
 	}
-	if err := s.applyLimit(sc); err != nil {
+	if err := s.limitChanged(sc); err != nil {
 		return err
 	}
 	s.log.Info().Str("scope", owner.String()).Str("volume", vol).Int64("limit_bytes", sc.LimitBytes).Msg("quota scope created")
-	if s.opts.ScopeChanged != nil {
-		s.opts.ScopeChanged(sc)
-	}
 	return nil
 }
 
@@ -777,12 +773,17 @@ func (s *Service) FolderUsage(ctx context.Context, ref string, owner meta.ScopeI
 	return api.FolderUsage{FolderID: f.ID, UsedBytes: b, UsedInodes: i, AsOf: time.Now().UTC()}, nil
 }
 
-func (s *Service) checkScopeRef(vol string, id meta.ScopeID) error {
+// scopeVolume checks a quota scope reference and returns its volume.
+func (s *Service) scopeVolume(vol string, id meta.ScopeID) (*attached, error) {
 	if err := checkOwner("quota scope id", id); err != nil {
-		return err
+		return nil, err
 	}
-	_, err := s.attachedVolume(vol)
-	return err
+	return s.attachedVolume(vol)
+}
+
+// errNoScope says that id has no quota scope on vol.
+func errNoScope(vol string, id meta.ScopeID) error {
+	return fmt.Errorf("%w: %s has no quota scope on volume %q", meta.ErrNotFound, id, vol)
 }
 
 func (s *Service) withUsage(sc meta.QuotaScope) api.QuotaScope {
@@ -792,12 +793,12 @@ func (s *Service) withUsage(sc meta.QuotaScope) api.QuotaScope {
 
 // QuotaScope returns a scope with its usage.
 func (s *Service) QuotaScope(ctx context.Context, vol string, id meta.ScopeID) (api.QuotaScope, error) {
-	if err := s.checkScopeRef(vol, id); err != nil {
+	if _, err := s.scopeVolume(vol, id); err != nil {
 		return api.QuotaScope{}, err
 	}
 	sc, err := s.store.GetScope(ctx, vol, id)
 	if errors.Is(err, meta.ErrNotFound) {
-		return api.QuotaScope{}, fmt.Errorf("%w: %s has no quota scope on volume %q", meta.ErrNotFound, id, vol)
+		return api.QuotaScope{}, errNoScope(vol, id)
 	}
 	if err != nil {
 		return api.QuotaScope{}, err
@@ -808,7 +809,7 @@ func (s *Service) QuotaScope(ctx context.Context, vol string, id meta.ScopeID) (
 // SetQuota sets a scope's limits (nil fields are kept; 0 removes a
 // limit), creating the scope when it does not exist yet.
 func (s *Service) SetQuota(ctx context.Context, vol string, id meta.ScopeID, req api.SetQuotaRequest) (api.QuotaScope, error) {
-	if err := s.checkScopeRef(vol, id); err != nil {
+	if _, err := s.scopeVolume(vol, id); err != nil {
 		return api.QuotaScope{}, err
 	}
 	if req.LimitBytes != nil && *req.LimitBytes < 0 {
@@ -843,20 +844,17 @@ func (s *Service) SetQuota(ctx context.Context, vol string, id meta.ScopeID, req
 	if err != nil {
 		return api.QuotaScope{}, err
 	}
-	if err := s.applyLimit(sc); err != nil {
+	if err := s.limitChanged(sc); err != nil {
 		return api.QuotaScope{}, err
 	}
 	s.log.Info().Str("scope", id.String()).Str("volume", vol).Int64("limit_bytes", sc.LimitBytes).
 		Int64("limit_inodes", sc.LimitInodes).Msg("quota set")
-	if s.opts.ScopeChanged != nil {
-		s.opts.ScopeChanged(sc)
-	}
 	return s.withUsage(sc), nil
 }
 
 // UnsetQuota removes a scope's limits (both set to 0).
 func (s *Service) UnsetQuota(ctx context.Context, vol string, id meta.ScopeID) (api.QuotaScope, error) {
-	if err := s.checkScopeRef(vol, id); err != nil {
+	if _, err := s.scopeVolume(vol, id); err != nil {
 		return api.QuotaScope{}, err
 	}
 	s.limitMu.Lock()
@@ -866,18 +864,15 @@ func (s *Service) UnsetQuota(ctx context.Context, vol string, id meta.ScopeID) (
 		return nil
 	})
 	if errors.Is(err, meta.ErrNotFound) {
-		return api.QuotaScope{}, fmt.Errorf("%w: %s has no quota scope on volume %q", meta.ErrNotFound, id, vol)
+		return api.QuotaScope{}, errNoScope(vol, id)
 	}
 	if err != nil {
 		return api.QuotaScope{}, err
 	}
-	if err := s.applyLimit(sc); err != nil {
+	if err := s.limitChanged(sc); err != nil {
 		return api.QuotaScope{}, err
 	}
 	s.log.Info().Str("scope", id.String()).Str("volume", vol).Msg("quota removed")
-	if s.opts.ScopeChanged != nil {
-		s.opts.ScopeChanged(sc)
-	}
 	return s.withUsage(sc), nil
 }
 

@@ -24,8 +24,54 @@ var (
 	project = meta.ScopeID{Kind: meta.KindProject, UUID: "4d3c9e6a7f5b6cafbe2d3b4a5f6e7d8c"}
 )
 
+// testService is what the test environments share: a service with volume
+// "local" attached and recovered.
+type testService struct{ svc *Service }
+
+// testOptions are the options of a test service: the test's own uid/gid
+// own the storage, scopes are made on first use, ledger (may be nil) keeps
+// the quota; then mutate.
+func testOptions(ledger Ledger, mutate ...func(*Options)) Options {
+	opts := Options{
+		StorageUID:       os.Geteuid(),
+		StorageGID:       os.Getegid(),
+		AutoCreateScopes: true,
+		Quota:            ledger,
+		Log:              zerolog.Nop(),
+	}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	return opts
+}
+
+// startService makes a service over store with volume "local" at vol
+// attached, and recovers.
+func startService(t *testing.T, store meta.Store, vol string, opts Options) testService {
+	t.Helper()
+	svc := New(store, opts)
+	ctx := context.Background()
+	if err := svc.AttachVolume(ctx, meta.Volume{Name: "local", Path: vol, RWCanDelete: true, MountAllowed: true, CloneAllowed: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return testService{svc}
+}
+
+func (e testService) create(t *testing.T, name string, owner meta.ScopeID) api.Folder {
+	t.Helper()
+	f, err := e.svc.CreateFolder(context.Background(), api.CreateFolderRequest{Name: name, Volume: "local", Owner: owner})
+	if err != nil {
+		t.Fatalf("create %q: %v", name, err)
+	}
+	return f
+}
+
+// env is a service over the in-memory store.
 type env struct {
-	svc   *Service
+	testService
 	store *meta.Memory
 	vol   string // host path of volume "local"
 	opts  Options
@@ -33,38 +79,14 @@ type env struct {
 
 func newEnv(t *testing.T, mutate ...func(*Options)) *env {
 	t.Helper()
-	opts := Options{
-		StorageUID:       os.Geteuid(),
-		StorageGID:       os.Getegid(),
-		AutoCreateScopes: true,
-		Log:              zerolog.Nop(),
-	}
-	for _, m := range mutate {
-		m(&opts)
-	}
+	opts := testOptions(nil, mutate...)
 	e := &env{store: meta.NewMemory(), vol: t.TempDir(), opts: opts}
-	e.svc = New(e.store, opts)
-	ctx := context.Background()
-	if err := e.svc.AttachVolume(ctx, meta.Volume{Name: "local", Path: e.vol, RWCanDelete: true, MountAllowed: true, CloneAllowed: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.svc.Recover(ctx); err != nil {
-		t.Fatal(err)
-	}
+	e.testService = startService(t, e.store, e.vol, opts)
 	t.Cleanup(func() {
 		e.svc.Close()
 		e.store.Close()
 	})
 	return e
-}
-
-func (e *env) create(t *testing.T, name string, owner meta.ScopeID) api.Folder {
-	t.Helper()
-	f, err := e.svc.CreateFolder(context.Background(), api.CreateFolderRequest{Name: name, Volume: "local", Owner: owner})
-	if err != nil {
-		t.Fatalf("create %q: %v", name, err)
-	}
-	return f
 }
 
 func wantCode(t *testing.T, err error, code string) {

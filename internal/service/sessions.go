@@ -161,10 +161,7 @@ func (s *Service) StartSessions(ctx context.Context, newMounts func() (Mounts, e
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
 	s.newMounts = newMounts
-	s.viewMu.Lock()
-	on := s.views != nil
-	s.viewMu.Unlock()
-	if !on {
+	if !s.viewsOn() {
 		return errNoViews
 	}
 	recs, err := s.store.ListSessions(ctx)
@@ -358,25 +355,11 @@ func splitErrors(err error) []string {
 
 // sessionSpec is the view of one session mount.
 func (s *Service) sessionSpec(sid, name string, f meta.Folder, subpath string, mode meta.Permission, uid, gid uint32) (vfs.ViewSpec, error) {
-	a, err := s.attachedVolume(f.Volume)
+	a, err := s.folderAttached(f)
 	if err != nil {
-		return vfs.ViewSpec{}, fmt.Errorf("%w: folder %q is on volume %q, which is not configured on this node", ErrUnavailable, f.Name, f.Volume)
+		return vfs.ViewSpec{}, err
 	}
-	return vfs.ViewSpec{
-		Namespace:   vfs.NSSessions,
-		Key:         sid,
-		Name:        name,
-		VolumeName:  a.rec.Name,
-		VolumePath:  a.rec.Path,
-		FolderRel:   meta.FolderRelPath(f.Owner, f.ID),
-		Subpath:     subpath,
-		Mode:        mode,
-		UID:         uid,
-		GID:         gid,
-		RWCanDelete: a.rec.RWCanDelete,
-		FolderID:    f.ID,
-		Scope:       f.Owner,
-	}, nil
+	return viewSpec(a, viewPlace{vfs.NSSessions, sid, name}, f, subpath, mode, uid, gid), nil
 }
 
 // addPublishedView adds the view of a published mount; an identical one
@@ -538,21 +521,22 @@ func (s *Service) resolveMount(ctx context.Context, ua *userAccess, ref string) 
 		return access{}, "", fmt.Errorf("%w: user %s may not mount folder %q (%s): it is neither theirs nor of a project they are a member of", ErrForbidden, ua.user, f.Name, f.ID)
 	}
 	if !f.Status.Live() {
-		return access{}, "", fmt.Errorf("%w: folder %q is %s; a folder in the trash cannot be mounted (restore it first)", meta.ErrConflict, f.Name, f.Status)
+		return access{}, "", errNotLive(f)
 	}
 	return a, sub, nil
 }
 
-// checkMountable applies the volume switch.
-func (s *Service) checkMountable(f meta.Folder) error {
-	a, err := s.attachedVolume(f.Volume)
+// mountableVolume is the volume of a folder that is to be mounted in a
+// session: it must be configured and allow mounts.
+func (s *Service) mountableVolume(f meta.Folder) (*attached, error) {
+	a, err := s.folderAttached(f)
 	if err != nil {
-		return fmt.Errorf("%w: folder %q is on volume %q, which is not configured on this node", ErrUnavailable, f.Name, f.Volume)
+		return nil, err
 	}
 	if !a.rec.MountAllowed {
-		return fmt.Errorf("%w: volume %q does not allow mounting its folders in sessions (mount_allowed = false); folder %q", ErrForbidden, f.Volume, f.Name)
+		return nil, fmt.Errorf("%w: volume %q does not allow mounting its folders in sessions (mount_allowed = false); folder %q", ErrForbidden, f.Volume, f.Name)
 	}
-	return nil
+	return a, nil
 }
 
 // defaultTarget is where a folder known as name goes without a target.
@@ -580,15 +564,9 @@ func (s *Service) Publish(ctx context.Context, sid string, req api.PublishReques
 	if err != nil {
 		return api.Session{}, fmt.Errorf("user: %w", err)
 	}
-	uid, gid := s.opts.ViewUID, s.opts.ViewGID
-	if req.UID != nil {
-		uid = *req.UID
-	}
-	if req.GID != nil {
-		gid = *req.GID
-	}
-	if uid == ^uint32(0) || gid == ^uint32(0) {
-		return api.Session{}, fmt.Errorf("%w: uid/gid %d cannot own a view (it means \"no id\")", meta.ErrInvalid, ^uint32(0))
+	uid, gid, err := s.viewOwner(req.UID, req.GID)
+	if err != nil {
+		return api.Session{}, err
 	}
 	if len(req.Mounts)+len(req.Reserve) > meta.MaxSessionMounts {
 		return api.Session{}, fmt.Errorf("%w: %d mounts and reservations; a session holds at most %d", meta.ErrInvalid, len(req.Mounts)+len(req.Reserve), meta.MaxSessionMounts)
@@ -598,10 +576,7 @@ func (s *Service) Publish(ctx context.Context, sid string, req api.PublishReques
 
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
-	s.viewMu.Lock()
-	on := s.views != nil
-	s.viewMu.Unlock()
-	if !on {
+	if !s.viewsOn() {
 		return api.Session{}, errNoViews
 	}
 	if s.newMounts == nil {
@@ -714,7 +689,7 @@ func (s *Service) writeRecord(ctx context.Context, rec meta.Session, news []plan
 			return err
 		}
 		if !f.Status.Live() {
-			return fmt.Errorf("%w: folder %q is %s; a folder in the trash cannot be mounted (restore it first)", meta.ErrConflict, f.Name, f.Status)
+			return errNotLive(f)
 		}
 	}
 	return s.store.PutSession(ctx, rec)
@@ -808,7 +783,7 @@ func (s *Service) plan(ctx context.Context, rec meta.Session, st sessionState, r
 		if mode.Rank() > a.perm.Rank() {
 			return fmt.Errorf("%w: mode %s exceeds the permission user %s has on folder %q (%s); ask for %s or less", ErrForbidden, mode, ua.user, a.name, a.perm, a.perm)
 		}
-		if err := s.checkMountable(f); err != nil {
+		if _, err := s.mountableVolume(f); err != nil {
 			return err
 		}
 		var target string
@@ -885,7 +860,7 @@ func (s *Service) plan(ctx context.Context, rec meta.Session, st sessionState, r
 			if newFolders[a.folder.ID] {
 				continue
 			}
-			if s.checkMountable(a.folder) != nil {
+			if _, err := s.mountableVolume(a.folder); err != nil {
 				s.log.Debug().Str("folder", a.folder.ID).Msg("automount folder left out: its volume does not allow mounts")
 				continue
 			}
@@ -1078,11 +1053,17 @@ func (s *Service) sessionAPI(m Mounts, rec meta.Session) api.Session {
 	return out
 }
 
-func publishedOf(m Mounts, sid string, sm meta.SessionMount) api.PublishedMount {
-	hp := sm.HostPath
-	if hp == "" && m != nil {
-		hp = m.HostPath(sid, sm.Name)
+// hostPathOf is where a session mount is published: the recorded path,
+// else the one m computes (m may be nil: "").
+func hostPathOf(m Mounts, sid string, sm meta.SessionMount) string {
+	if sm.HostPath == "" && m != nil {
+		return m.HostPath(sid, sm.Name)
 	}
+	return sm.HostPath
+}
+
+func publishedOf(m Mounts, sid string, sm meta.SessionMount) api.PublishedMount {
+	hp := hostPathOf(m, sid, sm)
 	return api.PublishedMount{Name: sm.Name, FolderID: sm.FolderID, Subpath: sm.Subpath, Target: sm.Target, Mode: sm.Mode,
 		HostPath: hp, OCI: ociOf(mountd.OCIMount(hp, sm.Target, sm.Mode == meta.PermRO))}
 }
@@ -1091,15 +1072,21 @@ func ociOf(b mountd.OCIBind) api.OCIMount {
 	return api.OCIMount{Destination: b.Destination, Type: b.Type, Source: b.Source, Options: b.Options}
 }
 
+// publishedSession reads the record of a published session.
+func (s *Service) publishedSession(ctx context.Context, sid string) (meta.Session, error) {
+	rec, err := s.store.GetSession(ctx, sid)
+	if errors.Is(err, meta.ErrNotFound) {
+		return meta.Session{}, fmt.Errorf("%w: no session %s is published", meta.ErrNotFound, sid)
+	}
+	return rec, err
+}
+
 // Session returns one published session.
 func (s *Service) Session(ctx context.Context, sid string) (api.Session, error) {
 	if err := checkSessionID(sid); err != nil {
 		return api.Session{}, err
 	}
-	rec, err := s.store.GetSession(ctx, sid)
-	if errors.Is(err, meta.ErrNotFound) {
-		return api.Session{}, fmt.Errorf("%w: no session %s is published", meta.ErrNotFound, sid)
-	}
+	rec, err := s.publishedSession(ctx, sid)
 	if err != nil {
 		return api.Session{}, err
 	}
@@ -1185,10 +1172,7 @@ func (s *Service) Attach(ctx context.Context, sid string, pid int) (api.Session,
 	}
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
-	rec, err := s.store.GetSession(ctx, sid)
-	if errors.Is(err, meta.ErrNotFound) {
-		return api.Session{}, fmt.Errorf("%w: no session %s is published", meta.ErrNotFound, sid)
-	}
+	rec, err := s.publishedSession(ctx, sid)
 	if err != nil {
 		return api.Session{}, err
 	}
@@ -1198,11 +1182,7 @@ func (s *Service) Attach(ctx context.Context, sid string, pid int) (api.Session,
 	}
 	var errs []error
 	for _, sm := range rec.Mounts {
-		hp := sm.HostPath
-		if hp == "" {
-			hp = m.HostPath(sid, sm.Name)
-		}
-		if err := m.Attach(pid, hp, sm.Target, sm.Mode == meta.PermRO); err != nil {
+		if err := m.Attach(pid, hostPathOf(m, sid, sm), sm.Target, sm.Mode == meta.PermRO); err != nil {
 			if errors.Is(err, os.ErrNotExist) && !errors.Is(err, meta.ErrNotFound) {
 				err = fmt.Errorf("%w: %v", meta.ErrNotFound, err)
 			}

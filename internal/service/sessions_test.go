@@ -237,8 +237,9 @@ func TestPublish(t *testing.T) {
 		{Folder: "data/sub/dir", Target: "deep"},
 	}}
 	// Overlapping sources (data and data/sub/dir) are refused first.
-	if _, err := e.svc.Publish(ctx, "sess-1", req); Code(err) != api.CodeInvalid || !strings.Contains(err.Error(), "overlap") {
-		t.Fatalf("overlapping sources: %v", err)
+	if _, err := e.svc.Publish(ctx, "sess-1", req); Code(err) != api.CodeInvalid || !strings.Contains(err.Error(), "overlap") ||
+		strings.Count(err.Error(), meta.ErrInvalid.Error()) != 1 {
+		t.Fatalf("overlapping sources: %v; want one %q in it", err, meta.ErrInvalid)
 	}
 	req.Mounts = req.Mounts[:3]
 	s := e.publish(t, "sess-1", req)
@@ -708,21 +709,10 @@ func TestPublishRacesTrash(t *testing.T) {
 	ctx := context.Background()
 	for i := 0; i < 20; i++ {
 		f := e.createAs(t, fmt.Sprintf("f%d", i), alice, meta.PermRW)
-		var wg sync.WaitGroup
-		var pubErr, trashErr error
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			_, pubErr = e.svc.Publish(ctx, fmt.Sprintf("s%d", i), api.PublishRequest{User: alice.UUID, Mounts: []api.MountRequest{{Folder: f.ID}}})
-		}()
-		go func() {
-			defer wg.Done()
-			_, trashErr = e.svc.Trash(ctx, f.ID, alice)
-		}()
-		wg.Wait()
-		if (pubErr == nil) == (trashErr == nil) {
-			t.Fatalf("round %d: publish %v, trash %v; want exactly one to succeed", i, pubErr, trashErr)
-		}
+		raceTrash(t, e.svc, i, f, "publish", func() error {
+			_, err := e.svc.Publish(ctx, fmt.Sprintf("s%d", i), api.PublishRequest{User: alice.UUID, Mounts: []api.MountRequest{{Folder: f.ID}}})
+			return err
+		})
 	}
 }
 

@@ -240,25 +240,59 @@ func (s *Service) wantKey(ctx context.Context, k keyDir) ([]vfs.ViewSpec, error)
 
 // standingSpec is the view of one reach entry.
 func (s *Service) standingSpec(e reachEntry) (vfs.ViewSpec, error) {
-	f := e.folder
-	a, err := s.attachedVolume(f.Volume)
+	a, err := s.folderAttached(e.folder)
 	if err != nil {
-		return vfs.ViewSpec{}, fmt.Errorf("%w: folder %q is on volume %q, which is not configured on this node", ErrUnavailable, f.Name, f.Volume)
+		return vfs.ViewSpec{}, err
 	}
+	return viewSpec(a, viewPlace{e.ns, e.key, e.name}, e.folder, "", e.mode, s.opts.ViewUID, s.opts.ViewGID), nil
+}
+
+// viewSpec is the view at pl of folder f (on a), showing subpath at mode
+// as owned by uid:gid.
+func viewSpec(a *attached, pl viewPlace, f meta.Folder, subpath string, mode meta.Permission, uid, gid uint32) vfs.ViewSpec {
 	return vfs.ViewSpec{
-		Namespace:   e.ns,
-		Key:         e.key,
-		Name:        e.name,
+		Namespace:   pl.ns,
+		Key:         pl.key,
+		Name:        pl.name,
 		VolumeName:  a.rec.Name,
 		VolumePath:  a.rec.Path,
 		FolderRel:   meta.FolderRelPath(f.Owner, f.ID),
-		Mode:        e.mode,
-		UID:         s.opts.ViewUID,
-		GID:         s.opts.ViewGID,
+		Subpath:     subpath,
+		Mode:        mode,
+		UID:         uid,
+		GID:         gid,
 		RWCanDelete: a.rec.RWCanDelete,
 		FolderID:    f.ID,
 		Scope:       f.Owner,
-	}, nil
+	}
+}
+
+// viewsOn reports whether the service has the FUSE namespace.
+func (s *Service) viewsOn() bool {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	return s.views != nil
+}
+
+// viewOwner is the uid:gid a session view shows: the request's, else the
+// configured view uid/gid.
+func (s *Service) viewOwner(reqUID, reqGID *uint32) (uid, gid uint32, err error) {
+	uid, gid = s.opts.ViewUID, s.opts.ViewGID
+	if reqUID != nil {
+		uid = *reqUID
+	}
+	if reqGID != nil {
+		gid = *reqGID
+	}
+	if uid == ^uint32(0) || gid == ^uint32(0) {
+		return 0, 0, fmt.Errorf("%w: uid/gid %d cannot own a view (it means \"no id\")", meta.ErrInvalid, ^uint32(0))
+	}
+	return uid, gid, nil
+}
+
+// errNotLive refuses to mount a folder that is not live.
+func errNotLive(f meta.Folder) error {
+	return fmt.Errorf("%w: folder %q is %s; a folder in the trash cannot be mounted (restore it first)", meta.ErrConflict, f.Name, f.Status)
 }
 
 // StartViews hands the service the mounted FUSE namespace and builds every
@@ -570,10 +604,7 @@ func (s *Service) ListViews(ctx context.Context, namespace, key string) ([]api.V
 // AddSessionView adds a session view (see api.CreateViewRequest). created
 // is false when the same view was there already (nothing changed).
 func (s *Service) AddSessionView(ctx context.Context, req api.CreateViewRequest) (v api.View, created bool, err error) {
-	s.viewMu.Lock()
-	on := s.views != nil
-	s.viewMu.Unlock()
-	if !on {
+	if !s.viewsOn() {
 		return api.View{}, false, errNoViews
 	}
 	if err := vfs.ValidateSessionKey(req.Session); err != nil {
@@ -590,15 +621,9 @@ func (s *Service) AddSessionView(ctx context.Context, req api.CreateViewRequest)
 	if req.Mode != "" && !req.Mode.Valid() {
 		return api.View{}, false, fmt.Errorf("%w: mode %q is none of ro, rw, wd", meta.ErrInvalid, req.Mode)
 	}
-	uid, gid := s.opts.ViewUID, s.opts.ViewGID
-	if req.UID != nil {
-		uid = *req.UID
-	}
-	if req.GID != nil {
-		gid = *req.GID
-	}
-	if uid == ^uint32(0) || gid == ^uint32(0) {
-		return api.View{}, false, fmt.Errorf("%w: uid/gid %d cannot own a view (it means \"no id\")", meta.ErrInvalid, ^uint32(0))
+	uid, gid, err := s.viewOwner(req.UID, req.GID)
+	if err != nil {
+		return api.View{}, false, err
 	}
 	var owner meta.ScopeID
 	if req.Owner != nil {
@@ -627,7 +652,7 @@ func (s *Service) AddSessionView(ctx context.Context, req api.CreateViewRequest)
 		return api.View{}, false, err
 	}
 	if !f.Status.Live() {
-		return api.View{}, false, fmt.Errorf("%w: folder %q is %s; a folder in the trash cannot be mounted (restore it first)", meta.ErrConflict, f.Name, f.Status)
+		return api.View{}, false, errNotLive(f)
 	}
 	mode := req.Mode
 	if mode == "" {
@@ -636,29 +661,12 @@ func (s *Service) AddSessionView(ctx context.Context, req api.CreateViewRequest)
 	if mode.Rank() > f.Permission.Rank() {
 		return api.View{}, false, fmt.Errorf("%w: mode %s exceeds the permission of folder %q (%s); ask for %s or less", ErrForbidden, mode, f.Name, f.Permission, f.Permission)
 	}
-	a, err := s.attachedVolume(f.Volume)
+	a, err := s.mountableVolume(f)
 	if err != nil {
-		return api.View{}, false, fmt.Errorf("%w: folder %q is on volume %q, which is not configured on this node", ErrUnavailable, f.Name, f.Volume)
+		return api.View{}, false, err
 	}
-	if !a.rec.MountAllowed {
-		return api.View{}, false, fmt.Errorf("%w: volume %q does not allow mounting its folders in sessions (mount_allowed = false)", ErrForbidden, f.Volume)
-	}
-	spec := vfs.ViewSpec{
-		Namespace:   vfs.NSSessions,
-		Key:         req.Session,
-		Name:        req.Name,
-		VolumeName:  a.rec.Name,
-		VolumePath:  a.rec.Path,
-		FolderRel:   meta.FolderRelPath(f.Owner, f.ID),
-		Subpath:     subpath,
-		Mode:        mode,
-		UID:         uid,
-		GID:         gid,
-		RWCanDelete: a.rec.RWCanDelete,
-		FolderID:    f.ID,
-		Scope:       f.Owner,
-	}
-	pl := placeOf(spec)
+	pl := viewPlace{vfs.NSSessions, req.Session, req.Name}
+	spec := viewSpec(a, pl, f, subpath, mode, uid, gid)
 	if old, ok := s.sessions[pl]; ok {
 		if old == spec {
 			return s.toView(old), false, nil

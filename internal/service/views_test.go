@@ -420,21 +420,31 @@ func TestTrashRacesSessionView(t *testing.T) {
 	ctx := context.Background()
 	for i := 0; i < 30; i++ {
 		f := e.create(t, fmt.Sprintf("f%d", i), alice)
-		var wg sync.WaitGroup
-		var addErr, trashErr error
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			_, _, addErr = e.svc.AddSessionView(ctx, api.CreateViewRequest{Session: fmt.Sprintf("s%d", i), Name: "x", Folder: f.ID})
-		}()
-		go func() {
-			defer wg.Done()
-			_, trashErr = e.svc.Trash(ctx, f.ID, alice)
-		}()
-		wg.Wait()
-		if (addErr == nil) == (trashErr == nil) {
-			t.Fatalf("round %d: add %v, trash %v; want exactly one to succeed", i, addErr, trashErr)
-		}
+		raceTrash(t, e.svc, i, f, "add", func() error {
+			_, _, err := e.svc.AddSessionView(ctx, api.CreateViewRequest{Session: fmt.Sprintf("s%d", i), Name: "x", Folder: f.ID})
+			return err
+		})
+	}
+}
+
+// raceTrash runs mount and a trash of f (owned by alice) at the same time
+// and fails the test unless exactly one of them succeeds.
+func raceTrash(t *testing.T, svc *Service, round int, f api.Folder, what string, mount func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mountErr, trashErr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		mountErr = mount()
+	}()
+	go func() {
+		defer wg.Done()
+		_, trashErr = svc.Trash(context.Background(), f.ID, alice)
+	}()
+	wg.Wait()
+	if (mountErr == nil) == (trashErr == nil) {
+		t.Fatalf("round %d: %s %v, trash %v; want exactly one to succeed", round, what, mountErr, trashErr)
 	}
 }
 
