@@ -89,18 +89,55 @@
 //
 // # Kernel caching and the data path
 //
-// Entry and attribute timeouts are one second; negative entries are not
-// cached, so files made through another view or directly on storage appear
-// at once. There is no writeback cache and no passthrough: every write
-// reaches the daemon (CAP_PASSTHROUGH is disabled, no handle offers a
-// backing fd). Opens keep the page cache (FOPEN_KEEP_CACHE) only when the
-// backing file's size, mtime and ctime are what the daemon last reported for
-// the node, which gives close-to-open consistency across views and with
-// writers on other nodes. FUSE_HANDLE_KILLPRIV_V2 is negotiated, so the
-// kernel does not ask for security.capability before every write; the daemon
-// clears set-user-ID (and set-group-ID on group-executable files) itself on
-// a write by a non-root caller, on truncate and on chown when the kernel
-// asks (FATTR_KILL_SUIDGID).
+// ro views pass reads through: each handle of a ro view offers its backing
+// descriptor to the kernel (file.PassthroughFd, CAP_PASSTHROUGH), which
+// then reads the backing file itself, from the volume's own page cache
+// and with its read-ahead, without a round trip. The choice is per view,
+// never per open: one FUSE inode cannot mix passthrough and daemon opens,
+// and a ro view's inodes (distinct from every other view's) are never
+// opened for writing. rw and wd views never pass through: every read and
+// write reaches the daemon, every write the quota hook. Where the kernel
+// offers no passthrough (or refuses a backing descriptor), ro views are
+// served by the daemon like the others. There is no writeback cache (it
+// would disable passthrough and move EDQUOT from write(2) to close).
+//
+// Entries are cached for an hour and attributes for a second; negative
+// entries are not cached, so files made directly on storage appear at
+// once. Opens keep the page cache (FOPEN_KEEP_CACHE) only when the
+// backing file's size, mtime and ctime are what the daemon last reported
+// for the node, which gives close-to-open consistency across views and
+// with writers on other nodes; with auto_inval_data the kernel also drops
+// the pages of an open file when a refreshed attribute shows another size
+// or mtime. The mount's read-ahead window (its bdi's read_ahead_kb) is
+// set to one maximal request (Options.ReadAheadKB).
+//
+// The long entry timeout is kept correct by two rules (coherence.go).
+// What the daemon changes through one view is notified to the kernel for
+// the other views of the same folder on this node: every created, removed
+// or renamed name drops that entry there, and the flush of a handle that
+// wrote (close(2) waits for it) or a setattr drops the file's attributes
+// there. Changes behind the daemon's back (other nodes, the storage
+// itself) are found by path resolution: every operation resolves the
+// node's path again, and a path that now names another object or nothing
+// answers ESTALE (node.openStat), on which the kernel looks the name up
+// again; attributes expire after a second. A path through a symlink keeps
+// its ELOOP/ENOTDIR (the daemon never follows one).
+//
+// FUSE_HANDLE_KILLPRIV_V2 is negotiated, so the kernel does not ask for
+// security.capability before every write; the daemon clears set-user-ID
+// (and set-group-ID on group-executable files) itself on a write by a
+// non-root caller, on truncate and on chown when the kernel asks
+// (FATTR_KILL_SUIDGID).
+//
+// # Memory
+//
+// The kernel may know millions of nodes of a view (a find over a large
+// folder), and go-fuse keeps a node for each until the kernel forgets it
+// (FORGET, under memory pressure or drop_caches), so a node is go-fuse's
+// Inode plus 32 bytes: view, backing inode, page-cache stamp, and a
+// pointer to the rarely needed part (a backing device other than the
+// view's, open handles). Nothing else is kept per node; the inode numbers
+// of the first form need no table.
 //
 // # Extended attributes and locks
 //
@@ -158,8 +195,11 @@
 // is never held while talking to the kernel (notifications are sent after
 // it is released) and no FUSE request handler takes it. view.fdMu guards the
 // view root descriptor against being closed while an operation resolves a
-// path. Node state (open handles, the last reported attributes) has its own
-// mutex. go-fuse serialises nothing else: operations run in parallel.
+// path. A node's stamp is atomic and its open handles have their own mutex
+// (nodeExt). The peer table (views per folder, coherence.go) has its own
+// RWMutex, taken shared by request handlers, which send notifications to
+// the kernel only with no lock held and wait for them at most notifyWait.
+// go-fuse serialises nothing else: operations run in parallel.
 //
 // # Errors
 //

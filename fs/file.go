@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -18,8 +19,9 @@ import (
 // real growth). O_CREAT, O_EXCL and O_TRUNC are handled by the daemon.
 const openPassFlags = unix.O_ACCMODE | unix.O_DIRECT | unix.O_SYNC | unix.O_DSYNC | unix.O_NOATIME
 
-// file is an open regular file: a descriptor of the backing file. It never
-// offers the kernel a passthrough descriptor.
+// file is an open regular file: a descriptor of the backing file. On a ro
+// view it is offered to the kernel for passthrough (PassthroughFd); on rw
+// and wd views never.
 type file struct {
 	n        *node
 	dev, ino uint64 // identity of the backing file, for the size lock
@@ -29,6 +31,10 @@ type file struct {
 	oi       *openInode // the file's shared state; nil unless open for writing
 	held     bool       // a quota write hold is taken (released at Release)
 	tmp      bool       // made by O_TMPFILE
+
+	// changed is set by every operation that changes the file's data or
+	// size through the handle; Flush (or Release) tells the other views.
+	changed atomic.Bool
 
 	// mu guards fd against Release while another node reopens it
 	// (node.reopenHandle); go-fuse itself never runs an operation on a
@@ -67,6 +73,21 @@ func (n *node) newHandle(fd int, bflags int, st *backing.Stat, hint string, tmp 
 	}
 	n.addFile(f)
 	return f, 0
+}
+
+// PassthroughFd offers the backing descriptor of a handle of a ro view to
+// the kernel, which then reads the backing file itself. go-fuse asks at
+// Open, for the first handle of a FUSE inode that has none registered; the
+// kernel keeps its own reference, and every later open of the inode reuses
+// it (with that open's flags). The choice depends on the view only, never
+// on the open: one FUSE inode cannot mix passthrough and daemon opens, and
+// a ro view's inodes are never opened for writing. Handles of rw and wd
+// views are never offered, so every write reaches the quota hook.
+func (f *file) PassthroughFd() (int, bool) {
+	if !f.n.v.readOnly() || f.writable() {
+		return -1, false
+	}
+	return f.fd, true
 }
 
 func (f *file) writable() bool { return f.flags&unix.O_ACCMODE != unix.O_RDONLY }
@@ -121,6 +142,9 @@ func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, sysc
 	}
 	end := off + total
 	sp := f.sp
+	if !f.changed.Load() {
+		f.changed.Store(true)
+	}
 
 	sp.RLock()
 	if end <= oi.size && !needsKill(oi.mode) {
@@ -251,7 +275,13 @@ func (f *file) Flush(ctx context.Context) syscall.Errno {
 	if err != nil {
 		return toErrno(err)
 	}
-	return toErrno(unix.Close(nfd))
+	err = unix.Close(nfd)
+	// close(2) waits for FLUSH: the other views learn of the change
+	// before the writer's close returns (close-to-open).
+	if f.changed.Swap(false) {
+		f.n.attrsChanged()
+	}
+	return toErrno(err)
 }
 
 // fsyncFdatasync is FUSE_FSYNC_FDATASYNC in FsyncIn.FsyncFlags.
@@ -266,6 +296,10 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
 	f.n.removeFile(f)
+	if f.changed.Swap(false) {
+		// Changed after the last flush (through a shared mapping).
+		f.n.attrsChanged()
+	}
 	if f.oi != nil {
 		f.sp.Lock()
 		f.sp.release(f.dev, f.ino, f.oi)
@@ -342,6 +376,7 @@ func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) sysc
 		}
 	}
 	oi.mode = f.n.killPrivs(ctx, f.fd, st.Mode)
+	f.changed.Store(true)
 	err := unix.Fallocate(f.fd, mode, int64(off), int64(size))
 	after, serr := f.stat()
 	switch {

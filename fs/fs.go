@@ -34,14 +34,30 @@ type Options struct {
 	// accounting.go); nil means no accounting and no limits. The FS does
 	// not close it: close the FS first, then the Manager.
 	Quota *quota.Manager
+	// ReadAheadKB is the kernel's read-ahead window for the mount (its
+	// bdi's read_ahead_kb), used by the reads the daemon serves (rw and wd
+	// views; ro views read the backing file through passthrough with the
+	// volume's own read-ahead). 0 means DefaultReadAheadKB; negative
+	// leaves the kernel's default (128 KiB).
+	ReadAheadKB int
 }
+
+// DefaultReadAheadKB is the read-ahead window set when
+// Options.ReadAheadKB is 0: one maximal READ request (MaxWrite), so that
+// a sequential reader keeps a full-size request in flight.
+const DefaultReadAheadKB = maxWrite >> 10
 
 // ErrClosed is returned by methods of an FS after Close.
 var ErrClosed = errors.New("vfolder fs is closed")
 
-// Mount timing.
+// Mount timing. Entries are kept long: the kernel drops an unused entry
+// whose timeout has passed at once, and with it the inode and its cached
+// pages, so a short entry timeout loses the page cache of every file
+// closed more than that after its lookup. Changes through other views are
+// notified (coherence.go); changes behind the daemon's back are caught by
+// path resolution (ESTALE) and attribute expiry.
 const (
-	entryTimeout = time.Second
+	entryTimeout = time.Hour
 	attrTimeout  = time.Second
 	maxWrite     = 1 << 20
 
@@ -61,6 +77,7 @@ type FS struct {
 	started time.Time
 	locks   sizeLocks
 	inos    inoTable
+	peers   peerTable
 
 	// mnt and dev identify the mount: dev is the st_dev of its root
 	// (major 0, minor = FUSE connection number).
@@ -112,8 +129,12 @@ func Mount(opts Options) (*FS, error) {
 			DirectMount:       true,
 			DirectMountStrict: true,
 			EnableLocks:       true,
-			// Every byte of rw/wd views must pass the daemon.
-			DisabledCapabilities: fuse.CAP_PASSTHROUGH | fuse.CAP_WRITEBACK_CACHE,
+			// Passthrough stays negotiable: ro views hand the kernel
+			// their backing descriptors (file.PassthroughFd), rw and wd
+			// views never do, so every byte they write passes the
+			// daemon. Writeback caching would disable passthrough and
+			// move EDQUOT from write(2) to close.
+			DisabledCapabilities: fuse.CAP_WRITEBACK_CACHE,
 			// The daemon clears suid/sgid itself (see node.killPrivs).
 			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 			Debug:             opts.Debug,
@@ -150,12 +171,29 @@ func Mount(opts Options) (*FS, error) {
 		return nil, fmt.Errorf("stat mount %s: %w", mnt, err)
 	}
 	f.dev = st.Dev
+	f.setReadAhead()
 	// Keep later mount events on this mount from propagating to peers.
 	if err := unix.Mount("", mnt, "", unix.MS_PRIVATE, ""); err != nil {
 		f.log.Warn().Err(err).Str("mnt", mnt).Msg("cannot make the mount private")
 	}
 	f.log.Info().Str("mnt", mnt).Uint32("minor", unix.Minor(f.dev)).Msg("mounted")
 	return f, nil
+}
+
+// setReadAhead sets the read-ahead window of the mount's bdi. A failure
+// (no sysfs) only costs speed.
+func (f *FS) setReadAhead() {
+	kb := f.opts.ReadAheadKB
+	if kb == 0 {
+		kb = DefaultReadAheadKB
+	}
+	if kb < 0 {
+		return
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(f.dev), unix.Minor(f.dev))
+	if err := os.WriteFile(p, []byte(strconv.Itoa(kb)), 0); err != nil {
+		f.log.Warn().Err(err).Str("bdi", p).Msg("cannot set the read-ahead window")
+	}
 }
 
 // MountPoint is where the file system is mounted.

@@ -60,6 +60,8 @@ var (
 	_ gofs.FileSetlker   = (*file)(nil)
 	_ gofs.FileSetlkwer  = (*file)(nil)
 
+	_ gofs.FilePassthroughFder = (*file)(nil)
+
 	_ gofs.FileReaddirenter = (*dirStream)(nil)
 	_ gofs.FileSeekdirer    = (*dirStream)(nil)
 	_ gofs.FileLookuper     = (*dirStream)(nil)

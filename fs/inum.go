@@ -184,7 +184,10 @@ func mix64(x uint64) uint64 {
 // go-fuse drops objects it does not use (a lookup that lost a race) without
 // telling, so a count kept by OnAdd/OnForget would drift.
 func (v *view) newNode(st *backing.Stat) (*node, gofs.StableAttr) {
-	n := &node{v: v, dev: st.Dev, ino: st.Ino}
+	n := &node{v: v, ino: st.Ino}
+	if st.Dev != v.dev {
+		n.ext.Store(&nodeExt{dev: st.Dev})
+	}
 	fino := v.acquireIno(st.Dev, st.Ino)
 	if !v.direct(st.Dev, st.Ino) {
 		runtime.AddCleanup(n, v.releaseIno, devIno{st.Dev, st.Ino})

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -17,29 +18,63 @@ import (
 // special files alike. Its backing path is not stored: it is read from the
 // go-fuse tree on each operation (relPath) and resolved below the view
 // root, so renames never leave a stale path behind.
+//
+// The kernel may know millions of nodes, so a node is kept small: 32 bytes
+// besides go-fuse's Inode (160 in all, one allocation size class). What
+// only some nodes need lives in nodeExt.
 type node struct {
 	gofs.Inode
-	v        *view
-	dev, ino uint64 // backing identity
-	isRoot   bool   // the view root
+	v   *view
+	ino uint64 // backing inode number
+	// stamp is a digest of what the daemon last reported to the kernel
+	// about the file's data (stampOf); Open keeps the page cache only if
+	// it still holds.
+	stamp atomic.Uint64
+	// ext is set for nodes on another device than the view root (at
+	// creation) and for nodes that had open handles.
+	ext atomic.Pointer[nodeExt]
+}
+
+// nodeExt is the rarely needed part of a node.
+type nodeExt struct {
+	dev uint64 // backing device; never changes
 
 	mu sync.Mutex
-	// files are the open handles of this node, used by operations on a
+	// files are the open handles of the node, used by operations on a
 	// node that has no path any more (unlinked but open, O_TMPFILE).
 	files map[*file]struct{}
-	// stamp is what the daemon last reported to the kernel about the
-	// file's data; Open keeps the page cache only if it still holds.
-	stamp stamp
 }
 
-// stamp identifies a version of a file's data.
-type stamp struct {
-	size         int64
-	mtime, ctime unix.Timespec
+// dev is the backing device of the node.
+func (n *node) dev() uint64 {
+	if e := n.ext.Load(); e != nil {
+		return e.dev
+	}
+	return n.v.dev
 }
 
-func stampOf(st *backing.Stat) stamp {
-	return stamp{size: st.Size, mtime: st.Mtime, ctime: st.Ctime}
+// extra returns the node's nodeExt, making it on first use.
+func (n *node) extra() *nodeExt {
+	if e := n.ext.Load(); e != nil {
+		return e
+	}
+	// A node without ext is on the view's device (see newNode).
+	n.ext.CompareAndSwap(nil, &nodeExt{dev: n.v.dev})
+	return n.ext.Load()
+}
+
+// isRoot reports whether n is its view's root.
+func (n *node) isRoot() bool { return n == n.v.root }
+
+// stampOf digests the parts of a stat that tell a version of a file's
+// data: size, mtime and ctime (splitmix64 chaining; a collision, which
+// would keep a stale page cache, has a chance of 2^-64 per open).
+func stampOf(st *backing.Stat) uint64 {
+	h := mix64(uint64(st.Size) + 0x9E3779B97F4A7C15)
+	h = mix64(h ^ uint64(st.Mtime.Sec))
+	h = mix64(h ^ uint64(st.Mtime.Nsec))
+	h = mix64(h ^ uint64(st.Ctime.Sec))
+	return mix64(h ^ uint64(st.Ctime.Nsec))
 }
 
 // maxDepth bounds the walk up the tree (a safety net against a cycle).
@@ -48,7 +83,7 @@ const maxDepth = 1 << 16
 // relPath returns the node's path below its view root as components (none
 // for the root). A node that is in no directory any more gives ENOENT.
 func (n *node) relPath() ([]string, syscall.Errno) {
-	if n.isRoot {
+	if n.isRoot() {
 		return nil, 0
 	}
 	root := n.v.root.EmbeddedInode()
@@ -70,9 +105,20 @@ func (n *node) relPath() ([]string, syscall.Errno) {
 
 // open resolves the node below the view root and opens it with flags.
 func (n *node) open(flags int, mode uint32) (int, syscall.Errno) {
+	fd, _, errno := n.openStat(flags, mode)
+	return fd, errno
+}
+
+// openStat is open that also returns the fstat of the opened object. The
+// object must still be the node's: a path that now names another object,
+// or nothing (changed on storage, or through another view, while the
+// kernel kept its entry) gives ESTALE, on which the kernel looks the path
+// up again (LOOKUP_REVAL) and finds what is there now. A node without a
+// path (unlinked) gives ENOENT.
+func (n *node) openStat(flags int, mode uint32) (int, backing.Stat, syscall.Errno) {
 	comps, errno := n.relPath()
 	if errno != 0 {
-		return -1, errno
+		return -1, backing.Stat{}, errno
 	}
 	fd := -1
 	errno = n.v.withRoot(func(rootFd int) syscall.Errno {
@@ -80,7 +126,28 @@ func (n *node) open(flags int, mode uint32) (int, syscall.Errno) {
 		fd, err = backing.Open(rootFd, comps, flags, mode)
 		return toErrno(err)
 	})
-	return fd, errno
+	switch {
+	case errno == 0:
+	case n.isRoot():
+		return -1, backing.Stat{}, errno
+	case errno == syscall.ENOENT:
+		// The path the kernel still has an entry for leads nowhere
+		// now. (A path through a symlink keeps its ELOOP or ENOTDIR:
+		// the refusal to follow it.)
+		return -1, backing.Stat{}, syscall.ESTALE
+	default:
+		return -1, backing.Stat{}, errno
+	}
+	st, err := backing.Fstat(fd)
+	if err != nil {
+		unix.Close(fd)
+		return -1, backing.Stat{}, toErrno(err)
+	}
+	if !n.isRoot() && (st.Ino != n.ino || st.Dev != n.dev()) {
+		unix.Close(fd)
+		return -1, backing.Stat{}, syscall.ESTALE
+	}
+	return fd, st, 0
 }
 
 // openDir opens the node, which must be a directory, as an O_PATH
@@ -90,34 +157,41 @@ func (n *node) openDir() (int, syscall.Errno) {
 }
 
 // openSelf opens the node itself as an O_PATH descriptor that does not
-// follow a symlink, and stats it. A node without a path falls back to one
-// of its open handles (reopened as O_PATH through /proc).
+// follow a symlink, and stats it. A node without a path (or whose path
+// names another object now) falls back to one of its open handles
+// (reopened as O_PATH through /proc).
 func (n *node) openSelf() (int, backing.Stat, syscall.Errno) {
-	fd, errno := n.open(unix.O_PATH|unix.O_NOFOLLOW, 0)
-	if errno == syscall.ENOENT && !n.isRoot {
-		fd, errno = n.reopenHandle(unix.O_PATH)
+	fd, st, errno := n.openStat(unix.O_PATH|unix.O_NOFOLLOW, 0)
+	if (errno == syscall.ENOENT || errno == syscall.ESTALE) && !n.isRoot() {
+		if hfd, herrno := n.reopenHandle(unix.O_PATH); herrno == 0 {
+			fd, errno = hfd, 0
+			var err error
+			if st, err = backing.Fstat(fd); err != nil {
+				unix.Close(fd)
+				return -1, backing.Stat{}, toErrno(err)
+			}
+		}
 	}
 	if errno != 0 {
 		return -1, backing.Stat{}, errno
 	}
-	st, err := backing.Fstat(fd)
-	if err != nil {
-		unix.Close(fd)
-		return -1, backing.Stat{}, toErrno(err)
-	}
 	if st.Type() != n.Mode()&unix.S_IFMT {
 		// The name now holds a different kind of file than this node.
 		unix.Close(fd)
-		return -1, backing.Stat{}, syscall.ENOENT
+		return -1, backing.Stat{}, syscall.ESTALE
 	}
 	return fd, st, 0
 }
 
 // reopenHandle opens the file of one of the node's open handles again.
 func (n *node) reopenHandle(flags int) (int, syscall.Errno) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for f := range n.files {
+	e := n.ext.Load()
+	if e == nil {
+		return -1, syscall.ENOENT
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for f := range e.files {
 		fd, err := f.reopen(flags)
 		if err == nil {
 			return fd, 0
@@ -154,36 +228,30 @@ func (v *view) fillAttr(st *backing.Stat, a *fuse.Attr) {
 	a.Blksize = st.Blksize
 }
 
-func (n *node) setStamp(st *backing.Stat) {
-	n.mu.Lock()
-	n.stamp = stampOf(st)
-	n.mu.Unlock()
-}
+func (n *node) setStamp(st *backing.Stat) { n.stamp.Store(stampOf(st)) }
 
 // keepCache reports whether the kernel's cached data of the file is still
 // valid for st, and records st as reported.
 func (n *node) keepCache(st *backing.Stat) bool {
 	s := stampOf(st)
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	keep := n.stamp == s
-	n.stamp = s
-	return keep
+	return n.stamp.Swap(s) == s
 }
 
 func (n *node) addFile(f *file) {
-	n.mu.Lock()
-	if n.files == nil {
-		n.files = map[*file]struct{}{}
+	e := n.extra()
+	e.mu.Lock()
+	if e.files == nil {
+		e.files = map[*file]struct{}{}
 	}
-	n.files[f] = struct{}{}
-	n.mu.Unlock()
+	e.files[f] = struct{}{}
+	e.mu.Unlock()
 }
 
 func (n *node) removeFile(f *file) {
-	n.mu.Lock()
-	delete(n.files, f)
-	n.mu.Unlock()
+	e := n.extra()
+	e.mu.Lock()
+	delete(e.files, f)
+	e.mu.Unlock()
 }
 
 // Lookup finds a child by name.
@@ -309,7 +377,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // OnForget runs when go-fuse drops the node. For a removed view's root
 // that means no node of the view is left: its descriptor can go.
 func (n *node) OnForget() {
-	if n.isRoot && n.v.removed.Load() {
+	if n.isRoot() && n.v.removed.Load() {
 		n.v.closeRoot()
 	}
 }

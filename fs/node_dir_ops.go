@@ -72,6 +72,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	n.entryChanged(name)
 	return ch, f, 0, 0
 }
 
@@ -92,7 +93,7 @@ func (n *node) openExisting(ctx context.Context, dirfd int, name string, flags u
 		return nil, nil, 0, syscall.EACCES
 	}
 	ch, c := n.child(ctx, &st, out)
-	fh, fuseFlags, errno := c.finishOpen(ctx, fd, bflags, flags&unix.O_TRUNC != 0, hint)
+	fh, fuseFlags, errno := c.finishOpen(ctx, fd, &st, bflags, flags&unix.O_TRUNC != 0, hint)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -202,6 +203,7 @@ func (n *node) createEntry(ctx context.Context, name string, typ, mode, rdev uin
 	}
 	ir.Commit(v.q.key(st.Dev, st.Ino), st.Size)
 	ch, _ := n.child(ctx, &st, out)
+	n.entryChanged(name)
 	return ch, 0
 }
 
@@ -309,6 +311,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, toErrno(err)
 	}
 	ch, _ := n.child(ctx, &st, out)
+	n.entryChanged(name)
 	return ch, 0
 }
 
@@ -344,6 +347,9 @@ func (n *node) remove(name string, flags int) syscall.Errno {
 	}
 	err := unix.Unlinkat(dirfd, name, flags)
 	rm.Done(err == nil && victim.lastLinkGone())
+	if err == nil {
+		n.entryChanged(name)
+	}
 	return toErrno(err)
 }
 
@@ -472,6 +478,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err == unix.EEXIST && !noReplace {
 		return syscall.EPERM
 	}
+	if err == nil {
+		n.entryChanged(name)
+		np.entryChanged(newName)
+	}
 	return toErrno(err)
 }
 
@@ -480,14 +490,9 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	if n.v.removed.Load() {
 		return nil, 0, errClosed
 	}
-	fd, errno := n.open(unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	fd, st, errno := n.openStat(unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if errno != 0 {
 		return nil, 0, errno
-	}
-	st, err := backing.Fstat(fd)
-	if err != nil {
-		unix.Close(fd)
-		return nil, 0, toErrno(err)
 	}
 	return &dirStream{n: n, fd: fd, dev: st.Dev}, 0, 0
 }

@@ -23,7 +23,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, syscall.EROFS
 	}
 	bflags := int(flags)&openPassFlags | unix.O_NOFOLLOW
-	fd, errno := n.open(bflags, 0)
+	fd, st, errno := n.openStat(bflags, 0)
 	if errno != 0 {
 		return nil, 0, errno
 	}
@@ -31,7 +31,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if bflags&unix.O_ACCMODE != unix.O_RDONLY || trunc {
 		hint = n.hintSelf()
 	}
-	return n.finishOpen(ctx, fd, bflags, trunc, hint)
+	return n.finishOpen(ctx, fd, &st, bflags, trunc, hint)
 }
 
 // hintSelf is the node's path in its folder for the quota ledger ("" when
@@ -47,31 +47,26 @@ func (n *node) hintSelf() string {
 	return n.v.q.hint(comps, "")
 }
 
-// finishOpen turns an open backing descriptor into a handle: O_TRUNC,
-// the page-cache decision, registration with the node. fd is closed on
-// failure.
-func (n *node) finishOpen(ctx context.Context, fd int, bflags int, trunc bool, hint string) (gofs.FileHandle, uint32, syscall.Errno) {
-	st, err := backing.Fstat(fd)
-	if err != nil {
-		unix.Close(fd)
-		return nil, 0, toErrno(err)
-	}
+// finishOpen turns an open backing descriptor (st is its fstat) into a
+// handle: O_TRUNC, the page-cache decision, registration with the node. fd
+// is closed on failure.
+func (n *node) finishOpen(ctx context.Context, fd int, st *backing.Stat, bflags int, trunc bool, hint string) (gofs.FileHandle, uint32, syscall.Errno) {
 	if st.Type() != unix.S_IFREG {
 		unix.Close(fd)
 		return nil, 0, syscall.EINVAL
 	}
-	f, errno := n.newHandle(fd, bflags, &st, hint, false)
+	f, errno := n.newHandle(fd, bflags, st, hint, false)
 	if errno != 0 {
 		return nil, 0, errno
 	}
 	if trunc {
-		if errno := n.truncateOpen(ctx, f, &st, hint); errno != 0 {
+		if errno := n.truncateOpen(ctx, f, st, hint); errno != 0 {
 			f.Release(ctx)
 			return nil, 0, errno
 		}
 	}
 	var fuseFlags uint32
-	if n.keepCache(&st) {
+	if n.keepCache(st) {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	return f, fuseFlags, 0
@@ -94,6 +89,7 @@ func (n *node) truncateOpen(ctx context.Context, f *file, st *backing.Stat, hint
 		f.oi.mode = mode
 		f.sp.Unlock()
 	}
+	f.changed.Store(true)
 	if errno := n.v.resize(wfd, 0, held, hint); errno != 0 {
 		return errno
 	}
@@ -169,6 +165,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	}
 	v.fillAttr(&after, &out.Attr)
 	n.setStamp(&after)
+	n.attrsChanged()
 	return 0
 }
 
@@ -284,6 +281,7 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 		length = uint64(granted - int64(offOut))
 	}
 	oi2, oo := int64(offIn), int64(offOut)
+	fo.changed.Store(true)
 	c, err := unix.CopyFileRange(fi.fd, &oi2, fo.fd, &oo, int(length), int(flags))
 	if c > 0 {
 		if e := int64(offOut) + int64(c); e > oi.size {

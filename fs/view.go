@@ -54,6 +54,12 @@ type view struct {
 	// q is the view's quota hook (see accounting.go); fixed at AddView.
 	q quotaHook
 
+	// place is the view's folder and sub the components of its subpath
+	// inside it: what coherence.go needs to find the same path in the
+	// other views of the folder.
+	place folderPlace
+	sub   []string
+
 	// fdMu guards rootFd: operations hold it shared while they resolve
 	// paths below it; closeRoot takes it exclusively.
 	fdMu   sync.RWMutex
@@ -171,6 +177,7 @@ func (f *FS) AddView(spec ViewSpec) error {
 	rootInode := kd.NewPersistentInode(ctx, v.root, v.rootStable)
 	kd.AddChild(spec.Name, rootInode, false)
 	f.views[pl] = v
+	f.peers.add(v)
 	f.mu.Unlock()
 
 	// Drop whatever the kernel cached for these names (a negative entry
@@ -224,13 +231,15 @@ func (f *FS) newView(spec ViewSpec, comps []string) (*view, error) {
 		rootFd: fd,
 		mapped: map[devIno]*mappedIno{},
 	}
+	rel, _ := splitFolderRel(spec.FolderRel)
+	v.place = folderPlace{volume: spec.VolumeName, folderRel: strings.Join(rel, "/")}
+	v.sub = comps[len(rel):]
 	if err := f.setQuota(v, spec, comps); err != nil {
 		unix.Close(fd)
 		f.inos.freeSlot(slot)
 		return fail(err)
 	}
 	v.root, v.rootStable = v.newNode(&st)
-	v.root.isRoot = true
 	return v, nil
 }
 
@@ -290,6 +299,7 @@ func (f *FS) RemoveView(namespace, key, name string) error {
 	}
 	delete(f.views, pl)
 	v.removed.Store(true)
+	f.peers.remove(v)
 	f.inos.mu.Lock()
 	f.inos.draining[v] = v
 	f.inos.mu.Unlock()

@@ -138,12 +138,12 @@ func TestQuickRun(t *testing.T) {
 				}
 			}
 		case groupMemory:
-			if len(cells) != 4 {
+			if len(cells) != 6 {
 				t.Errorf("memory row has %d cells: %q", len(cells), cells)
 				continue
 			}
 			for _, c := range cells[1:] {
-				if !strings.HasSuffix(c, "MiB") && !strings.HasSuffix(c, "KiB") && !strings.HasSuffix(c, "GiB") {
+				if !strings.HasSuffix(c, "MiB") && !strings.HasSuffix(c, "KiB") && !strings.HasSuffix(c, "GiB") && !strings.HasSuffix(c, " B") {
 					t.Errorf("memory row cell %q is not a size", c)
 				}
 			}

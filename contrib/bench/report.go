@@ -297,15 +297,19 @@ func (e *env) renderUsage() string {
 func (e *env) renderMemory() string {
 	m := e.res.memory
 	var b strings.Builder
-	b.WriteString("| memory (RSS) `memory` | mount + ledger open | + live views | + find over one view (every file known) |\n| --- | ---: | ---: | ---: |\n")
+	b.WriteString("| memory (RSS) `memory` | mount + ledger open | + live views | + find over one view (every file known) | per known file | Go heap live after GC |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	switch {
 	case m.notMeasured != "":
-		fmt.Fprintf(&b, "| vfolder daemon, 1M files known, 1000 live views | not measured: %s | | |\n", m.notMeasured)
+		fmt.Fprintf(&b, "| vfolder daemon, 1M files known, 1000 live views | not measured: %s | | | | |\n", m.notMeasured)
 	case m.err != "":
-		fmt.Fprintf(&b, "| vfolder daemon | error: %s | | |\n", m.err)
+		fmt.Fprintf(&b, "| vfolder daemon | error: %s | | | | |\n", m.err)
 	default:
-		fmt.Fprintf(&b, "| vfolder daemon, %d files in the ledger, %d live views | %s | %s | %s |\n",
-			m.files, m.views, humanBytes(m.baseline), humanBytes(m.withViews), humanBytes(m.rss))
+		perFile := int64(0)
+		if m.files > 0 {
+			perFile = (m.rss - m.withViews) / m.files
+		}
+		fmt.Fprintf(&b, "| vfolder daemon, %d files in the ledger, %d live views | %s | %s | %s | %s | %s |\n",
+			m.files, m.views, humanBytes(m.baseline), humanBytes(m.withViews), humanBytes(m.rss), humanBytes(perFile), humanBytes(m.heapLive))
 	}
 	return b.String()
 }

@@ -145,5 +145,6 @@ type memoryReport struct {
 	baseline    int64 // RSS with the mount and the ledger open
 	withViews   int64 // RSS with the views added
 	rss         int64 // RSS after a walk over one view
+	heapLive    int64 // Go heap in use after a collection, after the walk
 	err         string
 }

@@ -1,0 +1,155 @@
+package fs
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+)
+
+// Cross-view coherence. The kernel keeps directory entries for
+// entryTimeout, so a change made through one view must reach the kernel's
+// caches of the other views of the same folder on this node explicitly:
+// every change of a name (create, mkdir, mknod, symlink, link, unlink,
+// rmdir, rename) drops the kernel's entry for that name in the other
+// views, and the end of a change of a file's data or attributes (the
+// flush of a handle that wrote, setattr) drops its cached attributes
+// there, so a size or mtime that moved also drops the cached pages
+// (auto_inval_data). The other views' nodes are found by walking their
+// go-fuse trees along the changed path: no index is kept, and a view
+// whose kernel never looked at the path is skipped after a few map
+// lookups.
+//
+// Notifications are written to the kernel after the daemon's own work,
+// from a separate goroutine, and the request waits at most notifyWait for
+// them: the kernel takes the other view's directory lock to drop an entry,
+// and a request of that view holding the lock may be waiting for this
+// one's reply (two renames in two views of one folder). Past notifyWait
+// the reply goes out and the notification completes on its own.
+//
+// Changes made on storage behind the daemon (other nodes) are not
+// notified. The kernel then keeps a stale entry for up to entryTimeout,
+// but every operation resolves the node's path again below the view root,
+// and one that finds another object there answers ESTALE (node.openStat),
+// on which the kernel looks the name up again; attributes are refreshed
+// after attrTimeout.
+
+// notifyWait bounds how long a request waits for its notifications.
+const notifyWait = 20 * time.Millisecond
+
+// folderPlace identifies the folder a view shows (its volume and folder
+// directory): views with the same place share backing objects.
+type folderPlace struct{ volume, folderRel string }
+
+// peerTable lists the live views of each folder. Request handlers take
+// mu shared; AddView and RemoveView exclusively (with FS.mu held).
+type peerTable struct {
+	mu sync.RWMutex
+	m  map[folderPlace][]*view
+}
+
+func (p *peerTable) add(v *view) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[folderPlace][]*view{}
+	}
+	p.m[v.place] = append(p.m[v.place], v)
+}
+
+func (p *peerTable) remove(v *view) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := slices.DeleteFunc(p.m[v.place], func(w *view) bool { return w == v })
+	if len(l) == 0 {
+		delete(p.m, v.place)
+	} else {
+		p.m[v.place] = l
+	}
+}
+
+// notice is one invalidation: the entry name of directory in, or (name
+// empty) the attributes of in.
+type notice struct {
+	in   *gofs.Inode
+	name string
+}
+
+// peerNotices returns what the other views of n's folder must drop when
+// the entry name of directory n changed, or (name empty) when the
+// attributes of n itself changed. A newly created name needs nothing
+// unless the other view has a node of that name (negative entries are not
+// cached).
+func (n *node) peerNotices(name string) []notice {
+	v := n.v
+	peers := &v.fs.peers
+	peers.mu.RLock()
+	defer peers.mu.RUnlock()
+	list := peers.m[v.place]
+	if len(list) < 2 {
+		return nil
+	}
+	comps, errno := n.relPath()
+	if errno != 0 {
+		return nil
+	}
+	// path is n's path relative to the folder root.
+	path := make([]string, 0, len(v.sub)+len(comps))
+	path = append(append(path, v.sub...), comps...)
+	var out []notice
+	for _, w := range list {
+		if w == v || w.removed.Load() || len(path) < len(w.sub) || !slices.Equal(path[:len(w.sub)], w.sub) {
+			continue
+		}
+		in := w.root.EmbeddedInode()
+		for _, c := range path[len(w.sub):] {
+			if in = in.GetChild(c); in == nil {
+				break
+			}
+		}
+		if in == nil {
+			continue
+		}
+		if name != "" && in.GetChild(name) == nil {
+			continue
+		}
+		out = append(out, notice{in: in, name: name})
+	}
+	return out
+}
+
+// sendNotices hands the notices to the kernel and waits for that at most
+// notifyWait. It must be called with no lock held.
+func sendNotices(ns []notice) {
+	if len(ns) == 0 {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, x := range ns {
+			if x.name != "" {
+				x.in.NotifyEntry(x.name)
+			} else {
+				// A negative offset drops the attributes only; the
+				// pages go when the new attributes show another
+				// size or mtime.
+				x.in.NotifyContent(-1, 0)
+			}
+		}
+	}()
+	t := time.NewTimer(notifyWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// entryChanged tells the other views that the entry name of directory n
+// changed.
+func (n *node) entryChanged(name string) { sendNotices(n.peerNotices(name)) }
+
+// attrsChanged tells the other views that n's data or attributes changed.
+func (n *node) attrsChanged() { sendNotices(n.peerNotices("")) }
