@@ -52,18 +52,26 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(sz), 0
 }
 
-// Setxattr writes a user.* attribute; other namespaces are not supported.
-func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+// mutableXattrTarget checks that attr may be changed through this view
+// (a writable view, the user. namespace, an object that can carry user.
+// attributes) and opens its target like xattrTarget.
+func (n *node) mutableXattrTarget(attr string) (int, string, syscall.Errno) {
 	if errno := n.v.mutable(); errno != 0 {
-		return errno
+		return -1, "", errno
 	}
 	if !strings.HasPrefix(attr, xattrPrefix) {
-		return syscall.EOPNOTSUPP
+		return -1, "", syscall.EOPNOTSUPP
 	}
 	fd, p, errno := n.xattrTarget()
 	if errno == syscall.ENODATA {
-		return syscall.EPERM
+		return -1, "", syscall.EPERM
 	}
+	return fd, p, errno
+}
+
+// Setxattr writes a user.* attribute; other namespaces are not supported.
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	fd, p, errno := n.mutableXattrTarget(attr)
 	if errno != 0 {
 		return errno
 	}
@@ -73,16 +81,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 
 // Removexattr removes a user.* attribute.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if errno := n.v.mutable(); errno != 0 {
-		return errno
-	}
-	if !strings.HasPrefix(attr, xattrPrefix) {
-		return syscall.EOPNOTSUPP
-	}
-	fd, p, errno := n.xattrTarget()
-	if errno == syscall.ENODATA {
-		return syscall.EPERM
-	}
+	fd, p, errno := n.mutableXattrTarget(attr)
 	if errno != 0 {
 		return errno
 	}
