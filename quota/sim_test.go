@@ -216,27 +216,13 @@ func (x *simFS) release(h *handle) {
 }
 
 // unlink removes a name (file or symlink).
-func (x *simFS) unlink(rel string) error {
-	pfd, name, err := x.parent(rel)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(pfd)
-	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return err
-	}
-	k := x.key(&st)
-	rm, err := x.m.PrepareRemove(x.s, x.folder, k, rel)
-	if err != nil {
-		return err
-	}
-	err = unix.Unlinkat(pfd, name, 0)
-	rm.Done(err == nil && st.Nlink == 1)
-	return err
-}
+func (x *simFS) unlink(rel string) error { return x.remove(rel, 0) }
 
-func (x *simFS) rmdir(rel string) error {
+func (x *simFS) rmdir(rel string) error { return x.remove(rel, unix.AT_REMOVEDIR) }
+
+// remove is unlinkat with the ledger's PrepareRemove/Done around it; a
+// directory's removal always ends it, a file's only with its last link.
+func (x *simFS) remove(rel string, flags int) error {
 	pfd, name, err := x.parent(rel)
 	if err != nil {
 		return err
@@ -246,13 +232,12 @@ func (x *simFS) rmdir(rel string) error {
 	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
-	k := x.key(&st)
-	rm, err := x.m.PrepareRemove(x.s, x.folder, k, rel)
+	rm, err := x.m.PrepareRemove(x.s, x.folder, x.key(&st), rel)
 	if err != nil {
 		return err
 	}
-	err = unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
-	rm.Done(err == nil)
+	err = unix.Unlinkat(pfd, name, flags)
+	rm.Done(err == nil && (flags&unix.AT_REMOVEDIR != 0 || st.Nlink == 1))
 	return err
 }
 
