@@ -326,3 +326,93 @@ func crashWorker(xs []*simFS, w int, seed uint64, ops *atomic.Int64) {
 		ops.Add(1)
 	}
 }
+
+// TestCrashMarkTable kills a process whose commit loop is stalled: the
+// growth of a new file, the growth of a known one and the removal of a
+// file with bytes are then covered by nothing but the mark table, and the
+// next Open must still find the bytes exact.
+func TestCrashMarkTable(t *testing.T) {
+	base := t.TempDir()
+	vol := filepath.Join(base, "vol")
+	for _, f := range crashFolders {
+		if err := os.MkdirAll(filepath.Join(vol, f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A clean first run leaves two files known to the ledger.
+	func() {
+		db := openDB(t, filepath.Join(base, "db"))
+		defer db.Close()
+		m := openMgr(t, db, Options{OpenFolder: folderOpener(vol)})
+		x := newSimFS(t, m, testScope(t, 1), filepath.Join(vol, "f1"), "f1")
+		for _, c := range []struct {
+			name string
+			n    int
+		}{{"old", 5000}, {"gone", 3000}} {
+			h, err := x.create(c.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := x.write(h, 0, make([]byte, c.n)); err != nil {
+				t.Fatal(err)
+			}
+			x.release(h)
+		}
+		x.close()
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	var stderr strings.Builder
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashStalledChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashEnv+"="+base)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child did not die by SIGKILL: %v; stdout %q; stderr: %s", err, out, stderr.String())
+	}
+	if strings.TrimSpace(string(out)) != "ready" {
+		t.Fatalf("child did not finish its work: stdout %q; stderr: %s", out, stderr.String())
+	}
+	if tr := diskTruth(t, filepath.Join(vol, "f1")); tr.bytes != 9000+7000 {
+		t.Fatalf("child left %d bytes on disk, want %d", tr.bytes, 9000+7000)
+	}
+	verifyAfterCrash(t, 0, base, vol)
+}
+
+// TestCrashStalledChild is the child of TestCrashMarkTable: it stalls the
+// commit loop, changes sizes, reports and kills itself.
+func TestCrashStalledChild(t *testing.T) {
+	base := os.Getenv(crashEnv)
+	if base == "" {
+		t.Skip("helper process of TestCrashMarkTable")
+	}
+	vol := filepath.Join(base, "vol")
+	db := openDB(t, filepath.Join(base, "db"))
+	m := openMgr(t, db, Options{OpenFolder: folderOpener(vol)})
+	x := newSimFS(t, m, testScope(t, 1), filepath.Join(vol, "f1"), "f1")
+	stalled := make(chan struct{})
+	m.reqs <- func() { close(stalled); select {} }
+	<-stalled
+	must := func(err error) {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "unexpected:", err)
+			os.Exit(3)
+		}
+	}
+	h, err := x.create("new")
+	must(err)
+	_, err = x.write(h, 0, make([]byte, 7000))
+	must(err)
+	h2, err := x.open("old")
+	must(err)
+	_, err = x.write(h2, 5000, make([]byte, 4000))
+	must(err)
+	x.release(h2)
+	must(x.unlink("gone"))
+	fmt.Println("ready")
+	os.Stdout.Sync()
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}

@@ -101,16 +101,21 @@
 // A SIGKILL at any instant loses no byte and counts none twice:
 //
 //   - Dirty marks. While an inode is held (OpenForWrite, PrepareRemove) or
-//     has a size-changing reservation outstanding, the store has a dirty
-//     mark for it (with its path hint). An operation that may change the
-//     size (growing Reserve, ReserveExact, PrepareRemove of an inode with
-//     bytes) waits until the mark is durable before it returns, once per
-//     hold; waiting operations make the commit loop flush at once. The
-//     mark is removed in the same transaction as the final record.
+//     has a size-changing reservation outstanding, it carries a dirty mark
+//     (with its path hint). An operation that may change the size (growing
+//     Reserve, ReserveExact, PrepareRemove of an inode with bytes) first
+//     stores the mark in the mark table (marks.go), once per hold: a slot
+//     of a file mapped shared, which outlives the process the moment it is
+//     stored, at the cost of a copy of a few hundred bytes and no system
+//     call. The commit loop then writes the mark to the store and clears
+//     the slot; the store's mark is removed in the same transaction as the
+//     final record. (Without a table, as when it cannot grow, the
+//     operation waits for the store's mark instead.)
 //   - Intents. ReserveInode of a symlink with a path first makes a create
 //     intent (path, length) durable; Commit deletes it in the transaction
 //     that writes the symlink's record.
-//   - Recovery, in Open: every inode with a mark is looked up on storage,
+//   - Recovery, in Open: every inode with a mark (in the store or the
+//     table) is looked up on storage,
 //     through Options.OpenFolder, by its path hint (openat2 beneath the
 //     folder root, fstatat without following) or, if the hint is stale, by
 //     one walk of its folder; its record is set to what is there (or
@@ -118,6 +123,11 @@
 //     transactions that keep the invariant. Intents are settled the same
 //     way. Inodes that cannot be looked at (volume not mounted, no
 //     OpenFolder) keep their mark and are "unverified" until a Check.
+//
+// Power loss and kernel crashes: the store's commits are synced, the mark
+// table is not (see marks.go), so after one the table may miss marks; the
+// open marker makes that start unclean, and the Check with Repair the
+// daemon runs after an unclean start settles it.
 //
 // After recovery every persisted counter equals the sum of its records and
 // every record of a file or symlink with bytes equals its real size

@@ -191,6 +191,7 @@ func (m *Manager) flush() error {
 				continue
 			}
 			if !in.needsFlush() {
+				sc.settleSlot(in)
 				if in.evictable() {
 					sc.evict(in)
 				}
@@ -396,9 +397,10 @@ func (m *Manager) apply(ents []entry, its []itEntry, corr []corrEntry) {
 		in := e.in
 		in.pExists, in.pKind, in.pSize, in.pMark, in.pHint = e.exists, e.kind, e.size, e.mark, e.hint
 		in.flushing = false
+		e.sc.settleSlot(in)
 		if in.evictable() {
 			e.sc.evict(in)
-		} else if !in.queued && in.needsFlush() {
+		} else if !in.queued && (in.needsFlush() || in.slot > 0) {
 			e.sc.touch(in)
 		}
 	}

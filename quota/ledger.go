@@ -199,6 +199,9 @@ func (sc *scope) done(in *inode, size int64, sizeOp bool) {
 // waitMark waits until the inode's dirty mark is durable. sc.mu is held
 // and released while waiting.
 func (sc *scope) waitMark(in *inode) error {
+	if sc.setSlot(in) {
+		return nil
+	}
 	return sc.waitFor(func() bool { return in.markReady() }, func() { sc.touch(in) })
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -26,6 +27,8 @@ type Manager struct {
 	folderIdx map[string]*folder
 
 	limitsMu sync.Mutex // serializes SetLimit
+
+	marks *markTable // marks not yet in the store (see marks.go)
 
 	closed   atomic.Bool
 	closeMu  sync.Mutex
@@ -122,7 +125,8 @@ type inode struct {
 	intents    []uint64 // create intents to delete with the next write of this record
 
 	queued, flushing bool
-	fMark            bool // mark value the in-flight commit writes
+	fMark            bool  // mark value the in-flight commit writes
+	slot             int32 // 1 + slot of a mark in the mark table, 0 none
 
 	// persisted state, changed only by the commit loop
 	pExists bool
@@ -147,8 +151,13 @@ func (in *inode) markWanted() bool {
 	return in.writers > 0 || in.sizeOps > 0 || in.unverified
 }
 
-// markReady: a durable dirty mark exists and no commit in flight removes it.
+// markReady: a dirty mark is in the mark table, or the store holds one
+// and no commit in flight removes it.
 func (in *inode) markReady() bool {
+	return in.slot > 0 || in.storeMarked()
+}
+
+func (in *inode) storeMarked() bool {
 	return in.pMark && (!in.flushing || in.fMark)
 }
 
@@ -171,7 +180,7 @@ func (in *inode) idle() bool {
 }
 
 func (in *inode) evictable() bool {
-	return in.idle() && !in.queued && !in.flushing && !in.pMark && (in.f.dropped || !in.needsFlush())
+	return in.idle() && !in.queued && !in.flushing && !in.pMark && in.slot == 0 && (in.f.dropped || !in.needsFlush())
 }
 
 // chargeNow is what the inode should add to the counters.
@@ -229,7 +238,7 @@ func (sc *scope) remove(in *inode) {
 // after queues the inode for the commit loop when it has something to
 // write or can be evicted, and runs the test hook.
 func (sc *scope) after(in *inode) {
-	if in.needsFlush() || in.evictable() {
+	if in.needsFlush() || in.evictable() || in.slot > 0 {
 		sc.touch(in)
 	}
 	if h := sc.m.hook; h != nil {
@@ -407,17 +416,32 @@ func Open(db *badger.DB, log zerolog.Logger, opts Options) (*Manager, error) {
 		loopDone:  make(chan struct{}),
 		round:     &round{done: make(chan struct{})},
 	}
-	if err := m.openMarker(); err != nil {
-		return nil, err
+	path := opts.MarkFile
+	if path == "" && !db.Opts().InMemory {
+		path = filepath.Join(db.Opts().Dir, defaultMarkFile)
 	}
-	rec, err := m.load()
+	marks, err := openMarkTable(path)
 	if err != nil {
 		return nil, err
 	}
+	m.marks = marks
+	fail := func(err error) (*Manager, error) {
+		marks.close()
+		return nil, err
+	}
+	if err := m.openMarker(); err != nil {
+		return fail(err)
+	}
+	rec, err := m.load()
+	if err != nil {
+		return fail(err)
+	}
 	m.recover(rec)
 	if err := m.flushAll(); err != nil {
-		return nil, fmt.Errorf("quota: write recovered ledger: %w", err)
+		return fail(fmt.Errorf("quota: write recovered ledger: %w", err))
 	}
+	// What the table held is settled or marked in the store now.
+	marks.clearAll()
 	go m.loop()
 	m.log.Debug().Bool("unclean", m.unclean).Uint64("epoch", m.epoch).Int("scopes", len(m.scopes)).Msg("quota ledger open")
 	return m, nil
@@ -492,6 +516,11 @@ func (m *Manager) Close() error {
 		m.closeErr = m.db.Update(func(txn *badger.Txn) error {
 			return txn.Set([]byte(keyOpen), encMarker(m.epoch, true))
 		})
+	}
+	// Marks left in the table (a failed final write) stay for the next
+	// Open to recover.
+	if err := m.marks.close(); err != nil && m.closeErr == nil {
+		m.closeErr = err
 	}
 	return m.closeErr
 }

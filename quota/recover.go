@@ -79,14 +79,21 @@ func (m *Manager) load() (*recState, error) {
 		if err != nil {
 			return err
 		}
-		err = each(prefDirty, func(p parsedKey, v []byte) error {
-			hint, err := decMark(v)
-			if err != nil {
-				return err
+		// mark loads the record of a marked inode; inStore tells that the
+		// mark is in the store (else only in the mark table).
+		mark := func(s ScopeKey, folder string, k InodeKey, hint string, inStore bool) error {
+			sc, f := folderOf(s, folder)
+			if in := f.inodes[k]; in != nil {
+				if in.hint == "" {
+					in.hint = hint
+				}
+				return nil
 			}
-			sc, f := folderOf(p.Scope, p.Folder)
-			in := &inode{key: p.Ino, f: f, rep: -1, unverified: true, hint: hint, pMark: true, pHint: hint}
-			item, err := txn.Get(keyInodeIn(prefInode, sc.enc, f.enc, p.Ino))
+			in := &inode{key: k, f: f, rep: -1, unverified: true, hint: hint}
+			if inStore {
+				in.pMark, in.pHint = true, hint
+			}
+			item, err := txn.Get(keyInodeIn(prefInode, sc.enc, f.enc, k))
 			switch {
 			case errors.Is(err, badger.ErrKeyNotFound):
 			case err != nil:
@@ -104,12 +111,24 @@ func (m *Manager) load() (*recState, error) {
 					return err
 				}
 			}
-			f.inodes[p.Ino] = in
+			f.inodes[k] = in
 			rec.marks = append(rec.marks, in)
 			return nil
+		}
+		err = each(prefDirty, func(p parsedKey, v []byte) error {
+			hint, err := decMark(v)
+			if err != nil {
+				return err
+			}
+			return mark(p.Scope, p.Folder, p.Ino, hint, true)
 		})
 		if err != nil {
 			return err
+		}
+		for _, sm := range m.marks.load() {
+			if err := mark(sm.scope, sm.folder, sm.ino, sm.hint, false); err != nil {
+				return err
+			}
 		}
 		return each(prefIntent, func(p parsedKey, v []byte) error {
 			kind, bytes, hint, err := decIntent(v)

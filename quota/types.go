@@ -166,6 +166,10 @@ type Options struct {
 	// MaxBatch is the number of inode records written per transaction
 	// (default 1000).
 	MaxBatch int
+	// MarkFile is the file of the mark table (see marks.go); default
+	// "quota.marks" in the database directory, none (in memory) for an
+	// in-memory database.
+	MarkFile string
 }
 
 func (o *Options) fill() {
