@@ -117,7 +117,14 @@ func join(parent, name string) string {
 }
 
 // run walks the tree below the directory fd (which it does not close).
-func (w *walker) run(fd int) error { return w.dir(fd, "") }
+// run walks the tree below the directory fd. The walk starts from the
+// first entry even when fd was read before (a Check walks one root twice).
+func (w *walker) run(fd int) error {
+	if _, err := unix.Seek(fd, 0, 0); err != nil {
+		return fmt.Errorf("quota: rewind folder root: %w", err)
+	}
+	return w.dir(fd, "")
+}
 
 func (w *walker) dir(fd int, rel string) error {
 	names, err := readNames(fd, w.buf)
