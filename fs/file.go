@@ -84,7 +84,7 @@ func (n *node) newHandle(fd int, bflags int, st *backing.Stat, hint string, tmp 
 // a ro view's inodes are never opened for writing. Handles of rw and wd
 // views are never offered, so every write reaches the quota hook.
 func (f *file) PassthroughFd() (int, bool) {
-	if !f.n.v.readOnly() || f.writable() {
+	if !f.n.v.readOnly() || f.writable() || f.n.v.fs.opts.Tuning.NoPassthrough {
 		return -1, false
 	}
 	return f.fd, true

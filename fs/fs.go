@@ -40,6 +40,32 @@ type Options struct {
 	// volume's own read-ahead). 0 means DefaultReadAheadKB; negative
 	// leaves the kernel's default (128 KiB).
 	ReadAheadKB int
+	// Tuning turns single tunings off, to measure what each one brings
+	// (contrib/bench). The zero value is what vfolderd runs with.
+	Tuning Tuning
+}
+
+// Tuning holds the mount's data-path tunings as deviations from the
+// defaults; the zero value keeps every default.
+type Tuning struct {
+	MaxWrite      int           // largest WRITE/READ request; 0: 1 MiB
+	NoKillPriv    bool          // do not negotiate FUSE_HANDLE_KILLPRIV_V2
+	NoKeepCache   bool          // never answer opens with FOPEN_KEEP_CACHE
+	NoReaddirPlus bool          // plain READDIR instead of READDIRPLUS
+	NoPassthrough bool          // ro views read through the daemon too
+	EntryTimeout  time.Duration // 0: one hour; negative: no caching
+	AttrTimeout   time.Duration // 0: one second; negative: no caching
+}
+
+// timeout is d, or def when d is 0, or 0 when d is negative.
+func timeout(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
 }
 
 // DefaultReadAheadKB is the read-ahead window set when
@@ -117,18 +143,28 @@ func Mount(opts Options) (*FS, error) {
 	f.inos.init()
 	f.root = &dirNode{fs: f}
 
-	et, at := entryTimeout, attrTimeout
+	tu := opts.Tuning
+	et, at := timeout(tu.EntryTimeout, entryTimeout), timeout(tu.AttrTimeout, attrTimeout)
+	mw := maxWrite
+	if tu.MaxWrite > 0 {
+		mw = tu.MaxWrite
+	}
+	var extraCaps uint64 = fuse.CAP_HANDLE_KILLPRIV_V2
+	if tu.NoKillPriv {
+		extraCaps = 0
+	}
 	goLog := log.New(zerologWriter{f.log}, "", 0)
 	fopts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
-			AllowOther:        true,
-			Options:           []string{"default_permissions"},
-			FsName:            "vfolder",
-			Name:              "vfolder",
-			MaxWrite:          maxWrite,
-			DirectMount:       true,
-			DirectMountStrict: true,
-			EnableLocks:       true,
+			AllowOther:         true,
+			Options:            []string{"default_permissions"},
+			FsName:             "vfolder",
+			Name:               "vfolder",
+			MaxWrite:           mw,
+			DisableReadDirPlus: tu.NoReaddirPlus,
+			DirectMount:        true,
+			DirectMountStrict:  true,
+			EnableLocks:        true,
 			// Passthrough stays negotiable: ro views hand the kernel
 			// their backing descriptors (file.PassthroughFd), rw and wd
 			// views never do, so every byte they write passes the
@@ -136,7 +172,7 @@ func Mount(opts Options) (*FS, error) {
 			// move EDQUOT from write(2) to close.
 			DisabledCapabilities: fuse.CAP_WRITEBACK_CACHE,
 			// The daemon clears suid/sgid itself (see node.killPrivs).
-			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+			ExtraCapabilities: extraCaps,
 			Debug:             opts.Debug,
 			Logger:            goLog,
 		},

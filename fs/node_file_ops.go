@@ -66,7 +66,7 @@ func (n *node) finishOpen(ctx context.Context, fd int, st *backing.Stat, bflags 
 		}
 	}
 	var fuseFlags uint32
-	if n.keepCache(st) {
+	if n.keepCache(st) && !n.v.fs.opts.Tuning.NoKeepCache {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	return f, fuseFlags, 0
