@@ -208,3 +208,66 @@ func TestFsNodeSize(t *testing.T) {
 		t.Errorf("node is %d bytes, want at most %d (go-fuse Inode %d + 32)", got, inode+32, inode)
 	}
 }
+
+// TestFsDirectWrite: a write-only open of an rw view writes straight into
+// WRITE requests (FOPEN_DIRECT_IO); a reader that cached the file sees
+// the new bytes and the quota ledger counts every byte.
+func TestFsDirectWrite(t *testing.T) {
+	m := testLedger(t)
+	ops := &opCounter{ops: map[string]int{}}
+	f, dir := testMountWith(t, func(o *Options) {
+		o.Quota = m
+		o.Debug = true
+		o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
+	})
+	rw := testFolder(t, dir, 1, "rw")
+	rw.Mode = meta.PermRW
+	if err := f.AddView(rw); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(f.MountPoint(), "sessions", "s1", "rw", "f")
+	data := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make([]byte, len(data))
+	if _, err := r.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Write 4 KiB in the middle through a write-only handle.
+	w, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch := bytes.Repeat([]byte{'X'}, 4096)
+	before := ops.count("WRITE")
+	if _, err := w.WriteAt(patch, 8192); err != nil {
+		t.Fatal(err)
+	}
+	if ops.count("WRITE") == before {
+		t.Fatalf("a write-only write did not reach the daemon")
+	}
+	copy(data[8192:], patch)
+	if n, err := r.ReadAt(got, 0); n != len(data) || !bytes.Equal(got, data) {
+		t.Fatalf("reader after a direct write: %d bytes, %v, equal %v", n, err, bytes.Equal(got[:n], data[:n]))
+	}
+	// Grow the file: the ledger counts it, the reader sees it.
+	if _, err := w.WriteAt(patch, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, patch...)
+	got = make([]byte, len(data))
+	if n, err := r.ReadAt(got, 0); n != len(data) || !bytes.Equal(got, data) {
+		t.Fatalf("reader after a growing direct write: %d bytes, %v", n, err)
+	}
+	sk := quota.ScopeKey{Volume: rw.VolumeName, ID: rw.Scope}
+	waitUsage(t, m, sk, int64(len(data)), 1)
+}

@@ -100,6 +100,11 @@
 // offers no passthrough (or refuses a backing descriptor), ro views are
 // served by the daemon like the others. There is no writeback cache (it
 // would disable passthrough and move EDQUOT from write(2) to close).
+// Write-only opens of rw and wd views bypass the page cache
+// (FOPEN_DIRECT_IO, view.directWrite): the data is copied once into the
+// WRITE request instead of into 4 KiB page-cache pages first; readers of
+// other handles see the new bytes (the kernel invalidates what they
+// cached).
 //
 // Entries are cached for an hour and attributes for a second; negative
 // entries are not cached, so files made directly on storage appear at

@@ -53,6 +53,7 @@ type Tuning struct {
 	NoKeepCache   bool          // never answer opens with FOPEN_KEEP_CACHE
 	NoReaddirPlus bool          // plain READDIR instead of READDIRPLUS
 	NoPassthrough bool          // ro views read through the daemon too
+	NoDirectWrite bool          // write-only opens go through the page cache too
 	EntryTimeout  time.Duration // 0: one hour; negative: no caching
 	AttrTimeout   time.Duration // 0: one second; negative: no caching
 }

@@ -73,7 +73,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, errno
 	}
 	n.entryChanged(name)
-	return ch, f, 0, 0
+	return ch, f, v.directWrite(bflags), 0
 }
 
 // openExisting opens a file that CREATE found already there (made through
@@ -276,7 +276,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	return ch, f, 0, 0
+	return ch, f, v.directWrite(bflags), 0
 }
 
 // Link makes a hard link inside the same view (EXDEV otherwise).

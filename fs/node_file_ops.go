@@ -65,11 +65,26 @@ func (n *node) finishOpen(ctx context.Context, fd int, st *backing.Stat, bflags 
 			return nil, 0, errno
 		}
 	}
-	var fuseFlags uint32
+	fuseFlags := n.v.directWrite(bflags)
 	if n.keepCache(st) && !n.v.fs.opts.Tuning.NoKeepCache {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	return f, fuseFlags, 0
+}
+
+// directWrite is FOPEN_DIRECT_IO for a write-only open of a rw or wd view,
+// else 0. Such a handle cannot read or mmap, so the page cache gains
+// nothing from its writes; without it write(2) is one copy into the
+// daemon's request instead of a copy into 4 KiB page-cache pages plus
+// the copy out of them. Every write still reaches the daemon (and the
+// quota hook) as a WRITE of at most MaxWrite bytes, EDQUOT still fails
+// write(2). Readers of other handles of the inode see the new bytes: the
+// kernel invalidates what they cached.
+func (v *view) directWrite(bflags int) uint32 {
+	if bflags&unix.O_ACCMODE != unix.O_WRONLY || v.readOnly() || v.fs.opts.Tuning.NoDirectWrite {
+		return 0
+	}
+	return fuse.FOPEN_DIRECT_IO
 }
 
 // truncateOpen empties a file opened with O_TRUNC and refreshes st.
