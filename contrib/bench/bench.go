@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -165,6 +166,15 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 		if !want[id] || (ro && w.writes) {
 			return nil
 		}
+		waited, err := e.quiesce(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			e.notef("%s on %s, run %d: did not wait for the FUSE servers: %v", id, name, run+1, err)
+		case waited >= 10*time.Millisecond:
+			e.logf("%s on %s: waited %v for FUSE requests in flight", id, name, waited.Round(time.Millisecond))
+		}
 		v, err := f()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -227,10 +237,7 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 	case groupRandom:
 		rf := filepath.Join(fx, fxRand)
 		if err := measure("randread-hit", func() (float64, error) {
-			if _, err := runWorkerProc(ctx, opRead, rf, "1"); err != nil {
-				return 0, fmt.Errorf("warm-up read: %w", err)
-			}
-			return e.fio(ctx, rf, "randread", false)
+			return e.randReadHit(ctx, t, rf)
 		}); err != nil {
 			return err
 		}
@@ -238,7 +245,8 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 			if err := dropCaches(); err != nil {
 				return 0, err
 			}
-			return e.fio(ctx, rf, "randread", true)
+			r, err := e.fio(ctx, rf, "randread", true)
+			return r.iops, err
 		}); err != nil {
 			return err
 		}
@@ -246,7 +254,8 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 			if err := dropCaches(); err != nil {
 				return 0, err
 			}
-			return e.fio(ctx, rf, "randwrite", false)
+			r, err := e.fio(ctx, rf, "randwrite", false)
+			return r.iops, err
 		})
 
 	case groupMeta:
@@ -352,4 +361,82 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 		})
 	}
 	return errors.New("unknown group " + g)
+}
+
+// randReadHit is one page cache hit run of fio on rf. A process first
+// reads the file whole through the configuration and keeps it open until
+// fio ends, so that nothing a server does when a file is closed (mergerfs
+// with dropcacheonclose drops the backing file's cache) happens before or
+// during the run. That process also counts, every holdWatchInterval from
+// the warm-up to the end of the run, the file's pages that are in the
+// page cache on the client side or on the backing side: if more than
+// hitMissAllowance were in neither at any time, fio read some from
+// storage and the run did not measure hits (the kernel may reclaim
+// cached pages at any time). It is then tried again, up to hitAttempts
+// times, and fails.
+func (e *env) randReadHit(ctx context.Context, t *target, rf string) (float64, error) {
+	var missed []string
+	for attempt := 1; ; attempt++ {
+		drops0 := dropCount()
+		iops, w, err := e.randReadHitOnce(ctx, t, rf)
+		if err != nil {
+			return 0, err
+		}
+		drops := dropCount() - drops0
+		out := w.Pages - w.Lowest
+		if out <= hitMissAllowance(w.Pages) {
+			if len(missed) > 0 {
+				e.notef("randread-hit on %s: %d attempt(s) repeated: pages of the file were out of the page cache during the run (%s)", t.c.name(), len(missed), strings.Join(missed, ", "))
+			}
+			return iops, nil
+		}
+		why := fmt.Sprintf("%d of %d pages at %.0f IOPS", out, w.Pages, iops)
+		if drops > 0 {
+			why += fmt.Sprintf("; another process dropped the caches %d time(s) meanwhile", drops)
+		}
+		missed = append(missed, why)
+		e.logf("randread-hit on %s: attempt %d: %s; not a hit", t.c.name(), attempt, why)
+		if attempt == hitAttempts {
+			return 0, fmt.Errorf("not a page cache hit in %d attempts: pages of the file out of the page cache during the run: %s", attempt, strings.Join(missed, ", "))
+		}
+		if _, err := e.quiesce(ctx); err != nil && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// randReadHitOnce is one attempt: the IOPS and what the hold worker saw.
+func (e *env) randReadHitOnce(ctx context.Context, t *target, rf string) (float64, holdResult, error) {
+	h, err := startHold(ctx, rf, e.backing(t, rf), e.opts.fioRuntime)
+	if err != nil {
+		return 0, holdResult{}, fmt.Errorf("warm-up read: %w", err)
+	}
+	r, err := e.fio(ctx, rf, "randread", false)
+	w, cerr := h.close()
+	if err == nil && cerr != nil {
+		err = fmt.Errorf("warm-up reader: %w", cerr)
+	}
+	if err != nil {
+		return 0, holdResult{}, err
+	}
+	return r.iops, w, nil
+}
+
+// dropCount is how often the page cache was dropped on this machine
+// (drop_caches writes, /proc/vmstat drop_pagecache), -1 if unknown.
+func dropCount() int64 {
+	b, err := os.ReadFile("/proc/vmstat")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "drop_pagecache "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }

@@ -457,3 +457,174 @@ func TestParseFioIOPS(t *testing.T) {
 		t.Error("output without JSON accepted")
 	}
 }
+
+// TestQuickQuota runs the harness on a tmpfs with the three rw vfolder
+// columns and --cpuprofile, and checks the quota overhead table and the
+// profile.
+func TestQuickQuota(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	out := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	prof := filepath.Join(t.TempDir(), "cpu.pprof")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := harness(ctx, "--quick", "--tmpfs", "-q",
+		"--configs", "vfolder-rw,vfolder-rw-nolimit,vfolder-rw-untracked",
+		"--workloads", "seqwrite,random,meta",
+		"--size", "2MiB", "--rand-size", "1MiB", "--files", "50",
+		"--fio-runtime", "200ms", "--runs", "2",
+		"--dir", dir, "--out", out, "--cpuprofile", prof)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("harness failed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	checkNothingLeft(t, dir)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := string(b)
+	for _, c := range []string{cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked} {
+		if !strings.Contains(report, "- **"+c+"**: ") {
+			t.Errorf("report does not describe %s", c)
+		}
+	}
+	if !strings.Contains(report, "raised the folder's ledger usage by 4096 bytes") {
+		t.Error("the ledger probe of the rw views is not in the report")
+	}
+	// | quota overhead | unit | rw vs nolimit | rw vs untracked | nolimit vs untracked |
+	var got []string
+	for _, l := range strings.Split(report, "\n") {
+		cells := strings.Split(strings.Trim(l, "|"), "|")
+		if len(cells) != 5 {
+			continue
+		}
+		id := strings.TrimSpace(cells[0])
+		w, ok := workloadByID(id)
+		if !ok {
+			continue
+		}
+		if !w.writes {
+			t.Errorf("quota overhead row for %s, which does not write", id)
+		}
+		got = append(got, id)
+		for _, c := range cells[2:] {
+			c = strings.TrimSpace(c)
+			var v float64
+			if _, err := fmt.Sscanf(c, "%g%%", &v); err != nil || !strings.HasSuffix(c, "%") || (c[0] != '+' && c[0] != '-') {
+				t.Errorf("quota overhead row %s: cell %q is not a signed percentage", id, c)
+			}
+		}
+	}
+	if want := "seqwrite-new,seqwrite-overwrite,randwrite,create,unlink"; strings.Join(got, ",") != want {
+		t.Errorf("quota overhead rows %v, want %s", got, want)
+	}
+	st, err := os.Stat(prof)
+	if err != nil || st.Size() == 0 {
+		t.Errorf("no CPU profile written: %v", err)
+	}
+}
+
+func TestQuotaOverhead(t *testing.T) {
+	cfgs := []string{cfgNative, cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked}
+	e := &env{opts: &options{}, res: newResults([]string{"create", "rm", "stat"}, cfgs)}
+	for run := 0; run < 3; run++ {
+		e.res.add("create", cfgVfolderRW, run, 900, nil)
+		e.res.add("create", cfgVfolderRWNoLimit, run, 1000, nil)
+		e.res.add("create", cfgVfolderRWUntracked, run, 1200, nil)
+		e.res.add("rm", cfgVfolderRW, run, 2.2, nil)
+		e.res.add("rm", cfgVfolderRWNoLimit, run, 2, nil)
+	}
+	w, _ := workloadByID("create")
+	// 900 ops/s against 1000: each op takes 1000/900 as long.
+	if v, ok := e.overhead(w, cfgVfolderRW, cfgVfolderRWNoLimit); !ok || v < 11.1 || v > 11.2 {
+		t.Errorf("throughput overhead = %v, %v; want +11.1%%", v, ok)
+	}
+	if v, ok := e.overhead(w, cfgVfolderRWUntracked, cfgVfolderRW); !ok || v > -24.9 || v < -25.1 {
+		t.Errorf("faster view: overhead = %v, %v; want -25%%", v, ok)
+	}
+	w, _ = workloadByID("rm")
+	if v, ok := e.overhead(w, cfgVfolderRW, cfgVfolderRWNoLimit); !ok || v < 9.99 || v > 10.01 {
+		t.Errorf("time overhead = %v, %v; want +10%%", v, ok)
+	}
+	if _, ok := e.overhead(w, cfgVfolderRW, cfgVfolderRWUntracked); ok {
+		t.Error("overhead against a configuration without runs")
+	}
+	table := e.renderQuotaOverhead()
+	for _, want := range []string{"| create | ops/s | +11.1% | +33.3% | +20.0% |", "| rm | s | +10.0% | not measured | not measured |"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("quota overhead table lacks %q:\n%s", want, table)
+		}
+	}
+	if strings.Contains(table, "| stat |") {
+		t.Errorf("quota overhead table has a row for stat, which does not write:\n%s", table)
+	}
+	e.res = newResults([]string{"create"}, []string{cfgNative, cfgVfolderRW, cfgLoopback})
+	if table := e.renderQuotaOverhead(); table != "" {
+		t.Errorf("quota overhead table without the columns to compare:\n%s", table)
+	}
+}
+
+func TestLinkFixtures(t *testing.T) {
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "f", "fixtures")
+	if err := os.WriteFile(filepath.Join(src, "rand.dat"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(src, "tree"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := linkFixtures(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	a, err1 := os.Stat(filepath.Join(src, "rand.dat"))
+	b, err2 := os.Stat(filepath.Join(dst, "rand.dat"))
+	if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+		t.Errorf("rand.dat is not a hard link to the same inode: %v %v", err1, err2)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "tree")); !os.IsNotExist(err) {
+		t.Errorf("directories are linked too: %v", err)
+	}
+}
+
+func TestCacheMaps(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.dat"), filepath.Join(dir, "b.dat")
+	for _, p := range []string{a, b} {
+		if err := os.WriteFile(p, pattern(64<<10), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := mapForCache(a, b, filepath.Join(dir, "missing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	if want := (64<<10 + os.Getpagesize() - 1) / os.Getpagesize(); c.pages != want || len(c.maps) != 2 {
+		t.Errorf("pages = %d (want %d), %d files mapped (want 2)", c.pages, want, len(c.maps))
+	}
+	// Just written: every page is cached.
+	if n, err := c.cached(); err != nil || n != c.pages {
+		t.Errorf("cached = %d, %v; want %d", n, err, c.pages)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "short.dat"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c2, err := mapForCache(a, filepath.Join(dir, "short.dat")); err == nil {
+		c2.close()
+		t.Error("files of different sizes accepted")
+	}
+	if _, err := mapForCache(filepath.Join(dir, "missing")); err == nil {
+		t.Error("nothing mapped, no error")
+	}
+	if hitMissAllowance(65536) != 655 || hitMissAllowance(50) != 0 {
+		t.Errorf("hitMissAllowance: %d, %d", hitMissAllowance(65536), hitMissAllowance(50))
+	}
+}
+
+func TestFuseWaiting(t *testing.T) {
+	needRoot(t)
+	if _, err := fuseWaiting(0); err == nil {
+		t.Error("connection 0 exists")
+	}
+}

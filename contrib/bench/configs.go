@@ -18,17 +18,20 @@ import (
 
 // Configuration names, in table order.
 const (
-	cfgNative     = "native"
-	cfgVfolderRW  = "vfolder-rw"
-	cfgVfolderRO  = "vfolder-ro"
-	cfgLoopback   = "loopback"
-	cfgLoopbackPT = "loopback-pt"
-	cfgBindfs     = "bindfs"
-	cfgMergerfs   = "mergerfs"
+	cfgNative             = "native"
+	cfgVfolderRW          = "vfolder-rw"
+	cfgVfolderRWNoLimit   = "vfolder-rw-nolimit"
+	cfgVfolderRWUntracked = "vfolder-rw-untracked"
+	cfgVfolderRO          = "vfolder-ro"
+	cfgLoopback           = "loopback"
+	cfgLoopbackPT         = "loopback-pt"
+	cfgBindfs             = "bindfs"
+	cfgMergerfs           = "mergerfs"
 )
 
 func configNames() []string {
-	return []string{cfgNative, cfgVfolderRW, cfgVfolderRO, cfgLoopback, cfgLoopbackPT, cfgBindfs, cfgMergerfs}
+	return []string{cfgNative, cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked, cfgVfolderRO,
+		cfgLoopback, cfgLoopbackPT, cfgBindfs, cfgMergerfs}
 }
 
 // A config is one column: a way to reach the shared backing directory.
@@ -38,10 +41,25 @@ type config interface {
 	readOnly() bool
 	// setup mounts what the configuration needs (recording every mount in
 	// e.mounts) and returns the directory the workloads use, which shows
-	// the contents of e.data.
+	// the contents of e.data (or of its ownData directory).
 	setup(ctx context.Context, e *env) (string, error)
 	// describe is one line for the report, valid after setup.
 	describe() string
+}
+
+// ownData is implemented by a configuration that shows a backing
+// directory other than e.data (another folder on the same volume, whose
+// fixture files are hard links to those of e.data); valid after setup.
+type ownData interface {
+	dataDir() string
+}
+
+// dataDirOf is the backing directory a set-up configuration shows.
+func (e *env) dataDirOf(c config) string {
+	if o, ok := c.(ownData); ok && o.dataDir() != "" {
+		return o.dataDir()
+	}
+	return e.data
 }
 
 func newConfig(name string) config {
@@ -59,7 +77,7 @@ func newConfig(name string) config {
 		opts := "cache.files=partial,dropcacheonclose=true,category.create=mfs"
 		return &daemonConfig{cfg: cfgMergerfs, bin: "mergerfs", args: func(src, mnt string) []string { return []string{"-f", "-o", opts, src, mnt} },
 			about: "mergerfs -f -o " + opts + " (one branch: the backing directory; the options its manual recommends)"}
-	case cfgVfolderRW, cfgVfolderRO:
+	case cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked, cfgVfolderRO:
 		return newVfolderConfig(name)
 	}
 	panic("unknown configuration " + name)

@@ -12,10 +12,16 @@ import (
 	"syscall"
 )
 
+// fioRun is the outcome of one fio job.
+type fioRun struct {
+	iops float64
+	ios  int64 // I/Os done
+}
+
 // fio runs one fio job of 4 KiB random I/O on path for the configured
-// duration (--time_based) and returns its IOPS. direct selects O_DIRECT
-// (page cache misses); buffered reads keep what is cached (--invalidate=0).
-func (e *env) fio(ctx context.Context, path, rw string, direct bool) (float64, error) {
+// duration (--time_based). direct selects O_DIRECT (page cache misses);
+// buffered reads keep what is cached (--invalidate=0).
+func (e *env) fio(ctx context.Context, path, rw string, direct bool) (fioRun, error) {
 	args := fioArgs(path, rw, e.opts.randSize, e.opts.fioRuntime.Milliseconds(), direct)
 	cmd := exec.CommandContext(ctx, "fio", args...)
 	var stdout, stderr bytes.Buffer
@@ -23,11 +29,16 @@ func (e *env) fio(ctx context.Context, path, rw string, direct bool) (float64, e
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return fioRun{}, ctx.Err()
 		}
-		return 0, fmt.Errorf("fio %s: %v: %s", rw, err, firstLines(stderr.String()+stdout.String(), 3))
+		return fioRun{}, fmt.Errorf("fio %s: %v: %s", rw, err, firstLines(stderr.String()+stdout.String(), 3))
 	}
-	return parseFioIOPS(stdout.Bytes(), rw)
+	var r fioRun
+	var err error
+	if r.iops, r.ios, err = parseFio(stdout.Bytes(), rw); err != nil {
+		return fioRun{}, err
+	}
+	return r, nil
 }
 
 func fioArgs(path, rw string, size, runtimeMs int64, direct bool) []string {
@@ -79,27 +90,33 @@ type fioOutput struct {
 // parseFioIOPS reads the IOPS of the single job from fio's JSON output
 // (fio may print warnings before the JSON object).
 func parseFioIOPS(out []byte, rw string) (float64, error) {
+	iops, _, err := parseFio(out, rw)
+	return iops, err
+}
+
+// parseFio reads the IOPS and the number of I/Os of the single job.
+func parseFio(out []byte, rw string) (float64, int64, error) {
 	i := bytes.IndexByte(out, '{')
 	if i < 0 {
-		return 0, fmt.Errorf("fio printed no JSON: %q", firstLines(string(out), 3))
+		return 0, 0, fmt.Errorf("fio printed no JSON: %q", firstLines(string(out), 3))
 	}
 	var fo fioOutput
 	if err := json.Unmarshal(out[i:], &fo); err != nil {
-		return 0, fmt.Errorf("fio JSON: %v", err)
+		return 0, 0, fmt.Errorf("fio JSON: %v", err)
 	}
 	if len(fo.Jobs) != 1 {
-		return 0, fmt.Errorf("fio reported %d jobs, want 1", len(fo.Jobs))
+		return 0, 0, fmt.Errorf("fio reported %d jobs, want 1", len(fo.Jobs))
 	}
 	j := fo.Jobs[0]
 	if j.Error != 0 {
-		return 0, fmt.Errorf("fio job error %d (%s)", j.Error, syscall.Errno(j.Error))
+		return 0, 0, fmt.Errorf("fio job error %d (%s)", j.Error, syscall.Errno(j.Error))
 	}
 	iops, n := j.Read.IOPS, j.Read.TotalIO
 	if strings.Contains(rw, "write") {
 		iops, n = j.Write.IOPS, j.Write.TotalIO
 	}
 	if n <= 0 || iops <= 0 {
-		return 0, errors.New("fio did no I/O")
+		return 0, 0, errors.New("fio did no I/O")
 	}
-	return iops, nil
+	return iops, n, nil
 }

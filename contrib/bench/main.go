@@ -1,9 +1,12 @@
 // Command bench is vfolder's benchmark harness (`make bench`). It measures
 // the same workloads, in one run and side by side, on the native backing
 // directory and on FUSE file systems over that directory: vfolder views
-// (rw and ro), go-fuse's plain loopback with and without kernel
-// passthrough, bindfs and mergerfs. It prints medians and ratios to native
-// and writes them, with a description of the machine, to BENCHMARKS.md.
+// (rw and ro; rw also without a limit and without a quota ledger, to show
+// what quota enforcement and accounting cost), go-fuse's plain loopback
+// with and without kernel passthrough, bindfs and mergerfs. It prints
+// medians and ratios to native and writes them, with a description of the
+// machine, to BENCHMARKS.md. --cpuprofile writes a CPU profile of the
+// process that serves the in-process FUSE mounts.
 //
 // # Processes
 //
@@ -41,9 +44,22 @@
 //
 // All configurations share one backing directory (a vfolder folder
 // directory on a vfolder volume layout), so fixtures (the big file, the
-// random I/O file, the source tarball) are written once. Each run writes
-// into its own scratch directory named after configuration and run, and
-// scratch directories are removed through the backing path between steps.
+// random I/O file, the source tarball) are written once; only
+// vfolder-rw-nolimit shows a second folder of the volume (its scope must
+// not be the limited one), whose fixture files are hard links to the same
+// inodes. Each run writes into its own scratch directory named after
+// configuration and run, and scratch directories are removed through the
+// backing path between steps.
+//
+// Before every measurement the harness syncs and waits until none of its
+// FUSE connections has a request in flight (fusectl's waiting counter):
+// RELEASE is asynchronous, and what a server does there (mergerfs drops
+// the backing file's page cache) must not land in the next
+// configuration's measurement. A page cache hit run keeps the file open
+// in a warm-up process for its whole duration, which also watches the
+// file's pages in the page cache (client and backing side, mincore): a
+// run during which more than 1% of them were in neither is repeated (up
+// to three attempts) and then fails.
 //
 // # Cleanup
 //

@@ -34,6 +34,7 @@ type options struct {
 	usageFiles []int // tree sizes for the usage query
 	views      int   // live views for the memory measurement
 	quiet      bool
+	cpuProfile string // CPU profile of the run process, "" for none
 
 	argv []string // the command line, for the report
 }
@@ -68,6 +69,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fl.StringVar(&usageFiles, "usage-files", "1000,100000,1000000", "tree sizes (files) for the usage query")
 	fl.IntVar(&o.views, "views", 1000, "live views for the daemon memory measurement")
 	fl.BoolVar(&o.quiet, "q", false, "print only the final table")
+	fl.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (runtime/pprof, for go tool pprof) of the process that serves the in-process FUSE mounts (vfolder, go-fuse loopback), covering the whole run, to this file")
 	if err := fl.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -144,6 +146,11 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.treeSrc, err = filepath.Abs(o.treeSrc); err != nil {
 		return nil, fmt.Errorf("%w: --tree: %v", errUsage, err)
+	}
+	if o.cpuProfile != "" {
+		if o.cpuProfile, err = filepath.Abs(o.cpuProfile); err != nil {
+			return nil, fmt.Errorf("%w: --cpuprofile: %v", errUsage, err)
+		}
 	}
 	o.argv = args
 	return o, nil

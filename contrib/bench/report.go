@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -262,11 +263,94 @@ func (e *env) renderTable() string {
 			b.WriteString("\n")
 		}
 	}
+	if q := e.renderQuotaOverhead(); q != "" {
+		b.WriteString("\n" + q)
+	}
 	if e.res.usage != nil {
 		b.WriteString("\n" + e.renderUsage())
 	}
 	if e.res.memory != nil {
 		b.WriteString("\n" + e.renderMemory())
+	}
+	return b.String()
+}
+
+// overhead is how much more time per unit of work cfg takes than ref for
+// workload w, in percent of ref's (positive: cfg is slower), from the
+// medians; ok is false when either is missing.
+func (e *env) overhead(w workload, cfg, ref string) (float64, bool) {
+	r := e.res
+	for _, c := range []string{cfg, ref} {
+		if _, bad := r.setupErr[c]; bad {
+			return 0, false
+		}
+		if r.cells[w.id][c] == nil {
+			return 0, false
+		}
+	}
+	v, ok1 := r.cells[w.id][cfg].median()
+	rv, ok2 := r.cells[w.id][ref].median()
+	if !ok1 || !ok2 || v <= 0 || rv <= 0 {
+		return 0, false
+	}
+	if w.higher {
+		return (rv/v - 1) * 100, true
+	}
+	return (v/rv - 1) * 100, true
+}
+
+// quotaPairs are the comparisons of the quota overhead table.
+var quotaPairs = [][2]string{
+	{cfgVfolderRW, cfgVfolderRWNoLimit},
+	{cfgVfolderRW, cfgVfolderRWUntracked},
+	{cfgVfolderRWNoLimit, cfgVfolderRWUntracked},
+}
+
+// renderQuotaOverhead is the quota overhead table: for every workload
+// that writes, the extra time of the limited view against the view
+// without a limit and the view without a ledger; "" when vfolder-rw and
+// neither of the others ran.
+func (e *env) renderQuotaOverhead() string {
+	has := map[string]bool{}
+	for _, c := range e.res.configs {
+		has[c] = true
+	}
+	var pairs [][2]string
+	for _, p := range quotaPairs {
+		if has[p[0]] && has[p[1]] {
+			pairs = append(pairs, p)
+		}
+	}
+	var rows []workload
+	for _, w := range e.tableWorkloads() {
+		if w.writes {
+			rows = append(rows, w)
+		}
+	}
+	if len(pairs) == 0 || len(rows) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("Quota overhead: extra time per unit of work of the first view over the second, from the medians above (positive: slower; vfolder-rw: a limit to enforce, vfolder-rw-nolimit: usage tracked, no limit, vfolder-rw-untracked: no ledger).\n\n")
+	b.WriteString("| quota overhead | unit |")
+	for _, p := range pairs {
+		fmt.Fprintf(&b, " %s vs %s |", p[0], p[1])
+	}
+	b.WriteString("\n| --- | --- |")
+	for range pairs {
+		b.WriteString(" ---: |")
+	}
+	b.WriteString("\n")
+	for _, w := range rows {
+		fmt.Fprintf(&b, "| %s | %s |", w.id, w.unit)
+		for _, p := range pairs {
+			if v, ok := e.overhead(w, p[0], p[1]); ok {
+				fmt.Fprintf(&b, " %+.1f%% |", v)
+			} else {
+				b.WriteString(" not measured |")
+			}
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }
@@ -330,7 +414,11 @@ func (e *env) renderReport() string {
 	fmt.Fprintf(&b, "| CPU | %s |\n| Cores | %s |\n| Memory | %s |\n| Kernel | %s |\n| OS | %s |\n| Backing | %s |\n| Load average (1/5/15 min) | %s at start, %s at end |\n| Software | %s |\n\n",
 		m.CPU, m.Cores, m.Memory, m.Kernel, m.OS, m.Backing, m.Load, loadAvg(), m.Tools)
 
-	b.WriteString("## Configurations\n\nAll of them show the same backing directory (a vfolder folder directory on a local vfolder volume).\n\n")
+	b.WriteString("## Configurations\n\nAll of them show the same backing directory (a vfolder folder directory on a local vfolder volume)")
+	if slices.Contains(e.res.configs, cfgVfolderRWNoLimit) {
+		b.WriteString(", except " + cfgVfolderRWNoLimit + ": a second folder on the same volume, whose fixture files are hard links to the same inodes")
+	}
+	b.WriteString(". Each configuration writes into scratch directories of its own.\n\n")
 	for _, c := range e.res.configs {
 		if len(e.tableWorkloads()) == 0 {
 			b.WriteString("(none: no workload of the main table was selected)\n")
@@ -355,7 +443,7 @@ func (e *env) renderReport() string {
 		fmt.Fprintf(&b, "- Sequential: %s file, 1 MiB blocks, one process; new file timed from open to close; overwrite rewrites the existing file and ends with fsync. Cold reads drop the caches (`echo 3 > /proc/sys/vm/drop_caches`) and open the file anew; warm reads read it once, then time a second open and read.\n", humanBytes(o.size))
 	}
 	if groupWanted(groupRandom, want) {
-		fmt.Fprintf(&b, "- Random: fio (psync, iodepth 1, one job, bs 4k, --time_based --runtime %v) on a %s file. Hit: the file is read once through the configuration first and fio keeps the cache (--invalidate=0); where an open drops the kernel's cached pages (no FOPEN_KEEP_CACHE), fio's own open refills them through the server. Miss: caches dropped and O_DIRECT; a FUSE server that opens the backing file without O_DIRECT serves these reads from the backing page cache and can look faster than native. Writes are buffered.\n", o.fioRuntime, humanBytes(o.randSize))
+		fmt.Fprintf(&b, "- Random: fio (psync, iodepth 1, one job, bs 4k, --time_based --runtime %v) on a %s file. Hit: a process reads the file whole through the configuration and keeps it open until fio ends (so that a server dropping the backing file's cache when a file is closed, like mergerfs with dropcacheonclose, cannot do so before or during the run), and fio keeps the cache (--invalidate=0); where an open drops the kernel's cached pages (no FOPEN_KEEP_CACHE), fio's reads go through the server to the backing file's page cache. That process also counts the file's pages in the page cache, on the client side or on the backing side (mincore(2) every 20 ms, from the warm-up to the end of the run); a run during which more than 1%% of them were in neither (the kernel reclaimed them, so fio read them from storage) is repeated, up to %d attempts, then counts as failed; repeats are listed in the notes. Miss: caches dropped and O_DIRECT; a FUSE server that opens the backing file without O_DIRECT serves these reads from the backing page cache and can look faster than native. Writes are buffered.\n", o.fioRuntime, humanBytes(o.randSize), hitAttempts)
 	}
 	if groupWanted(groupMeta, want) {
 		fmt.Fprintf(&b, "- Metadata: %d files of %d bytes in directories of %d; stat and unlink run after dropping the caches.\n", o.files, metaFileSize, filesPerDir)
@@ -363,6 +451,7 @@ func (e *env) renderReport() string {
 	if groupWanted(groupTree, want) {
 		fmt.Fprintf(&b, "- Tree: a tarball of %s extracted with `tar -xf --no-same-owner`; `find`, `du -s` and the stat storm (lstat of every entry, %d passes, paths known in advance like a git index) start with dropped caches; `rm -rf` follows.\n", o.treeSrc, o.statPasses)
 	}
+	b.WriteString("- Before every measurement the harness syncs and waits until none of its FUSE connections has a request in flight (/sys/fs/fuse/connections/N/waiting): the kernel sends RELEASE asynchronously, so a server may still be working on files the previous configuration closed (mergerfs's dropcacheonclose drops the page cache of the backing files every configuration shares).\n")
 	b.WriteString("- Every timed operation runs in its own process (a worker, fio, tar, find, du, rm), never in the process serving the FUSE mounts. Everything runs in a private mount namespace.\n")
 	if e.res.usage != nil && e.res.usage.method != "" {
 		b.WriteString("- Usage query: " + e.res.usage.method + "\n")

@@ -40,6 +40,8 @@ type env struct {
 	res      *results
 	notes    []string
 	started  time.Time
+	vf       map[string]*vfolderShared // vfolder mounts by name
+	fuseq    quiescer                  // state of quiesce
 }
 
 func (e *env) notef(format string, args ...any) {
@@ -72,6 +74,25 @@ func runMain(args []string) (code int) {
 	defer stop()
 
 	e := &env{opts: o, work: work, log: os.Stderr, started: time.Now()}
+	if o.cpuProfile != "" {
+		// This process serves the in-process FUSE mounts (vfolder, go-fuse
+		// loopback): the profile shows their hot spots. Deferred before
+		// the unmount below, so it stops last.
+		stopProfile, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		defer func() {
+			if err := stopProfile(); err != nil {
+				fmt.Fprintln(os.Stderr, "bench: cpu profile:", err)
+				if code == 0 {
+					code = 1
+				}
+			}
+		}()
+		e.notef("CPU profile of the process serving the in-process FUSE mounts (vfolder, go-fuse loopback), for the whole run: %s (`go tool pprof`); bindfs and mergerfs are other processes", o.cpuProfile)
+	}
 	if o.quiet {
 		e.log = io.Discard
 	}
@@ -183,7 +204,7 @@ func (e *env) run(ctx context.Context) error {
 			e.logf("%s: setup failed: %v", name, err)
 			continue
 		}
-		targets = append(targets, &target{c: c, path: path})
+		targets = append(targets, &target{c: c, path: path, data: e.dataDirOf(c)})
 	}
 
 	// Runs, interleaved across configurations.
@@ -284,7 +305,8 @@ func (e *env) checkTools(want map[string]bool) error {
 // target is a mounted configuration.
 type target struct {
 	c    config
-	path string
+	path string // where the workloads run
+	data string // the backing directory path shows
 }
 
 // backing maps a path below t.path to the same entry in the backing
@@ -294,7 +316,7 @@ func (e *env) backing(t *target, p string) string {
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 		panic("path " + p + " is not below " + t.path)
 	}
-	return filepath.Join(e.data, rel)
+	return filepath.Join(t.data, rel)
 }
 
 // dropCaches writes dirty data back and drops the page, dentry and inode

@@ -1,8 +1,9 @@
 package main
 
 // This file is the only one that knows vfolder's own packages (fs, quota,
-// meta): the vfolder-rw and vfolder-ro configurations, the usage query
-// measurement and the daemon memory measurement.
+// meta): the vfolder configurations (vfolder-rw, vfolder-rw-nolimit,
+// vfolder-rw-untracked, vfolder-ro), the usage query measurement and the
+// daemon memory measurement.
 
 import (
 	"context"
@@ -51,109 +52,229 @@ func newVfolderIDs() (vfolderIDs, error) {
 	return vfolderIDs{scope: sc, id: id, rel: meta.FolderRelPath(sc, id)}, nil
 }
 
-// vfolderShared is the one vfolder mount both vfolder configurations use
-// (one mount per node, like vfolderd), with a view per configuration, and
-// the quota ledger it reports every write of the rw view to.
+// vfolderShared is an in-process vfolder mount (one mount per node, like
+// vfolderd) with a view per configuration. The ledger mount has the quota
+// ledger attached (fs.Options.Quota) and serves vfolder-rw,
+// vfolder-rw-nolimit and vfolder-ro; the untracked mount has none and
+// serves vfolder-rw-untracked.
 type vfolderShared struct {
+	name   string
 	fs     *vfs.FS
-	ledger *ledger
+	ledger *ledger // nil on the untracked mount
 	mnt    string
 	err    error
 }
+
+// Names of the two vfolder mounts (below e.mntRoot).
+const (
+	vfMountLedger    = "vfolder"
+	vfMountUntracked = "vfolder-untracked"
+)
 
 // mountStateDir holds the mount's quota ledger: apart from stateDir, which
 // the usage query and memory measurements open in this process and in a
 // worker while the mount is up (badger allows one opener).
 func (e *env) mountStateDir() string { return filepath.Join(e.work, "state-mount") }
 
-var sharedVfolder *vfolderShared
-
-func (e *env) vfolderMount() (*vfolderShared, error) {
-	if sharedVfolder != nil {
-		return sharedVfolder, sharedVfolder.err
+// vfolderMount returns the ledger mount (tracked) or the untracked one,
+// mounting it on first use.
+func (e *env) vfolderMount(tracked bool) (*vfolderShared, error) {
+	name := vfMountUntracked
+	if tracked {
+		name = vfMountLedger
 	}
-	sharedVfolder = &vfolderShared{mnt: filepath.Join(e.mntRoot, "vfolder")}
-	s := sharedVfolder
+	if s := e.vf[name]; s != nil {
+		return s, s.err
+	}
+	if e.vf == nil {
+		e.vf = map[string]*vfolderShared{}
+	}
+	s := &vfolderShared{name: name, mnt: filepath.Join(e.mntRoot, name)}
+	e.vf[name] = s
 	if s.err = os.MkdirAll(s.mnt, 0o755); s.err != nil {
 		return s, s.err
 	}
-	if s.ledger, s.err = openLedgerAt(e.mountStateDir()); s.err != nil {
-		s.err = fmt.Errorf("open the quota ledger: %w", s.err)
-		return s, s.err
-	}
-	l := s.ledger
-	sk := quota.ScopeKey{Volume: vfVolume, ID: e.folder.scope}
-	if s.err = l.m.SetLimit(sk, vfQuotaBytes, 0); s.err != nil {
-		l.close()
-		return s, s.err
-	}
-	s.fs, s.err = vfs.Mount(vfs.Options{
+	opts := vfs.Options{
 		MountPoint: s.mnt,
 		StorageUID: vfStorageUID,
 		StorageGID: vfStorageUID,
 		Logger:     zerolog.Nop(),
-		Quota:      l.m,
-	})
-	if s.err != nil {
-		l.close()
+	}
+	var l *ledger
+	if tracked {
+		if l, s.err = openLedgerAt(e.mountStateDir()); s.err != nil {
+			s.err = fmt.Errorf("open the quota ledger: %w", s.err)
+			return s, s.err
+		}
+		sk := quota.ScopeKey{Volume: vfVolume, ID: e.folder.scope}
+		if s.err = l.m.SetLimit(sk, vfQuotaBytes, 0); s.err != nil {
+			l.close()
+			return s, s.err
+		}
+		s.ledger = l
+		opts.Quota = l.m
+	}
+	if s.fs, s.err = vfs.Mount(opts); s.err != nil {
+		if l != nil {
+			l.close()
+		}
 		return s, s.err
 	}
 	fsys := s.fs
-	e.mounts.add("vfolder", s.mnt, fuseMinor(s.mnt), func() error {
-		sharedVfolder = nil
+	e.mounts.add(name, s.mnt, fuseMinor(s.mnt), func() error {
+		delete(e.vf, name)
 		err := fsys.Close()
-		l.close()
+		if l != nil {
+			l.close()
+		}
 		return err
 	})
 	return s, nil
 }
 
-// vfolderConfig is a view of the benchmark folder.
+// vfolderConfig is a view of a benchmark folder.
 type vfolderConfig struct {
-	cfg  string
-	mode meta.Permission
+	cfg     string
+	mode    meta.Permission
+	view    string // view name below sessions/bench
+	tracked bool   // on the ledger mount
+	noLimit bool   // a folder of its own, in a scope without a limit
+	data    string // backing directory shown, set by setup
+	probe   string // what the ledger probe saw, set by setup
 }
 
 func newVfolderConfig(name string) config {
-	if name == cfgVfolderRO {
-		return &vfolderConfig{cfg: name, mode: meta.PermRO}
+	switch name {
+	case cfgVfolderRO:
+		return &vfolderConfig{cfg: name, mode: meta.PermRO, view: "ro", tracked: true}
+	case cfgVfolderRWNoLimit:
+		return &vfolderConfig{cfg: name, mode: meta.PermRW, view: "rw-nolimit", tracked: true, noLimit: true}
+	case cfgVfolderRWUntracked:
+		return &vfolderConfig{cfg: name, mode: meta.PermRW, view: "rw", tracked: false}
 	}
-	return &vfolderConfig{cfg: name, mode: meta.PermRW}
+	return &vfolderConfig{cfg: name, mode: meta.PermRW, view: "rw", tracked: true}
 }
 
-func (c *vfolderConfig) name() string   { return c.cfg }
-func (c *vfolderConfig) readOnly() bool { return c.mode == meta.PermRO }
+func (c *vfolderConfig) name() string    { return c.cfg }
+func (c *vfolderConfig) readOnly() bool  { return c.mode == meta.PermRO }
+func (c *vfolderConfig) dataDir() string { return c.data }
 
 func (c *vfolderConfig) setup(ctx context.Context, e *env) (string, error) {
-	s, err := e.vfolderMount()
+	s, err := e.vfolderMount(c.tracked)
 	if err != nil {
 		return "", err
 	}
+	folder := e.folder
+	if c.noLimit {
+		// Another user's folder on the same volume: the 1 PiB limit of the
+		// benchmark folder's scope does not apply to it.
+		if folder, err = newVfolderIDs(); err != nil {
+			return "", err
+		}
+		dir := filepath.Join(e.vol, folder.rel)
+		if err := linkFixtures(filepath.Join(e.data, fixtureDir), filepath.Join(dir, fixtureDir)); err != nil {
+			return "", fmt.Errorf("second folder: %w", err)
+		}
+		sk := quota.ScopeKey{Volume: vfVolume, ID: folder.scope}
+		if err := s.ledger.m.SetLimit(sk, 0, 0); err != nil {
+			return "", fmt.Errorf("clear the limit of the second folder's scope: %w", err)
+		}
+		if u := s.ledger.m.Usage(sk); u.Limit != 0 || u.LimitInodes != 0 {
+			return "", fmt.Errorf("the second folder's scope still has limits %d bytes, %d inodes", u.Limit, u.LimitInodes)
+		}
+	}
+	c.data = filepath.Join(e.vol, folder.rel)
 	spec := vfs.ViewSpec{
 		Namespace:   vfs.NSSessions,
 		Key:         vfSession,
-		Name:        string(c.mode),
+		Name:        c.view,
 		VolumeName:  vfVolume,
 		VolumePath:  e.vol,
-		FolderRel:   e.folder.rel,
+		FolderRel:   folder.rel,
 		Mode:        c.mode,
 		UID:         vfViewUID,
 		GID:         vfViewUID,
 		RWCanDelete: c.mode == meta.PermRW,
-		FolderID:    e.folder.id,
-		Scope:       e.folder.scope,
+		FolderID:    folder.id,
+		Scope:       folder.scope,
 	}
 	if err := s.fs.AddView(spec); err != nil {
 		return "", fmt.Errorf("add %s view: %w", c.mode, err)
 	}
-	return filepath.Join(s.mnt, vfs.NSSessions, vfSession, string(c.mode)), nil
+	path := filepath.Join(s.mnt, vfs.NSSessions, vfSession, c.view)
+	if c.tracked && c.mode == meta.PermRW {
+		grew, err := probeLedger(path, s.ledger.m, folder.id)
+		if err != nil {
+			return "", fmt.Errorf("ledger probe: %w", err)
+		}
+		if grew != ledgerProbeBytes {
+			return "", fmt.Errorf("ledger probe: a %d-byte file written through the view changed the folder's usage by %d bytes", ledgerProbeBytes, grew)
+		}
+		c.probe = fmt.Sprintf("probe: a %d-byte file written through the view raised the folder's ledger usage by %d bytes", ledgerProbeBytes, grew)
+	}
+	return path, nil
+}
+
+// ledgerProbeBytes is the size of the file probeLedger writes.
+const ledgerProbeBytes = 4096
+
+// probeLedger writes a small file through a view, returns how much the
+// folder's usage in the ledger grew, and removes the file again.
+func probeLedger(view string, m *quota.Manager, folderID string) (int64, error) {
+	before := m.FolderUsage(folderID).Used
+	p := filepath.Join(view, "ledger-probe.dat")
+	if err := os.WriteFile(p, pattern(ledgerProbeBytes), 0o644); err != nil {
+		return 0, err
+	}
+	grew := m.FolderUsage(folderID).Used - before
+	if err := os.Remove(p); err != nil {
+		return grew, err
+	}
+	return grew, nil
+}
+
+// linkFixtures makes the regular files directly in src (the files the
+// writable configurations read and overwrite) appear in dst as hard
+// links: the same inodes, so the same data and the same page cache.
+func linkFixtures(src, dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, ent := range ents {
+		if !ent.Type().IsRegular() {
+			continue
+		}
+		if err := os.Link(filepath.Join(src, ent.Name()), filepath.Join(dst, ent.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *vfolderConfig) describe() string {
-	s := "vfolder fs.Mount in-process (one mount for both vfolder columns), view " + vfs.NSSessions + "/" + vfSession + "/" + string(c.mode) +
-		fmt.Sprintf(", storage uid/gid %d, view uid/gid %d", vfStorageUID, vfViewUID)
-	if c.mode == meta.PermRW {
-		s += fmt.Sprintf(", deletes allowed; quota: the folder's scope has a %s limit (far above the workload), so every write past EOF, truncate, fallocate and create passes the quota ledger (badger in the work directory)", humanBytes(vfQuotaBytes))
+	view := vfs.NSSessions + "/" + vfSession + "/" + c.view
+	ids := fmt.Sprintf(", storage uid/gid %d, view uid/gid %d", vfStorageUID, vfViewUID)
+	var s string
+	switch {
+	case !c.tracked:
+		s = "a second vfolder fs.Mount in-process, without a quota ledger (fs.Options.Quota nil: no accounting, no limits), view " + view +
+			" of the benchmark folder" + ids + ", deletes allowed; otherwise as vfolder-rw: what the accounting itself costs"
+	case c.noLimit:
+		s = "the vfolder fs.Mount with the quota ledger (shared with vfolder-rw and vfolder-ro), view " + view +
+			" of a second folder on the same volume, in another user's scope that has no limit (0 = none)" + ids +
+			", deletes allowed; the ledger tracks every write past EOF, truncate, fallocate and create as for vfolder-rw, but no limit applies; its fixture files are hard links to the benchmark folder's"
+	case c.mode == meta.PermRW:
+		s = "the vfolder fs.Mount in-process with the quota ledger (shared with vfolder-rw-nolimit and vfolder-ro), view " + view + ids +
+			fmt.Sprintf(", deletes allowed; quota: the folder's scope has a %s limit (far above the workload), so every write past EOF, truncate, fallocate and create passes the quota ledger (badger in the work directory)", humanBytes(vfQuotaBytes))
+	default:
+		s = "the vfolder fs.Mount in-process with the quota ledger (shared with vfolder-rw and vfolder-rw-nolimit), view " + view + ids
+	}
+	if c.probe != "" {
+		s += "; " + c.probe
 	}
 	return s
 }

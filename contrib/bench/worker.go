@@ -35,6 +35,7 @@ const (
 	opStat     = "stat"     // dir n
 	opUnlink   = "unlink"   // dir n
 	opLstat    = "lstat"    // root listfile passes
+	opHold     = "hold"     // path backing ms: read path whole, print, keep it open and watch its cache until stdin ends
 )
 
 // blockSize is the sequential I/O block size.
@@ -48,6 +49,13 @@ func workerMain(args []string) int {
 		r := vfMemWorker(args[1:])
 		if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
 			fmt.Fprintf(os.Stderr, "bench worker: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	if len(args) > 0 && args[0] == opHold {
+		if err := holdWorker(args[1:]); err != nil {
+			fmt.Fprintf(os.Stderr, "bench worker %v: %v\n", args, err)
 			return 1
 		}
 		return 0
@@ -349,4 +357,152 @@ func envWithout(env []string, key string) []string {
 		}
 	}
 	return out
+}
+
+// holdResult is what a hold worker prints: once the file is read (the
+// warm-up), and when it is told to stop (the page cache watch).
+type holdResult struct {
+	workerResult
+	Pages  int `json:"pages"`  // pages of the file
+	Lowest int `json:"lowest"` // fewest pages cached (client or backing side) seen
+}
+
+// holdWatchInterval is how often a hold worker looks at the page cache.
+const holdWatchInterval = 20 * time.Millisecond
+
+// holdWorker (path backing ms) reads path whole in 1 MiB blocks and
+// prints the result; then, keeping the file open, it counts every
+// holdWatchInterval for ms milliseconds how many of its pages are in the
+// page cache of path or of backing (the same file seen on the backing
+// side), until its standard input ends; it prints the lowest count.
+func holdWorker(a []string) error {
+	if len(a) != 3 {
+		return fmt.Errorf("hold wants 3 arguments, got %d", len(a))
+	}
+	path, backing := a[0], a[1]
+	ms, err := strconv.ParseInt(a[2], 10, 64)
+	if err != nil || ms < 0 {
+		return fmt.Errorf("bad duration %q", a[2])
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	start := time.Now()
+	n, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, struct{ io.Reader }{f}, make([]byte, blockSize))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%s is empty", path)
+	}
+	res := holdResult{workerResult: workerResult{Seconds: time.Since(start).Seconds(), Bytes: n, Ops: (n + blockSize - 1) / blockSize}}
+	paths := []string{backing}
+	if path != backing {
+		paths = append(paths, path)
+	}
+	c, err := mapForCache(paths...)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	res.Pages = c.pages
+	if res.Lowest, err = c.cached(); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	if err := enc.Encode(res); err != nil {
+		return err
+	}
+	eof := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, os.Stdin)
+		eof <- err
+	}()
+	deadline := time.Now().Add(time.Duration(ms) * time.Millisecond)
+	tick := time.NewTicker(holdWatchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-eof:
+			if err != nil {
+				return err
+			}
+			return enc.Encode(res)
+		case <-tick.C:
+			if time.Now().After(deadline) {
+				continue
+			}
+			k, err := c.cached()
+			if err != nil {
+				return err
+			}
+			res.Lowest = min(res.Lowest, k)
+		}
+	}
+}
+
+// holder is a running hold worker.
+type holder struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	stderr bytes.Buffer
+	first  holdResult
+}
+
+// startHold starts a hold worker on path (backing: the same file on the
+// backing side) that watches the page cache for d, and returns once it
+// has read the file (it keeps it open until close).
+func startHold(ctx context.Context, path, backing string, d time.Duration) (*holder, error) {
+	h := &holder{}
+	h.cmd = exec.CommandContext(ctx, "/proc/self/exe", opHold, path, backing, strconv.FormatInt(d.Milliseconds(), 10))
+	h.cmd.Env = append(envWithout(os.Environ(), roleEnv), roleEnv+"="+roleWorker)
+	h.cmd.Stderr = &h.stderr
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var err error
+	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := h.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	h.stdout = bufio.NewReader(stdout)
+	if err := h.cmd.Start(); err != nil {
+		return nil, err
+	}
+	if err := h.read(&h.first); err != nil || h.first.Bytes <= 0 {
+		h.stdin.Close()
+		werr := h.cmd.Wait()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%s: %v %v: %s", opHold, err, werr, firstLines(h.stderr.String(), 3))
+	}
+	return h, nil
+}
+
+func (h *holder) read(r *holdResult) error {
+	line, err := h.stdout.ReadBytes('\n')
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(line, r)
+}
+
+// close stops the watch, lets the hold worker close the file and exit,
+// and returns its last result.
+func (h *holder) close() (holdResult, error) {
+	h.stdin.Close()
+	var r holdResult
+	rerr := h.read(&r)
+	if err := h.cmd.Wait(); err != nil {
+		return r, fmt.Errorf("%v: %s", err, firstLines(h.stderr.String(), 3))
+	}
+	if rerr != nil {
+		return r, fmt.Errorf("%s: %w", opHold, rerr)
+	}
+	return r, nil
 }
