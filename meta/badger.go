@@ -105,9 +105,12 @@ const maxTxnAttempts = 100
 // Badger is the Store on an embedded badger database in a node-local
 // directory.
 //
-// Every method is one badger transaction with SyncWrites on: when a write
-// method returns nil the change is on disk, and a process killed at any
-// instant leaves either all or none of a transaction's keys. Uniqueness of
+// Every method is one badger transaction, synced to disk (DB.Sync) before
+// a write method returns nil: the change is on disk, and a process killed
+// at any instant leaves either all or none of a transaction's keys. The
+// database itself runs without SyncWrites, so that the quota ledger
+// sharing it can commit often without a disk flush each time (see package
+// quota). Uniqueness of
 // folder names and the folder count limit rest on badger's conflict
 // detection: the name index key and the owner's count key are read and
 // written inside the creating transaction, so of two racing transactions
@@ -143,7 +146,7 @@ func OpenBadger(dir string, log zerolog.Logger) (*Badger, error) {
 	log = log.With().Str("component", "meta").Logger()
 	opts := badger.DefaultOptions(abs).
 		WithLogger(badgerLogger{log.With().Str("sub", "badger").Logger()}).
-		WithSyncWrites(true).
+		WithSyncWrites(false).
 		WithNumVersionsToKeep(1).
 		WithValueLogFileSize(64 << 20).
 		WithMemTableSize(16 << 20).
@@ -210,7 +213,7 @@ func lockHeld(dir string, err error) bool {
 }
 
 func (b *Badger) checkSchema() error {
-	return b.db.Update(func(txn *badger.Txn) error {
+	err := b.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(keySchema))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return txn.Set([]byte(keySchema), []byte(strconv.Itoa(BadgerSchemaVersion)))
@@ -232,6 +235,10 @@ func (b *Badger) checkSchema() error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return b.db.Sync()
 }
 
 // DB returns the underlying database so that other packages can keep their
@@ -287,6 +294,12 @@ func (b *Badger) update(ctx context.Context, fn func(txn *badger.Txn) error) err
 			err = txn.Commit()
 		}
 		txn.Discard()
+		if err == nil {
+			if err = b.db.Sync(); err != nil {
+				return fmt.Errorf("meta: sync database: %w", err)
+			}
+			return nil
+		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return err
 		}

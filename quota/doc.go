@@ -124,10 +124,15 @@
 //     way. Inodes that cannot be looked at (volume not mounted, no
 //     OpenFolder) keep their mark and are "unverified" until a Check.
 //
-// Power loss and kernel crashes: the store's commits are synced, the mark
-// table is not (see marks.go), so after one the table may miss marks; the
-// open marker makes that start unclean, and the Check with Repair the
-// daemon runs after an unclean start settles it.
+// The crash this guards against is the death of the process. Neither the
+// mark table nor the commit loop's transactions are flushed to disk one by
+// one: both are in the kernel's page cache once written, which outlives
+// the process, and a flush per commit would cost the I/O path a disk
+// round trip every few milliseconds (see Manager.sync). After a power loss
+// or a kernel crash the last moments of both may be missing; the open
+// marker, flushed to disk at Open, makes that start unclean, and the Check
+// with Repair the daemon runs after an unclean start settles it. Limits,
+// the clean-shutdown marker and Flush are flushed to disk.
 //
 // After recovery every persisted counter equals the sum of its records and
 // every record of a file or symlink with bytes equals its real size

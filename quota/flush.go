@@ -101,7 +101,10 @@ func (m *Manager) Flush() error {
 	rd := m.nextRound()
 	m.poke()
 	<-rd.done
-	return rd.err
+	if rd.err != nil {
+		return rd.err
+	}
+	return m.sync()
 }
 
 func (m *Manager) poke() {
@@ -551,5 +554,5 @@ func (m *Manager) dropPersisted(sc *scope, f *folder) error {
 	if err := m.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyFolder(sc.enc, f.enc)) }); err != nil {
 		return fmt.Errorf("quota: drop folder %s: %w", f.id, err)
 	}
-	return nil
+	return m.sync()
 }

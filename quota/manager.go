@@ -432,6 +432,10 @@ func Open(db *badger.DB, log zerolog.Logger, opts Options) (*Manager, error) {
 	if err := m.openMarker(); err != nil {
 		return fail(err)
 	}
+	// The unclean marker must be on disk before anything can change.
+	if err := m.sync(); err != nil {
+		return fail(err)
+	}
 	rec, err := m.load()
 	if err != nil {
 		return fail(err)
@@ -440,11 +444,30 @@ func Open(db *badger.DB, log zerolog.Logger, opts Options) (*Manager, error) {
 	if err := m.flushAll(); err != nil {
 		return fail(fmt.Errorf("quota: write recovered ledger: %w", err))
 	}
+	if err := m.sync(); err != nil {
+		return fail(err)
+	}
 	// What the table held is settled or marked in the store now.
 	marks.clearAll()
 	go m.loop()
 	m.log.Debug().Bool("unclean", m.unclean).Uint64("epoch", m.epoch).Int("scopes", len(m.scopes)).Msg("quota ledger open")
 	return m, nil
+}
+
+// sync flushes the database to disk. The commit loop's transactions are
+// not synced one by one (unless the database was opened with SyncWrites):
+// they are in the kernel's page cache when the commit returns, which a
+// process's death cannot lose; what a power loss can lose is covered by
+// the unclean marker, synced at Open. Limits, the markers and Flush are
+// synced.
+func (m *Manager) sync() error {
+	if o := m.db.Opts(); o.InMemory || o.SyncWrites {
+		return nil
+	}
+	if err := m.db.Sync(); err != nil {
+		return fmt.Errorf("quota: sync ledger: %w", err)
+	}
+	return nil
 }
 
 // marker value: version, epoch, clean flag.
@@ -516,6 +539,9 @@ func (m *Manager) Close() error {
 		m.closeErr = m.db.Update(func(txn *badger.Txn) error {
 			return txn.Set([]byte(keyOpen), encMarker(m.epoch, true))
 		})
+		if m.closeErr == nil {
+			m.closeErr = m.sync()
+		}
 	}
 	// Marks left in the table (a failed final write) stay for the next
 	// Open to recover.
@@ -547,6 +573,9 @@ func (m *Manager) SetLimit(s ScopeKey, bytes, inodes int64) error {
 		}
 		return txn.Set(k, encLimits(bytes, inodes))
 	})
+	if err == nil {
+		err = m.sync()
+	}
 	if err != nil {
 		return fmt.Errorf("quota: store limits of %s: %w", s, err)
 	}

@@ -23,7 +23,7 @@ func openDB(tb testing.TB, dir string) *badger.DB {
 	tb.Helper()
 	db, err := badger.Open(badger.DefaultOptions(dir).
 		WithLogger(nil).
-		WithSyncWrites(true).
+		WithSyncWrites(false). // as vfolderd opens it (meta.OpenBadger).
 		WithMemTableSize(8 << 20).
 		WithBlockCacheSize(1 << 20).
 		WithValueLogFileSize(16 << 20).
