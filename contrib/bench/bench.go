@@ -109,7 +109,12 @@ func (e *env) anyReadOnly() bool {
 
 // newConfigReadOnly tells whether a configuration is read-only without
 // setting it up.
-func newConfigReadOnly(name string) bool { return name == cfgVfolderRO }
+func newConfigReadOnly(name string) bool {
+	if a := ablationByConfig(name); a != nil {
+		name = a.base
+	}
+	return name == cfgVfolderRO
+}
 
 // writeFixture writes size bytes of a non-repeating pattern and fsyncs.
 func writeFixture(ctx context.Context, path string, size int64) error {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -626,5 +627,173 @@ func TestFuseWaiting(t *testing.T) {
 	needRoot(t)
 	if _, err := fuseWaiting(0); err == nil {
 		t.Error("connection 0 exists")
+	}
+}
+
+// TestQuickAblate runs the harness with --ablate on a small subset and
+// checks the Ablation section: one row per tuning and selected workload it
+// can affect, each with two medians and a signed change.
+func TestQuickAblate(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	out := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	cmd := harness(ctx, "--quick", "--ablate", "--tmpfs", "-q",
+		"--configs", "native,vfolder-rw", "--workloads", "seqwrite-new,find",
+		"--size", "2MiB", "--runs", "2", "--tree", smallTree(t),
+		"--dir", dir, "--out", out)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("harness failed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	checkNothingLeft(t, dir)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := string(b)
+	if os.Getenv("BENCH_TEST_SHOW") != "" {
+		t.Log(report)
+	}
+	sec := report[strings.Index(report, "## Ablation\n"):]
+	if i := strings.Index(sec, "\n## Method"); i < 0 || !strings.Contains(report, "## Ablation\n") {
+		t.Fatalf("no Ablation section before the method:\n%s", report)
+	} else {
+		sec = sec[:i]
+	}
+	if strings.Index(report, "## Ablation") < strings.Index(report, "## Results") {
+		t.Error("the Ablation section comes before the results")
+	}
+	var got []string
+	for _, l := range strings.Split(sec, "\n") {
+		if !strings.HasPrefix(l, "| -") || strings.HasPrefix(l, "| ---") {
+			continue
+		}
+		// | tuning | workload | unit | default | without | change |
+		cells := strings.Split(strings.Trim(l, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if len(cells) != 6 {
+			t.Errorf("ablation row has %d cells: %q", len(cells), l)
+			continue
+		}
+		got = append(got, cells[0]+" "+cells[1])
+		if !numberRe(cells[3]) || !numberRe(cells[4]) {
+			t.Errorf("ablation row %q: medians are not numbers", l)
+		}
+		var v float64
+		if c := cells[5]; len(c) < 2 || (c[0] != '+' && c[0] != '-') || !strings.HasSuffix(c, "%") {
+			t.Errorf("ablation row %q: change %q is not a signed percentage", l, c)
+		} else if _, err := fmt.Sscanf(c, "%g%%", &v); err != nil {
+			t.Errorf("ablation row %q: change %q: %v", l, c, err)
+		}
+	}
+	want := []string{"-maxwrite seqwrite-new", "-killpriv seqwrite-new", "-directwrite seqwrite-new",
+		"-timeouts find", "-readdirplus find"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("ablation rows %q, want %q", got, want)
+	}
+	for _, s := range []string{"**-maxwrite**", "**-readdirplus**", "- **vfolder-rw-timeouts**: ", "FOPEN_CACHE_DIR", "read_ahead_kb"} {
+		if !strings.Contains(report, s) {
+			t.Errorf("report lacks %q", s)
+		}
+	}
+	// Tunings no selected workload can show are not run.
+	for _, c := range []string{"vfolder-rw-keepcache", "vfolder-rw-readahead", "vfolder-ro-passthrough", cfgVfolderRO} {
+		if strings.Contains(report, "- **"+c+"**: ") || strings.Contains(sec, "("+c+" against") {
+			t.Errorf("report shows %s, which has no selected workload", c)
+		}
+	}
+	// The ablation columns stay out of the main table.
+	if rows := tableRows(report); len(rows["find"]) != 4 {
+		t.Errorf("main table row for find has %d cells, want 4: %q", len(rows["find"]), rows["find"])
+	}
+	if !strings.Contains(stdout.String(), "| -maxwrite | seqwrite-new |") {
+		t.Errorf("the ablation table was not printed:\n%s", stdout.String())
+	}
+}
+
+func TestSelectAblations(t *testing.T) {
+	run, skipped, err := selectAblations("all", []string{"seqread-cold", "find"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, a := range run {
+		ids = append(ids, a.id)
+	}
+	if strings.Join(ids, ",") != "maxwrite,timeouts,readdirplus,readahead,passthrough" {
+		t.Errorf("ablations for seqread-cold,find: %v", ids)
+	}
+	if len(skipped) != 3 {
+		t.Errorf("skipped: %q", skipped)
+	}
+	if got := withBases([]string{cfgNative, cfgLoopback}, run); strings.Join(got, ",") != "native,vfolder-rw,vfolder-ro,loopback" {
+		t.Errorf("withBases: %v", got)
+	}
+	if _, _, err := selectAblations("maxwrite,nope", nil); err == nil {
+		t.Error("unknown ablation accepted")
+	}
+	o, err := parseOptions([]string{"--ablate", "--ablations", "keepcache", "--configs", "native", "--workloads", "seqread,find"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.ablations) != 1 || o.ablations[0].config() != "vfolder-rw-keepcache" || strings.Join(o.configs, ",") != "native,vfolder-rw" {
+		t.Errorf("--ablate --ablations keepcache: ablations %v, configs %v", o.ablations, o.configs)
+	}
+	if _, err := parseOptions([]string{"--ablations", "keepcache"}, io.Discard); err == nil {
+		t.Error("--ablations without --ablate accepted")
+	}
+	for _, a := range ablations {
+		if c := newConfig(a.config()); c.name() != a.config() || c.readOnly() != (a.base == cfgVfolderRO) || newConfigReadOnly(a.config()) != c.readOnly() {
+			t.Errorf("configuration of -%s: name %s, read-only %v", a.id, c.name(), c.readOnly())
+		}
+		for _, w := range a.workloads {
+			wl, ok := workloadByID(w)
+			if !ok || (a.base == cfgVfolderRO && wl.writes) {
+				t.Errorf("-%s runs workload %s, which is unknown or writes on a read-only view", a.id, w)
+			}
+		}
+	}
+}
+
+func TestRenderAblation(t *testing.T) {
+	cfgs := []string{cfgNative, cfgVfolderRW}
+	e := &env{opts: &options{}, res: newResults([]string{"seqwrite-new", "find", "stat"}, cfgs)}
+	run, _, _ := selectAblations("maxwrite,timeouts,keepcache", e.res.workloads)
+	e.res.addAblations(run)
+	for r := 0; r < 3; r++ {
+		e.res.add("seqwrite-new", cfgVfolderRW, r, 800, nil)
+		e.res.add("seqwrite-new", "vfolder-rw-maxwrite", r, 400, nil)
+		e.res.add("find", cfgVfolderRW, r, 0.5, nil)
+		e.res.add("find", "vfolder-rw-timeouts", r, 0.4, nil)
+		e.res.add("stat", cfgVfolderRW, r, 1000, nil)
+	}
+	e.res.add("stat", "vfolder-rw-timeouts", 0, 0, fmt.Errorf("boom"))
+	table := e.renderAblation()
+	for _, want := range []string{
+		"| -maxwrite | seqwrite-new | MiB/s ↑ | 800 | 400 | +100.0% |",
+		"| -timeouts | find | s ↓ | 0.5 | 0.4 | -20.0% |",
+		"| -timeouts | stat | ops/s ↑ | 1000 | error | not measured |",
+		"- **-maxwrite** (vfolder-rw-maxwrite against vfolder-rw: ",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("ablation table lacks %q:\n%s", want, table)
+		}
+	}
+	for _, bad := range []string{"| -maxwrite | find", "| -timeouts | seqwrite-new", "-keepcache"} {
+		if strings.Contains(table, bad) {
+			t.Errorf("ablation table has %q, a workload the tuning does not run:\n%s", bad, table)
+		}
+	}
+	if e.res.failures() != 1 {
+		t.Errorf("failures = %d, want 1", e.res.failures())
+	}
+	e.res = newResults([]string{"find"}, cfgs)
+	if table := e.renderAblation(); table != "" {
+		t.Errorf("ablation table without --ablate:\n%s", table)
 	}
 }

@@ -80,6 +80,9 @@ func newConfig(name string) config {
 	case cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked, cfgVfolderRO:
 		return newVfolderConfig(name)
 	}
+	if a := ablationByConfig(name); a != nil {
+		return newAblationConfig(a)
+	}
 	panic("unknown configuration " + name)
 }
 

@@ -6,7 +6,10 @@
 // with and without kernel passthrough, bindfs and mergerfs. It prints
 // medians and ratios to native and writes them, with a description of the
 // machine, to BENCHMARKS.md. --cpuprofile writes a CPU profile of the
-// process that serves the in-process FUSE mounts.
+// process that serves the in-process FUSE mounts. --ablate adds vfolder
+// mounts that each turn one data-path tuning off and run only the
+// workloads it can affect, and an Ablation section that compares them with
+// the default vfolder column (ablate.go).
 //
 // # Processes
 //

@@ -35,6 +35,9 @@ type options struct {
 	views      int   // live views for the memory measurement
 	quiet      bool
 	cpuProfile string // CPU profile of the run process, "" for none
+	ablate     bool
+	ablations  []*ablation // with --ablate: the ablations that run
+	ablateSkip []string    // with --ablate: ablations left out, and why
 
 	argv []string // the command line, for the report
 }
@@ -52,7 +55,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	var workloads, configs, size, randSize, usageFiles string
+	var workloads, configs, size, randSize, usageFiles, ablationList string
 	fl.StringVar(&workloads, "workloads", "all", "comma-separated workloads or groups ("+strings.Join(groupNames(), ", ")+"); ids: "+strings.Join(workloadIDs(), ", "))
 	fl.StringVar(&configs, "configs", "all", "comma-separated configurations: "+strings.Join(configNames(), ", "))
 	fl.StringVar(&size, "size", "1GiB", "size of the sequential read/write file")
@@ -70,6 +73,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fl.IntVar(&o.views, "views", 1000, "live views for the daemon memory measurement")
 	fl.BoolVar(&o.quiet, "q", false, "print only the final table")
 	fl.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (runtime/pprof, for go tool pprof) of the process that serves the in-process FUSE mounts (vfolder, go-fuse loopback), covering the whole run, to this file")
+	fl.BoolVar(&o.ablate, "ablate", false, "also mount vfolder with one data-path tuning off at a time and run each on the workloads that tuning can affect (an Ablation section in the report); adds vfolder-rw / vfolder-ro, which they are compared with")
+	fl.StringVar(&ablationList, "ablations", "all", "with --ablate: comma-separated tunings to turn off: "+strings.Join(ablationIDs(), ", "))
 	if err := fl.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -134,6 +139,15 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.configs, err = selectConfigs(configs); err != nil {
 		return nil, fmt.Errorf("%w: --configs: %v", errUsage, err)
+	}
+	if set["ablations"] && !o.ablate {
+		return nil, fmt.Errorf("%w: --ablations needs --ablate", errUsage)
+	}
+	if o.ablate {
+		if o.ablations, o.ablateSkip, err = selectAblations(ablationList, o.workloads); err != nil {
+			return nil, fmt.Errorf("%w: --ablations: %v", errUsage, err)
+		}
+		o.configs = withBases(o.configs, o.ablations)
 	}
 	if o.out == "" {
 		return nil, fmt.Errorf("%w: --out is empty", errUsage)

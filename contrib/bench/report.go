@@ -398,6 +398,16 @@ func (e *env) renderMemory() string {
 	return b.String()
 }
 
+// hasVfolder reports whether a vfolder configuration is among configs.
+func hasVfolder(configs []string) bool {
+	for _, c := range configs {
+		if strings.HasPrefix(c, "vfolder") {
+			return true
+		}
+	}
+	return false
+}
+
 // renderReport is the whole BENCHMARKS.md.
 func (e *env) renderReport() string {
 	o := e.opts
@@ -419,7 +429,7 @@ func (e *env) renderReport() string {
 		b.WriteString(", except " + cfgVfolderRWNoLimit + ": a second folder on the same volume, whose fixture files are hard links to the same inodes")
 	}
 	b.WriteString(". Each configuration writes into scratch directories of its own.\n\n")
-	for _, c := range e.res.configs {
+	for _, c := range e.res.allConfigs() {
 		if len(e.tableWorkloads()) == 0 {
 			b.WriteString("(none: no workload of the main table was selected)\n")
 			break
@@ -433,6 +443,11 @@ func (e *env) renderReport() string {
 
 	b.WriteString("\n## Results\n\n")
 	b.WriteString(e.renderTable())
+	if a := e.renderAblation(); a != "" {
+		b.WriteString("\n## Ablation\n\n")
+		fmt.Fprintf(&b, "What each data-path tuning of vfolder brings: the median of the default column (%s, or %s for -passthrough) against a mount with only that tuning off, on the workloads it can affect; change: positive means the tuning helps (see Method).\n\n", cfgVfolderRW, cfgVfolderRO)
+		b.WriteString(a)
+	}
 
 	b.WriteString("\n## Method\n\n")
 	want := map[string]bool{}
@@ -453,6 +468,12 @@ func (e *env) renderReport() string {
 	}
 	b.WriteString("- Before every measurement the harness syncs and waits until none of its FUSE connections has a request in flight (/sys/fs/fuse/connections/N/waiting): the kernel sends RELEASE asynchronously, so a server may still be working on files the previous configuration closed (mergerfs's dropcacheonclose drops the page cache of the backing files every configuration shares).\n")
 	b.WriteString("- Every timed operation runs in its own process (a worker, fio, tar, find, du, rm), never in the process serving the FUSE mounts. Everything runs in a private mount namespace.\n")
+	if len(e.res.ablated) > 0 {
+		b.WriteString("- " + e.ablationMethod() + "\n")
+	}
+	if hasVfolder(e.res.configs) {
+		b.WriteString("- Directory caching (FOPEN_CACHE_DIR, the kernel keeping a directory's listing in its page cache across opens) is not used by vfolder: every listing reaches the daemon, which reads the backing directory; there is nothing to turn off for it.\n")
+	}
 	if e.res.usage != nil && e.res.usage.method != "" {
 		b.WriteString("- Usage query: " + e.res.usage.method + "\n")
 	}
@@ -462,8 +483,8 @@ func (e *env) renderReport() string {
 
 	notes := append([]string(nil), e.notes...)
 	for _, id := range e.res.workloads {
-		for _, c := range e.res.configs {
-			if _, bad := e.res.setupErr[c]; bad {
+		for _, c := range e.res.allConfigs() {
+			if _, bad := e.res.setupErr[c]; bad || e.res.cells[id][c] == nil {
 				continue
 			}
 			for _, er := range e.res.cells[id][c].errs {
@@ -480,9 +501,9 @@ func (e *env) renderReport() string {
 
 	b.WriteString("\n## Every run\n\n<details><summary>values per run</summary>\n\n| workload | configuration | runs |\n| --- | --- | --- |\n")
 	for _, w := range e.tableWorkloads() {
-		for _, c := range e.res.configs {
+		for _, c := range e.res.allConfigs() {
 			cl := e.res.cells[w.id][c]
-			if cl.na != "" || len(cl.runs)+len(cl.errs) == 0 {
+			if cl == nil || cl.na != "" || len(cl.runs)+len(cl.errs) == 0 {
 				continue
 			}
 			var runs []int

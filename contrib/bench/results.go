@@ -38,7 +38,8 @@ func median(vals []float64) float64 {
 // results of one harness run.
 type results struct {
 	workloads []string
-	configs   []string
+	configs   []string // columns of the main table
+	ablated   []string // ablation configurations (--ablate), report order
 	cells     map[string]map[string]*cell
 	describe  map[string]string
 	setupErr  map[string]string
@@ -72,6 +73,23 @@ func newResults(workloads, configs []string) *results {
 	return r
 }
 
+// addAblations adds the ablation configurations, with cells only for the
+// workloads each of them runs.
+func (r *results) addAblations(abl []*ablation) {
+	for _, a := range abl {
+		name := a.config()
+		r.ablated = append(r.ablated, name)
+		for _, w := range a.selected(r.workloads) {
+			r.cells[w][name] = &cell{runs: map[int]float64{}}
+		}
+	}
+}
+
+// allConfigs are the main table's configurations, then the ablations.
+func (r *results) allConfigs() []string {
+	return append(slices.Clone(r.configs), r.ablated...)
+}
+
 func (r *results) add(workload, config string, run int, v float64, err error) {
 	c := r.cells[workload][config]
 	if c == nil {
@@ -96,11 +114,13 @@ func (r *results) setupFailed(config string, err error) {
 func (r *results) failures() int {
 	n := len(r.setupErr)
 	for _, w := range r.workloads {
-		for _, c := range r.configs {
+		for _, c := range r.allConfigs() {
 			if _, bad := r.setupErr[c]; bad {
 				continue
 			}
-			n += len(r.cells[w][c].errs)
+			if cl := r.cells[w][c]; cl != nil {
+				n += len(cl.errs)
+			}
 		}
 	}
 	if r.usage != nil {

@@ -169,6 +169,10 @@ func (e *env) run(ctx context.Context) error {
 		want[w] = true
 	}
 	e.res = newResults(o.workloads, o.configs)
+	e.res.addAblations(o.ablations)
+	for _, n := range o.ablateSkip {
+		e.notef("ablation: %s", n)
+	}
 	if err := e.checkTools(want); err != nil {
 		return err
 	}
@@ -206,6 +210,25 @@ func (e *env) run(ctx context.Context) error {
 		}
 		targets = append(targets, &target{c: c, path: path, data: e.dataDirOf(c)})
 	}
+	for _, a := range o.ablations {
+		if !tableWanted {
+			break
+		}
+		c := newConfig(a.config())
+		e.logf("setting up %s", c.name())
+		path, err := c.setup(ctx, e)
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
+		e.res.describe[c.name()] = c.describe()
+		if err != nil {
+			e.res.setupFailed(c.name(), err)
+			e.notef("%s: setup failed: %v", c.name(), err)
+			e.logf("%s: setup failed: %v", c.name(), err)
+			continue
+		}
+		targets = append(targets, &target{c: c, path: path, data: e.dataDirOf(c), want: a.wants(want)})
+	}
 
 	// Runs, interleaved across configurations.
 	for run := 0; run < o.runs; run++ {
@@ -213,10 +236,16 @@ func (e *env) run(ctx context.Context) error {
 			if !groupWanted(g, want) || g == groupUsage || g == groupMemory {
 				continue
 			}
-			for i := range targets {
-				t := targets[(i+run)%len(targets)]
+			var group []*target
+			for _, t := range targets {
+				if groupWanted(g, t.wants(want)) {
+					group = append(group, t)
+				}
+			}
+			for i := range group {
+				t := group[(i+run)%len(group)]
 				e.logf("run %d/%d %-9s %s", run+1, o.runs, g, t.c.name())
-				if err := e.runGroup(ctx, g, t, run, want); err != nil {
+				if err := e.runGroup(ctx, g, t, run, t.wants(want)); err != nil {
 					if ctx.Err() != nil {
 						return errInterrupted
 					}
@@ -254,6 +283,9 @@ func (e *env) run(ctx context.Context) error {
 		return fmt.Errorf("write %s: %w", o.out, err)
 	}
 	fmt.Println(e.renderTable())
+	if a := e.renderAblation(); a != "" {
+		fmt.Println("Ablation\n\n" + a)
+	}
 	fmt.Printf("report written to %s\n", o.out)
 	if n := e.res.failures(); n > 0 {
 		return fmt.Errorf("%d measurements failed (see the notes in %s)", n, o.out)
@@ -305,8 +337,17 @@ func (e *env) checkTools(want map[string]bool) error {
 // target is a mounted configuration.
 type target struct {
 	c    config
-	path string // where the workloads run
-	data string // the backing directory path shows
+	path string          // where the workloads run
+	data string          // the backing directory path shows
+	want map[string]bool // the workloads it runs; nil: every selected one
+}
+
+// wants is the set of workloads t runs, out of the selected ones.
+func (t *target) wants(selected map[string]bool) map[string]bool {
+	if t.want == nil {
+		return selected
+	}
+	return t.want
 }
 
 // backing maps a path below t.path to the same entry in the backing

@@ -1,9 +1,10 @@
 package main
 
-// This file is the only one that knows vfolder's own packages (fs, quota,
-// meta): the vfolder configurations (vfolder-rw, vfolder-rw-nolimit,
-// vfolder-rw-untracked, vfolder-ro), the usage query measurement and the
-// daemon memory measurement.
+// This file and ablate.go are the only ones that know vfolder's own
+// packages (fs, quota, meta): the vfolder configurations (vfolder-rw,
+// vfolder-rw-nolimit, vfolder-rw-untracked, vfolder-ro and the ablations
+// of --ablate), the usage query measurement and the daemon memory
+// measurement.
 
 import (
 	"context"
@@ -79,10 +80,18 @@ func (e *env) mountStateDir() string { return filepath.Join(e.work, "state-mount
 // vfolderMount returns the ledger mount (tracked) or the untracked one,
 // mounting it on first use.
 func (e *env) vfolderMount(tracked bool) (*vfolderShared, error) {
-	name := vfMountUntracked
 	if tracked {
-		name = vfMountLedger
+		return e.vfolderMountNamed(vfMountLedger, e.mountStateDir(), nil)
 	}
+	return e.vfolderMountNamed(vfMountUntracked, "", nil)
+}
+
+// vfolderMountNamed returns the vfolder mount called name (below
+// e.mntRoot), mounting it on first use: with a quota ledger in stateDir
+// (the benchmark folder's scope limited to vfQuotaBytes) unless stateDir
+// is "", and with tune applied to its options if not nil.
+func (e *env) vfolderMountNamed(name, stateDir string, tune func(*vfs.Options)) (*vfolderShared, error) {
+	tracked := stateDir != ""
 	if s := e.vf[name]; s != nil {
 		return s, s.err
 	}
@@ -102,7 +111,7 @@ func (e *env) vfolderMount(tracked bool) (*vfolderShared, error) {
 	}
 	var l *ledger
 	if tracked {
-		if l, s.err = openLedgerAt(e.mountStateDir()); s.err != nil {
+		if l, s.err = openLedgerAt(stateDir); s.err != nil {
 			s.err = fmt.Errorf("open the quota ledger: %w", s.err)
 			return s, s.err
 		}
@@ -113,6 +122,9 @@ func (e *env) vfolderMount(tracked bool) (*vfolderShared, error) {
 		}
 		s.ledger = l
 		opts.Quota = l.m
+	}
+	if tune != nil {
+		tune(&opts)
 	}
 	if s.fs, s.err = vfs.Mount(opts); s.err != nil {
 		if l != nil {
@@ -141,6 +153,8 @@ type vfolderConfig struct {
 	noLimit bool   // a folder of its own, in a scope without a limit
 	data    string // backing directory shown, set by setup
 	probe   string // what the ledger probe saw, set by setup
+	abl     *ablation
+	ra      string // the mount's read_ahead_kb, set by setup
 }
 
 func newVfolderConfig(name string) config {
@@ -155,15 +169,30 @@ func newVfolderConfig(name string) config {
 	return &vfolderConfig{cfg: name, mode: meta.PermRW, view: "rw", tracked: true}
 }
 
+// newAblationConfig is the ablation's base view on a mount of its own.
+func newAblationConfig(a *ablation) config {
+	c := newVfolderConfig(a.base).(*vfolderConfig)
+	c.cfg, c.abl = a.config(), a
+	return c
+}
+
 func (c *vfolderConfig) name() string    { return c.cfg }
 func (c *vfolderConfig) readOnly() bool  { return c.mode == meta.PermRO }
 func (c *vfolderConfig) dataDir() string { return c.data }
 
 func (c *vfolderConfig) setup(ctx context.Context, e *env) (string, error) {
-	s, err := e.vfolderMount(c.tracked)
+	var s *vfolderShared
+	var err error
+	if c.abl != nil {
+		name := "vfolder-" + c.abl.id
+		s, err = e.vfolderMountNamed(name, filepath.Join(e.work, "state-"+name), c.abl.apply)
+	} else {
+		s, err = e.vfolderMount(c.tracked)
+	}
 	if err != nil {
 		return "", err
 	}
+	c.ra = readAheadKB(s.mnt)
 	folder := e.folder
 	if c.noLimit {
 		// Another user's folder on the same volume: the 1 PiB limit of the
@@ -255,11 +284,28 @@ func linkFixtures(src, dst string) error {
 	return nil
 }
 
+// readAheadKB is the read-ahead window of the mount at mnt (its bdi's
+// read_ahead_kb), "" if unknown.
+func readAheadKB(mnt string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
 func (c *vfolderConfig) describe() string {
 	view := vfs.NSSessions + "/" + vfSession + "/" + c.view
 	ids := fmt.Sprintf(", storage uid/gid %d, view uid/gid %d", vfStorageUID, vfViewUID)
 	var s string
 	switch {
+	case c.abl != nil:
+		s = fmt.Sprintf("%s with one tuning off: %s; a vfolder fs.Mount of its own in-process, with a quota ledger of its own (the folder's scope has the same %s limit as for vfolder-rw), view %s of the benchmark folder%s; runs only the workloads the tuning can affect (%s)",
+			c.abl.base, c.abl.off, humanBytes(vfQuotaBytes), view, ids, strings.Join(c.abl.workloads, ", "))
 	case !c.tracked:
 		s = "a second vfolder fs.Mount in-process, without a quota ledger (fs.Options.Quota nil: no accounting, no limits), view " + view +
 			" of the benchmark folder" + ids + ", deletes allowed; otherwise as vfolder-rw: what the accounting itself costs"
@@ -272,6 +318,9 @@ func (c *vfolderConfig) describe() string {
 			fmt.Sprintf(", deletes allowed; quota: the folder's scope has a %s limit (far above the workload), so every write past EOF, truncate, fallocate and create passes the quota ledger (badger in the work directory)", humanBytes(vfQuotaBytes))
 	default:
 		s = "the vfolder fs.Mount in-process with the quota ledger (shared with vfolder-rw and vfolder-rw-nolimit), view " + view + ids
+	}
+	if c.ra != "" {
+		s += "; read_ahead_kb " + c.ra
 	}
 	if c.probe != "" {
 		s += "; " + c.probe
