@@ -45,7 +45,7 @@ func TestFsWriteAllocs(t *testing.T) {
 	}
 	ctx := context.Background()
 	buf := make([]byte, 4096)
-	// The first growth waits until the inode's dirty mark is durable.
+	// The first growth stores the inode's dirty mark (once per hold).
 	if w, errno := h.Write(ctx, buf, 0); w != 4096 || errno != 0 {
 		t.Fatalf("write: %d %v", w, errno)
 	}

@@ -62,8 +62,9 @@ type Reservation struct {
 // within the charged size with the inode held by OpenForWrite, Reserve and
 // Done take the scope's lock once each and do not allocate.
 //
-// A write that may grow the file waits, once per hold, until the inode's
-// dirty mark is durable (see the package comment).
+// A write that may grow the file first makes the inode's dirty mark
+// survive the process (the mark table; once per hold, see the package
+// comment).
 func (m *Manager) Reserve(s ScopeKey, folderID string, ino InodeKey, off, end int64) (granted int64, r Reservation, err error) {
 	if off < 0 || end < 0 {
 		return 0, Reservation{}, fmt.Errorf("%w: negative offset or end", ErrInvalid)
@@ -196,8 +197,9 @@ func (sc *scope) done(in *inode, size int64, sizeOp bool) {
 	sc.after(in)
 }
 
-// waitMark waits until the inode's dirty mark is durable. sc.mu is held
-// and released while waiting.
+// waitMark makes the inode's dirty mark survive the process: in the mark
+// table, or, when the table cannot take it, by waiting for the commit that
+// writes it to the store (sc.mu is then released while waiting).
 func (sc *scope) waitMark(in *inode) error {
 	if sc.setSlot(in) {
 		return nil
@@ -305,8 +307,8 @@ type Removal struct {
 
 // PrepareRemove is called before an unlink, rmdir or rename that may drop
 // the last link of ino. It takes a hold and, when the inode carries bytes,
-// waits until its dirty mark is durable, so that the removal is exact
-// across a crash. Always end it with Removal.Done.
+// makes its dirty mark survive the process (as Reserve does), so that the
+// removal is exact across a crash. Always end it with Removal.Done.
 func (m *Manager) PrepareRemove(s ScopeKey, folderID string, ino InodeKey, hint string) (Removal, error) {
 	sc, in, err := m.enterInode(s, folderID, ino, false)
 	if err != nil {
