@@ -85,35 +85,41 @@ func checkNothingLeft(t *testing.T, dir string) {
 	}
 }
 
-// TestQuickRun runs the whole harness in --quick mode on a tmpfs with
-// tiny sizes against native and go-fuse's loopback, and checks the report.
-func TestQuickRun(t *testing.T) {
-	needRoot(t)
+// runReport runs the harness with args plus --dir and --out in fresh
+// temporary directories, checks that it succeeded and left nothing
+// behind, and returns the report and what the harness printed.
+func runReport(t *testing.T, timeout time.Duration, args ...string) (report, stdout string) {
+	t.Helper()
 	dir := t.TempDir()
 	out := filepath.Join(t.TempDir(), "BENCHMARKS.md")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := harness(ctx, "--quick", "--tmpfs", "-q",
-		"--configs", "native,loopback",
-		"--size", "2MiB", "--rand-size", "1MiB", "--files", "50",
-		"--fio-runtime", "200ms", "--runs", "2", "--stat-passes", "2",
-		"--tree", smallTree(t), "--usage-files", "20,60", "--views", "3",
-		"--dir", dir, "--out", out)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd := harness(ctx, append(args, "--dir", dir, "--out", out)...)
+	var outBuf, errBuf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &outBuf, &errBuf
 	start := time.Now()
 	err := cmd.Run()
 	t.Logf("harness ran %v", time.Since(start).Round(time.Millisecond))
 	if err != nil {
-		t.Fatalf("harness failed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+		t.Fatalf("harness failed: %v\nstdout:\n%s\nstderr:\n%s", err, outBuf.String(), errBuf.String())
 	}
 	checkNothingLeft(t, dir)
-
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	report := string(b)
+	return string(b), outBuf.String()
+}
+
+// TestQuickRun runs the whole harness in --quick mode on a tmpfs with
+// tiny sizes against native and go-fuse's loopback, and checks the report.
+func TestQuickRun(t *testing.T) {
+	needRoot(t)
+	report, stdout := runReport(t, 90*time.Second, "--quick", "--tmpfs", "-q",
+		"--configs", "native,loopback",
+		"--size", "2MiB", "--rand-size", "1MiB", "--files", "50",
+		"--fio-runtime", "200ms", "--runs", "2", "--stat-passes", "2",
+		"--tree", smallTree(t), "--usage-files", "20,60", "--views", "3")
 	for _, h := range []string{"# vfolder benchmarks", "## Machine", "| CPU |", "| Kernel |", "| Backing | tmpfs", "## Configurations", "## Results"} {
 		if !strings.Contains(report, h) {
 			t.Errorf("report lacks %q", h)
@@ -165,8 +171,8 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(stdout.String(), "`seqwrite-new`") {
-		t.Errorf("the table was not printed:\n%s", stdout.String())
+	if !strings.Contains(stdout, "`seqwrite-new`") {
+		t.Errorf("the table was not printed:\n%s", stdout)
 	}
 }
 
@@ -464,28 +470,12 @@ func TestParseFioIOPS(t *testing.T) {
 // profile.
 func TestQuickQuota(t *testing.T) {
 	needRoot(t)
-	dir := t.TempDir()
-	out := filepath.Join(t.TempDir(), "BENCHMARKS.md")
 	prof := filepath.Join(t.TempDir(), "cpu.pprof")
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	cmd := harness(ctx, "--quick", "--tmpfs", "-q",
+	report, _ := runReport(t, 120*time.Second, "--quick", "--tmpfs", "-q",
 		"--configs", "vfolder-rw,vfolder-rw-nolimit,vfolder-rw-untracked",
 		"--workloads", "seqwrite,random,meta",
 		"--size", "2MiB", "--rand-size", "1MiB", "--files", "50",
-		"--fio-runtime", "200ms", "--runs", "2",
-		"--dir", dir, "--out", out, "--cpuprofile", prof)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("harness failed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	checkNothingLeft(t, dir)
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	report := string(b)
+		"--fio-runtime", "200ms", "--runs", "2", "--cpuprofile", prof)
 	for _, c := range []string{cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked} {
 		if !strings.Contains(report, "- **"+c+"**: ") {
 			t.Errorf("report does not describe %s", c)
@@ -635,25 +625,9 @@ func TestFuseWaiting(t *testing.T) {
 // can affect, each with two medians and a signed change.
 func TestQuickAblate(t *testing.T) {
 	needRoot(t)
-	dir := t.TempDir()
-	out := filepath.Join(t.TempDir(), "BENCHMARKS.md")
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
-	defer cancel()
-	cmd := harness(ctx, "--quick", "--ablate", "--tmpfs", "-q",
+	report, stdout := runReport(t, 150*time.Second, "--quick", "--ablate", "--tmpfs", "-q",
 		"--configs", "native,vfolder-rw", "--workloads", "seqwrite-new,find",
-		"--size", "2MiB", "--runs", "2", "--tree", smallTree(t),
-		"--dir", dir, "--out", out)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("harness failed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	checkNothingLeft(t, dir)
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	report := string(b)
+		"--size", "2MiB", "--runs", "2", "--tree", smallTree(t))
 	if os.Getenv("BENCH_TEST_SHOW") != "" {
 		t.Log(report)
 	}
@@ -711,8 +685,8 @@ func TestQuickAblate(t *testing.T) {
 	if rows := tableRows(report); len(rows["find"]) != 4 {
 		t.Errorf("main table row for find has %d cells, want 4: %q", len(rows["find"]), rows["find"])
 	}
-	if !strings.Contains(stdout.String(), "| -maxwrite | seqwrite-new |") {
-		t.Errorf("the ablation table was not printed:\n%s", stdout.String())
+	if !strings.Contains(stdout, "| -maxwrite | seqwrite-new |") {
+		t.Errorf("the ablation table was not printed:\n%s", stdout)
 	}
 }
 
