@@ -44,7 +44,7 @@ const (
 	markSlotSize  = 1024
 	markInitSlots = 256
 	markMagic     = 0x314d5156 // "VQM1"
-	markBodyMax   = markSlotSize - 8
+	markBodyMax   = markSlotSize - 10 // after the header and the body's length
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -175,7 +175,7 @@ func decodeMark(b []byte) (slotMark, error) {
 // set stores a mark and returns its slot, or -1 and an error when the
 // table cannot grow (the caller then waits for the store instead).
 func (t *markTable) set(body []byte) (int32, error) {
-	if len(body) > markBodyMax-2 {
+	if len(body) > markBodyMax {
 		return -1, fmt.Errorf("%w: mark of %d bytes", ErrInvalid, len(body))
 	}
 	t.mu.Lock()
@@ -244,7 +244,7 @@ func (t *markTable) load() []slotMark {
 		}
 		off := int(i) * markSlotSize
 		n := int(binary.LittleEndian.Uint16(t.mem[off+8:]))
-		if n > markBodyMax-2 || crc32.Checksum(t.mem[off+8:off+10+n], castagnoli) != uint32(h>>32) {
+		if n > markBodyMax || crc32.Checksum(t.mem[off+8:off+10+n], castagnoli) != uint32(h>>32) {
 			continue
 		}
 		sm, err := decodeMark(t.mem[off+10 : off+10+n])

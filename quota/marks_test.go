@@ -2,6 +2,7 @@ package quota
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -87,4 +88,27 @@ func FuzzDecodeMark(f *testing.F) {
 			t.Fatalf("round trip: %+v -> %+v %v", sm, sm2, err)
 		}
 	})
+}
+
+// TestMarkFullSlot: the longest hint encodeMark keeps fits the slot.
+func TestMarkFullSlot(t *testing.T) {
+	tb, err := openMarkTable(filepath.Join(t.TempDir(), "marks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.close()
+	sEnc, fEnc := encScope(testScope(t, 1)), encFolder("f")
+	fixed := len(encodeMark(nil, sEnc, fEnc, InodeKey{Ino: 1}, ""))
+	hint := strings.Repeat("h", markBodyMax-fixed)
+	body := encodeMark(nil, sEnc, fEnc, InodeKey{Ino: 1}, hint)
+	if len(body) != markBodyMax {
+		t.Fatalf("body %d bytes, want %d (hint left out?)", len(body), markBodyMax)
+	}
+	if _, err := tb.set(body); err != nil {
+		t.Fatalf("a mark encodeMark made does not fit: %v", err)
+	}
+	got := tb.load()
+	if len(got) != 1 || got[0].hint != hint {
+		t.Fatalf("loaded %+v", got)
+	}
 }
