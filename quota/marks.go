@@ -43,7 +43,7 @@ import (
 const (
 	markSlotSize  = 1024
 	markInitSlots = 256
-	markMagic     = 0x314d5156 // "VQM1"
+	markMagic     = 0x314d5156        // "VQM1"
 	markBodyMax   = markSlotSize - 10 // after the header and the body's length
 )
 
