@@ -186,30 +186,6 @@ func (e *env) ablationChange(w workload, a *ablation) (float64, bool) {
 	return e.overhead(w, a.config(), a.base)
 }
 
-// ablationCell is a median, or why there is none.
-func (e *env) ablationCell(w workload, cfg string) string {
-	r := e.res
-	if _, bad := r.setupErr[cfg]; bad {
-		return "setup failed"
-	}
-	c := r.cells[w.id][cfg]
-	if c == nil {
-		return "not run"
-	}
-	v, ok := c.median()
-	if !ok {
-		if len(c.errs) > 0 {
-			return "error"
-		}
-		return "not run"
-	}
-	s := fmtVal(v)
-	if len(c.errs) > 0 {
-		s += fmt.Sprintf(" (%d/%d failed)", len(c.errs), len(c.errs)+len(c.runs))
-	}
-	return s
-}
-
 // renderAblation is the ablation table and what each tuning does; "" when
 // no ablation ran.
 func (e *env) renderAblation() string {
@@ -258,4 +234,10 @@ func upperFirst(s string) string {
 func (e *env) ablationMethod() string {
 	return fmt.Sprintf("Ablation (--ablate): each ablation configuration is the default %s (%s for -passthrough) with exactly one tuning turned off (fs.Options.Tuning, fs.Options.ReadAheadKB), in an fs.Mount of its own (the options are mount-wide) with a quota ledger of its own whose folder scope has the same %s limit, showing the same backing folder. It runs only the workloads the tuning can affect, interleaved with the other configurations in the same runs; a row compares its median with the default column's. Change: the speed with the tuning over the speed without, minus one (for times, the time without over the time with, minus one); positive means the tuning helps.",
 		cfgVfolderRW, cfgVfolderRO, humanBytes(vfQuotaBytes))
+}
+
+// ablationCell is a median, or why there is none.
+func (e *env) ablationCell(w workload, cfg string) string {
+	s, _, _ := e.medianText(w, cfg)
+	return s
 }

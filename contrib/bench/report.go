@@ -187,32 +187,42 @@ func (e *env) title(w workload) string {
 	return r.Replace(w.title)
 }
 
-// cellText is a table cell: the median and, off native, the speed
-// relative to native.
-func (e *env) cellText(w workload, cfg string) string {
+// medianText is a cell's median, with its failed runs noted, or why there
+// is none (ok false).
+func (e *env) medianText(w workload, cfg string) (s string, v float64, ok bool) {
 	r := e.res
 	if _, bad := r.setupErr[cfg]; bad {
-		return "setup failed"
+		return "setup failed", 0, false
 	}
 	c := r.cells[w.id][cfg]
-	if c.na != "" {
-		return "n/a"
+	if c == nil {
+		return "not run", 0, false
 	}
-	v, ok := c.median()
+	if c.na != "" {
+		return "n/a", 0, false
+	}
+	v, ok = c.median()
 	if !ok {
 		if len(c.errs) > 0 {
-			return "error"
+			return "error", 0, false
 		}
-		return "not run"
+		return "not run", 0, false
 	}
-	s := fmtVal(v)
+	s = fmtVal(v)
 	if len(c.errs) > 0 {
 		s += fmt.Sprintf(" (%d/%d failed)", len(c.errs), len(c.errs)+len(c.runs))
 	}
-	if cfg == cfgNative {
+	return s, v, true
+}
+
+// cellText is a table cell: the median and, off native, the speed
+// relative to native.
+func (e *env) cellText(w workload, cfg string) string {
+	s, v, ok := e.medianText(w, cfg)
+	if !ok || cfg == cfgNative {
 		return s
 	}
-	nv, ok := r.cells[w.id][cfgNative].median()
+	nv, ok := e.res.cells[w.id][cfgNative].median()
 	if !ok {
 		return s
 	}
