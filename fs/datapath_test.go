@@ -79,14 +79,22 @@ func (c *opCounter) passthroughNegotiated() bool {
 // passthrough (the daemon sees no READ request) wherever the kernel
 // offers it, while every read and write of an rw view of the same folder
 // reaches the daemon, and its writes the quota ledger.
-func TestFsDataPath(t *testing.T) {
-	m := testLedger(t)
+// countingMount is testMount with the quota ledger m and go-fuse's trace
+// counted by an opCounter.
+func countingMount(t *testing.T, m *quota.Manager) (*FS, string, *opCounter) {
+	t.Helper()
 	ops := &opCounter{ops: map[string]int{}}
 	f, dir := testMountWith(t, func(o *Options) {
 		o.Quota = m
 		o.Debug = true
 		o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
 	})
+	return f, dir, ops
+}
+
+func TestFsDataPath(t *testing.T) {
+	m := testLedger(t)
+	f, dir, ops := countingMount(t, m)
 	rw := testFolder(t, dir, 1, "rw")
 	rw.Mode = meta.PermRW
 	ro := rw
@@ -214,12 +222,7 @@ func TestFsNodeSize(t *testing.T) {
 // the new bytes and the quota ledger counts every byte.
 func TestFsDirectWrite(t *testing.T) {
 	m := testLedger(t)
-	ops := &opCounter{ops: map[string]int{}}
-	f, dir := testMountWith(t, func(o *Options) {
-		o.Quota = m
-		o.Debug = true
-		o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
-	})
+	f, dir, ops := countingMount(t, m)
 	rw := testFolder(t, dir, 1, "rw")
 	rw.Mode = meta.PermRW
 	if err := f.AddView(rw); err != nil {
