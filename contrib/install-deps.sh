@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 
-# Debian packages the tests and the benchmark harness use.
-APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs)
+# Debian packages the tests and the benchmark harness use (etcd-server: the
+# cluster tests start private etcd processes; it is not started as a service).
+APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -19,8 +20,17 @@ if [ ${#need[@]} -gt 0 ]; then
 	fi
 	echo "install-deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
+	# Packaged services (etcd) must not be started by the install: tests
+	# start their own instances on private ports and directories.
+	policy=/usr/sbin/policy-rc.d
+	made_policy=
+	if ! [ -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+		trap 'rm -f "$policy"' EXIT
+	fi
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	[ -z "$made_policy" ] || { rm -f "$policy"; trap - EXIT; }
 fi
 
 if ! command -v go >/dev/null 2>&1; then
