@@ -9,7 +9,7 @@ GOFLAGS_T ?= -count=1
 DEMO      := $(CURDIR)/.vfolder-demo
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: help deps build test test-race e2e lint check run bench clean
+.PHONY: help deps build test test-race e2e lint fuzz check run bench clean
 
 help:
 	@echo "make run        install what is needed, build, and run vfolderd on a local demo volume"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-race  the same with the race detector"
 	@echo "make e2e        only the end-to-end tests (real mounts, real processes)"
 	@echo "make lint       gofmt, go vet, staticcheck"
+	@echo "make fuzz       every fuzz target for FUZZTIME (default 5s) each"
 	@echo "make bench      the benchmark harness (writes BENCHMARKS.md)"
 
 deps:
@@ -45,7 +46,12 @@ lint:
 	$(GO) vet $(PKGS)
 	staticcheck $(PKGS)
 
-check: deps lint build test-race
+# Every fuzz target (parsers of names, paths, sizes, API requests, config,
+# mount targets, session ids...) for a bounded time each.
+fuzz:
+	@bash contrib/fuzz.sh
+
+check: deps lint build test-race fuzz
 
 run: deps build
 	@bash contrib/run-demo.sh

@@ -47,6 +47,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -334,6 +335,13 @@ func (s *Server) Handler() http.Handler {
 			s.writeError(rec, r, api.CodeForbidden, fmt.Sprintf("uid %d may not use the vfolderd API: only root and members of the admin group may", p.uid))
 			return
 		}
+		if !canonicalPath(r.URL.Path) {
+			// The mux would answer with an HTML redirect to the cleaned
+			// path; an API client gets a JSON error instead.
+			s.writeErrorStatus(rec, r, http.StatusNotFound, api.CodeNotFound,
+				fmt.Sprintf("%s %q is not part of the API (the path is not in canonical form)", r.Method, r.URL.Path))
+			return
+		}
 		if h, pattern := s.mux.Handler(r); pattern == "" {
 			// Let the mux decide between 404 and 405, then answer in JSON.
 			probe := &probeWriter{header: http.Header{}}
@@ -355,6 +363,20 @@ func (s *Server) Handler() http.Handler {
 		}
 		s.mux.ServeHTTP(rec, r)
 	})
+}
+
+// canonicalPath reports whether p is already in the form ServeMux
+// redirects to: rooted, no empty, "." or ".." elements (a trailing slash
+// is kept).
+func canonicalPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np == p
 }
 
 type statusWriter struct {
