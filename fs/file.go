@@ -156,7 +156,7 @@ func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, sysc
 
 	sp.Lock()
 	defer sp.Unlock()
-	oi.mode = f.n.killPrivs(ctx, f.fd, oi.mode)
+	oi.mode = f.n.killPrivs(f.fd, oi.mode)
 	if end <= oi.size {
 		return pwritev(f.fd, iov, off)
 	}
@@ -176,11 +176,6 @@ func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, sysc
 	}
 	r.Done(oi.size)
 	return w, errno
-}
-
-func callerIsRoot(ctx context.Context) bool {
-	c, ok := fuse.FromContext(ctx)
-	return ok && c.Uid == 0
 }
 
 // pwritev writes all of iov at off, or fails.
@@ -232,40 +227,6 @@ func skipIov(iov [][]byte, n int64) [][]byte {
 		iov = append([][]byte{iov[0][n:]}, iov[1:]...)
 	}
 	return iov
-}
-
-// killPrivs clears set-user-ID, and set-group-ID on a group-executable
-// file, when a caller other than root changes the file's data: what the
-// kernel leaves to the daemon under FUSE_HANDLE_KILLPRIV_V2. It returns
-// the mode the file has afterwards.
-func (n *node) killPrivs(ctx context.Context, fd int, mode uint32) uint32 {
-	if !needsKill(mode) || callerIsRoot(ctx) {
-		return mode
-	}
-	return n.clearPrivs(fd, mode)
-}
-
-func needsKill(mode uint32) bool {
-	return mode&unix.S_IFMT == unix.S_IFREG &&
-		(mode&unix.S_ISUID != 0 || mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP)
-}
-
-// clearPrivs drops the bits on the file fd refers to (any descriptor) and
-// returns the new mode.
-func (n *node) clearPrivs(fd int, mode uint32) uint32 {
-	perm := mode & 07777 &^ unix.S_ISUID
-	if mode&unix.S_IXGRP != 0 {
-		perm &^= unix.S_ISGID
-	}
-	err := unix.Fchmod(fd, perm)
-	if err == unix.EBADF {
-		err = unix.Chmod(backing.ProcPath(fd), perm)
-	}
-	if err != nil {
-		n.v.fs.log.Warn().Err(err).Msg("cannot clear set-id bits")
-		return mode
-	}
-	return mode&unix.S_IFMT | perm
 }
 
 func (f *file) Flush(ctx context.Context) syscall.Errno {
@@ -375,7 +336,7 @@ func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) sysc
 			return errno
 		}
 	}
-	oi.mode = f.n.killPrivs(ctx, f.fd, st.Mode)
+	oi.mode = f.n.killPrivs(f.fd, st.Mode)
 	f.changed.Store(true)
 	err := unix.Fallocate(f.fd, mode, int64(off), int64(size))
 	after, serr := f.stat()
