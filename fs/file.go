@@ -124,7 +124,9 @@ func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, sy
 // openInode, so a write needs no fstat: one that ends within the file
 // holds the size lock shared and only writes; one past the end holds it
 // exclusively around the quota reservation, and is cut short to what the
-// scope has room for.
+// scope has room for (on an O_DIRECT handle, to a multiple of the file's
+// direct I/O alignment: directCut). A write that fails or comes back
+// short reports the size the file has then (fstat), never its offset.
 func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, syscall.Errno) {
 	if off < 0 {
 		return 0, syscall.EINVAL
@@ -167,15 +169,65 @@ func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, sysc
 	if errno != 0 {
 		return 0, errno
 	}
+	want := total
 	if granted < end {
-		iov = cutIov(iov, granted-off)
+		want = granted - off
+		if f.flags&unix.O_DIRECT != 0 {
+			want = directCut(f.fd, want)
+		}
+		if want <= 0 {
+			// Room for less than one aligned block: nothing is written.
+			r.Done(oi.size)
+			return 0, syscall.EDQUOT
+		}
+		iov = cutIov(iov, want)
 	}
 	w, errno := pwritev(f.fd, iov, off)
-	if e := off + int64(w); e > oi.size {
-		oi.size = e
-	}
+	oi.size = f.sizeAfter(oi.size, off, int64(w), errno != 0 || int64(w) < want)
 	r.Done(oi.size)
 	return w, errno
+}
+
+// sizeAfter is the file's size after a write of w bytes at off to a file
+// of size before. A write that failed or came back short may have left
+// the file at any size up to its end (an error half way, a file system
+// that allocated before failing): the backing file is asked.
+func (f *file) sizeAfter(before, off, w int64, doubt bool) int64 {
+	if doubt {
+		if st, err := backing.Fstat(f.fd); err == nil {
+			return st.Size
+		}
+	}
+	if w > 0 && off+w > before {
+		return off + w
+	}
+	return before
+}
+
+// directCut is the length of a write cut to n bytes on an O_DIRECT
+// descriptor: n rounded down to the file's direct I/O alignment, so that
+// the backing write stays valid (an unaligned length fails with EINVAL
+// and writes nothing) and the writer's next offset stays aligned. This
+// is what a block file system does at its quota boundary: its quota
+// counts blocks, so a direct write there ends short on a block boundary.
+// The few bytes of room left below one alignment unit stay for buffered
+// writes; a direct write finds no room (EDQUOT).
+func directCut(fd int, n int64) int64 {
+	a := int64(dioAlign(fd))
+	return n - n%a
+}
+
+// dioAlign is the offset and length alignment direct I/O on the file
+// needs: statx's STATX_DIOALIGN where the file system reports it, else
+// the page size, a multiple of every logical block size in common use
+// (512, 4096) and what page-based direct I/O paths need.
+func dioAlign(fd int) uint32 {
+	var x unix.Statx_t
+	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &x)
+	if err == nil && x.Mask&unix.STATX_DIOALIGN != 0 && x.Dio_offset_align > 0 {
+		return x.Dio_offset_align
+	}
+	return uint32(unix.Getpagesize())
 }
 
 // pwritev writes all of iov at off, or fails.

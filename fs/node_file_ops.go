@@ -307,16 +307,22 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 			return 0, errno
 		}
 		r = rr
-		length = uint64(granted - int64(offOut))
+		if granted < end {
+			cut := granted - int64(offOut)
+			if fo.flags&unix.O_DIRECT != 0 {
+				cut = directCut(fo.fd, cut)
+			}
+			if cut <= 0 {
+				r.Done(oi.size)
+				return 0, syscall.EDQUOT
+			}
+			length = uint64(cut)
+		}
 	}
 	oi2, oo := int64(offIn), int64(offOut)
 	fo.changed.Store(true)
 	c, err := unix.CopyFileRange(fi.fd, &oi2, fo.fd, &oo, int(length), int(flags))
-	if c > 0 {
-		if e := int64(offOut) + int64(c); e > oi.size {
-			oi.size = e
-		}
-	}
+	oi.size = fo.sizeAfter(oi.size, int64(offOut), int64(max(c, 0)), err != nil)
 	r.Done(oi.size)
 	if err != nil {
 		return 0, toErrno(err)

@@ -1,0 +1,269 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/quota"
+)
+
+// Tests of the write path's quota rules: O_DIRECT at the limit, failed
+// writes.
+
+// directIOVolume makes the volume directory vol support O_DIRECT: it is
+// left alone when its file system does (ext4, xfs...), else a small ext4
+// on a loop file in the test's temp dir is mounted there, unmounted at
+// cleanup (registered here, so it runs after the FUSE mount made later is
+// closed). It skips the test when that cannot be done.
+func directIOVolume(t *testing.T, vol string) {
+	t.Helper()
+	if directIOWorks(vol) {
+		return
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skipf("the temp dir's file system has no O_DIRECT and mkfs.ext4 is missing: %v", err)
+	}
+	img := filepath.Join(filepath.Dir(vol), "ext4.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v %s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, vol).CombinedOutput(); err != nil {
+		t.Skipf("the temp dir's file system has no O_DIRECT and a loop mount failed: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(vol, 0); err != nil {
+			t.Errorf("unmount the loop file system: %v", err)
+			unix.Unmount(vol, unix.MNT_DETACH)
+		}
+	})
+	if !directIOWorks(vol) {
+		t.Skip("no O_DIRECT even on a loop ext4")
+	}
+}
+
+func directIOWorks(dir string) bool {
+	p := filepath.Join(dir, ".odirect-probe")
+	defer os.Remove(p)
+	fd, err := unix.Open(p, unix.O_CREAT|unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	_, err = unix.Pwrite(fd, alignedBuf(4096), 0)
+	return err == nil
+}
+
+// alignedBuf is n zero bytes at a 4096-aligned address, as direct I/O
+// callers use.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+4096)
+	off := (4096 - int(uintptr(unsafe.Pointer(&b[0]))%4096)) % 4096
+	return b[off : off+n]
+}
+
+// markVolume writes the volume marker the ledger's check looks for.
+func markVolume(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "vol", "version.txt"), []byte("3"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkNoDrift runs the ledger's check of the folder of s and fails on any
+// difference between the ledger and storage.
+func checkNoDrift(t *testing.T, m *quota.Manager, dir string, s ViewSpec) {
+	t.Helper()
+	root, err := OpenFolder(filepath.Join(dir, "vol"), s.FolderRel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	for i := 0; ; i++ {
+		rep, err := m.Check(context.Background(), quota.ScopeKey{Volume: s.VolumeName, ID: s.Scope},
+			[]quota.FolderRoot{{FolderID: s.FolderID, Dir: root}}, quota.CheckOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Busy > 0 && i < 100 {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if rep.Drift() {
+			t.Errorf("the ledger differs from storage: %+v", rep.Findings)
+		}
+		return
+	}
+}
+
+// TestFsDirectWriteQuota: O_DIRECT writes through an rw view, with and
+// without a limit. A write cut at the limit is cut to a multiple of the
+// backing file's direct I/O alignment and succeeds (short count); the
+// next one gets EDQUOT. A write the backing file refuses (unaligned, as
+// natively) charges nothing. The ledger matches storage throughout.
+func TestFsDirectWriteQuota(t *testing.T) {
+	m := testLedger(t)
+	f, dir := testMountWith(t, func(o *Options) {
+		o.Quota = m
+		directIOVolume(t, filepath.Join(filepath.Dir(o.MountPoint), "vol"))
+	})
+	markVolume(t, dir)
+	s := testFolder(t, dir, 1, "q")
+	s.Mode, s.RWCanDelete = meta.PermRW, true
+	if err := f.AddView(s); err != nil {
+		t.Fatal(err)
+	}
+	sk := quota.ScopeKey{Volume: s.VolumeName, ID: s.Scope}
+	view := filepath.Join(f.MountPoint(), "sessions", "s1", "q")
+	back := filepath.Join(dir, "vol", s.FolderRel)
+	sizeOf := func(name string) int64 { return statOf(t, filepath.Join(back, name)).Size }
+
+	// Natively, an unaligned O_DIRECT write past the end fails.
+	nfd, err := unix.Open(filepath.Join(back, "native"), unix.O_CREAT|unix.O_RDWR|unix.O_DIRECT, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, nerr := unix.Pwrite(nfd, alignedBuf(100), 8192)
+	unix.Close(nfd)
+	os.Remove(filepath.Join(back, "native"))
+
+	for _, limit := range []int64{0, 1 << 30} {
+		if err := m.SetLimit(sk, limit, 0); err != nil {
+			t.Fatal(err)
+		}
+		name := "failed" + strconv.Itoa(int(limit>>30))
+		fd, err := unix.Open(filepath.Join(view, name), unix.O_CREAT|unix.O_RDWR|unix.O_DIRECT, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = unix.Pwrite(fd, alignedBuf(100), 8192)
+		if nerr != nil && err != nerr {
+			t.Errorf("limit %d: unaligned O_DIRECT write past the end: %v, natively %v", limit, err, nerr)
+		}
+		if nerr == nil && err != nil {
+			t.Errorf("limit %d: unaligned O_DIRECT write past the end: %v, natively it works", limit, err)
+		}
+		want := int64(0)
+		if err == nil {
+			want = 8292
+		}
+		if got := sizeOf(name); got != want {
+			t.Errorf("limit %d: size %d after the write, want %d", limit, got, want)
+		}
+		if u := m.Usage(sk); u.Used != want {
+			t.Errorf("limit %d: usage %d after a failed write to an empty file, want %d", limit, u.Used, want)
+		}
+		checkNoDrift(t, m, dir, s)
+		// Later aligned writes, inside and past the end, are charged as
+		// they are.
+		if n, err := unix.Pwrite(fd, alignedBuf(4096), 0); n != 4096 || err != nil {
+			t.Errorf("limit %d: aligned O_DIRECT write: %d %v", limit, n, err)
+		}
+		if n, err := unix.Pwrite(fd, alignedBuf(8192), 16384); n != 8192 || err != nil {
+			t.Errorf("limit %d: aligned O_DIRECT append: %d %v", limit, n, err)
+		}
+		if got, u := sizeOf(name), m.Usage(sk).Used; got != 24576 || u != 24576 {
+			t.Errorf("limit %d: size %d usage %d, want 24576", limit, got, u)
+		}
+		unix.Close(fd)
+		if err := os.Remove(filepath.Join(view, name)); err != nil {
+			t.Fatal(err)
+		}
+		waitUsage(t, m, sk, 0, 0)
+	}
+
+	// 100,000 bytes of room: a 128 KiB write is cut to the alignment.
+	if err := m.SetLimit(sk, 100000, 0); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(filepath.Join(view, "cut"), unix.O_CREAT|unix.O_RDWR|unix.O_DIRECT, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var x unix.Statx_t
+	align := int64(4096)
+	if err := unix.Statx(unix.AT_FDCWD, filepath.Join(back, "cut"), 0, unix.STATX_DIOALIGN, &x); err == nil &&
+		x.Mask&unix.STATX_DIOALIGN != 0 && x.Dio_offset_align > 0 {
+		align = int64(x.Dio_offset_align)
+	}
+	cut := 100000 - 100000%align
+	if n, err := unix.Pwrite(fd, alignedBuf(131072), 0); int64(n) != cut || err != nil {
+		t.Errorf("O_DIRECT write of 131072 bytes with 100000 of room: %d %v, want %d (alignment %d)", n, err, cut, align)
+	}
+	if n, err := unix.Pwrite(fd, alignedBuf(int(align)), cut); err != unix.EDQUOT {
+		t.Errorf("O_DIRECT write after the cut: %d %v, want EDQUOT", n, err)
+	}
+	if got, u := sizeOf("cut"), m.Usage(sk).Used; got != cut || u != cut {
+		t.Errorf("after the cut: size %d usage %d, want %d", got, u, cut)
+	}
+	checkNoDrift(t, m, dir, s)
+	// The bytes below one alignment unit are left to buffered writes,
+	// which fill the scope to exactly the limit.
+	bfd, err := unix.Open(filepath.Join(view, "cut"), unix.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(bfd)
+	if n, err := unix.Pwrite(bfd, make([]byte, 4096), cut); int64(n) != 100000-cut || err != nil {
+		t.Errorf("buffered write of the rest: %d %v, want %d", n, err, 100000-cut)
+	}
+	if got, u := sizeOf("cut"), m.Usage(sk).Used; got != 100000 || u != 100000 {
+		t.Errorf("at the limit: size %d usage %d, want 100000", got, u)
+	}
+	if _, err := unix.Pwrite(fd, alignedBuf(int(align)), 131072); err != unix.EDQUOT {
+		t.Errorf("O_DIRECT write at the limit: %v, want EDQUOT", err)
+	}
+
+	// copy_file_range into an O_DIRECT file is cut the same way.
+	if err := m.SetLimit(sk, 100000+100000, 0); err != nil {
+		t.Fatal(err)
+	}
+	src, err := unix.Open(filepath.Join(view, "src"), unix.O_CREAT|unix.O_RDWR, 0o644)
+	if err == nil {
+		// The source takes room too: 2*align bytes of it.
+		_, err = unix.Pwrite(src, make([]byte, 2*align), 0)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(src)
+	dst, err := unix.Open(filepath.Join(view, "dst"), unix.O_CREAT|unix.O_RDWR|unix.O_DIRECT, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dst)
+	room := 100000 - 2*align
+	for off := int64(0); ; {
+		offIn, offOut := int64(0), off
+		n, err := unix.CopyFileRange(src, &offIn, dst, &offOut, int(2*align), 0)
+		if err == unix.EDQUOT {
+			break
+		}
+		if err != nil || n <= 0 || int64(n)%align != 0 {
+			t.Fatalf("copy_file_range into an O_DIRECT file at %d: %d %v", off, n, err)
+		}
+		off += int64(n)
+		if off > room {
+			t.Fatalf("copied %d bytes with %d of room", off, room)
+		}
+	}
+	if got := sizeOf("dst"); got != room-room%align {
+		t.Errorf("copy_file_range stopped at %d, want %d", got, room-room%align)
+	}
+	checkNoDrift(t, m, dir, s)
+}
