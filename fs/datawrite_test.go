@@ -17,7 +17,7 @@ import (
 )
 
 // Tests of the write path's quota rules: O_DIRECT at the limit, failed
-// writes.
+// writes, fallocate KEEP_SIZE.
 
 // directIOVolume makes the volume directory vol support O_DIRECT: it is
 // left alone when its file system does (ext4, xfs...), else a small ext4
@@ -266,4 +266,103 @@ func TestFsDirectWriteQuota(t *testing.T) {
 		t.Errorf("copy_file_range stopped at %d, want %d", got, room-room%align)
 	}
 	checkNoDrift(t, m, dir, s)
+}
+
+// TestFsFallocateKeepSize: with the quota on, fallocate that would hold
+// space past the end without growing the file (KEEP_SIZE, ZERO_RANGE
+// with KEEP_SIZE) is refused with EOPNOTSUPP and allocates nothing;
+// inside the file it works, and the modes that change the size are
+// charged as before. Without a ledger nothing is refused.
+func TestFsFallocateKeepSize(t *testing.T) {
+	m := testLedger(t)
+	f, dir := testMountWith(t, func(o *Options) { o.Quota = m })
+	markVolume(t, dir)
+	s := testFolder(t, dir, 1, "q")
+	s.Mode = meta.PermRW
+	if err := f.AddView(s); err != nil {
+		t.Fatal(err)
+	}
+	sk := quota.ScopeKey{Volume: s.VolumeName, ID: s.Scope}
+	if err := m.SetLimit(sk, 1<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	view := filepath.Join(f.MountPoint(), "sessions", "s1", "q")
+	back := filepath.Join(dir, "vol", s.FolderRel)
+	fd, err := unix.Open(filepath.Join(view, "f"), unix.O_CREAT|unix.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	blocks := func() int64 { return statOf(t, filepath.Join(back, "f")).Blocks }
+
+	for _, c := range []struct {
+		name      string
+		mode      uint32
+		off, size int64
+	}{
+		{"KEEP_SIZE past the end", unix.FALLOC_FL_KEEP_SIZE, 0, 48 << 20},
+		{"KEEP_SIZE within the limit", unix.FALLOC_FL_KEEP_SIZE, 0, 4096},
+		{"ZERO_RANGE|KEEP_SIZE", unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, 0, 1 << 20},
+	} {
+		if err := unix.Fallocate(fd, c.mode, c.off, c.size); err != unix.EOPNOTSUPP {
+			t.Errorf("%s on an empty file: %v, want EOPNOTSUPP", c.name, err)
+		}
+	}
+	if b := blocks(); b != 0 {
+		t.Errorf("refused allocations left %d blocks", b)
+	}
+	// Mode 0 grows the file: charged, all or nothing.
+	if err := unix.Fallocate(fd, 0, 0, 64<<10); err != nil {
+		t.Fatalf("fallocate 64 KiB: %v", err)
+	}
+	if err := unix.Fallocate(fd, 0, 0, 2<<20); err != unix.EDQUOT {
+		t.Errorf("fallocate past the limit: %v, want EDQUOT", err)
+	}
+	waitUsage(t, m, sk, 64<<10, 1)
+	// Inside the file, KEEP_SIZE allocates nothing the size does not
+	// count; straddling the end it is refused.
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 4096, 8192); err != nil {
+		t.Errorf("KEEP_SIZE inside the file: %v", err)
+	}
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != nil {
+		t.Errorf("ZERO_RANGE|KEEP_SIZE inside the file: %v", err)
+	}
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 60<<10, 8192); err != unix.EOPNOTSUPP {
+		t.Errorf("KEEP_SIZE across the end: %v, want EOPNOTSUPP", err)
+	}
+	// PUNCH_HOLE keeps working and changes no usage.
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 8192); err != nil {
+		t.Errorf("PUNCH_HOLE: %v", err)
+	}
+	waitUsage(t, m, sk, 64<<10, 1)
+	// COLLAPSE_RANGE and INSERT_RANGE change the size and the usage.
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_COLLAPSE_RANGE, 0, 16384); err == nil {
+		waitUsage(t, m, sk, 48<<10, 1)
+		if err := unix.Fallocate(fd, unix.FALLOC_FL_INSERT_RANGE, 0, 4096); err != nil {
+			t.Errorf("INSERT_RANGE: %v", err)
+		}
+		waitUsage(t, m, sk, 52<<10, 1)
+	} else if err != unix.EOPNOTSUPP && err != unix.EINVAL {
+		t.Errorf("COLLAPSE_RANGE: %v", err)
+	}
+	st := statOf(t, filepath.Join(back, "f"))
+	if st.Blocks*512 > st.Size+4096 {
+		t.Errorf("%d bytes allocated for a %d-byte file", st.Blocks*512, st.Size)
+	}
+	checkNoDrift(t, m, dir, s)
+
+	// Without a ledger there is nothing to get around.
+	f2, dir2 := testMount(t)
+	s2 := testFolder(t, dir2, 2, "free")
+	if err := f2.AddView(s2); err != nil {
+		t.Fatal(err)
+	}
+	fd2, err := unix.Open(filepath.Join(f2.MountPoint(), "sessions", "s1", "free", "f"), unix.O_CREAT|unix.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd2)
+	if err := unix.Fallocate(fd2, unix.FALLOC_FL_KEEP_SIZE, 0, 1<<20); err != nil {
+		t.Errorf("KEEP_SIZE without a ledger: %v", err)
+	}
 }

@@ -352,7 +352,14 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 
 // Allocate is fallocate(2). Modes that change the logical size (plain
 // and ZERO_RANGE past the end, INSERT_RANGE, COLLAPSE_RANGE) pass the
-// quota hook, all or nothing; KEEP_SIZE and PUNCH_HOLE change no usage.
+// quota hook, all or nothing; PUNCH_HOLE and KEEP_SIZE within the file
+// change no usage. With the quota on, a KEEP_SIZE allocation reaching
+// past the end is refused (EOPNOTSUPP): it would hold disk space beyond
+// the logical size, which is all the ledger counts. Refusing keeps usage
+// equal to the sum of logical sizes; posix_fallocate never asks for
+// KEEP_SIZE, and callers that do (fallocate -n, preallocating writers)
+// treat EOPNOTSUPP as "no preallocation here" and write instead, which is
+// charged.
 func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	v := f.n.v
 	if errno := v.mutable(); errno != 0 {
@@ -370,6 +377,12 @@ func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) sysc
 	st, errno := f.stat()
 	if errno != 0 {
 		return errno
+	}
+	if mode&unix.FALLOC_FL_KEEP_SIZE != 0 && mode&unix.FALLOC_FL_PUNCH_HOLE == 0 &&
+		int64(off+size) > st.Size && v.q.on() {
+		// quota: space past the end outside the logical size is never
+		// charged, so it is not handed out.
+		return syscall.EOPNOTSUPP
 	}
 	newSize := st.Size
 	switch {
