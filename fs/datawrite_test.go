@@ -6,12 +6,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/vfolder/vfolder/internal/backing"
 	"github.com/vfolder/vfolder/meta"
 	"github.com/vfolder/vfolder/quota"
 )
@@ -272,7 +276,9 @@ func TestFsDirectWriteQuota(t *testing.T) {
 // space past the end without growing the file (KEEP_SIZE, ZERO_RANGE
 // with KEEP_SIZE) is refused with EOPNOTSUPP and allocates nothing;
 // inside the file it works, and the modes that change the size are
-// charged as before. Without a ledger nothing is refused.
+// charged as before. Without a ledger nothing is refused. (The kernel's
+// FUSE client forwards only KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE;
+// TestFsAllocateRanges calls the handle for the other modes.)
 func TestFsFallocateKeepSize(t *testing.T) {
 	m := testLedger(t)
 	f, dir := testMountWith(t, func(o *Options) { o.Quota = m })
@@ -335,16 +341,11 @@ func TestFsFallocateKeepSize(t *testing.T) {
 		t.Errorf("PUNCH_HOLE: %v", err)
 	}
 	waitUsage(t, m, sk, 64<<10, 1)
-	// COLLAPSE_RANGE and INSERT_RANGE change the size and the usage.
-	if err := unix.Fallocate(fd, unix.FALLOC_FL_COLLAPSE_RANGE, 0, 16384); err == nil {
-		waitUsage(t, m, sk, 48<<10, 1)
-		if err := unix.Fallocate(fd, unix.FALLOC_FL_INSERT_RANGE, 0, 4096); err != nil {
-			t.Errorf("INSERT_RANGE: %v", err)
-		}
-		waitUsage(t, m, sk, 52<<10, 1)
-	} else if err != unix.EOPNOTSUPP && err != unix.EINVAL {
-		t.Errorf("COLLAPSE_RANGE: %v", err)
+	// ZERO_RANGE past the end grows the file: charged.
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 60<<10, 8192); err != nil {
+		t.Errorf("ZERO_RANGE past the end: %v", err)
 	}
+	waitUsage(t, m, sk, 68<<10, 1)
 	st := statOf(t, filepath.Join(back, "f"))
 	if st.Blocks*512 > st.Size+4096 {
 		t.Errorf("%d bytes allocated for a %d-byte file", st.Blocks*512, st.Size)
@@ -364,5 +365,71 @@ func TestFsFallocateKeepSize(t *testing.T) {
 	defer unix.Close(fd2)
 	if err := unix.Fallocate(fd2, unix.FALLOC_FL_KEEP_SIZE, 0, 1<<20); err != nil {
 		t.Errorf("KEEP_SIZE without a ledger: %v", err)
+	}
+}
+
+// TestFsAllocateRanges: the modes the kernel's FUSE client does not
+// forward today (COLLAPSE_RANGE, INSERT_RANGE), called on a handle as
+// go-fuse would: the ledger follows the size, all or nothing.
+func TestFsAllocateRanges(t *testing.T) {
+	m := testLedger(t)
+	dir := t.TempDir()
+	var rootSt unix.Stat_t
+	if err := unix.Stat(dir, &rootSt); err != nil {
+		t.Fatal(err)
+	}
+	sk := quota.ScopeKey{Volume: "vol", ID: meta.ScopeID{Kind: meta.KindUser, UUID: strings.Repeat("5", 32)}}
+	if err := m.SetLimit(sk, 1<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	v := &view{fs: &FS{log: zerolog.Nop()}, spec: ViewSpec{Mode: meta.PermRW},
+		q: quotaHook{m: m, scope: sk, folder: strings.Repeat("1", 32), rootDev: rootSt.Dev}}
+	n := &node{v: v}
+	fd, err := unix.Open(filepath.Join(dir, "f"), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := backing.Fstat(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, errno := n.newHandle(fd, unix.O_RDWR, &st, "f", false)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	defer h.Release(context.Background())
+	ctx := context.Background()
+	if errno := h.Allocate(ctx, 0, 256<<10, 0); errno != 0 {
+		t.Fatalf("fallocate 256 KiB: %v", errno)
+	}
+	if errno := h.Allocate(ctx, 0, 64<<10, unix.FALLOC_FL_COLLAPSE_RANGE); errno == syscall.EOPNOTSUPP || errno == syscall.EINVAL {
+		t.Skipf("the temp dir's file system has no COLLAPSE_RANGE: %v", errno)
+	} else if errno != 0 {
+		t.Fatalf("COLLAPSE_RANGE: %v", errno)
+	}
+	if u := m.Usage(sk); u.Used != 192<<10 {
+		t.Errorf("after COLLAPSE_RANGE of 64 KiB: usage %d, want %d", u.Used, 192<<10)
+	}
+	if errno := h.Allocate(ctx, 0, 128<<10, unix.FALLOC_FL_INSERT_RANGE); errno != 0 {
+		t.Fatalf("INSERT_RANGE: %v", errno)
+	}
+	if u := m.Usage(sk); u.Used != 320<<10 {
+		t.Errorf("after INSERT_RANGE of 128 KiB: usage %d, want %d", u.Used, 320<<10)
+	}
+	if errno := h.Allocate(ctx, 0, 1<<20, unix.FALLOC_FL_INSERT_RANGE); errno != syscall.EDQUOT {
+		t.Errorf("INSERT_RANGE past the limit: %v, want EDQUOT", errno)
+	}
+	if errno := h.Allocate(ctx, 0, 4096, unix.FALLOC_FL_KEEP_SIZE); errno != 0 {
+		t.Errorf("KEEP_SIZE inside the file: %v", errno)
+	}
+	if errno := h.Allocate(ctx, 320<<10, 4096, unix.FALLOC_FL_KEEP_SIZE); errno != syscall.EOPNOTSUPP {
+		t.Errorf("KEEP_SIZE past the end: %v, want EOPNOTSUPP", errno)
+	}
+	after, err := backing.Fstat(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := m.Usage(sk); after.Size != 320<<10 || u.Used != after.Size {
+		t.Errorf("size %d, usage %d; want both %d", after.Size, u.Used, 320<<10)
 	}
 }
