@@ -141,7 +141,10 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	defer unix.Close(fd)
 	isLink := st.Type() == unix.S_IFLNK
 
-	if setUID || setGID {
+	// A request with no attribute at all is chown(-1, -1), which also
+	// changes the ctime and drops set-id bits.
+	chown := setUID || setGID || in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0
+	if chown {
 		// The owner stays the storage owner: a chown to it changes the
 		// ctime and drops set-id bits as a real chown does, on every
 		// backing file system.
@@ -157,7 +160,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		if err := unix.Chmod(backing.ProcPath(fd), storedPerm(st.Type(), mode)); err != nil {
 			return toErrno(err)
 		}
-	} else if setUID || setGID || setSize || in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+	} else if chown || setSize || in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
 		// chown and truncate clear set-id bits of a regular file,
 		// whoever asks (killPrivs).
 		n.killPrivs(fd, st.Mode)

@@ -166,6 +166,7 @@ func TestFsSetID(t *testing.T) {
 			return err
 		}},
 		{"chown", func(p string) error { return unix.Chown(p, 1000, 1000) }},
+		{"chown -1", func(p string) error { return unix.Chown(p, -1, -1) }},
 	}
 	if err := os.WriteFile(in("created"), []byte("0123456789"), 0o644); err != nil {
 		t.Fatal(err)
@@ -236,7 +237,7 @@ func TestFsChown(t *testing.T) {
 			p := filepath.Join(view(v), name)
 			before := statOf(t, filepath.Join(back, name))
 			time.Sleep(20 * time.Millisecond) // past the kernel's timestamp granularity
-			for _, id := range [][2]int{{0, 0}, {2000, 3000}, {-1, 4000}, {5000, -1}, {1000, 1000}} {
+			for _, id := range [][2]int{{0, 0}, {2000, 3000}, {-1, 4000}, {5000, -1}, {1000, 1000}, {-1, -1}} {
 				if err := unix.Lchown(p, id[0], id[1]); err != nil {
 					t.Errorf("%s view: lchown %s %d:%d: %v", v, name, id[0], id[1], err)
 				}
