@@ -81,11 +81,31 @@
 // owner every entry shows: the view's UID/GID, in every attribute reply.
 // Everything created through any view, by any caller (root included), is
 // chowned to StorageUID:StorageGID on storage before the reply, and mode
-// bits are stored exactly as the caller asked (the daemon's umask is undone).
-// chown to the view's own uid/gid (or -1) succeeds and changes nothing;
-// chown to anything else is EPERM. Device nodes cannot be created (EPERM):
-// a device file on shared storage would be usable wherever the volume is
-// mounted without nodev.
+// bits are stored as the caller asked (the daemon's umask is undone), less
+// the set-id bits no view stores (setid.go): S_ISUID on anything, S_ISGID
+// on anything but a directory. A file on storage belongs to the owner of
+// every folder, and a set-id executable there would run as that owner
+// wherever the volume is mounted without nosuid. create, mknod, O_TMPFILE
+// and chmod drop the bits silently, as a nosuid mount ignores them, so cp
+// -p, tar and rsync (which chmod after copying) do not fail; getattr shows
+// what is stored. S_ISGID on a directory is kept: it only hands the
+// directory's group (the storage gid, which every entry gets anyway) and
+// the bit to new entries, and the kernel drops it from files created there
+// by processes outside the group; mkdir gives it only by inheritance, as
+// mkdir(2) does.
+//
+// chown and chgrp succeed in rw and wd views whatever owner is asked for
+// (unless ViewSpec.RefuseChown): ownership is unified, and archive
+// extraction, cp -a, rsync -a and package managers run as root in a
+// container would otherwise fail on every entry. The entry keeps (or
+// gets) the storage owner and shows the view's; the daemon chowns it to
+// StorageUID:StorageGID, which changes the ctime and clears set-id bits
+// as a chown does. With RefuseChown a chown to an owner other than the
+// view's own is EPERM. The kernel checks chown permission first
+// (default_permissions): only a caller with CAP_CHOWN gets another owner
+// as far as the daemon. Device nodes cannot be created (EPERM): a device
+// file on shared storage would be usable wherever the volume is mounted
+// without nodev.
 //
 // # Kernel caching and the data path
 //
@@ -130,9 +150,12 @@
 //
 // FUSE_HANDLE_KILLPRIV_V2 is negotiated, so the kernel does not ask for
 // security.capability before every write; the daemon clears set-user-ID
-// (and set-group-ID on group-executable files) itself on a write by a
-// non-root caller, on truncate and on chown when the kernel asks
-// (FATTR_KILL_SUIDGID).
+// and set-group-ID of a regular file itself (node.killPrivs) on every
+// write, truncate, O_TRUNC, fallocate, copy_file_range into it and chown
+// through a view, whoever the caller: root in a container is not
+// privileged on the storage, and only files given the bits behind the
+// daemon's back can have them. The write path checks the mode cached in
+// openInode, so this costs nothing on files without the bits.
 //
 // # Memory
 //
@@ -165,8 +188,19 @@
 // a handle open for writing holds its inode in the ledger until Release;
 // a write or copy_file_range past the end of the file reserves [off, end)
 // and is cut short to what the scope has room for (the kernel returns the
-// short count, the next call gets EDQUOT); truncate, ftruncate, O_TRUNC
-// and fallocate changing the size reserve the new size, all or nothing;
+// short count, the next call gets EDQUOT); on an O_DIRECT handle the cut
+// is rounded down to the backing file's direct I/O alignment (statx
+// STATX_DIOALIGN, else the page size), as a block file system's direct
+// write ends on a block at its quota, so that the backing write stays
+// valid and the writer's next offset aligned (room below one alignment
+// unit is EDQUOT for direct writes, left to buffered ones); a write or
+// copy that fails or comes back short reports the size fstat gives,
+// never its offset; truncate, ftruncate, O_TRUNC and fallocate changing
+// the size reserve the new size, all or nothing; fallocate with KEEP_SIZE
+// reaching past the end is refused with EOPNOTSUPP (it would hold disk
+// space no logical size counts; inside the file it passes, and
+// posix_fallocate, which never asks for KEEP_SIZE, and callers that fall
+// back to writing are charged);
 // create, O_TMPFILE, mkdir, mknod and symlink reserve an inode (a symlink
 // also its target length); unlink, rmdir and rename over an entry release
 // the object when its last link is gone (read from an O_PATH descriptor

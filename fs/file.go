@@ -124,7 +124,9 @@ func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, sy
 // openInode, so a write needs no fstat: one that ends within the file
 // holds the size lock shared and only writes; one past the end holds it
 // exclusively around the quota reservation, and is cut short to what the
-// scope has room for.
+// scope has room for (on an O_DIRECT handle, to a multiple of the file's
+// direct I/O alignment: directCut). A write that fails or comes back
+// short reports the size the file has then (fstat), never its offset.
 func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, syscall.Errno) {
 	if off < 0 {
 		return 0, syscall.EINVAL
@@ -156,7 +158,7 @@ func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, sysc
 
 	sp.Lock()
 	defer sp.Unlock()
-	oi.mode = f.n.killPrivs(ctx, f.fd, oi.mode)
+	oi.mode = f.n.killPrivs(f.fd, oi.mode)
 	if end <= oi.size {
 		return pwritev(f.fd, iov, off)
 	}
@@ -167,20 +169,65 @@ func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, sysc
 	if errno != 0 {
 		return 0, errno
 	}
+	want := total
 	if granted < end {
-		iov = cutIov(iov, granted-off)
+		want = granted - off
+		if f.flags&unix.O_DIRECT != 0 {
+			want = directCut(f.fd, want)
+		}
+		if want <= 0 {
+			// Room for less than one aligned block: nothing is written.
+			r.Done(oi.size)
+			return 0, syscall.EDQUOT
+		}
+		iov = cutIov(iov, want)
 	}
 	w, errno := pwritev(f.fd, iov, off)
-	if e := off + int64(w); e > oi.size {
-		oi.size = e
-	}
+	oi.size = f.sizeAfter(oi.size, off, int64(w), errno != 0 || int64(w) < want)
 	r.Done(oi.size)
 	return w, errno
 }
 
-func callerIsRoot(ctx context.Context) bool {
-	c, ok := fuse.FromContext(ctx)
-	return ok && c.Uid == 0
+// sizeAfter is the file's size after a write of w bytes at off to a file
+// of size before. A write that failed or came back short may have left
+// the file at any size up to its end (an error half way, a file system
+// that allocated before failing): the backing file is asked.
+func (f *file) sizeAfter(before, off, w int64, doubt bool) int64 {
+	if doubt {
+		if st, err := backing.Fstat(f.fd); err == nil {
+			return st.Size
+		}
+	}
+	if w > 0 && off+w > before {
+		return off + w
+	}
+	return before
+}
+
+// directCut is the length of a write cut to n bytes on an O_DIRECT
+// descriptor: n rounded down to the file's direct I/O alignment, so that
+// the backing write stays valid (an unaligned length fails with EINVAL
+// and writes nothing) and the writer's next offset stays aligned. This
+// is what a block file system does at its quota boundary: its quota
+// counts blocks, so a direct write there ends short on a block boundary.
+// The few bytes of room left below one alignment unit stay for buffered
+// writes; a direct write finds no room (EDQUOT).
+func directCut(fd int, n int64) int64 {
+	a := int64(dioAlign(fd))
+	return n - n%a
+}
+
+// dioAlign is the offset and length alignment direct I/O on the file
+// needs: statx's STATX_DIOALIGN where the file system reports it, else
+// the page size, a multiple of every logical block size in common use
+// (512, 4096) and what page-based direct I/O paths need.
+func dioAlign(fd int) uint32 {
+	var x unix.Statx_t
+	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &x)
+	if err == nil && x.Mask&unix.STATX_DIOALIGN != 0 && x.Dio_offset_align > 0 {
+		return x.Dio_offset_align
+	}
+	return uint32(unix.Getpagesize())
 }
 
 // pwritev writes all of iov at off, or fails.
@@ -232,40 +279,6 @@ func skipIov(iov [][]byte, n int64) [][]byte {
 		iov = append([][]byte{iov[0][n:]}, iov[1:]...)
 	}
 	return iov
-}
-
-// killPrivs clears set-user-ID, and set-group-ID on a group-executable
-// file, when a caller other than root changes the file's data: what the
-// kernel leaves to the daemon under FUSE_HANDLE_KILLPRIV_V2. It returns
-// the mode the file has afterwards.
-func (n *node) killPrivs(ctx context.Context, fd int, mode uint32) uint32 {
-	if !needsKill(mode) || callerIsRoot(ctx) {
-		return mode
-	}
-	return n.clearPrivs(fd, mode)
-}
-
-func needsKill(mode uint32) bool {
-	return mode&unix.S_IFMT == unix.S_IFREG &&
-		(mode&unix.S_ISUID != 0 || mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP)
-}
-
-// clearPrivs drops the bits on the file fd refers to (any descriptor) and
-// returns the new mode.
-func (n *node) clearPrivs(fd int, mode uint32) uint32 {
-	perm := mode & 07777 &^ unix.S_ISUID
-	if mode&unix.S_IXGRP != 0 {
-		perm &^= unix.S_ISGID
-	}
-	err := unix.Fchmod(fd, perm)
-	if err == unix.EBADF {
-		err = unix.Chmod(backing.ProcPath(fd), perm)
-	}
-	if err != nil {
-		n.v.fs.log.Warn().Err(err).Msg("cannot clear set-id bits")
-		return mode
-	}
-	return mode&unix.S_IFMT | perm
 }
 
 func (f *file) Flush(ctx context.Context) syscall.Errno {
@@ -339,7 +352,14 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 
 // Allocate is fallocate(2). Modes that change the logical size (plain
 // and ZERO_RANGE past the end, INSERT_RANGE, COLLAPSE_RANGE) pass the
-// quota hook, all or nothing; KEEP_SIZE and PUNCH_HOLE change no usage.
+// quota hook, all or nothing; PUNCH_HOLE and KEEP_SIZE within the file
+// change no usage. With the quota on, a KEEP_SIZE allocation reaching
+// past the end is refused (EOPNOTSUPP): it would hold disk space beyond
+// the logical size, which is all the ledger counts. Refusing keeps usage
+// equal to the sum of logical sizes; posix_fallocate never asks for
+// KEEP_SIZE, and callers that do (fallocate -n, preallocating writers)
+// treat EOPNOTSUPP as "no preallocation here" and write instead, which is
+// charged.
 func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	v := f.n.v
 	if errno := v.mutable(); errno != 0 {
@@ -358,6 +378,12 @@ func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) sysc
 	if errno != 0 {
 		return errno
 	}
+	if mode&unix.FALLOC_FL_KEEP_SIZE != 0 && mode&unix.FALLOC_FL_PUNCH_HOLE == 0 &&
+		int64(off+size) > st.Size && v.q.on() {
+		// quota: space past the end outside the logical size is never
+		// charged, so it is not handed out.
+		return syscall.EOPNOTSUPP
+	}
 	newSize := st.Size
 	switch {
 	case mode&(unix.FALLOC_FL_KEEP_SIZE|unix.FALLOC_FL_PUNCH_HOLE) != 0:
@@ -375,7 +401,7 @@ func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) sysc
 			return errno
 		}
 	}
-	oi.mode = f.n.killPrivs(ctx, f.fd, st.Mode)
+	oi.mode = f.n.killPrivs(f.fd, st.Mode)
 	f.changed.Store(true)
 	err := unix.Fallocate(f.fd, mode, int64(off), int64(size))
 	after, serr := f.stat()

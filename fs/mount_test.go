@@ -315,8 +315,11 @@ func TestFsQuotaHook(t *testing.T) {
 	if err := unix.Fallocate(fd, 0, 0, 4096); err != unix.EDQUOT {
 		t.Errorf("fallocate: %v, want EDQUOT", err)
 	}
-	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != nil {
-		t.Errorf("fallocate KEEP_SIZE (no logical growth): %v", err)
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 0, 1000); err != nil {
+		t.Errorf("fallocate KEEP_SIZE inside the file (no logical growth): %v", err)
+	}
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != unix.EOPNOTSUPP {
+		t.Errorf("fallocate KEEP_SIZE past the end: %v, want EOPNOTSUPP (space the quota does not count)", err)
 	}
 	if st, err := os.Stat(filepath.Join(back, "f")); err != nil || st.Size() != 1000 {
 		t.Errorf("backing size %v %v, want 1000", st.Size(), err)

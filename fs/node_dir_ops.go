@@ -50,7 +50,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	fd, err := unix.Openat(dirfd, name, bflags|unix.O_CREAT|unix.O_EXCL, mode&07777)
+	fd, err := unix.Openat(dirfd, name, bflags|unix.O_CREAT|unix.O_EXCL, storedPerm(unix.S_IFREG, mode))
 	if err == unix.EEXIST && flags&unix.O_EXCL == 0 {
 		ir.Cancel()
 		return n.openExisting(ctx, dirfd, name, flags, bflags, hint, out)
@@ -101,8 +101,9 @@ func (n *node) openExisting(ctx context.Context, dirfd int, name string, flags u
 }
 
 // adopt gives a freshly created entry to the storage owner and sets its
-// mode bits exactly as asked (undoing the daemon's umask; a directory keeps
-// the set-group-ID bit it inherited). fd is any descriptor of the entry.
+// mode bits as asked (undoing the daemon's umask), less the set-id bits a
+// view never stores (storedPerm); a directory gets S_ISGID only by
+// inheriting it, as mkdir(2) does. fd is any descriptor of the entry.
 func (v *view) adopt(fd int, typ, mode uint32) (backing.Stat, syscall.Errno) {
 	if err := backing.Chown(fd, int(v.fs.opts.StorageUID), int(v.fs.opts.StorageGID)); err != nil {
 		return backing.Stat{}, toErrno(err)
@@ -117,7 +118,7 @@ func (v *view) adopt(fd int, typ, mode uint32) (backing.Stat, syscall.Errno) {
 	if typ == unix.S_IFLNK {
 		return st, 0
 	}
-	want := mode & 07777
+	want := storedPerm(typ, mode)
 	if typ == unix.S_IFDIR {
 		want = mode&(0o777|unix.S_ISVTX) | st.Mode&unix.S_ISGID
 	}
@@ -217,7 +218,7 @@ func (v *view) makeEntry(dirfd int, name string, typ, mode, rdev uint32, target 
 	case unix.S_IFLNK:
 		err = unix.Symlinkat(target, dirfd, name)
 	default:
-		err = unix.Mknodat(dirfd, name, typ|mode&07777, int(rdev))
+		err = unix.Mknodat(dirfd, name, typ|storedPerm(typ, mode), int(rdev))
 	}
 	if err != nil {
 		return backing.Stat{}, toErrno(err)
@@ -257,7 +258,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	fd, err := unix.Openat(dirfd, ".", bflags|unix.O_TMPFILE, mode&07777)
+	fd, err := unix.Openat(dirfd, ".", bflags|unix.O_TMPFILE, storedPerm(unix.S_IFREG, mode))
 	if err != nil {
 		ir.Cancel()
 		return nil, nil, 0, toErrno(err)

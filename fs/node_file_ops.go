@@ -98,7 +98,7 @@ func (n *node) truncateOpen(ctx context.Context, f *file, st *backing.Stat, hint
 		defer unix.Close(wfd)
 		held = false
 	}
-	mode := n.killPrivs(ctx, wfd, st.Mode)
+	mode := n.killPrivs(wfd, st.Mode)
 	if f.oi != nil {
 		f.sp.Lock()
 		f.oi.mode = mode
@@ -116,8 +116,12 @@ func (n *node) truncateOpen(ctx context.Context, f *file, st *backing.Stat, hint
 	return 0
 }
 
-// Setattr changes mode, size and times. chown is accepted only to the
-// view's own uid/gid and changes nothing on storage.
+// Setattr changes mode, size and times. Set-id bits are never stored on
+// anything but a directory's S_ISGID (storedPerm). chown keeps the storage
+// owner: it succeeds without changing the owner anyone sees (unless the
+// view refuses chown to another owner, RefuseChown), and acts on storage
+// as a chown to the storage owner does: ctime, and the set-id bits of a
+// regular file cleared.
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	v := n.v
 	// Every SETATTR is a change request, also one that carries no
@@ -125,10 +129,9 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	if errno := v.mutable(); errno != 0 {
 		return errno
 	}
-	if uid, ok := in.GetUID(); ok && uid != v.spec.UID {
-		return syscall.EPERM
-	}
-	if gid, ok := in.GetGID(); ok && gid != v.spec.GID {
+	uid, setUID := in.GetUID()
+	gid, setGID := in.GetGID()
+	if v.spec.RefuseChown && (setUID && uid != v.spec.UID || setGID && gid != v.spec.GID) {
 		return syscall.EPERM
 	}
 	fd, st, errno := n.openSelf()
@@ -138,18 +141,32 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	defer unix.Close(fd)
 	isLink := st.Type() == unix.S_IFLNK
 
+	// A request with no attribute at all is chown(-1, -1), which also
+	// changes the ctime and drops set-id bits.
+	chown := setUID || setGID || in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0
+	if chown {
+		// The owner stays the storage owner: a chown to it changes the
+		// ctime and drops set-id bits as a real chown does, on every
+		// backing file system.
+		if err := backing.Chown(fd, int(v.fs.opts.StorageUID), int(v.fs.opts.StorageGID)); err != nil {
+			return toErrno(err)
+		}
+	}
+	size, setSize := in.GetSize()
 	if mode, ok := in.GetMode(); ok {
 		if isLink {
 			return syscall.EOPNOTSUPP
 		}
-		if err := unix.Chmod(backing.ProcPath(fd), mode); err != nil {
+		if err := unix.Chmod(backing.ProcPath(fd), storedPerm(st.Type(), mode)); err != nil {
 			return toErrno(err)
 		}
-	} else if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && needsKill(st.Mode) {
-		n.clearPrivs(fd, st.Mode)
+	} else if chown || setSize || in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+		// chown and truncate clear set-id bits of a regular file,
+		// whoever asks (killPrivs).
+		n.killPrivs(fd, st.Mode)
 	}
 
-	if size, ok := in.GetSize(); ok {
+	if setSize {
 		if st.Type() != unix.S_IFREG {
 			if st.Type() == unix.S_IFDIR {
 				return syscall.EISDIR
@@ -282,7 +299,7 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 	}
 	fo.sp.Lock()
 	defer fo.sp.Unlock()
-	oi.mode = fo.n.killPrivs(ctx, fo.fd, oi.mode)
+	oi.mode = fo.n.killPrivs(fo.fd, oi.mode)
 	end := int64(offOut) + int64(length)
 	var r quota.Reservation
 	if end > oi.size {
@@ -293,16 +310,22 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 			return 0, errno
 		}
 		r = rr
-		length = uint64(granted - int64(offOut))
+		if granted < end {
+			cut := granted - int64(offOut)
+			if fo.flags&unix.O_DIRECT != 0 {
+				cut = directCut(fo.fd, cut)
+			}
+			if cut <= 0 {
+				r.Done(oi.size)
+				return 0, syscall.EDQUOT
+			}
+			length = uint64(cut)
+		}
 	}
 	oi2, oo := int64(offIn), int64(offOut)
 	fo.changed.Store(true)
 	c, err := unix.CopyFileRange(fi.fd, &oi2, fo.fd, &oo, int(length), int(flags))
-	if c > 0 {
-		if e := int64(offOut) + int64(c); e > oi.size {
-			oi.size = e
-		}
-	}
+	oi.size = fo.sizeAfter(oi.size, int64(offOut), int64(max(c, 0)), err != nil)
 	r.Done(oi.size)
 	if err != nil {
 		return 0, toErrno(err)

@@ -29,6 +29,7 @@ type ViewSpec struct {
 	Mode        meta.Permission // ro, rw, wd
 	UID, GID    uint32          // owner shown for every entry in the view
 	RWCanDelete bool            // rw views may unlink/rmdir/rename-over-existing
+	RefuseChown bool            // chown to another owner is EPERM instead of a no-op
 	FolderID    string
 	Scope       meta.ScopeID
 }

@@ -181,6 +181,27 @@ type Volume struct {
 	// MountAllowed and CloneAllowed are volume-level switches.
 	MountAllowed bool `json:"mount_allowed"`
 	CloneAllowed bool `json:"clone_allowed"`
+	// Chown is what chown and chgrp to another owner do in rw and wd
+	// views; empty means ChownIgnore.
+	Chown ChownPolicy `json:"chown,omitempty"`
+}
+
+// ChownPolicy is what chown and chgrp to an owner other than the view's
+// do in rw and wd views. Either way the file keeps the storage owner and
+// shows the view's; ro views answer EROFS.
+type ChownPolicy string
+
+const (
+	// ChownIgnore: the call succeeds and changes the ctime only
+	// (archive extraction, cp -a and rsync -a as root work).
+	ChownIgnore ChownPolicy = "ignore"
+	// ChownRefuse: the call fails with EPERM.
+	ChownRefuse ChownPolicy = "refuse"
+)
+
+// Valid reports whether c is a known policy ("" is ChownIgnore).
+func (c ChownPolicy) Valid() bool {
+	return c == "" || c == ChownIgnore || c == ChownRefuse
 }
 
 // QuotaScope is the quota of one owner (user or project) on one volume.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/internal/units"
+	"github.com/vfolder/vfolder/meta"
 )
 
 // printJSON writes v as indented JSON.
@@ -121,12 +122,16 @@ var folderHeader = []string{"ID", "NAME", "OWNER", "VOLUME", "MODE", "PERM", "ST
 func volumeRows(vs []api.Volume) [][]string {
 	rows := make([][]string, 0, len(vs))
 	for _, v := range vs {
-		rows = append(rows, []string{v.Name, v.Path, yesNo(v.MountAllowed), yesNo(v.CloneAllowed), yesNo(v.RWCanDelete)})
+		chown := v.Chown
+		if chown == "" {
+			chown = meta.ChownIgnore
+		}
+		rows = append(rows, []string{v.Name, v.Path, yesNo(v.MountAllowed), yesNo(v.CloneAllowed), yesNo(v.RWCanDelete), string(chown)})
 	}
 	return rows
 }
 
-var volumeHeader = []string{"NAME", "PATH", "MOUNT", "CLONE", "RW-DELETES"}
+var volumeHeader = []string{"NAME", "PATH", "MOUNT", "CLONE", "RW-DELETES", "CHOWN"}
 
 // scopeKV describes a quota scope: limit, used, free and percentage.
 func scopeKV(s api.QuotaScope) []kv {

@@ -319,7 +319,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	var volErrs []string
 	for _, name := range cfg.VolumeNames() {
 		v := cfg.Volumes[name]
-		rec := meta.Volume{Name: name, Path: v.Path, RWCanDelete: v.RWCanDelete, MountAllowed: v.MountAllowed, CloneAllowed: v.CloneAllowed}
+		rec := meta.Volume{Name: name, Path: v.Path, RWCanDelete: v.RWCanDelete, MountAllowed: v.MountAllowed, CloneAllowed: v.CloneAllowed, Chown: v.Chown}
 		if err := svc.AttachVolume(ctx, rec); err != nil {
 			volErrs = append(volErrs, err.Error())
 		}

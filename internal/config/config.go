@@ -48,6 +48,7 @@ import (
 
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/internal/units"
+	"github.com/vfolder/vfolder/meta"
 )
 
 // Defaults.
@@ -77,6 +78,9 @@ type Volume struct {
 	// MountAllowed and CloneAllowed are the volume's switches; default true.
 	MountAllowed bool
 	CloneAllowed bool
+	// Chown is what chown to another owner does in rw and wd views:
+	// meta.ChownIgnore (default) or meta.ChownRefuse.
+	Chown meta.ChownPolicy
 }
 
 // Config is the daemon configuration.
@@ -140,10 +144,11 @@ func Default() *Config {
 // fileVolume and file mirror the TOML layout. Pointers tell "absent" from
 // "false"/zero so that absent keys keep their defaults.
 type fileVolume struct {
-	Path         string `toml:"path"`
-	RWCanDelete  *bool  `toml:"rw_can_delete"`
-	MountAllowed *bool  `toml:"mount_allowed"`
-	CloneAllowed *bool  `toml:"clone_allowed"`
+	Path         string  `toml:"path"`
+	RWCanDelete  *bool   `toml:"rw_can_delete"`
+	MountAllowed *bool   `toml:"mount_allowed"`
+	CloneAllowed *bool   `toml:"clone_allowed"`
+	Chown        *string `toml:"chown"`
 }
 
 type file struct {
@@ -245,7 +250,7 @@ func (c *Config) merge(text string) error {
 		return fmt.Errorf("unknown key(s): %s", strings.Join(keys, ", "))
 	}
 	for name, fv := range f.Volumes {
-		v := Volume{Path: fv.Path, RWCanDelete: true, MountAllowed: true, CloneAllowed: true}
+		v := Volume{Path: fv.Path, RWCanDelete: true, MountAllowed: true, CloneAllowed: true, Chown: meta.ChownIgnore}
 		if fv.RWCanDelete != nil {
 			v.RWCanDelete = *fv.RWCanDelete
 		}
@@ -254,6 +259,9 @@ func (c *Config) merge(text string) error {
 		}
 		if fv.CloneAllowed != nil {
 			v.CloneAllowed = *fv.CloneAllowed
+		}
+		if fv.Chown != nil {
+			v.Chown = meta.ChownPolicy(*fv.Chown)
 		}
 		c.Volumes[name] = v
 	}
@@ -289,7 +297,7 @@ func setIf[T any](dst *T, src *T) {
 func (c *Config) SetVolume(name, path string) {
 	v, ok := c.Volumes[name]
 	if !ok {
-		v = Volume{RWCanDelete: true, MountAllowed: true, CloneAllowed: true}
+		v = Volume{RWCanDelete: true, MountAllowed: true, CloneAllowed: true, Chown: meta.ChownIgnore}
 	}
 	v.Path = path
 	c.Volumes[name] = v
@@ -348,6 +356,10 @@ func (c *Config) Validate() error {
 		if !volumeNameRE.MatchString(name) {
 			add("volumes."+name, volumeNameRule)
 			continue
+		}
+		if v.Chown != meta.ChownIgnore && v.Chown != meta.ChownRefuse {
+			add("volumes."+name+".chown", "%q is not a chown policy: want %q (chown in rw and wd views succeeds and files keep the storage owner) or %q (it fails with EPERM)",
+				v.Chown, meta.ChownIgnore, meta.ChownRefuse)
 		}
 		if v.Path == "" {
 			add(field, "is empty")

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vfolder/vfolder/meta"
 )
 
 func TestParseDefaultsAndFile(t *testing.T) {
@@ -25,8 +27,8 @@ rw_can_delete = false
 		t.Fatal(err)
 	}
 	v := c.Volumes["nfs1"]
-	if v.Path != vol || v.RWCanDelete || !v.MountAllowed || !v.CloneAllowed {
-		t.Errorf("volume = %+v; want rw_can_delete false, the switches left true", v)
+	if v.Path != vol || v.RWCanDelete || !v.MountAllowed || !v.CloneAllowed || v.Chown != meta.ChownIgnore {
+		t.Errorf("volume = %+v; want rw_can_delete false, the switches left true, chown ignore", v)
 	}
 	if c.StateDir != "/var/lib/vf-test" || c.StorageUID != 2000 || c.StorageGID != DefaultStorageID {
 		t.Errorf("state_dir/storage ids = %q %d %d", c.StateDir, c.StorageUID, c.StorageGID)
@@ -266,5 +268,45 @@ func TestFUSESwitch(t *testing.T) {
 	}
 	if _, err := Parse(`fuse = "no"`); err == nil || !strings.Contains(err.Error(), "fuse") {
 		t.Errorf("fuse = \"no\": %v; want an error naming the key", err)
+	}
+}
+
+// TestVolumeChown: the chown key takes "ignore" (the default) or
+// "refuse"; anything else fails Validate naming the key, and the file's
+// other problems are reported with it.
+func TestVolumeChown(t *testing.T) {
+	vol := t.TempDir()
+	for _, tc := range []struct {
+		value string
+		want  meta.ChownPolicy
+	}{{"", meta.ChownIgnore}, {`chown = "ignore"`, meta.ChownIgnore}, {`chown = "refuse"`, meta.ChownRefuse}} {
+		c := validConfig(t)
+		p, err := Parse("[volumes.v]\npath = \"" + vol + "\"\n" + tc.value + "\n")
+		if err != nil {
+			t.Fatalf("%q: %v", tc.value, err)
+		}
+		c.Volumes = p.Volumes
+		if got := c.Volumes["v"].Chown; got != tc.want {
+			t.Errorf("%q: chown = %q, want %q", tc.value, got, tc.want)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%q: Validate: %v", tc.value, err)
+		}
+	}
+	for _, bad := range []string{`"Refuse"`, `"no"`, `""`} {
+		c := validConfig(t)
+		p, err := Parse("[volumes.v]\npath = \"/nonexistent/vf\"\nchown = " + bad + "\n")
+		if err != nil {
+			t.Fatalf("chown = %s: %v", bad, err)
+		}
+		c.Volumes = p.Volumes
+		err = c.Validate()
+		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "volumes.v.chown: ") ||
+			!strings.Contains(err.Error(), `"ignore"`) || !strings.Contains(err.Error(), "volumes.v.path") {
+			t.Errorf("chown = %s: Validate = %v; want both errors, the chown one naming the key and the choices", bad, err)
+		}
+	}
+	if _, err := Parse("[volumes.v]\npath = \"/x\"\nchown = false\n"); err == nil || !errors.Is(err, ErrInvalid) {
+		t.Errorf("chown = false: %v, want a type error", err)
 	}
 }

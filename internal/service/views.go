@@ -262,6 +262,7 @@ func viewSpec(a *attached, pl viewPlace, f meta.Folder, subpath string, mode met
 		UID:         uid,
 		GID:         gid,
 		RWCanDelete: a.rec.RWCanDelete,
+		RefuseChown: a.rec.Chown == meta.ChownRefuse,
 		FolderID:    f.ID,
 		Scope:       f.Owner,
 	}
