@@ -181,6 +181,9 @@ type Volume struct {
 	// MountAllowed and CloneAllowed are volume-level switches.
 	MountAllowed bool `json:"mount_allowed"`
 	CloneAllowed bool `json:"clone_allowed"`
+	// RequireMount: the path must be a mount point, else the volume
+	// counts as missing.
+	RequireMount bool `json:"require_mount,omitempty"`
 }
 
 // QuotaScope is the quota of one owner (user or project) on one volume.

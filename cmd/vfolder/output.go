@@ -79,6 +79,10 @@ func yesNo(b bool) string {
 }
 
 func folderKV(f api.Folder) []kv {
+	status := string(f.Status)
+	if f.StatusReason != "" {
+		status += " (" + f.StatusReason + ")"
+	}
 	return []kv{
 		{"id", f.ID},
 		{"name", f.Name},
@@ -88,7 +92,7 @@ func folderKV(f api.Folder) []kv {
 		{"usage mode", string(f.UsageMode)},
 		{"permission", string(f.Permission)},
 		{"cloneable", yesNo(f.Cloneable)},
-		{"status", string(f.Status)},
+		{"status", status},
 		{"created", fmtTime(f.CreatedAt)},
 		{"updated", fmtTime(f.UpdatedAt)},
 	}
@@ -121,12 +125,16 @@ var folderHeader = []string{"ID", "NAME", "OWNER", "VOLUME", "MODE", "PERM", "ST
 func volumeRows(vs []api.Volume) [][]string {
 	rows := make([][]string, 0, len(vs))
 	for _, v := range vs {
-		rows = append(rows, []string{v.Name, v.Path, yesNo(v.MountAllowed), yesNo(v.CloneAllowed), yesNo(v.RWCanDelete)})
+		status := v.Status
+		if v.Reason != "" {
+			status += ": " + v.Reason
+		}
+		rows = append(rows, []string{v.Name, v.Path, yesNo(v.MountAllowed), yesNo(v.CloneAllowed), yesNo(v.RWCanDelete), status})
 	}
 	return rows
 }
 
-var volumeHeader = []string{"NAME", "PATH", "MOUNT", "CLONE", "RW-DELETES"}
+var volumeHeader = []string{"NAME", "PATH", "MOUNT", "CLONE", "RW-DELETES", "STATUS"}
 
 // scopeKV describes a quota scope: limit, used, free and percentage.
 func scopeKV(s api.QuotaScope) []kv {

@@ -93,6 +93,7 @@ import (
 	"github.com/vfolder/vfolder/internal/config"
 	"github.com/vfolder/vfolder/internal/server"
 	"github.com/vfolder/vfolder/internal/service"
+	"github.com/vfolder/vfolder/internal/volume"
 	"github.com/vfolder/vfolder/meta"
 	"github.com/vfolder/vfolder/quota"
 )
@@ -316,12 +317,18 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		Log:   log,
 	})
 	defer svc.Close()
+	// A volume of another layout needs the operator: refuse to start. A
+	// missing one (and any other failure) may come back by itself: serve
+	// the others and try it again.
 	var volErrs []string
 	for _, name := range cfg.VolumeNames() {
-		v := cfg.Volumes[name]
-		rec := meta.Volume{Name: name, Path: v.Path, RWCanDelete: v.RWCanDelete, MountAllowed: v.MountAllowed, CloneAllowed: v.CloneAllowed}
-		if err := svc.AttachVolume(ctx, rec); err != nil {
+		err := svc.AttachVolume(ctx, volumeRecord(name, cfg.Volumes[name]))
+		if errors.Is(err, volume.ErrLayout) || errors.Is(err, volume.ErrUnsafe) {
 			volErrs = append(volErrs, err.Error())
+		} else if err != nil {
+			log.Error().Err(err).Str("volume", name).Str("path", cfg.Volumes[name].Path).
+				Dur("retry", service.VolumeRetryInterval).
+				Msg("volume unavailable: its folders show status error and get no views, and no folder can be created on it, until it is back; the other volumes are served")
 		}
 	}
 	if len(volErrs) > 0 {
@@ -374,6 +381,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	}
 
 	startQuotaRecovery(svc, ledger.WasUnclean(), cfg.StateDir, log)
+	svc.WatchVolumes(service.VolumeRetryInterval)
 
 	adminGID, err := cfg.AdminGID()
 	if err != nil {
@@ -473,9 +481,19 @@ func removeSocket(path string, ours os.FileInfo, log zerolog.Logger) {
 
 // openLedger opens the quota ledger on the store's badger database. Crash
 // recovery looks at folders on the configured volumes.
+//
+// Only volumes that are there (service.ProbeVolume) are looked at: on a
+// missing mount every file would look deleted. The marks of the others
+// stay, and their inodes are settled by the check that follows the
+// volume's return (service.WatchVolumes).
 func openLedger(store *meta.Badger, cfg *config.Config, log zerolog.Logger) (*quota.Manager, error) {
 	paths := map[string]string{}
-	for name, v := range cfg.Volumes {
+	for _, name := range cfg.VolumeNames() {
+		v := cfg.Volumes[name]
+		if err := service.ProbeVolume(context.Background(), store, volumeRecord(name, v)); err != nil {
+			log.Debug().Err(err).Str("volume", name).Msg("volume not there: quota crash recovery leaves its files to a later check")
+			continue
+		}
 		paths[name] = v.Path
 	}
 	m, err := quota.Open(store.DB(), log, quota.Options{
@@ -488,6 +506,12 @@ func openLedger(store *meta.Badger, cfg *config.Config, log zerolog.Logger) (*qu
 		return nil, fmt.Errorf("opening the quota ledger in %s: %w", filepath.Join(cfg.StateDir, "meta"), err)
 	}
 	return m, nil
+}
+
+// volumeRecord is the store's record of a configured volume.
+func volumeRecord(name string, v config.Volume) meta.Volume {
+	return meta.Volume{Name: name, Path: v.Path, RWCanDelete: v.RWCanDelete, MountAllowed: v.MountAllowed,
+		CloneAllowed: v.CloneAllowed, RequireMount: v.RequireMount}
 }
 
 // quotaCheckPending names the file that says a recovery check is owed: it

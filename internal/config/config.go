@@ -77,6 +77,9 @@ type Volume struct {
 	// MountAllowed and CloneAllowed are the volume's switches; default true.
 	MountAllowed bool
 	CloneAllowed bool
+	// RequireMount makes the volume count as missing unless its path is a
+	// mount point; default false.
+	RequireMount bool
 }
 
 // Config is the daemon configuration.
@@ -144,6 +147,7 @@ type fileVolume struct {
 	RWCanDelete  *bool  `toml:"rw_can_delete"`
 	MountAllowed *bool  `toml:"mount_allowed"`
 	CloneAllowed *bool  `toml:"clone_allowed"`
+	RequireMount *bool  `toml:"require_mount"`
 }
 
 type file struct {
@@ -255,6 +259,7 @@ func (c *Config) merge(text string) error {
 		if fv.CloneAllowed != nil {
 			v.CloneAllowed = *fv.CloneAllowed
 		}
+		setIf(&v.RequireMount, fv.RequireMount)
 		c.Volumes[name] = v
 	}
 	setIf(&c.StateDir, f.StateDir)
