@@ -176,6 +176,11 @@ const (
 	CodeLimitExceeded = "limit-exceeded" // 422: policy limit (folder count)
 	CodeInternal      = "internal"       // 500
 	CodeUnavailable   = "unavailable"    // 503: shutting down
+	// CodeStateFull: the daemon's state disk is short of space; metadata
+	// changes are refused until space is freed there (507 Insufficient
+	// Storage: the server cannot store what the request needs; retry
+	// later).
+	CodeStateFull = "state-disk-full" // 507
 )
 
 // Volume is one configured storage volume and whether it is attached.

@@ -81,6 +81,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,6 +94,7 @@ import (
 	"github.com/vfolder/vfolder/internal/config"
 	"github.com/vfolder/vfolder/internal/server"
 	"github.com/vfolder/vfolder/internal/service"
+	"github.com/vfolder/vfolder/internal/statedisk"
 	"github.com/vfolder/vfolder/internal/volume"
 	"github.com/vfolder/vfolder/meta"
 	"github.com/vfolder/vfolder/quota"
@@ -277,11 +279,39 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		}
 	}()
 
+	// The state disk guard (package statedisk) sees to it that badger
+	// always has room to finish what it started: before the database
+	// opens (releasing its ballast on a full disk, refusing to open when
+	// even that is not enough), then for as long as the daemon runs.
+	var ledgerRef atomic.Pointer[quota.Manager]
+	guard := statedisk.New(statedisk.Options{
+		Dir:          cfg.StateDir,
+		DBDir:        filepath.Join(cfg.StateDir, "meta"),
+		MemTableSize: meta.BadgerMemTableSize,
+		Log:          log,
+		OnChange: func(l statedisk.Level) {
+			if m := ledgerRef.Load(); m != nil {
+				m.SetStoreSpace(storeSpace(l))
+			}
+		},
+	})
+	if err := guard.Prepare(); err != nil {
+		return err
+	}
+
 	store, err := meta.OpenBadger(filepath.Join(cfg.StateDir, "meta"), log)
 	if err != nil {
 		return err // names the directory (and the holder, for ErrLocked)
 	}
 	defer func() {
+		if !guard.RoomToClose() {
+			// Closing flushes badger's memtable into a new table, which
+			// a full disk cannot take (SIGBUS). Its log is durable: the
+			// next start replays it, as after a crash.
+			log.Error().Str("state_dir", cfg.StateDir).
+				Msg("state disk full: leaving the database without closing it; its log is replayed at the next start")
+			return
+		}
 		if cerr := store.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
@@ -291,6 +321,12 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if err != nil {
 		return err
 	}
+	ledgerRef.Store(ledger)
+	ledger.SetStoreSpace(storeSpace(guard.Level()))
+	if err := guard.Start(); err != nil {
+		return err
+	}
+	defer guard.Close()
 	// Deferred after the store's Close, so it runs before it: after the
 	// file system and the service (deferred below) are done with it.
 	defer func() {
@@ -394,7 +430,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	sockPath = cfg.Socket
 	sockInfo, _ = os.Lstat(cfg.Socket)
 	ver := daemonVersion()
-	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, Log: log})
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Log: log})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
@@ -506,6 +542,17 @@ func openLedger(store *meta.Badger, cfg *config.Config, log zerolog.Logger) (*qu
 		return nil, fmt.Errorf("opening the quota ledger in %s: %w", filepath.Join(cfg.StateDir, "meta"), err)
 	}
 	return m, nil
+}
+
+// storeSpace is the ledger's view of a state disk level.
+func storeSpace(l statedisk.Level) quota.StoreSpace {
+	switch l {
+	case statedisk.Short:
+		return quota.SpaceShort
+	case statedisk.Critical:
+		return quota.SpaceCritical
+	}
+	return quota.SpaceOK
 }
 
 // volumeRecord is the store's record of a configured volume.

@@ -87,6 +87,7 @@ import (
 
 	"github.com/vfolder/vfolder/api"
 	vfs "github.com/vfolder/vfolder/fs"
+	"github.com/vfolder/vfolder/internal/statedisk"
 	"github.com/vfolder/vfolder/internal/volume"
 	"github.com/vfolder/vfolder/meta"
 	"github.com/vfolder/vfolder/quota"
@@ -889,6 +890,8 @@ func Code(err error) string {
 	switch {
 	case err == nil:
 		return ""
+	case errors.Is(err, statedisk.ErrFull), errors.Is(err, quota.ErrStoreFull):
+		return api.CodeStateFull
 	case errors.Is(err, ErrUnavailable), errors.Is(err, meta.ErrClosed), errors.Is(err, meta.ErrLocked):
 		return api.CodeUnavailable
 	case errors.Is(err, ErrForbidden):
