@@ -14,40 +14,59 @@
 //  2. lock the state directory (state_dir/vfolderd.lock, flock): a second
 //     daemon on the same state directory exits with status 1 and touches
 //     nothing, the socket of the running one included;
-//  3. open the metadata store (state_dir/meta), then the quota ledger in
+//  3. measure the state disk (package statedisk): on a disk too full for
+//     badger to replay and flush its log, release the start ballast
+//     (state_dir/vfolderd.reserve-start); when even that leaves too
+//     little, exit with status 1 saying how much is needed (badger would
+//     die of SIGBUS otherwise);
+//  4. open the metadata store (state_dir/meta), then the quota ledger in
 //     the same badger database (package quota): it settles what a
 //     SIGKILL left in flight, looking at the files that were open for
-//     writing on the configured volumes, so byte usage is exact from here
-//     on;
-//  4. attach each volume: check or create version.txt ("3"), record it;
-//  5. recover what a crash interrupted (folders left "performing",
+//     writing on the configured volumes that are there (a missing mount
+//     would make every file look deleted), so byte usage is exact from
+//     here on. The state disk guard starts watching: it preallocates
+//     badger's memtable logs, keeps the ballast files, and while the disk
+//     is short makes the ledger refuse growth (ENOSPC) and the API
+//     metadata changes ("state disk full", 507), until space returns;
+//  5. attach each volume (service.AttachVolume): its path must exist, be
+//     a mount point when require_mount is set, carry version.txt ("3")
+//     and hold at least one of the folders the store knows on it;
+//     version.txt is written only into an empty directory the store does
+//     not know. A volume of another layout stops the start (exit 1); a
+//     missing one is logged and left unavailable: its folders show status
+//     error and get no views, creating on it is refused, and it is tried
+//     again every 3 s (step 10);
+//  6. recover what a crash interrupted (folders left "performing",
 //     interrupted purges, which resume in the background), then hand
 //     every quota scope's stored limits to the ledger and drop ledger
 //     entries of folders that were purged (service.StartQuota);
-//  6. mount the FUSE namespace at mount_point (unless fuse = false /
+//  7. mount the FUSE namespace at mount_point (unless fuse = false /
 //     --no-fuse): a stale mount left there by a vfolderd that died (stat
 //     answers ENOTCONN, or a FUSE mount named "vfolder" is at that path)
 //     is detached first; without root or /dev/fuse the daemon exits
 //     with an error saying so. Then every standing view (users/,
 //     projects/) is built from the store;
-//  7. reconcile the published sessions (service.StartSessions): their
+//  8. reconcile the published sessions (service.StartSessions): their
 //     views are made again and published on the same host paths under
 //     sessions_dir, on top of the dead mounts of the previous FUSE
 //     connection, so containers that kept running work again; sessions
 //     whose folders are gone are cleaned. Nothing is mounted under
 //     sessions_dir until a session exists;
-//  8. after an unclean shutdown (the ledger's WasUnclean, or a recovery
+//  9. after an unclean shutdown (the ledger's WasUnclean, or a recovery
 //     check that did not finish last time: state_dir/quota-check-pending),
 //     start checking every quota scope against storage with repair, in
 //     the background, one scope after the other. It runs while the daemon
 //     serves, from the first request on: the check works online, writes
 //     go on, `quota-scope get` answers from the ledger and says
 //     "checking" until the scope's check is done. Byte figures are exact
-//     before it (step 3); what it settles is the inode bookkeeping of
+//     before it (step 4); what it settles is the inode bookkeeping of
 //     creates and removals cut by the crash. The pending file is removed
-//     when every scope was checked;
-//  9. bind the socket (refusing one something still answers on, replacing
-//     a stale one) and serve.
+//     when every scope was checked and no volume is unavailable;
+//  10. bind the socket (refusing one something still answers on, replacing
+//     a stale one) and serve; from here on the unavailable volumes are
+//     tried every 3 s, and one that attaches is brought into service
+//     (limits, interrupted creates and purges, views, and a quota check
+//     after an unclean start) without a restart.
 //
 // # Stop
 //
@@ -65,7 +84,9 @@
 // left, unmount the FUSE namespace (aborting the connection if copies of
 // the mount live on elsewhere: published sessions hold such copies),
 // stop background work (purges, checks), close the quota ledger (which
-// writes what is pending and marks the shutdown clean), close the store,
+// writes what is pending and marks the shutdown clean), close the store
+// (unless the state disk has no room for badger's final flush: its log is
+// then replayed at the next start),
 // remove the socket, release the lock, exit 0. A further
 // signal during the shutdown kills the process at once.
 package main

@@ -60,6 +60,13 @@
 // it and runs reconcile checks (quota.go); usage figures are the ledger's
 // counters. Without it limits are only stored and usage reads as zero.
 //
+// # Volumes
+//
+// AttachVolume tells a volume from a missing mount and never initialises
+// a volume the store knows; a volume that cannot be attached stays
+// unavailable (its folders show status error, get no views, and cannot
+// be created) until WatchVolumes attaches it (volumes.go).
+//
 // # Plug points
 //
 // Usage figures come from a UsageSource: the ledger when Options.Quota is
