@@ -207,17 +207,6 @@ func (v *Volume) RequireMountPoint() error {
 	return nil
 }
 
-// SameRoot reports whether path still leads to the directory the volume
-// was opened on (same device and inode): false once the mount under it
-// is gone or replaced.
-func (v *Volume) SameRoot() bool {
-	var a, b unix.Stat_t
-	if unix.Fstat(v.rootFd(), &a) != nil || unix.Stat(v.path, &b) != nil {
-		return false
-	}
-	return a.Dev == b.Dev && a.Ino == b.Ino
-}
-
 func (v *Volume) readVersion() (string, error) {
 	fd, err := backing.Openat2(v.rootFd(), versionFile, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
