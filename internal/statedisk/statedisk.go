@@ -285,8 +285,8 @@ func (g *Guard) Prepare() error {
 		}
 	}
 	if need = g.openNeed(); avail < need {
-		return fmt.Errorf("cannot open the database: %w (it needs %s to open)",
-			&FullError{Dir: g.opts.Dir, Avail: avail, Reserve: g.opts.Reserve}, units.FormatSize(need))
+		return fmt.Errorf("%w: %s has %s available and no ballast left; vfolderd needs %s there to open its database: free space on that file system",
+			ErrFull, g.opts.Dir, units.FormatSize(max(avail, 0)), units.FormatSize(need))
 	}
 	g.setLevel(g.levelOf(avail), avail)
 	return nil
@@ -322,12 +322,15 @@ func (g *Guard) levelOf(avail int64) Level {
 // whenever badger makes a file. Call it once the database is open.
 func (g *Guard) Start() error {
 	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("statedisk: watch %s: %w", g.opts.DBDir, err)
+	if err == nil {
+		if err = w.Add(g.opts.DBDir); err != nil {
+			w.Close()
+		}
 	}
-	if err := w.Add(g.opts.DBDir); err != nil {
-		w.Close()
-		return fmt.Errorf("statedisk: watch %s: %w", g.opts.DBDir, err)
+	if err != nil {
+		// The poll alone still works, a little later.
+		g.log.Warn().Err(err).Str("dir", g.opts.DBDir).Msg("cannot watch the database directory; polling the state disk only")
+		w = nil
 	}
 	g.watcher = w
 	g.stop = make(chan struct{})
@@ -339,33 +342,40 @@ func (g *Guard) Start() error {
 
 // Close stops watching.
 func (g *Guard) Close() {
-	if g.watcher == nil {
+	if g.stop == nil {
 		return
 	}
 	close(g.stop)
 	<-g.done
-	g.watcher.Close()
-	g.watcher = nil
+	if g.watcher != nil {
+		g.watcher.Close()
+	}
+	g.stop = nil
 }
 
 func (g *Guard) loop() {
 	defer close(g.done)
 	t := time.NewTicker(g.opts.Interval)
 	defer t.Stop()
+	var events chan fsnotify.Event
+	var errs chan error
+	if g.watcher != nil {
+		events, errs = g.watcher.Events, g.watcher.Errors
+	}
 	for {
 		select {
 		case <-g.stop:
 			return
 		case <-t.C:
 			g.Check()
-		case ev, ok := <-g.watcher.Events:
+		case ev, ok := <-events:
 			if !ok {
 				return
 			}
 			if ev.Has(fsnotify.Create) {
 				g.Check()
 			}
-		case err, ok := <-g.watcher.Errors:
+		case err, ok := <-errs:
 			if !ok {
 				return
 			}
