@@ -176,16 +176,41 @@ const (
 	CodeLimitExceeded = "limit-exceeded" // 422: policy limit (folder count)
 	CodeInternal      = "internal"       // 500
 	CodeUnavailable   = "unavailable"    // 503: shutting down
+	// CodeStateFull: the daemon's state disk is short of space; metadata
+	// changes are refused until space is freed there (507 Insufficient
+	// Storage: the server cannot store what the request needs; retry
+	// later).
+	CodeStateFull = "state-disk-full" // 507
 )
 
-// Volume is one configured storage volume.
-type Volume = meta.Volume
+// Volume is one configured storage volume and whether it is attached.
+type Volume struct {
+	meta.Volume
+	// Status is VolumeReady or VolumeUnavailable.
+	Status string `json:"status"`
+	// Reason says why an unavailable volume is not attached (its path is
+	// missing, not a mount point, has no version.txt...).
+	Reason string `json:"reason,omitempty"`
+}
+
+// Volume statuses.
+const (
+	// VolumeReady: attached; its folders are served.
+	VolumeReady = "ready"
+	// VolumeUnavailable: configured but not attached (see Reason); the
+	// daemon tries again every few seconds, and its folders show status
+	// "error" until it is back.
+	VolumeUnavailable = "unavailable"
+)
 
 // Folder is a folder record as the API returns it.
 type Folder struct {
 	meta.Folder
 	// Path is the folder's directory on the host.
 	Path string `json:"path"`
+	// StatusReason says why Status is "error" (e.g. the folder's volume
+	// is unavailable).
+	StatusReason string `json:"status_reason,omitempty"`
 }
 
 // CreateFolderRequest creates a folder owned by Owner on Volume.

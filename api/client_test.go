@@ -152,7 +152,7 @@ func TestClientRequests(t *testing.T) {
 	scope := QuotaScope{QuotaScope: meta.QuotaScope{Volume: "local", ID: testUser, LimitBytes: 10 << 30}, UsedBytes: 123}
 	policy := Policy{MaxFolderCount: 5, MaxQuotaScopeSize: 1 << 40}
 	usage := FolderUsage{FolderID: folder.ID, UsedBytes: 42, UsedInodes: 3, AsOf: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
-	vols := []Volume{{Name: "local", Path: "/vfroot/local", MountAllowed: true}}
+	vols := []Volume{{Volume: meta.Volume{Name: "local", Path: "/vfroot/local", MountAllowed: true}, Status: VolumeReady}}
 	check := QuotaCheck{Volume: "local", Scope: testUser, Repair: true, Drift: true, Repaired: true, Complete: true,
 		Folders:      []QuotaCheckFolder{{FolderID: folder.ID, Name: "data", LedgerBytes: 1, DiskBytes: 11, LedgerInodes: 1, DiskInodes: 2, Unknown: 1, Complete: true}},
 		UnknownFiles: 1, Counts: map[string]int{ProblemUnknown: 1}, RepairedCount: 1,

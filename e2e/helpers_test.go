@@ -92,6 +92,8 @@ type DaemonOptions struct {
 	StateDir string
 	// ExtraArgs are appended to the daemon's command line.
 	ExtraArgs []string
+	// VolumeConfig holds extra TOML lines of a volume's table, by name.
+	VolumeConfig map[string]string
 }
 
 // Daemon is one vfolderd process started by a test.
@@ -107,6 +109,7 @@ type Daemon struct {
 	Volumes    map[string]string
 	LogPath    string
 	args       []string
+	volConfig  map[string]string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -155,6 +158,7 @@ func StartDaemon(t testing.TB, opt DaemonOptions) *Daemon {
 		Volumes:    opt.Volumes,
 		LogPath:    filepath.Join(dir, "vfolderd.log"),
 		args:       opt.ExtraArgs,
+		volConfig:  opt.VolumeConfig,
 	}
 	if d.StateDir == "" {
 		d.StateDir = filepath.Join(dir, "state")
@@ -191,6 +195,9 @@ func (d *Daemon) configText() string {
 	sort.Strings(names)
 	for _, n := range names {
 		fmt.Fprintf(&b, "\n[volumes.%s]\npath = %q\n", n, d.Volumes[n])
+		if extra := d.volConfig[n]; extra != "" {
+			fmt.Fprintln(&b, extra)
+		}
 	}
 	return b.String()
 }

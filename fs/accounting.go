@@ -75,13 +75,18 @@ func (q *quotaHook) hint(comps []string, name string) string {
 }
 
 // errno maps an error of the ledger: EDQUOT when the scope has no room,
-// EIO for anything else (a closed manager, a failed ledger write).
+// ENOSPC when the daemon's state disk has none (the refusal is the
+// operator's to lift, not the scope's: a full disk answers ENOSPC; the
+// state disk guard logs it), EIO for anything else (a closed manager, a
+// failed ledger write).
 func (q *quotaHook) errno(v *view, op string, err error) syscall.Errno {
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, quota.ErrExceeded):
 		return syscall.EDQUOT
+	case errors.Is(err, quota.ErrStoreFull):
+		return syscall.ENOSPC
 	case errors.Is(err, quota.ErrInvalid):
 		v.fs.log.Warn().Err(err).Str("op", op).Str("folder", q.folder).Msg("quota call refused")
 		return syscall.EINVAL

@@ -144,16 +144,7 @@ func OpenBadger(dir string, log zerolog.Logger) (*Badger, error) {
 		return nil, fmt.Errorf("meta: state directory %q: %w", dir, err)
 	}
 	log = log.With().Str("component", "meta").Logger()
-	opts := badger.DefaultOptions(abs).
-		WithLogger(badgerLogger{log.With().Str("sub", "badger").Logger()}).
-		WithSyncWrites(false).
-		WithNumVersionsToKeep(1).
-		WithValueLogFileSize(64 << 20).
-		WithMemTableSize(16 << 20).
-		WithBlockCacheSize(32 << 20).
-		WithNumCompactors(2).
-		WithDetectConflicts(true)
-	db, err := openDB(opts, log)
+	db, err := openDB(badgerOptions(abs, log), log)
 	if err != nil {
 		if lockHeld(abs, err) {
 			holder := ""
@@ -171,6 +162,36 @@ func OpenBadger(dir string, log zerolog.Logger) (*Badger, error) {
 	}
 	log.Debug().Str("dir", abs).Msg("metadata store open")
 	return b, nil
+}
+
+// Sizes of badger's files. Badger maps its memtable logs (2 x
+// BadgerMemTableSize each, sparse) and writes its tables through maps
+// too: a store into a page the file system cannot allocate kills the
+// process (SIGBUS), so what badger may still need to write is space the
+// daemon keeps free on the state disk (see internal/statedisk). The
+// records are small (the largest is a session, a few KiB), so a small
+// memtable costs nothing measurable (BenchmarkBadgerMemTableSize) and
+// keeps that reserve small.
+const (
+	BadgerMemTableSize     = 4 << 20
+	BadgerValueLogFileSize = 16 << 20
+	// badgerValueThreshold keeps every record in the LSM tree (none is
+	// near 64 KiB); badger wants it below 15% of the memtable.
+	badgerValueThreshold = 64 << 10
+)
+
+// badgerOptions are the options of the metadata database in dir.
+func badgerOptions(dir string, log zerolog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log.With().Str("sub", "badger").Logger()}).
+		WithSyncWrites(false).
+		WithNumVersionsToKeep(1).
+		WithValueLogFileSize(BadgerValueLogFileSize).
+		WithMemTableSize(BadgerMemTableSize).
+		WithValueThreshold(badgerValueThreshold).
+		WithBlockCacheSize(32 << 20).
+		WithNumCompactors(2).
+		WithDetectConflicts(true)
 }
 
 // openDB opens the database, working around a badger recovery bug: a

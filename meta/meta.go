@@ -184,6 +184,9 @@ type Volume struct {
 	// Chown is what chown and chgrp to another owner do in rw and wd
 	// views; empty means ChownIgnore.
 	Chown ChownPolicy `json:"chown,omitempty"`
+	// RequireMount: the path must be a mount point, else the volume
+	// counts as missing.
+	RequireMount bool `json:"require_mount,omitempty"`
 }
 
 // ChownPolicy is what chown and chgrp to an owner other than the view's

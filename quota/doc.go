@@ -22,8 +22,11 @@
 //
 // # Calling it from a file system
 //
-// Every call takes the scope, the folder id and the inode key. Errors
-// other than ErrExceeded (ErrClosed, a failed ledger write) mean EIO.
+// Every call takes the scope, the folder id and the inode key.
+// ErrExceeded means EDQUOT; ErrStoreFull, the refusal of growth (or, when
+// critical, of every ledger write) while the store's disk is short of
+// space (SetStoreSpace), means ENOSPC. Other errors (ErrClosed, a failed
+// ledger write) mean EIO.
 //
 //   - open for writing (also create, and before truncating by path):
 //     OpenForWrite(ino, st_size, path-in-folder); CloseForWrite when the
@@ -164,7 +167,7 @@
 // # Beyond one node
 //
 // Room is computed in one place (the scope's remaining bytes under its
-// lock). Quotas across nodes plug in there: the limit a node enforces
+// lock; none while the store's disk is short). Quotas across nodes plug in there: the limit a node enforces
 // becomes the slice of the scope granted to it by a cluster-wide ledger,
 // while this package keeps accounting, persistence and recovery per node.
 package quota

@@ -5,8 +5,10 @@ import (
 )
 
 var (
-	errNoBytes  = fmt.Errorf("%w: no bytes left in the quota scope", ErrExceeded)
-	errNoInodes = fmt.Errorf("%w: no inodes left in the quota scope", ErrExceeded)
+	errNoBytes       = fmt.Errorf("%w: no bytes left in the quota scope", ErrExceeded)
+	errNoInodes      = fmt.Errorf("%w: no inodes left in the quota scope", ErrExceeded)
+	errStoreShort    = fmt.Errorf("%w: growth is refused until the state disk has room", ErrStoreFull)
+	errStoreCritical = fmt.Errorf("%w: changes that write the ledger are refused until the state disk has room", ErrStoreFull)
 )
 
 // enter looks up (creating) the scope and folder and returns with the
@@ -106,15 +108,22 @@ func (m *Manager) reserve(s ScopeKey, folderID string, ino InodeKey, off, end in
 			if end-cur > a {
 				sc.after(in)
 				sc.mu.Unlock()
-				return 0, Reservation{}, errNoBytes
+				return 0, Reservation{}, sc.noRoom()
 			}
 		} else {
 			g = cur + min(end-cur, a)
 			if g <= off {
 				sc.after(in)
 				sc.mu.Unlock()
-				return 0, Reservation{}, errNoBytes
+				return 0, Reservation{}, sc.noRoom()
 			}
+		}
+	} else if exact && end != in.size {
+		// A shrink writes a record.
+		if err := m.spaceErr(); err != nil {
+			sc.after(in)
+			sc.mu.Unlock()
+			return 0, Reservation{}, err
 		}
 	}
 	in.ops++
@@ -271,6 +280,9 @@ func (m *Manager) OpenForWrite(s ScopeKey, folderID string, ino InodeKey, size i
 	if size < 0 {
 		return fmt.Errorf("%w: negative size", ErrInvalid)
 	}
+	if err := m.spaceErr(); err != nil {
+		return err // a hold writes a dirty mark
+	}
 	sc, in, err := m.enterInode(s, folderID, ino, false)
 	if err != nil {
 		return err
@@ -310,6 +322,9 @@ type Removal struct {
 // makes its dirty mark survive the process (as Reserve does), so that the
 // removal is exact across a crash. Always end it with Removal.Done.
 func (m *Manager) PrepareRemove(s ScopeKey, folderID string, ino InodeKey, hint string) (Removal, error) {
+	if err := m.spaceErr(); err != nil {
+		return Removal{}, err
+	}
 	sc, in, err := m.enterInode(s, folderID, ino, false)
 	if err != nil {
 		return Removal{}, err
@@ -419,6 +434,9 @@ func (m *Manager) ReserveInode(s ScopeKey, folderID string, kind Kind, bytes int
 		return InodeReservation{}, err
 	}
 	defer sc.mu.Unlock()
+	if m.space.Load() != int32(SpaceOK) {
+		return InodeReservation{}, errStoreShort // a new record
+	}
 	if sc.limitInodes > 0 && sc.count >= sc.limitInodes {
 		return InodeReservation{}, errNoInodes
 	}

@@ -30,6 +30,8 @@ type Manager struct {
 
 	marks *markTable // marks not yet in the store (see marks.go)
 
+	space atomic.Int32 // a StoreSpace (SetStoreSpace)
+
 	closed   atomic.Bool
 	closeMu  sync.Mutex
 	closeErr error
@@ -272,6 +274,9 @@ func (sc *scope) enqueue() {
 
 // avail is how many bytes may still be granted.
 func (sc *scope) avail() int64 {
+	if sc.m.space.Load() != int32(SpaceOK) {
+		return 0 // the store's disk has no room for growth (noRoom)
+	}
 	if sc.limitBytes <= 0 {
 		return math.MaxInt64
 	}
@@ -279,6 +284,28 @@ func (sc *scope) avail() int64 {
 		return 0
 	}
 	return sc.limitBytes - sc.used
+}
+
+// noRoom is the error of growth that avail refused.
+func (sc *scope) noRoom() error {
+	if sc.m.space.Load() != int32(SpaceOK) {
+		return errStoreShort
+	}
+	return errNoBytes
+}
+
+// SetStoreSpace tells the ledger how short of space its store's disk is
+// (see StoreSpace); the daemon's state disk guard calls it on every
+// change. Refused operations fail with ErrStoreFull and change nothing.
+func (m *Manager) SetStoreSpace(s StoreSpace) { m.space.Store(int32(s)) }
+
+// spaceErr refuses an operation that writes a ledger record while the
+// store's disk is critically short.
+func (m *Manager) spaceErr() error {
+	if m.space.Load() == int32(SpaceCritical) {
+		return errStoreCritical
+	}
+	return nil
 }
 
 // lookup returns the scope's state, creating it when create is set.

@@ -16,6 +16,10 @@ var (
 	// ErrExceeded: the byte or inode limit of the scope leaves no room for
 	// the operation. The file system answers EDQUOT.
 	ErrExceeded = errors.New("quota exceeded")
+	// ErrStoreFull: the disk of the ledger's store is short of space
+	// (SetStoreSpace): growth, or every ledger write, is refused until it
+	// has room again. The file system answers ENOSPC.
+	ErrStoreFull = errors.New("the state disk is full")
 	// ErrClosed: the Manager has been closed.
 	ErrClosed = errors.New("quota manager is closed")
 	// ErrInvalid: a malformed argument (negative size, bad scope or folder id).
@@ -23,6 +27,23 @@ var (
 	// ErrBusy: the folder still has files open for writing or operations
 	// in flight.
 	ErrBusy = errors.New("in use")
+)
+
+// StoreSpace is how short of space the disk of the ledger's store is
+// (see Manager.SetStoreSpace).
+type StoreSpace int32
+
+const (
+	// SpaceOK: every operation is served.
+	SpaceOK StoreSpace = iota
+	// SpaceShort: growth is refused (writes past a file's charged size,
+	// size increases, creates); overwrites, shrinks and removals go on.
+	SpaceShort
+	// SpaceCritical: every operation that writes a ledger record is
+	// refused too (opens for writing, any size change, creates and
+	// removals); writes within the charged size of files already open go
+	// on, and so do releases.
+	SpaceCritical
 )
 
 // ScopeKey names a quota scope: one owner on one volume.

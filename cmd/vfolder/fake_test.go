@@ -61,7 +61,7 @@ func startFakeAPI(t *testing.T) *fakeAPI {
 		reply(w, 200, api.Health{Status: "ok", Version: "test"})
 	})
 	mux.HandleFunc("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, 200, []api.Volume{{Name: "local", Path: "/vfroot/local", MountAllowed: true, CloneAllowed: true}})
+		reply(w, 200, []api.Volume{{Volume: meta.Volume{Name: "local", Path: "/vfroot/local", MountAllowed: true, CloneAllowed: true}, Status: api.VolumeReady}})
 	})
 	mux.HandleFunc("GET /v1/folders", f.list)
 	mux.HandleFunc("POST /v1/folders", f.create)

@@ -80,6 +80,10 @@ func yesNo(b bool) string {
 }
 
 func folderKV(f api.Folder) []kv {
+	status := string(f.Status)
+	if f.StatusReason != "" {
+		status += " (" + f.StatusReason + ")"
+	}
 	return []kv{
 		{"id", f.ID},
 		{"name", f.Name},
@@ -89,7 +93,7 @@ func folderKV(f api.Folder) []kv {
 		{"usage mode", string(f.UsageMode)},
 		{"permission", string(f.Permission)},
 		{"cloneable", yesNo(f.Cloneable)},
-		{"status", string(f.Status)},
+		{"status", status},
 		{"created", fmtTime(f.CreatedAt)},
 		{"updated", fmtTime(f.UpdatedAt)},
 	}
@@ -126,12 +130,16 @@ func volumeRows(vs []api.Volume) [][]string {
 		if chown == "" {
 			chown = meta.ChownIgnore
 		}
-		rows = append(rows, []string{v.Name, v.Path, yesNo(v.MountAllowed), yesNo(v.CloneAllowed), yesNo(v.RWCanDelete), string(chown)})
+		status := v.Status
+		if v.Reason != "" {
+			status += ": " + v.Reason
+		}
+		rows = append(rows, []string{v.Name, v.Path, yesNo(v.MountAllowed), yesNo(v.CloneAllowed), yesNo(v.RWCanDelete), string(chown), status})
 	}
 	return rows
 }
 
-var volumeHeader = []string{"NAME", "PATH", "MOUNT", "CLONE", "RW-DELETES", "CHOWN"}
+var volumeHeader = []string{"NAME", "PATH", "MOUNT", "CLONE", "RW-DELETES", "CHOWN", "STATUS"}
 
 // scopeKV describes a quota scope: limit, used, free and percentage.
 func scopeKV(s api.QuotaScope) []kv {

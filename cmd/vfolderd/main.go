@@ -14,40 +14,59 @@
 //  2. lock the state directory (state_dir/vfolderd.lock, flock): a second
 //     daemon on the same state directory exits with status 1 and touches
 //     nothing, the socket of the running one included;
-//  3. open the metadata store (state_dir/meta), then the quota ledger in
+//  3. measure the state disk (package statedisk): on a disk too full for
+//     badger to replay and flush its log, release the start ballast
+//     (state_dir/vfolderd.reserve-start); when even that leaves too
+//     little, exit with status 1 saying how much is needed (badger would
+//     die of SIGBUS otherwise);
+//  4. open the metadata store (state_dir/meta), then the quota ledger in
 //     the same badger database (package quota): it settles what a
 //     SIGKILL left in flight, looking at the files that were open for
-//     writing on the configured volumes, so byte usage is exact from here
-//     on;
-//  4. attach each volume: check or create version.txt ("3"), record it;
-//  5. recover what a crash interrupted (folders left "performing",
+//     writing on the configured volumes that are there (a missing mount
+//     would make every file look deleted), so byte usage is exact from
+//     here on. The state disk guard starts watching: it preallocates
+//     badger's memtable logs, keeps the ballast files, and while the disk
+//     is short makes the ledger refuse growth (ENOSPC) and the API
+//     metadata changes ("state disk full", 507), until space returns;
+//  5. attach each volume (service.AttachVolume): its path must exist, be
+//     a mount point when require_mount is set, carry version.txt ("3")
+//     and hold at least one of the folders the store knows on it;
+//     version.txt is written only into an empty directory the store does
+//     not know. A volume of another layout stops the start (exit 1); a
+//     missing one is logged and left unavailable: its folders show status
+//     error and get no views, creating on it is refused, and it is tried
+//     again every 3 s (step 10);
+//  6. recover what a crash interrupted (folders left "performing",
 //     interrupted purges, which resume in the background), then hand
 //     every quota scope's stored limits to the ledger and drop ledger
 //     entries of folders that were purged (service.StartQuota);
-//  6. mount the FUSE namespace at mount_point (unless fuse = false /
+//  7. mount the FUSE namespace at mount_point (unless fuse = false /
 //     --no-fuse): a stale mount left there by a vfolderd that died (stat
 //     answers ENOTCONN, or a FUSE mount named "vfolder" is at that path)
 //     is detached first; without root or /dev/fuse the daemon exits
 //     with an error saying so. Then every standing view (users/,
 //     projects/) is built from the store;
-//  7. reconcile the published sessions (service.StartSessions): their
+//  8. reconcile the published sessions (service.StartSessions): their
 //     views are made again and published on the same host paths under
 //     sessions_dir, on top of the dead mounts of the previous FUSE
 //     connection, so containers that kept running work again; sessions
 //     whose folders are gone are cleaned. Nothing is mounted under
 //     sessions_dir until a session exists;
-//  8. after an unclean shutdown (the ledger's WasUnclean, or a recovery
+//  9. after an unclean shutdown (the ledger's WasUnclean, or a recovery
 //     check that did not finish last time: state_dir/quota-check-pending),
 //     start checking every quota scope against storage with repair, in
 //     the background, one scope after the other. It runs while the daemon
 //     serves, from the first request on: the check works online, writes
 //     go on, `quota-scope get` answers from the ledger and says
 //     "checking" until the scope's check is done. Byte figures are exact
-//     before it (step 3); what it settles is the inode bookkeeping of
+//     before it (step 4); what it settles is the inode bookkeeping of
 //     creates and removals cut by the crash. The pending file is removed
-//     when every scope was checked;
-//  9. bind the socket (refusing one something still answers on, replacing
-//     a stale one) and serve.
+//     when every scope was checked and no volume is unavailable;
+//  10. bind the socket (refusing one something still answers on, replacing
+//     a stale one) and serve; from here on the unavailable volumes are
+//     tried every 3 s, and one that attaches is brought into service
+//     (limits, interrupted creates and purges, views, and a quota check
+//     after an unclean start) without a restart.
 //
 // # Stop
 //
@@ -65,7 +84,9 @@
 // left, unmount the FUSE namespace (aborting the connection if copies of
 // the mount live on elsewhere: published sessions hold such copies),
 // stop background work (purges, checks), close the quota ledger (which
-// writes what is pending and marks the shutdown clean), close the store,
+// writes what is pending and marks the shutdown clean), close the store
+// (unless the state disk has no room for badger's final flush: its log is
+// then replayed at the next start),
 // remove the socket, release the lock, exit 0. A further
 // signal during the shutdown kills the process at once.
 package main
@@ -81,6 +102,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,6 +115,8 @@ import (
 	"github.com/vfolder/vfolder/internal/config"
 	"github.com/vfolder/vfolder/internal/server"
 	"github.com/vfolder/vfolder/internal/service"
+	"github.com/vfolder/vfolder/internal/statedisk"
+	"github.com/vfolder/vfolder/internal/volume"
 	"github.com/vfolder/vfolder/meta"
 	"github.com/vfolder/vfolder/quota"
 )
@@ -276,11 +300,39 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		}
 	}()
 
+	// The state disk guard (package statedisk) sees to it that badger
+	// always has room to finish what it started: before the database
+	// opens (releasing its ballast on a full disk, refusing to open when
+	// even that is not enough), then for as long as the daemon runs.
+	var ledgerRef atomic.Pointer[quota.Manager]
+	guard := statedisk.New(statedisk.Options{
+		Dir:          cfg.StateDir,
+		DBDir:        filepath.Join(cfg.StateDir, "meta"),
+		MemTableSize: meta.BadgerMemTableSize,
+		Log:          log,
+		OnChange: func(l statedisk.Level) {
+			if m := ledgerRef.Load(); m != nil {
+				m.SetStoreSpace(storeSpace(l))
+			}
+		},
+	})
+	if err := guard.Prepare(); err != nil {
+		return err
+	}
+
 	store, err := meta.OpenBadger(filepath.Join(cfg.StateDir, "meta"), log)
 	if err != nil {
 		return err // names the directory (and the holder, for ErrLocked)
 	}
 	defer func() {
+		if !guard.RoomToClose() {
+			// Closing flushes badger's memtable into a new table, which
+			// a full disk cannot take (SIGBUS). Its log is durable: the
+			// next start replays it, as after a crash.
+			log.Error().Str("state_dir", cfg.StateDir).
+				Msg("state disk full: leaving the database without closing it; its log is replayed at the next start")
+			return
+		}
 		if cerr := store.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
@@ -290,6 +342,12 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if err != nil {
 		return err
 	}
+	ledgerRef.Store(ledger)
+	ledger.SetStoreSpace(storeSpace(guard.Level()))
+	if err := guard.Start(); err != nil {
+		return err
+	}
+	defer guard.Close()
 	// Deferred after the store's Close, so it runs before it: after the
 	// file system and the service (deferred below) are done with it.
 	defer func() {
@@ -316,12 +374,18 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		Log:   log,
 	})
 	defer svc.Close()
+	// A volume of another layout needs the operator: refuse to start. A
+	// missing one (and any other failure) may come back by itself: serve
+	// the others and try it again.
 	var volErrs []string
 	for _, name := range cfg.VolumeNames() {
-		v := cfg.Volumes[name]
-		rec := meta.Volume{Name: name, Path: v.Path, RWCanDelete: v.RWCanDelete, MountAllowed: v.MountAllowed, CloneAllowed: v.CloneAllowed, Chown: v.Chown}
-		if err := svc.AttachVolume(ctx, rec); err != nil {
+		err := svc.AttachVolume(ctx, volumeRecord(name, cfg.Volumes[name]))
+		if errors.Is(err, volume.ErrLayout) || errors.Is(err, volume.ErrUnsafe) {
 			volErrs = append(volErrs, err.Error())
+		} else if err != nil {
+			log.Error().Err(err).Str("volume", name).Str("path", cfg.Volumes[name].Path).
+				Dur("retry", service.VolumeRetryInterval).
+				Msg("volume unavailable: its folders show status error and get no views, and no folder can be created on it, until it is back; the other volumes are served")
 		}
 	}
 	if len(volErrs) > 0 {
@@ -374,6 +438,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	}
 
 	startQuotaRecovery(svc, ledger.WasUnclean(), cfg.StateDir, log)
+	svc.WatchVolumes(service.VolumeRetryInterval)
 
 	adminGID, err := cfg.AdminGID()
 	if err != nil {
@@ -386,7 +451,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	sockPath = cfg.Socket
 	sockInfo, _ = os.Lstat(cfg.Socket)
 	ver := daemonVersion()
-	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, Log: log})
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Log: log})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
@@ -473,9 +538,19 @@ func removeSocket(path string, ours os.FileInfo, log zerolog.Logger) {
 
 // openLedger opens the quota ledger on the store's badger database. Crash
 // recovery looks at folders on the configured volumes.
+//
+// Only volumes that are there (service.ProbeVolume) are looked at: on a
+// missing mount every file would look deleted. The marks of the others
+// stay, and their inodes are settled by the check that follows the
+// volume's return (service.WatchVolumes).
 func openLedger(store *meta.Badger, cfg *config.Config, log zerolog.Logger) (*quota.Manager, error) {
 	paths := map[string]string{}
-	for name, v := range cfg.Volumes {
+	for _, name := range cfg.VolumeNames() {
+		v := cfg.Volumes[name]
+		if err := service.ProbeVolume(context.Background(), store, volumeRecord(name, v)); err != nil {
+			log.Debug().Err(err).Str("volume", name).Msg("volume not there: quota crash recovery leaves its files to a later check")
+			continue
+		}
 		paths[name] = v.Path
 	}
 	m, err := quota.Open(store.DB(), log, quota.Options{
@@ -488,6 +563,23 @@ func openLedger(store *meta.Badger, cfg *config.Config, log zerolog.Logger) (*qu
 		return nil, fmt.Errorf("opening the quota ledger in %s: %w", filepath.Join(cfg.StateDir, "meta"), err)
 	}
 	return m, nil
+}
+
+// storeSpace is the ledger's view of a state disk level.
+func storeSpace(l statedisk.Level) quota.StoreSpace {
+	switch l {
+	case statedisk.Short:
+		return quota.SpaceShort
+	case statedisk.Critical:
+		return quota.SpaceCritical
+	}
+	return quota.SpaceOK
+}
+
+// volumeRecord is the store's record of a configured volume.
+func volumeRecord(name string, v config.Volume) meta.Volume {
+	return meta.Volume{Name: name, Path: v.Path, RWCanDelete: v.RWCanDelete, MountAllowed: v.MountAllowed,
+		CloneAllowed: v.CloneAllowed, RequireMount: v.RequireMount, Chown: v.Chown}
 }
 
 // quotaCheckPending names the file that says a recovery check is owed: it

@@ -81,6 +81,9 @@ type Volume struct {
 	// Chown is what chown to another owner does in rw and wd views:
 	// meta.ChownIgnore (default) or meta.ChownRefuse.
 	Chown meta.ChownPolicy
+	// RequireMount makes the volume count as missing unless its path is a
+	// mount point; default false.
+	RequireMount bool
 }
 
 // Config is the daemon configuration.
@@ -149,6 +152,7 @@ type fileVolume struct {
 	MountAllowed *bool   `toml:"mount_allowed"`
 	CloneAllowed *bool   `toml:"clone_allowed"`
 	Chown        *string `toml:"chown"`
+	RequireMount *bool   `toml:"require_mount"`
 }
 
 type file struct {
@@ -263,6 +267,7 @@ func (c *Config) merge(text string) error {
 		if fv.Chown != nil {
 			v.Chown = meta.ChownPolicy(*fv.Chown)
 		}
+		setIf(&v.RequireMount, fv.RequireMount)
 		c.Volumes[name] = v
 	}
 	setIf(&c.StateDir, f.StateDir)

@@ -171,6 +171,23 @@ func TestValidateReportsAllProblems(t *testing.T) {
 	}
 }
 
+func TestRequireMount(t *testing.T) {
+	c, err := Parse("[volumes.a]\npath = \"/a\"\nrequire_mount = true\n[volumes.b]\npath = \"/b\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Volumes["a"].RequireMount || c.Volumes["b"].RequireMount {
+		t.Errorf("require_mount: a = %+v, b = %+v; want true for a only (default false)", c.Volumes["a"], c.Volumes["b"])
+	}
+	c.SetVolume("a", "/c")
+	if !c.Volumes["a"].RequireMount {
+		t.Errorf("--volume dropped require_mount: %+v", c.Volumes["a"])
+	}
+	if _, err := Parse("[volumes.a]\npath = \"/a\"\nrequire_mount = \"yes\"\n"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("require_mount = \"yes\": %v; want ErrInvalid", err)
+	}
+}
+
 func TestSetVolumeKeepsSwitches(t *testing.T) {
 	c, err := Parse("[volumes.a]\npath = \"/a\"\nclone_allowed = false\n")
 	if err != nil {

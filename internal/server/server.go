@@ -75,7 +75,13 @@ type Options struct {
 	AdminGID int
 	// Version is reported by /v1/health.
 	Version string
-	Log     zerolog.Logger
+	// StateDisk, when set, tells whether the state disk has room for
+	// metadata changes: while it returns an error (matching
+	// statedisk.ErrFull), every request that may change metadata is
+	// refused with it (code state-disk-full, 507) before its handler
+	// runs; reads, and taking session views away, go on.
+	StateDisk func() error
+	Log       zerolog.Logger
 }
 
 // Server serves the API.
@@ -273,6 +279,8 @@ func statusOf(code string) int {
 		return http.StatusUnprocessableEntity
 	case api.CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case api.CodeStateFull:
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }
@@ -361,6 +369,12 @@ func (s *Server) Handler() http.Handler {
 			s.writeErrorStatus(rec, r, status, codeOf(status), msg)
 			return
 		}
+		if s.opts.StateDisk != nil && changes(r) {
+			if err := s.opts.StateDisk(); err != nil {
+				s.writeError(rec, r, service.Code(err), err.Error())
+				return
+			}
+		}
 		s.mux.ServeHTTP(rec, r)
 	})
 }
@@ -377,6 +391,24 @@ func canonicalPath(p string) bool {
 		np += "/"
 	}
 	return np == p
+}
+
+// changes tells whether a request may change metadata: anything but a
+// read, except what only takes session mounts and views away (it must
+// work while the state disk is short, as removals do in views).
+func changes(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		return false
+	}
+	p := r.URL.Path
+	if r.Method == http.MethodDelete && strings.HasPrefix(p, "/v1/views/sessions/") {
+		return false
+	}
+	if r.Method == http.MethodPost && strings.HasPrefix(p, "/v1/sessions/") && strings.HasSuffix(p, "/unpublish") {
+		return false
+	}
+	return true
 }
 
 type statusWriter struct {

@@ -43,7 +43,7 @@ func start(t *testing.T, dir string, adminGID int) *testServer {
 }
 
 // startWith is start over a given store and quota ledger (nil: none).
-func startWith(t *testing.T, dir string, adminGID int, store meta.Store, ledger service.Ledger) *testServer {
+func startWith(t *testing.T, dir string, adminGID int, store meta.Store, ledger service.Ledger, mutate ...func(*Options)) *testServer {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -62,7 +62,11 @@ func startWith(t *testing.T, dir string, adminGID int, store meta.Store, ledger 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(svc, Options{AdminGID: adminGID, Version: "test", Log: zerolog.Nop()})
+	opts := Options{AdminGID: adminGID, Version: "test", Log: zerolog.Nop()}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	srv := New(svc, opts)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	ts := &testServer{socket: socket, vol: vol, svc: svc, client: unixClient(socket)}

@@ -500,6 +500,11 @@ func (s *Service) StartQuotaRecovery(done func()) {
 		}
 		return
 	}
+	// A volume that attaches later gets its scopes checked then
+	// (volumes.go); until every volume was, the check stays owed.
+	s.mu.Lock()
+	s.owed = true
+	s.mu.Unlock()
 	var keys []quota.ScopeKey
 	seen := map[quota.ScopeKey]bool{}
 	add := func(k quota.ScopeKey) {
@@ -552,6 +557,9 @@ func (s *Service) StartQuotaRecovery(done func()) {
 		}
 		if s.checks.Err() != nil {
 			return
+		}
+		if s.anyUnavailable() {
+			complete = false
 		}
 		s.log.Info().Int("scopes", len(keys)).Bool("complete", complete).Msg("quota recovery checks finished")
 		if done != nil && complete {

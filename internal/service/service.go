@@ -60,6 +60,13 @@
 // it and runs reconcile checks (quota.go); usage figures are the ledger's
 // counters. Without it limits are only stored and usage reads as zero.
 //
+// # Volumes
+//
+// AttachVolume tells a volume from a missing mount and never initialises
+// a volume the store knows; a volume that cannot be attached stays
+// unavailable (its folders show status error, get no views, and cannot
+// be created) until WatchVolumes attaches it (volumes.go).
+//
 // # Plug points
 //
 // Usage figures come from a UsageSource: the ledger when Options.Quota is
@@ -78,7 +85,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -87,6 +94,7 @@ import (
 
 	"github.com/vfolder/vfolder/api"
 	vfs "github.com/vfolder/vfolder/fs"
+	"github.com/vfolder/vfolder/internal/statedisk"
 	"github.com/vfolder/vfolder/internal/volume"
 	"github.com/vfolder/vfolder/meta"
 	"github.com/vfolder/vfolder/quota"
@@ -152,8 +160,12 @@ type Service struct {
 	opts  Options
 	log   zerolog.Logger
 
-	mu   sync.RWMutex
-	vols map[string]*attached
+	mu      sync.RWMutex
+	vols    map[string]*attached
+	unavail map[string]*unavailableVol // configured but not attached (volumes.go)
+	// owed: a quota check of every scope is owed (unclean start); a
+	// volume attached late gets its scopes checked (volumes.go).
+	owed bool
 
 	// base is cancelled by Close; purges run under it, not under the
 	// request's context, so a client going away never interrupts one.
@@ -199,49 +211,19 @@ func New(store meta.Store, opts Options) *Service {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	checks, stopChecks := context.WithCancel(ctx)
-	return &Service{store: store, opts: opts, log: opts.Log, vols: map[string]*attached{}, base: ctx, cancel: cancel,
+	return &Service{store: store, opts: opts, log: opts.Log, vols: map[string]*attached{}, unavail: map[string]*unavailableVol{}, base: ctx, cancel: cancel,
 		checks: checks, stopChecks: stopChecks,
 		standing: map[keyDir]map[string]vfs.ViewSpec{}, sessions: map[viewPlace]vfs.ViewSpec{},
 		published: map[viewPlace]bool{}, slots: map[string]map[string]string{}, checking: map[quota.ScopeKey]int{}}
-}
-
-// AttachVolume opens a configured volume, checks (or, on an empty volume,
-// writes) its version.txt and records it in the store.
-func (s *Service) AttachVolume(ctx context.Context, v meta.Volume) error {
-	vol, err := volume.Open(v.Path)
-	if err != nil {
-		return fmt.Errorf("volume %q: %w", v.Name, err)
-	}
-	if err := vol.EnsureVersion(s.opts.StorageUID, s.opts.StorageGID); err != nil {
-		vol.Close()
-		return fmt.Errorf("volume %q: %w", v.Name, err)
-	}
-	if err := s.store.PutVolume(ctx, v); err != nil {
-		vol.Close()
-		return fmt.Errorf("volume %q: %w", v.Name, err)
-	}
-	s.mu.Lock()
-	if old := s.vols[v.Name]; old != nil {
-		old.vol.Close()
-	}
-	s.vols[v.Name] = &attached{rec: v, vol: vol}
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *Service) attachedVolume(name string) (*attached, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if a := s.vols[name]; a != nil {
-		return a, nil
-	}
-	return nil, fmt.Errorf("%w: volume %q is not configured", meta.ErrNotFound, name)
 }
 
 // folderAttached is the volume of an existing folder: one that is not
 // configured (any more) makes the folder unavailable, not unknown.
 func (s *Service) folderAttached(f meta.Folder) (*attached, error) {
 	a, err := s.attachedVolume(f.Volume)
+	if errors.Is(err, ErrUnavailable) {
+		return nil, fmt.Errorf("folder %q: %w", f.Name, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: folder %q is on volume %q, which is not configured on this node", ErrUnavailable, f.Name, f.Volume)
 	}
@@ -274,9 +256,15 @@ func (s *Service) Close() {
 }
 
 // Recover finishes what a crash interrupted (see the package comment).
-// Purges are resumed in the background; Close stops them.
+// Purges are resumed in the background; Close stops them. Folders on a
+// volume that is not attached are recovered when it is (volumes.go).
 func (s *Service) Recover(ctx context.Context) error {
-	all, err := s.store.ListFolders(ctx, meta.FolderFilter{IncludeDeleted: true})
+	return s.recoverOn(ctx, "")
+}
+
+// recoverOn is Recover for the folders of one volume ("" for all).
+func (s *Service) recoverOn(ctx context.Context, volName string) error {
+	all, err := s.store.ListFolders(ctx, meta.FolderFilter{IncludeDeleted: true, Volume: volName})
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
@@ -287,8 +275,8 @@ func (s *Service) Recover(ctx context.Context) error {
 		}
 		vol, err := s.folderVolume(f)
 		if err != nil {
-			s.log.Warn().Str("folder", f.ID).Str("volume", f.Volume).Str("status", string(f.Status)).
-				Msg("folder left unfinished on a volume that is not configured; leaving it")
+			s.log.Warn().Err(err).Str("folder", f.ID).Str("volume", f.Volume).Str("status", string(f.Status)).
+				Msg("folder left unfinished on a volume that is not attached; leaving it until the volume is")
 			continue
 		}
 		if f.Status != meta.StatusPerforming {
@@ -334,24 +322,24 @@ func (s *Service) Recover(ctx context.Context) error {
 // errSkip aborts an UpdateFolder callback without it being an error.
 var errSkip = errors.New("skip")
 
+// toAPI is the API's view of a folder. A folder on an unavailable volume
+// shows status error (when live) and the reason.
 func (s *Service) toAPI(f meta.Folder) api.Folder {
 	out := api.Folder{Folder: f}
-	if a, err := s.attachedVolume(f.Volume); err == nil {
+	s.mu.RLock()
+	a, u := s.vols[f.Volume], s.unavail[f.Volume]
+	s.mu.RUnlock()
+	switch {
+	case a != nil:
 		out.Path = a.vol.FolderPath(f.Owner, f.ID)
+	case u != nil:
+		out.Path = filepath.Join(u.rec.Path, meta.FolderRelPath(f.Owner, f.ID))
+		if f.Status == meta.StatusReady || f.Status == meta.StatusMounted {
+			out.Status = meta.StatusError
+		}
+		out.StatusReason = u.err().Error()
 	}
 	return out
-}
-
-// Volumes lists the configured volumes, by name.
-func (s *Service) Volumes(ctx context.Context) ([]meta.Volume, error) {
-	s.mu.RLock()
-	out := make([]meta.Volume, 0, len(s.vols))
-	for _, a := range s.vols {
-		out = append(out, a.rec)
-	}
-	s.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
 }
 
 func checkOwner(what string, id meta.ScopeID) error {
@@ -909,6 +897,8 @@ func Code(err error) string {
 	switch {
 	case err == nil:
 		return ""
+	case errors.Is(err, statedisk.ErrFull), errors.Is(err, quota.ErrStoreFull):
+		return api.CodeStateFull
 	case errors.Is(err, ErrUnavailable), errors.Is(err, meta.ErrClosed), errors.Is(err, meta.ErrLocked):
 		return api.CodeUnavailable
 	case errors.Is(err, ErrForbidden):

@@ -465,7 +465,7 @@ func TestRecover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	if err := v.EnsureVersion(uid, gid); err != nil {
+	if err := v.EnsureVersion(uid, gid, false); err != nil {
 		t.Fatal(err)
 	}
 	rec := func(name string, st meta.Status, mkdir bool) meta.Folder {

@@ -229,6 +229,9 @@ func (s *Service) wantKey(ctx context.Context, k keyDir) ([]vfs.ViewSpec, error)
 	out := make([]vfs.ViewSpec, 0, len(entries))
 	for _, e := range entries {
 		sp, err := s.standingSpec(e)
+		if down := (*volumeDownError)(nil); errors.As(err, &down) {
+			continue // its volume is not attached: no view until it is
+		}
 		if err != nil {
 			s.log.Warn().Err(err).Str("folder", e.folder.ID).Str("view", k.String()+"/"+e.name).Msg("folder left out of the views")
 			continue

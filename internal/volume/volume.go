@@ -6,6 +6,21 @@
 //
 // Nothing else is ever written on a volume.
 //
+// # Telling a volume from a missing mount
+//
+// A shared volume is usually a mount (NFS, CephFS, Lustre...) on a
+// directory of the node's root disk. When the mount is missing, the path
+// still names a directory: an empty one, or one holding what was written
+// there by mistake. Writing version.txt there would turn it into a volume
+// whose folders disappear behind the real mount once it is back. So
+// EnsureVersion writes version.txt only into an empty directory that the
+// caller does not know as an initialised volume (a brand-new volume);
+// a volume the caller initialised before (the daemon's store remembers
+// it) must show its version.txt, or it counts as missing (ErrMissing).
+// A volume may also be required to be a mount point (IsMountPoint). No
+// marker of its own is kept on the volume: the layout stays exactly the
+// reference system's.
+//
 // # Access rules
 //
 // A Volume holds an O_PATH descriptor of the volume root, opened once.
@@ -76,6 +91,10 @@ var (
 	ErrUnsafe = errors.New("unsafe entry on volume")
 	// ErrInvalid: a malformed owner or folder id.
 	ErrInvalid = errors.New("invalid folder reference")
+	// ErrMissing: the volume is not there: its path does not exist, is not
+	// a mount point although it must be one, or lacks the version.txt of
+	// a volume initialised before (its mount is probably missing).
+	ErrMissing = errors.New("volume missing")
 )
 
 // Volume is an opened storage volume.
@@ -93,6 +112,9 @@ func Open(path string) (*Volume, error) {
 		return nil, fmt.Errorf("volume path %q is not absolute", path)
 	}
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, fmt.Errorf("%w: %s does not exist", ErrMissing, path)
+	}
 	if err != nil {
 		return nil, &os.PathError{Op: "open volume", Path: path, Err: err}
 	}
@@ -117,9 +139,12 @@ func (v *Volume) rootFd() int { return int(v.root.Fd()) }
 
 // EnsureVersion checks <volume>/version.txt. A missing file is created
 // (owned by uid/gid, content "3") only when the volume is empty apart
-// from lost+found; a volume with content but no version file, or with
-// another version, is refused with ErrLayout.
-func (v *Volume) EnsureVersion(uid, gid int) error {
+// from lost+found and known is false; a volume with content but no
+// version file, or with another version, is refused with ErrLayout.
+// known tells that the caller initialised (or used) this volume before:
+// then a missing version.txt means the volume is not there (ErrMissing),
+// never that it is new.
+func (v *Volume) EnsureVersion(uid, gid int, known bool) error {
 	for attempt := 0; attempt < 3; attempt++ {
 		got, err := v.readVersion()
 		if err == nil {
@@ -131,6 +156,9 @@ func (v *Volume) EnsureVersion(uid, gid int) error {
 		if !errors.Is(err, unix.ENOENT) {
 			return err
 		}
+		if known {
+			return fmt.Errorf("%w: %s has no %s, but this volume was initialised before: its file system is probably not mounted", ErrMissing, v.path, versionFile)
+		}
 		if err := v.checkEmpty(); err != nil {
 			return err
 		}
@@ -141,6 +169,42 @@ func (v *Volume) EnsureVersion(uid, gid int) error {
 		return err
 	}
 	return fmt.Errorf("%w: volume %s: %s keeps changing", ErrLayout, v.path, versionFile)
+}
+
+// IsMountPoint reports whether the volume root is the root of a mount:
+// statx's STATX_ATTR_MOUNT_ROOT where the kernel reports it (bind mounts
+// included), else a device number different from the parent's.
+func (v *Volume) IsMountPoint() (bool, error) {
+	var stx unix.Statx_t
+	err := unix.Statx(v.rootFd(), "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &stx)
+	if err != nil {
+		return false, &os.PathError{Op: "statx", Path: v.path, Err: err}
+	}
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
+	}
+	var self, parent unix.Stat_t
+	if err := unix.Fstat(v.rootFd(), &self); err != nil {
+		return false, &os.PathError{Op: "stat", Path: v.path, Err: err}
+	}
+	if err := unix.Fstatat(v.rootFd(), "..", &parent, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false, &os.PathError{Op: "stat", Path: filepath.Join(v.path, ".."), Err: err}
+	}
+	// "/" is its own parent and a mount root.
+	return self.Dev != parent.Dev || self.Ino == parent.Ino, nil
+}
+
+// RequireMountPoint fails with ErrMissing unless the volume root is a
+// mount point.
+func (v *Volume) RequireMountPoint() error {
+	ok, err := v.IsMountPoint()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s is not a mount point (require_mount is set): its file system is not mounted", ErrMissing, v.path)
+	}
+	return nil
 }
 
 func (v *Volume) readVersion() (string, error) {

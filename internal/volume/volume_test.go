@@ -61,7 +61,7 @@ func TestEnsureVersion(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "lost+found"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.EnsureVersion(testUID, testGID); err != nil {
+	if err := v.EnsureVersion(testUID, testGID, false); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "version.txt"))
@@ -71,7 +71,7 @@ func TestEnsureVersion(t *testing.T) {
 	if uid, gid, mode := ownerOf(t, filepath.Join(dir, "version.txt")); uid != testUID || gid != testGID || mode.Perm() != 0o644 {
 		t.Errorf("version.txt owner %d:%d mode %v", uid, gid, mode)
 	}
-	if err := v.EnsureVersion(testUID, testGID); err != nil {
+	if err := v.EnsureVersion(testUID, testGID, false); err != nil {
 		t.Errorf("second EnsureVersion: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, versionTmpFile)); !os.IsNotExist(err) {
@@ -81,7 +81,7 @@ func TestEnsureVersion(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "version.txt"), []byte("3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.EnsureVersion(testUID, testGID); err != nil {
+	if err := v.EnsureVersion(testUID, testGID, false); err != nil {
 		t.Errorf("version \"3\\n\": %v", err)
 	}
 }
@@ -117,7 +117,7 @@ func TestEnsureVersionRefuses(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer v.Close()
-			err = v.EnsureVersion(os.Geteuid(), os.Getegid())
+			err = v.EnsureVersion(os.Geteuid(), os.Getegid(), false)
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) {
 				t.Errorf("EnsureVersion = %v; want %v mentioning %s", err, tc.want, tc.text)
 			}
@@ -255,7 +255,7 @@ func openFdCount(t *testing.T) int {
 func TestRemoveFolder(t *testing.T) {
 	v, dir := openTemp(t)
 	uid, gid := os.Geteuid(), os.Getegid()
-	if err := v.EnsureVersion(uid, gid); err != nil {
+	if err := v.EnsureVersion(uid, gid, false); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{folder1, folder2} {
@@ -617,4 +617,73 @@ func FuzzParseDirents(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A volume known as initialised that shows no version.txt is missing (its
+// mount is gone): nothing is written into the directory.
+func TestEnsureVersionKnownVolume(t *testing.T) {
+	v, dir := openTemp(t)
+	err := v.EnsureVersion(os.Geteuid(), os.Getegid(), true)
+	if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("EnsureVersion(known) on an empty directory = %v; want ErrMissing naming %s", err, dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 0 {
+		t.Fatalf("the directory holds %v (%v); want nothing written", ents, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "version.txt"), []byte("3"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.EnsureVersion(os.Geteuid(), os.Getegid(), true); err != nil {
+		t.Errorf("EnsureVersion(known) with version.txt: %v", err)
+	}
+}
+
+func TestOpenMissing(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "nope")
+	_, err := Open(p)
+	if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), p) {
+		t.Errorf("Open(%s) = %v; want ErrMissing naming the path", p, err)
+	}
+}
+
+func TestIsMountPoint(t *testing.T) {
+	v, _ := openTemp(t)
+	if ok, err := v.IsMountPoint(); err != nil || ok {
+		t.Errorf("a plain directory: IsMountPoint = %v, %v; want false", ok, err)
+	}
+	if err := v.RequireMountPoint(); !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "not a mount point") {
+		t.Errorf("RequireMountPoint on a plain directory = %v; want ErrMissing", err)
+	}
+	root, err := Open("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if ok, err := root.IsMountPoint(); err != nil || !ok {
+		t.Errorf("/: IsMountPoint = %v, %v; want true", ok, err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("vfolder-test", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+	})
+	m, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if ok, err := m.IsMountPoint(); err != nil || !ok {
+		t.Errorf("a tmpfs mount: IsMountPoint = %v, %v; want true", ok, err)
+	}
+	if err := m.RequireMountPoint(); err != nil {
+		t.Errorf("RequireMountPoint on a mount: %v", err)
+	}
 }
