@@ -94,6 +94,7 @@ import (
 	"github.com/vfolder/vfolder/internal/server"
 	"github.com/vfolder/vfolder/internal/service"
 	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/mountd"
 	"github.com/vfolder/vfolder/quota"
 )
 
@@ -358,7 +359,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		}
 		log.Info().Str("mount_point", cfg.MountPoint).Msg("FUSE namespace mounted")
 		newMounts := func() (service.Mounts, error) { return service.NewMounts(cfg.SessionsDir, log) }
-		if err := svc.StartSessions(ctx, newMounts, hasEntries(cfg.SessionsDir)); err != nil {
+		if err := svc.StartSessions(ctx, newMounts, sessionsLeftovers(cfg.SessionsDir)); err != nil {
 			// Folders and views still work; publishing reports the
 			// problem again.
 			log.Error().Err(err).Str("sessions_dir", cfg.SessionsDir).Msg("cannot reconcile the published sessions")
@@ -447,6 +448,21 @@ func waitForStop(ctx context.Context, served <-chan error, sigs <-chan os.Signal
 				Msg("refusing to stop: sessions are published and their mounts would fail until vfolderd is back; unpublish them, or send the signal again to stop anyway (force_stop makes one signal enough)")
 		}
 	}
+}
+
+// sessionsLeftovers reports whether an earlier run left something in the
+// sessions directory: session directories, or its self-bind (a daemon
+// killed after its last session was unpublished). Either makes the start
+// take the directory over, so that a clean stop releases it.
+func sessionsLeftovers(dir string) bool {
+	if hasEntries(dir) {
+		return true
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		n, err := mountd.SelfBinds(real)
+		return err == nil && n > 0
+	}
+	return false
 }
 
 // hasEntries reports whether dir exists and is not empty.
