@@ -1,7 +1,8 @@
 // Command vfolderd is the vfolder node daemon: it keeps the metadata
 // (badger, in the node-local state directory), manages folders on the
-// configured shared volumes, serves their views in one FUSE namespace
-// (package fs) and serves the local API on a unix socket.
+// configured shared volumes, serves their views in a FUSE namespace
+// (package fs: a node-wide mount plus one mount per session) and serves
+// the local API on a unix socket.
 //
 // Configuration comes from a TOML file (--config) and from flags, each of
 // which can also be set through a VFOLDER_* environment variable; a flag
@@ -27,15 +28,18 @@
 //  6. mount the FUSE namespace at mount_point (unless fuse = false /
 //     --no-fuse): a stale mount left there by a vfolderd that died (stat
 //     answers ENOTCONN, or a FUSE mount named "vfolder" is at that path)
-//     is detached first; without root or /dev/fuse the daemon exits
-//     with an error saying so. Then every standing view (users/,
-//     projects/) is built from the store;
+//     is detached first, with the dead session mounts on it; without root
+//     or /dev/fuse the daemon exits with an error saying so. Then every
+//     standing view (users/, projects/) is built from the store. Each
+//     session's views get a FUSE mount of their own on
+//     mount_point/sessions/<sid> when the session's first view is made;
 //  7. reconcile the published sessions (service.StartSessions): their
 //     views are made again and published on the same host paths under
 //     sessions_dir, on top of the dead mounts of the previous FUSE
-//     connection, so containers that kept running work again; sessions
+//     connections, so containers that kept running work again; sessions
 //     whose folders are gone are cleaned. Nothing is mounted under
-//     sessions_dir until a session exists;
+//     sessions_dir until a session exists; a self-bind of sessions_dir
+//     that a killed run left is taken over, so a clean stop releases it;
 //  8. after an unclean shutdown (the ledger's WasUnclean, or a recovery
 //     check that did not finish last time: state_dir/quota-check-pending),
 //     start checking every quota scope against storage with repair, in
@@ -62,8 +66,9 @@
 // Stopping: stop accepting API calls, let in-flight ones finish (up to
 // shutdownTimeout, after which they are cut and interrupted purges resume
 // at the next start), release the sessions directory when no session is
-// left, unmount the FUSE namespace (aborting the connection if copies of
-// the mount live on elsewhere: published sessions hold such copies),
+// left, unmount the FUSE namespace, the sessions' mounts first (aborting a
+// connection when copies of the mount live on elsewhere: published
+// sessions hold such copies),
 // stop background work (purges, checks), close the quota ledger (which
 // writes what is pending and marks the shutdown clean), close the store,
 // remove the socket, release the lock, exit 0. A further
