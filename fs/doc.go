@@ -178,6 +178,12 @@
 // view's, open handles). Nothing else is kept per node; the inode numbers
 // of the first form need no table.
 //
+// Each session superblock is a go-fuse server of its own: its reader
+// goroutines each hold a request buffer of one maximal WRITE (1 MiB), so a
+// session costs a few MiB of Go heap, of which only the pages the kernel
+// has written requests into are resident (measured: about 170 KiB RSS and
+// 3.4 MiB of heap per idle session).
+//
 // # Extended attributes and locks
 //
 // Only the "user." namespace is served. Reading any other name answers
