@@ -22,6 +22,11 @@
 //   - mountd, container: sessions published into real runc (or crun)
 //     containers, restarts of the daemon under a running container,
 //     privileged containers that try to remount.
+//   - handles, hardening: a container holding CAP_DAC_READ_SEARCH forges
+//     file handles (helper e2e/fhattack, built statically and copied into
+//     the rootfs); host users try to reach published sessions; what a
+//     killed daemon leaves mounted; the log under concurrent folder
+//     changes.
 //
 // # Rules the helpers keep
 //

@@ -23,8 +23,9 @@ import (
 // mdSessionsDir makes a sessions directory for a daemon, outside the
 // daemon's own directory, and checks at the end (after the daemon is
 // stopped: registered before StartDaemon) that nothing is mounted below
-// it. The directory's own bind may stay after a restart of the daemon
-// (it is then not the daemon that made it); it is detached here.
+// it. The directory's own bind stays when the daemon was last killed
+// rather than stopped; it is detached here (TestSessionsDirAfterCrash
+// checks that a clean stop releases it).
 func mdSessionsDir(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(newDir(t), "sessions")

@@ -163,7 +163,9 @@ func (v *view) usage() (quota.Usage, bool) {
 }
 
 // sizeLocks serialise size changes of backing inodes: a fixed set of
-// read-write locks striped by (device, inode), shared by every view. A
+// read-write locks striped by (device, inode), shared by every view of
+// every FS instance that shares them (Shared), so that two superblocks
+// writing one backing file serialise their size changes and see one size. A
 // size-changing operation holds its stripe exclusively from the moment it
 // reads the size until the ledger has its report; a write inside the file
 // holds it shared. An operation never holds two stripes.

@@ -29,7 +29,7 @@ func TestFsWriteAllocs(t *testing.T) {
 	if err := m.SetLimit(sk, 1<<40, 0); err != nil {
 		t.Fatal(err)
 	}
-	v := &view{fs: &FS{log: zerolog.Nop()}, q: quotaHook{m: m, scope: sk, folder: strings.Repeat("1", 32), rootDev: rootSt.Dev}}
+	v := &view{fs: &FS{log: zerolog.Nop(), locks: new(sizeLocks), peers: new(peerTable)}, q: quotaHook{m: m, scope: sk, folder: strings.Repeat("1", 32), rootDev: rootSt.Dev}}
 	n := &node{v: v}
 	fd, err := unix.Open(filepath.Join(dir, "f"), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
 	if err != nil {

@@ -42,8 +42,13 @@ const notifyWait = 20 * time.Millisecond
 // directory): views with the same place share backing objects.
 type folderPlace struct{ volume, folderRel string }
 
-// peerTable lists the live views of each folder. Request handlers take
-// mu shared; AddView and RemoveView exclusively (with FS.mu held).
+// peerTable lists the live views of each folder, in every FS instance
+// that shares it (Shared): a change through a session superblock reaches
+// the users/ and projects/ views of the node-wide one and the other
+// sessions' superblocks, and the other way round (go-fuse sends each
+// notification to the connection of the inode it names). Request
+// handlers take mu shared; AddView and RemoveView exclusively (with
+// their FS.mu held).
 type peerTable struct {
 	mu sync.RWMutex
 	m  map[folderPlace][]*view
@@ -83,7 +88,7 @@ type notice struct {
 // cached).
 func (n *node) peerNotices(name string) []notice {
 	v := n.v
-	peers := &v.fs.peers
+	peers := v.fs.peers
 	peers.mu.RLock()
 	defer peers.mu.RUnlock()
 	list := peers.m[v.place]

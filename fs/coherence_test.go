@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -182,21 +183,35 @@ func TestFsPageCacheKept(t *testing.T) {
 
 // TestFsPeerNotify: the kernel's cached entries and attributes of one
 // view are dropped when another view of the folder changes the file or
-// its name, before the attribute timeout would have done it. statx asks
-// only for the size, so nothing else (such as an atime a read made
-// stale) makes the kernel ask the daemon.
+// its name, before the attribute timeout would have done it: in the same
+// superblock, and across superblocks (a session's and the node-wide
+// one's users/ view, two sessions). statx asks only for the size, so
+// nothing else (such as an atime a read made stale) makes the kernel ask
+// the daemon.
 func TestFsPeerNotify(t *testing.T) {
+	for _, tc := range []struct{ name, ns, key string }{
+		{"one superblock", NSSessions, "s1"},
+		{"users view", NSUsers, strings.Repeat("7", 32)},
+		{"another session", NSSessions, "s2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testFsPeerNotify(t, tc.ns, tc.key) })
+	}
+}
+
+// testFsPeerNotify changes files through the session view s1/a and looks
+// at them through the view b at ns/key.
+func testFsPeerNotify(t *testing.T, ns, key string) {
 	f, dir := testMount(t)
 	a := testFolder(t, dir, 1, "a")
 	b := a
-	b.Name, b.Mode = "b", meta.PermRO
+	b.Namespace, b.Key, b.Name, b.Mode = ns, key, "b", meta.PermRO
 	for _, s := range []ViewSpec{a, b} {
 		if err := f.AddView(s); err != nil {
 			t.Fatal(err)
 		}
 	}
 	va := filepath.Join(f.MountPoint(), "sessions", "s1", "a")
-	vb := filepath.Join(f.MountPoint(), "sessions", "s1", "b")
+	vb := filepath.Join(f.MountPoint(), ns, key, "b")
 	size := func(p string) (int64, error) {
 		var stx unix.Statx_t
 		err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_SIZE, &stx)

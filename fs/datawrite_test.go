@@ -382,7 +382,7 @@ func TestFsAllocateRanges(t *testing.T) {
 	if err := m.SetLimit(sk, 1<<20, 0); err != nil {
 		t.Fatal(err)
 	}
-	v := &view{fs: &FS{log: zerolog.Nop()}, spec: ViewSpec{Mode: meta.PermRW},
+	v := &view{fs: &FS{log: zerolog.Nop(), locks: new(sizeLocks), peers: new(peerTable)}, spec: ViewSpec{Mode: meta.PermRW},
 		q: quotaHook{m: m, scope: sk, folder: strings.Repeat("1", 32), rootDev: rootSt.Dev}}
 	n := &node{v: v}
 	fd, err := unix.Open(filepath.Join(dir, "f"), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)

@@ -1,18 +1,50 @@
-// Package fs is vfolder's FUSE file system: one mount per node that serves
-// every view of every vfolder used on that node.
+// Package fs is vfolder's FUSE file system: the views of every vfolder
+// used on a node, served by the node's daemon in several superblocks (one
+// FUSE connection each): a node-wide one for the standing views, and one
+// per session that holds that session's views and nothing else.
 //
 // # Namespace
 //
-//	<mnt>/sessions/<session-id>/<mount-name>
+//	<mnt>/sessions/<session-id>/<mount-name>   the session's own superblock
 //	<mnt>/users/<user-uuid>/<folder-name>
 //	<mnt>/projects/<project-uuid>/<folder-name>
 //
-// The mount root, the three top directories and the key directories below
-// them are synthetic (type dirNode): owned by root, mode 0700, refusing every
-// change from the file system side (EPERM). Only AddView and RemoveView
-// change them; both tell the kernel to drop its cached entries
-// (NotifyEntry), so a view appears and disappears at once. A container sees
-// only the view directories mountd bind-mounts into it, never these levels.
+// Mount mounts the node-wide FS at <mnt>. Its root, the three top
+// directories and the key directories below them are synthetic (type
+// dirNode): owned by root, mode 0700, refusing every change from the file
+// system side (EPERM). Only AddView and RemoveView change them; both tell
+// the kernel to drop its cached entries (NotifyEntry), so a view appears
+// and disappears at once. A container sees only the view directories
+// mountd bind-mounts into it, never these levels.
+//
+// # Session superblocks
+//
+// A bind mount of a subtree limits path lookups only: open_by_handle_at(2)
+// (CAP_DAC_READ_SEARCH, no user namespace) decodes a handle to any inode
+// of the superblock, and the kernel decodes a FUSE handle for every inode
+// it has cached (go-fuse does not negotiate CAP_EXPORT_SUPPORT), node 1,
+// the root, always included. Two layers keep a container inside what it
+// was given:
+//
+//   - Every superblock negotiates FUSE_NO_EXPORT_SUPPORT (where the kernel
+//     offers it, as Linux 6.6 and later do): the kernel then decodes no
+//     handle of it at all (name_to_handle_at answers EOPNOTSUPP,
+//     open_by_handle_at ESTALE). What was agreed is logged at mount.
+//   - A session's views live in an FS of their own (FS.session set, see
+//     session.go), whose root holds only them: a handle decoded through a
+//     bound view names at most a node of that session, also on kernels
+//     without the first layer. It is mounted on the session's key
+//     directory of the node-wide FS with the session's first view, so the
+//     paths <mnt>/sessions/<sid>/<name> keep their meaning, and retired
+//     with its last view: detached, its key directory removed, left to end
+//     once nothing refers to it (open files, copies of its views in
+//     containers), which a goroutine waits for. Close of the node-wide FS
+//     closes the live and the retired session superblocks first.
+//
+// The superblocks share what concerns backing files (Shared): the striped
+// size locks with the state of files open for writing, the peer table of
+// cross-view coherence and the view serial numbers; the quota ledger is
+// the one Options.Quota. Inode slots are per superblock.
 //
 // # Views
 //
@@ -59,9 +91,11 @@
 // The first form is stable for the life of the view and needs no memory;
 // the second serves file systems with 64-bit inode numbers (Lustre, some NFS
 // servers) and is stable while the kernel caches the inode. The go-fuse
-// generation mixes a per-view serial number with the backing birth time, so
-// a node of an old view never matches a lookup in a new view that reuses the
-// slot, and a recycled backing inode gets a new generation. A removed
+// generation mixes a per-view serial number (unique across the superblocks
+// of a node) with the backing birth time, so a node of an old view never
+// matches a lookup in a new view that reuses the slot, a recycled backing
+// inode gets a new generation, and no node of one superblock carries the
+// nodeid and generation of a node of another. A removed
 // view's slot is free again once go-fuse forgets its root node; slots are
 // handed out round-robin, so a freed one is reused late. Directory
 // entries (readdir d_ino) carry the same numbers, except for backing inodes
@@ -167,6 +201,12 @@
 // view's, open handles). Nothing else is kept per node; the inode numbers
 // of the first form need no table.
 //
+// Each session superblock is a go-fuse server of its own: its reader
+// goroutines each hold a request buffer of one maximal WRITE (1 MiB), so a
+// session costs a few MiB of Go heap, of which only the pages the kernel
+// has written requests into are resident (measured: about 170 KiB RSS and
+// 3.4 MiB of heap per idle session).
+//
 // # Extended attributes and locks
 //
 // Only the "user." namespace is served. Reading any other name answers
@@ -232,7 +272,13 @@
 //
 // FS.mu guards the view table, the key directories and the volume table; it
 // is never held while talking to the kernel (notifications are sent after
-// it is released) and no FUSE request handler takes it. view.fdMu guards the
+// it is released) and no FUSE request handler takes it. FS.sessMu (node-wide
+// FS only) serialises mounting and retiring session superblocks and guards
+// their table; it is taken before FS.mu and held across those mount system
+// calls, which the node-wide FS answers (lookups of its synthetic
+// directories) without taking either lock. The entry of a key directory
+// that has a session superblock on it is never invalidated: the kernel
+// would detach the mount. view.fdMu guards the
 // view root descriptor against being closed while an operation resolves a
 // path. A node's stamp is atomic and its open handles have their own mutex
 // (nodeExt). The peer table (views per folder, coherence.go) has its own
@@ -249,9 +295,12 @@
 //
 // # Shutdown
 //
-// Close unmounts. When the mount is already gone from this namespace (umount
-// -l from outside), busy, or the unmount does not let the serve loops end
-// (copies of the mount live on in containers' namespaces), Close detaches
-// what is left and aborts the connection through
-// /sys/fs/fuse/connections/<minor>/abort, then waits for the loops.
+// Close closes the session superblocks, then unmounts. When the mount is
+// already gone from this namespace (umount -l from outside), busy, or the
+// unmount does not let the serve loops end (copies of the mount live on in
+// containers' namespaces), Close detaches what is left and aborts the
+// connection through /sys/fs/fuse/connections/<minor>/abort, then waits for
+// the loops. A retired session superblock whose loops ended by themselves
+// is neither unmounted nor aborted (its connection number may serve another
+// mount by then).
 package fs

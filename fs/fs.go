@@ -43,6 +43,10 @@ type Options struct {
 	// Tuning turns single tunings off, to measure what each one brings
 	// (contrib/bench). The zero value is what vfolderd runs with.
 	Tuning Tuning
+	// Shared is the state this FS shares with the other FS instances of
+	// the node (see Shared); nil gives the FS a private one. The session
+	// superblocks an FS mounts (session.go) share its own.
+	Shared *Shared
 }
 
 // Tuning holds the mount's data-path tunings as deviations from the
@@ -56,6 +60,11 @@ type Tuning struct {
 	NoDirectWrite bool          // write-only opens go through the page cache too
 	EntryTimeout  time.Duration // 0: one hour; negative: no caching
 	AttrTimeout   time.Duration // 0: one second; negative: no caching
+	// ExportSupport leaves file-handle decoding as go-fuse negotiates it
+	// (FUSE_NO_EXPORT_SUPPORT is not asked for), so that tests can show
+	// that the per-session superblocks hold on their own. Never set it in
+	// production.
+	ExportSupport bool
 }
 
 // timeout is d, or def when d is 0, or 0 when d is negative.
@@ -90,21 +99,41 @@ const (
 
 	// unmountWait is how long Close waits for the serve loops after a
 	// plain unmount before it aborts the connection; abortWait how long it
-	// waits after the abort.
-	unmountWait = 2 * time.Second
-	abortWait   = 10 * time.Second
+	// waits after the abort. A session superblock is closed when its
+	// session has no view left, so nothing it could still serve is worth
+	// waiting for: sessionUnmountWait only lets a connection that the
+	// unmount ended go quietly.
+	unmountWait        = 2 * time.Second
+	sessionUnmountWait = 250 * time.Millisecond
+	abortWait          = 10 * time.Second
 )
 
-// FS is one mounted vfolder file system.
+// FS is one mounted vfolder file system: the node-wide namespace that
+// Mount returns, or (session.go) the superblock of one session.
 type FS struct {
 	opts    Options
 	log     zerolog.Logger
 	server  *fuse.Server
 	root    *dirNode
 	started time.Time
-	locks   sizeLocks
 	inos    inoTable
-	peers   peerTable
+
+	// shared, and its parts every operation uses, held directly.
+	shared *Shared
+	locks  *sizeLocks
+	peers  *peerTable
+
+	// session is the session id of a session superblock, "" for the
+	// node-wide namespace.
+	session string
+
+	// sessMu serialises the life of the session superblocks (mount,
+	// retire, close) and guards sessions and retired; it is taken before
+	// mu, and held while mounting and unmounting them (never by a request
+	// handler).
+	sessMu   sync.Mutex
+	sessions map[string]*FS
+	retired  map[*FS]struct{}
 
 	// mnt and dev identify the mount: dev is the st_dev of its root
 	// (major 0, minor = FUSE connection number).
@@ -118,12 +147,24 @@ type FS struct {
 	tops    map[string]*dirNode
 	vols    map[string]*volume
 
+	// loopsDone is closed when the serve loops have ended: the connection
+	// is gone (unmounted with no reference left, or aborted).
+	loopsDone chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// Mount mounts the file system at opts.MountPoint and starts serving it.
+// Mount mounts the node-wide file system at opts.MountPoint and starts
+// serving it. The views of each session are served by a superblock of
+// their own, mounted on <mnt>/sessions/<sid> (session.go).
 func Mount(opts Options) (*FS, error) {
+	return mount(opts, "")
+}
+
+// mount mounts the node-wide file system (session "") or the superblock
+// of one session.
+func mount(opts Options, session string) (*FS, error) {
 	if opts.MountPoint == "" {
 		return nil, fmt.Errorf("%w: empty mount point", meta.ErrInvalid)
 	}
@@ -131,18 +172,35 @@ func Mount(opts Options) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: mount point %q: %v", meta.ErrInvalid, opts.MountPoint, err)
 	}
+	if opts.Shared == nil {
+		opts.Shared = NewShared()
+	}
+	lc := opts.Logger.With().Str("component", "fs")
+	if session != "" {
+		lc = lc.Str("session", session)
+	}
 	f := &FS{
-		opts:    opts,
-		log:     opts.Logger.With().Str("component", "fs").Logger(),
-		started: time.Now(),
-		mnt:     mnt,
-		views:   map[place]*view{},
-		keyDirs: map[nsKey]*dirNode{},
-		tops:    map[string]*dirNode{},
-		vols:    map[string]*volume{},
+		opts:     opts,
+		log:      lc.Logger(),
+		started:  time.Now(),
+		shared:   opts.Shared,
+		locks:    &opts.Shared.locks,
+		peers:    &opts.Shared.peers,
+		session:  session,
+		sessions: map[string]*FS{},
+		retired:  map[*FS]struct{}{},
+		mnt:      mnt,
+		views:    map[place]*view{},
+		keyDirs:  map[nsKey]*dirNode{},
+		tops:     map[string]*dirNode{},
+		vols:     map[string]*volume{},
 	}
 	f.inos.init()
 	f.root = &dirNode{fs: f}
+	if session != "" {
+		// A session superblock's root is its session's key directory.
+		f.keyDirs[nsKey{NSSessions, session}] = f.root
+	}
 
 	tu := opts.Tuning
 	et, at := timeout(tu.EntryTimeout, entryTimeout), timeout(tu.AttrTimeout, attrTimeout)
@@ -150,9 +208,15 @@ func Mount(opts Options) (*FS, error) {
 	if tu.MaxWrite > 0 {
 		mw = tu.MaxWrite
 	}
-	var extraCaps uint64 = fuse.CAP_HANDLE_KILLPRIV_V2
-	if tu.NoKillPriv {
-		extraCaps = 0
+	var extraCaps uint64
+	if !tu.NoKillPriv {
+		extraCaps |= fuse.CAP_HANDLE_KILLPRIV_V2
+	}
+	if !tu.ExportSupport {
+		// The kernel then decodes no file handle of this superblock:
+		// open_by_handle_at(2) cannot reach a node outside the views
+		// bound into a container (see the package comment).
+		extraCaps |= fuse.CAP_NO_EXPORT_SUPPORT
 	}
 	goLog := log.New(zerologWriter{f.log}, "", 0)
 	fopts := &gofs.Options{
@@ -172,7 +236,8 @@ func Mount(opts Options) (*FS, error) {
 			// daemon. Writeback caching would disable passthrough and
 			// move EDQUOT from write(2) to close.
 			DisabledCapabilities: fuse.CAP_WRITEBACK_CACHE,
-			// The daemon clears suid/sgid itself (see node.killPrivs).
+			// KILLPRIV_V2: the daemon clears suid/sgid itself (see
+			// node.killPrivs). NO_EXPORT_SUPPORT: no file handles.
 			ExtraCapabilities: extraCaps,
 			Debug:             opts.Debug,
 			Logger:            goLog,
@@ -190,6 +255,11 @@ func Mount(opts Options) (*FS, error) {
 	}
 	f.server = server
 	go server.Serve()
+	f.loopsDone = make(chan struct{})
+	go func() {
+		server.Wait()
+		close(f.loopsDone)
+	}()
 	// WaitMount ends with a probe open of the new mount (go-fuse's poll
 	// setup), which a signal can interrupt; the mount itself is done.
 	for i := 0; ; i++ {
@@ -213,8 +283,30 @@ func Mount(opts Options) (*FS, error) {
 	if err := unix.Mount("", mnt, "", unix.MS_PRIVATE, ""); err != nil {
 		f.log.Warn().Err(err).Str("mnt", mnt).Msg("cannot make the mount private")
 	}
-	f.log.Info().Str("mnt", mnt).Uint32("minor", unix.Minor(f.dev)).Msg("mounted")
+	f.logMounted(extraCaps)
 	return f, nil
+}
+
+// logMounted logs the mount and what the kernel agreed to at INIT. go-fuse
+// asks only for what the kernel offers, so an extra capability is in
+// force when it was asked for and offered.
+func (f *FS) logMounted(extraCaps uint64) {
+	offered := f.server.KernelSettings().Flags64()
+	got := func(c uint64) bool { return extraCaps&c != 0 && offered&c != 0 }
+	ev := f.log.Info()
+	if f.session != "" {
+		ev = f.log.Debug()
+	}
+	noExport := got(fuse.CAP_NO_EXPORT_SUPPORT)
+	ev.Str("mnt", f.mnt).Uint32("minor", unix.Minor(f.dev)).
+		Bool("no_export_support", noExport).
+		Bool("handle_killpriv_v2", got(fuse.CAP_HANDLE_KILLPRIV_V2)).
+		Bool("passthrough", offered&fuse.CAP_PASSTHROUGH != 0).
+		Msg("mounted")
+	if extraCaps&fuse.CAP_NO_EXPORT_SUPPORT != 0 && !noExport && f.session == "" {
+		f.log.Info().Msg("the kernel does not offer FUSE_NO_EXPORT_SUPPORT: it decodes file handles of the inodes it caches; " +
+			"each session's views are still served by a superblock of their own, so a handle cannot leave it")
+	}
 }
 
 // setReadAhead sets the read-ahead window of the mount's bdi. A failure
@@ -236,7 +328,8 @@ func (f *FS) setReadAhead() {
 // MountPoint is where the file system is mounted.
 func (f *FS) MountPoint() string { return f.mnt }
 
-// Views returns the current views, sorted by namespace, key and name.
+// Views returns the current views, those of the session superblocks
+// included, sorted by namespace, key and name.
 func (f *FS) Views() []ViewSpec {
 	f.mu.Lock()
 	out := make([]ViewSpec, 0, len(f.views))
@@ -244,6 +337,9 @@ func (f *FS) Views() []ViewSpec {
 		out = append(out, v.spec)
 	}
 	f.mu.Unlock()
+	if f.session == "" {
+		out = f.sessionViews(out)
+	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Namespace != b.Namespace {
@@ -271,12 +367,21 @@ func (f *FS) close() error {
 	f.closed = true
 	f.mu.Unlock()
 
-	var errs []error
+	// The session superblocks are mounted on this one: they go first.
+	errs := f.closeSessions()
+	ended := f.loopsEnded()
+	if ended && f.session != "" {
+		// A retired session superblock that ended by itself. Its
+		// connection number may serve another mount by now, even at
+		// the same path: nothing to unmount or abort.
+		f.release()
+		return errors.Join(errs...)
+	}
 	if f.mountedHere() {
 		if err := f.unmount(); err != nil {
 			errs = append(errs, err)
 		}
-	} else {
+	} else if !ended {
 		// Unmounted from outside (umount -l): other references (open
 		// files, copies in other namespaces) may keep the connection
 		// alive, and nothing will unmount them for us.
@@ -284,8 +389,18 @@ func (f *FS) close() error {
 			errs = append(errs, err)
 		}
 	}
-	if !f.waitLoops(unmountWait) {
-		f.log.Warn().Str("mnt", f.mnt).Msg("serve loops still running after unmount: aborting the connection")
+	wait := unmountWait
+	if f.session != "" {
+		wait = sessionUnmountWait
+	}
+	if !ended && !f.waitLoops(wait) {
+		ev := f.log.Warn()
+		if f.session != "" {
+			// Copies of its views in containers keep it alive while
+			// the daemon stops: they are cut, as every view is.
+			ev = f.log.Debug()
+		}
+		ev.Str("mnt", f.mnt).Msg("serve loops still running after unmount: aborting the connection")
 		if err := f.abort(); err != nil {
 			errs = append(errs, err)
 		}
@@ -293,7 +408,13 @@ func (f *FS) close() error {
 			errs = append(errs, fmt.Errorf("fuse connection %d did not end after abort", unix.Minor(f.dev)))
 		}
 	}
+	f.release()
+	return errors.Join(errs...)
+}
 
+// release closes every descriptor of a file system whose connection is
+// gone.
+func (f *FS) release() {
 	f.mu.Lock()
 	views := f.views
 	f.views = map[place]*view{}
@@ -314,10 +435,16 @@ func (f *FS) close() error {
 	for _, vol := range vols {
 		unix.Close(vol.fd)
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+}
+
+// loopsEnded reports whether the serve loops have ended.
+func (f *FS) loopsEnded() bool {
+	select {
+	case <-f.loopsDone:
+		return true
+	default:
+		return false
 	}
-	return nil
 }
 
 // unmount detaches the mount from this namespace: a plain unmount first
@@ -390,15 +517,12 @@ func (f *FS) abortAndWait() {
 
 // waitLoops waits up to d for the server's read loops to end.
 func (f *FS) waitLoops(d time.Duration) bool {
-	done := make(chan struct{})
-	go func() {
-		f.server.Wait()
-		close(done)
-	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case <-done:
+	case <-f.loopsDone:
 		return true
-	case <-time.After(d):
+	case <-t.C:
 		return false
 	}
 }

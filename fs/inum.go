@@ -31,14 +31,13 @@ const (
 	firstKeyDirIno = 16
 )
 
-// inoTable hands out view slots, mapped inode numbers, view serial numbers
-// and synthetic directory numbers.
+// inoTable hands out view slots, mapped inode numbers and synthetic
+// directory numbers (view serial numbers come from Shared).
 type inoTable struct {
 	mu       sync.Mutex
 	slots    map[uint64]bool
 	nextSlot uint64
 	mapped   uint64 // last mapped number handed out
-	serial   uint64 // last view serial handed out
 	synth    uint64 // last synthetic number handed out
 
 	// draining holds removed views whose root node go-fuse has not
@@ -76,13 +75,6 @@ func (t *inoTable) freeSlot(s uint64) {
 	t.mu.Lock()
 	delete(t.slots, s)
 	t.mu.Unlock()
-}
-
-func (t *inoTable) nextSerial() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.serial++
-	return t.serial
 }
 
 func (t *inoTable) nextSynthetic() uint64 {
@@ -159,8 +151,10 @@ func (v *view) peekIno(dev, ino uint64) uint64 {
 }
 
 // generation mixes the view serial with the backing birth time: a stable
-// value for one file in one view, different across views and across
-// recycled backing inodes on file systems that report a birth time.
+// value for one file in one view, different across views (of every FS
+// instance sharing the serials, so a node of one superblock never has the
+// nodeid and generation of a node of another) and across recycled backing
+// inodes on file systems that report a birth time.
 func (v *view) generation(st *backing.Stat) uint64 {
 	g := uint64(1)
 	if st.HasBtime {

@@ -452,7 +452,7 @@ func TestFsQuotaSubpath(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := f.views[place{NSSessions, "s1", "sub"}].q.hint([]string{"a"}, "b"); got != "sub/deeper/a/b" {
+	if got := f.sessions["s1"].views[place{NSSessions, "s1", "sub"}].q.hint([]string{"a"}, "b"); got != "sub/deeper/a/b" {
 		t.Errorf("hint in the subpath view: %q", got)
 	}
 	sk := quota.ScopeKey{Volume: whole.VolumeName, ID: whole.Scope}

@@ -9,7 +9,8 @@ import (
 )
 
 // dirNode is a synthetic directory: the mount root, a top directory
-// (sessions, users, projects) or a key directory. Its children are kept in
+// (sessions, users, projects), a key directory, or the root of a session
+// superblock (which holds that session's views). Its children are kept in
 // the go-fuse tree (persistent inodes), so go-fuse's default Lookup and
 // Readdir serve it. Every change from the file system side is refused.
 type dirNode struct {
@@ -27,9 +28,9 @@ func dirStable(ino uint64) gofs.StableAttr {
 	return gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}
 }
 
-// OnAdd builds the three top directories below the root.
+// OnAdd builds the three top directories below the node-wide root.
 func (d *dirNode) OnAdd(ctx context.Context) {
-	if !d.IsRoot() {
+	if !d.IsRoot() || d.fs.session != "" {
 		return
 	}
 	for _, ns := range namespaces {

@@ -139,12 +139,24 @@ func (v *view) closeRoot() {
 // AddView makes a view appear. Adding an identical spec again does
 // nothing; a different spec at the same place fails with meta.ErrExists;
 // a bad spec with meta.ErrInvalid; a missing folder directory (or subpath)
-// with meta.ErrNotFound.
+// with meta.ErrNotFound. A session view goes to its session's superblock,
+// which is mounted with the session's first view (session.go).
 func (f *FS) AddView(spec ViewSpec) error {
 	comps, err := spec.validate()
 	if err != nil {
 		return err
 	}
+	if f.session != "" && (spec.Namespace != NSSessions || spec.Key != f.session) {
+		return fmt.Errorf("%w: the superblock of session %s holds only that session's views, not %s/%s", meta.ErrInvalid, f.session, spec.Namespace, spec.Key)
+	}
+	if spec.Namespace == NSSessions && f.session == "" {
+		return f.addSessionView(spec)
+	}
+	return f.addView(spec, comps)
+}
+
+// addView adds a view to this FS's own tree.
+func (f *FS) addView(spec ViewSpec, comps []string) error {
 	pl := place{spec.Namespace, spec.Key, spec.Name}
 
 	f.mu.Lock()
@@ -164,17 +176,8 @@ func (f *FS) AddView(spec ViewSpec) error {
 		f.mu.Unlock()
 		return err
 	}
-	top := f.tops[spec.Namespace]
-	kd, newKey := f.keyDirs[nsKey{spec.Namespace, spec.Key}], false
 	ctx := context.Background()
-	if kd == nil {
-		kd = &dirNode{fs: f}
-		ino := f.inos.nextSynthetic()
-		ch := top.NewPersistentInode(ctx, kd, dirStable(ino))
-		top.AddChild(spec.Key, ch, false)
-		f.keyDirs[nsKey{spec.Namespace, spec.Key}] = kd
-		newKey = true
-	}
+	kd, top, newKey := f.keyDirLocked(spec.Namespace, spec.Key)
 	rootInode := kd.NewPersistentInode(ctx, v.root, v.rootStable)
 	kd.AddChild(spec.Name, rootInode, false)
 	f.views[pl] = v
@@ -190,6 +193,46 @@ func (f *FS) AddView(spec ViewSpec) error {
 	f.log.Debug().Str("ns", spec.Namespace).Str("key", spec.Key).Str("name", spec.Name).
 		Str("mode", string(spec.Mode)).Uint64("slot", v.slot).Msg("view added")
 	return nil
+}
+
+// keyDirLocked returns the key directory of ns/key, making it (below its
+// top directory) when missing: then newKey is set, and the caller tells
+// the kernel about it (top.NotifyEntry(key)) once f.mu is released. In a
+// session superblock the key directory is the root. f.mu is held.
+func (f *FS) keyDirLocked(ns, key string) (kd, top *dirNode, newKey bool) {
+	if kd := f.keyDirs[nsKey{ns, key}]; kd != nil {
+		return kd, f.tops[ns], false
+	}
+	top = f.tops[ns]
+	kd = &dirNode{fs: f}
+	ch := top.NewPersistentInode(context.Background(), kd, dirStable(f.inos.nextSynthetic()))
+	top.AddChild(key, ch, false)
+	f.keyDirs[nsKey{ns, key}] = kd
+	return kd, top, true
+}
+
+// dropKeyDirLocked takes an empty key directory away. The caller then
+// calls forgetKeyDir with the result, once f.mu is released. f.mu is
+// held.
+func (f *FS) dropKeyDirLocked(ns, key string) (kd, top *dirNode) {
+	kd = f.keyDirs[nsKey{ns, key}]
+	if kd == nil || kd == f.root {
+		return nil, nil
+	}
+	top = f.tops[ns]
+	top.RmChild(key)
+	delete(f.keyDirs, nsKey{ns, key})
+	return kd, top
+}
+
+// forgetKeyDir lets go-fuse forget a dropped key directory and the kernel
+// its entry.
+func forgetKeyDir(kd, top *dirNode, key string) {
+	if kd == nil {
+		return
+	}
+	kd.ForgetPersistent()
+	top.NotifyEntry(key)
 }
 
 // newView opens the view root and builds the view. f.mu is held.
@@ -226,7 +269,7 @@ func (f *FS) newView(spec ViewSpec, comps []string) (*view, error) {
 		fs:     f,
 		spec:   spec,
 		slot:   slot,
-		serial: f.inos.nextSerial(),
+		serial: f.shared.serial.Add(1),
 		dev:    st.Dev,
 		vol:    vol,
 		rootFd: fd,
@@ -285,8 +328,12 @@ func (f *FS) setQuota(v *view, spec ViewSpec, comps []string) error {
 }
 
 // RemoveView makes a view disappear; meta.ErrNotFound if there is none.
-// A key directory left empty disappears too.
+// A key directory left empty disappears too; a session left without
+// views loses its superblock (session.go).
 func (f *FS) RemoveView(namespace, key, name string) error {
+	if namespace == NSSessions && f.session == "" {
+		return f.removeSessionView(key, name)
+	}
 	pl := place{namespace, key, name}
 	f.mu.Lock()
 	if f.closed {
@@ -305,14 +352,12 @@ func (f *FS) RemoveView(namespace, key, name string) error {
 	f.inos.draining[v] = v
 	f.inos.mu.Unlock()
 
-	top := f.tops[namespace]
 	kd := f.keyDirs[nsKey{namespace, key}]
 	rootInode := v.root.EmbeddedInode()
 	kd.RmChild(name)
-	keyGone := len(kd.Children()) == 0
-	if keyGone {
-		top.RmChild(key)
-		delete(f.keyDirs, nsKey{namespace, key})
+	var goneKd, goneTop *dirNode
+	if len(kd.Children()) == 0 {
+		goneKd, goneTop = f.dropKeyDirLocked(namespace, key)
 	}
 	f.volumeUnref(v.vol)
 	f.mu.Unlock()
@@ -321,10 +366,7 @@ func (f *FS) RemoveView(namespace, key, name string) error {
 	// kernel has; node.OnForget then closes the root descriptor.
 	rootInode.ForgetPersistent()
 	kd.NotifyEntry(name)
-	if keyGone {
-		kd.ForgetPersistent()
-		top.NotifyEntry(key)
-	}
+	forgetKeyDir(goneKd, goneTop, key)
 	f.log.Debug().Str("ns", namespace).Str("key", key).Str("name", name).Msg("view removed")
 	return nil
 }

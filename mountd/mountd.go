@@ -1,7 +1,11 @@
 // Package mountd publishes vfolder views into containers and takes them away.
 //
-// Its inputs are plain host directories (the views that package fs serves
-// at <fuse-mnt>/sessions/<sid>/<name>); it knows nothing about FUSE.
+// Its inputs are plain host directories: the views that package fs serves
+// at <fuse-mnt>/sessions/<sid>/<name>, where each session has a FUSE
+// superblock of its own, so what Publish binds is a subtree of a superblock
+// that holds that session's views and nothing else (a file handle decoded
+// through it cannot name anything of other sessions or users). It knows
+// nothing about FUSE.
 //
 // # Targets
 //
@@ -17,6 +21,11 @@
 //	                         below it propagates back to the host namespace
 //	<root>/<sid>             a shared mount (self-bind) per session
 //	<root>/<sid>/<key>       one view, or a read-only placeholder for one
+//
+// The root, the session directories and the key directories are owned by
+// root and mode 0700 (tightened at start where an earlier version made
+// them 0711): container runtimes bind as root, and no other host user may
+// walk to a published view, whose files show as the session's uid.
 //
 // # What propagates, and the three ways a view reaches a container
 //
@@ -60,7 +69,10 @@
 // run published (Publish is idempotent per (sid, key) and recognises its
 // own earlier mounts; PublishOver mounts a new view on top of one whose
 // FUSE connection is gone, which reaches every copy of the dead one in
-// running containers). Methods of a Publisher are safe for concurrent use;
+// running containers). A self-bind of the root that an earlier Publisher
+// left (its daemon was killed) is recognised as a bind of the directory it
+// covers (SelfBinds) and released by Close like one this Publisher made; a
+// mount of the operator's there (a tmpfs, say) is left alone. Methods of a Publisher are safe for concurrent use;
 // calls for one session are serialised, sessions do not wait on each other.
 // Expected failures are the sentinels below (wrapped with detail); they
 // also match meta.ErrInvalid / meta.ErrConflict so the API layer can map

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -20,6 +22,37 @@ const PlaceholderSource = "vfolder-placeholder"
 
 // viewAttrs are set on every view: no setuid binaries, no device nodes.
 const viewAttrs = unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV
+
+// rootMode is the mode of the root, the session directories and the key
+// directories: only root (the runtimes) may walk to a published view.
+const rootMode = 0o700
+
+// privateDir makes the directory name below dirfd owned by root and mode
+// 0700 when it is not (a directory made by an earlier version, or by an
+// operator). It never follows a symlink.
+func privateDir(dirfd int, name string, log zerolog.Logger) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", name, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", name, err)
+	}
+	if st.Uid != 0 || st.Gid != 0 {
+		if err := unix.Fchown(fd, 0, 0); err != nil {
+			return fmt.Errorf("chown %s to root: %w", name, err)
+		}
+	}
+	if st.Mode&0o7777 != rootMode {
+		if err := unix.Fchmod(fd, rootMode); err != nil {
+			return fmt.Errorf("chmod %s: %w", name, err)
+		}
+		log.Info().Str("dir", name).Str("was", fmt.Sprintf("%04o", st.Mode&0o7777)).Msg("sessions directory made root-only (0700)")
+	}
+	return nil
+}
 
 // Publisher publishes views under a runtime directory (for example
 // /run/vfolder/sessions). See the package comment for the layout.
@@ -40,18 +73,30 @@ type sessLock struct {
 	refs int
 }
 
-// NewPublisher creates root if needed and makes it a private mount (bound
-// onto itself when it is not a mount point yet), so that nothing mounted
-// below it propagates back into the host namespace.
+// NewPublisher creates root if needed, makes it root's alone (owner root,
+// mode 0700: runtimes bind as root, and nobody else on the host may reach
+// a published view), and makes it a private mount (bound onto itself
+// when it is not a mount point yet), so that nothing mounted below it
+// propagates back into the host namespace. A self-bind an earlier
+// Publisher left (a daemon killed before it could release it) counts as
+// this one's own, so Close releases it.
 func NewPublisher(root string, log zerolog.Logger) (*Publisher, error) {
 	if !filepath.IsAbs(root) {
 		return nil, fmt.Errorf("%w: publisher root %q is not absolute", ErrInvalid, root)
 	}
-	if err := os.MkdirAll(root, 0o711); err != nil {
+	// Parents stay traversable (the API socket may share one); the root
+	// itself is private.
+	if err := os.MkdirAll(filepath.Dir(root), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(root, rootMode); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, err
 	}
 	real, err := filepath.EvalSymlinks(root)
 	if err != nil {
+		return nil, err
+	}
+	if err := privateDir(unix.AT_FDCWD, real, log); err != nil {
 		return nil, err
 	}
 	p := &Publisher{root: real, log: log, locks: make(map[string]*sessLock)}
@@ -171,10 +216,20 @@ func (p *Publisher) ensureRoot() error {
 		return fmt.Errorf("open %s: %w", p.root, err)
 	}
 	isRoot, err := isMountRoot(fd)
-	if err == nil && !isRoot {
+	switch {
+	case err == nil && !isRoot:
 		err = bindSelf(fd, p.root)
 		if err == nil {
 			p.madeRoot = true
+		}
+	case err == nil:
+		// A mount point already: the operator's own mount, or the
+		// self-bind of an earlier Publisher that was not closed (its
+		// daemon was killed). The latter is ours to release.
+		var n int
+		if n, err = SelfBinds(p.root); err == nil && n > 0 {
+			p.madeRoot = true
+			p.log.Info().Str("root", p.root).Msg("taking over the self-bind an earlier run left on the sessions directory")
 		}
 	}
 	unix.Close(fd)
@@ -211,7 +266,7 @@ func checkSessionKey(sid, key string) error {
 // keyStack makes the key directory below the session directory (when
 // missing) and returns the mounts stacked at its host path, bottom first.
 func keyStack(sessFd int, key, hostPath string) ([]MountInfo, error) {
-	kfd, err := mkdirOpenAt(sessFd, key, 0o755)
+	kfd, err := mkdirOpenAt(sessFd, key, rootMode)
 	if err != nil {
 		return nil, fmt.Errorf("key dir %s: %w", hostPath, err)
 	}
@@ -237,8 +292,12 @@ func (p *Publisher) ensureSession(sid string) (int, error) {
 	}
 	defer unix.Close(rootFd)
 	dir := p.SessionDir(sid)
-	fd, err := mkdirOpenAt(rootFd, sid, 0o711)
+	fd, err := mkdirOpenAt(rootFd, sid, rootMode)
 	if err != nil {
+		return -1, fmt.Errorf("session dir %s: %w", dir, err)
+	}
+	if err := privateDir(rootFd, sid, p.log); err != nil {
+		unix.Close(fd)
 		return -1, fmt.Errorf("session dir %s: %w", dir, err)
 	}
 	isRoot, err := isMountRoot(fd)
@@ -566,12 +625,63 @@ func (p *Publisher) Close() error {
 	p.rootMu.Lock()
 	defer p.rootMu.Unlock()
 	if p.madeRoot {
-		if err := unix.Unmount(p.root, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", p.root, err))
-		} else {
-			p.madeRoot = false
-			p.rootDone = false
+		// Every self-bind stacked there (normally one).
+		for i := 0; i < maxSelfBinds; i++ {
+			if err := unix.Unmount(p.root, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", p.root, err))
+				break
+			}
+			if n, err := SelfBinds(p.root); err != nil || n == 0 {
+				break
+			}
 		}
+		p.madeRoot = false
+		p.rootDone = false
 	}
 	return errors.Join(errs...)
+}
+
+// maxSelfBinds bounds how many stacked self-binds Close takes away.
+const maxSelfBinds = 16
+
+// SelfBinds reports how many mounts at dir (in the calling thread's
+// mount namespace), counted from the bottom of the stack there, are
+// binds of the directory they cover: a Publisher's self-bind, as one
+// that was not closed leaves it. 0 when nothing is mounted at dir or the
+// bottom mount is another file system (an operator's tmpfs, say).
+func SelfBinds(dir string) (int, error) {
+	mi, err := ReadMountInfo(0)
+	if err != nil {
+		return 0, err
+	}
+	return selfBinds(mi, dir), nil
+}
+
+// selfBinds is SelfBinds over a parsed mount table.
+func selfBinds(mounts []MountInfo, dir string) int {
+	st := stackAt(mounts, dir)
+	if len(st) == 0 {
+		return 0
+	}
+	var below *MountInfo
+	for i := range mounts {
+		if mounts[i].ID == st[0].Parent {
+			below = &mounts[i]
+			break
+		}
+	}
+	if below == nil || !under(dir, below.Point) {
+		return 0
+	}
+	// dir's path inside the file system of the mount below it.
+	rel := strings.TrimPrefix(strings.TrimPrefix(dir, below.Point), "/")
+	root := path.Join(below.Root, rel)
+	n := 0
+	for _, m := range st {
+		if m.Dev != below.Dev || m.Root != root || m.FSType != below.FSType || m.Source != below.Source {
+			break
+		}
+		n++
+	}
+	return n
 }

@@ -1,7 +1,8 @@
 // Command vfolderd is the vfolder node daemon: it keeps the metadata
 // (badger, in the node-local state directory), manages folders on the
-// configured shared volumes, serves their views in one FUSE namespace
-// (package fs) and serves the local API on a unix socket.
+// configured shared volumes, serves their views in a FUSE namespace
+// (package fs: a node-wide mount plus one mount per session) and serves
+// the local API on a unix socket.
 //
 // Configuration comes from a TOML file (--config) and from flags, each of
 // which can also be set through a VFOLDER_* environment variable; a flag
@@ -43,15 +44,18 @@
 //  7. mount the FUSE namespace at mount_point (unless fuse = false /
 //     --no-fuse): a stale mount left there by a vfolderd that died (stat
 //     answers ENOTCONN, or a FUSE mount named "vfolder" is at that path)
-//     is detached first; without root or /dev/fuse the daemon exits
-//     with an error saying so. Then every standing view (users/,
-//     projects/) is built from the store;
+//     is detached first, with the dead session mounts on it; without root
+//     or /dev/fuse the daemon exits with an error saying so. Then every
+//     standing view (users/, projects/) is built from the store. Each
+//     session's views get a FUSE mount of their own on
+//     mount_point/sessions/<sid> when the session's first view is made;
 //  8. reconcile the published sessions (service.StartSessions): their
 //     views are made again and published on the same host paths under
 //     sessions_dir, on top of the dead mounts of the previous FUSE
-//     connection, so containers that kept running work again; sessions
+//     connections, so containers that kept running work again; sessions
 //     whose folders are gone are cleaned. Nothing is mounted under
-//     sessions_dir until a session exists;
+//     sessions_dir until a session exists; a self-bind of sessions_dir
+//     that a killed run left is taken over, so a clean stop releases it;
 //  9. after an unclean shutdown (the ledger's WasUnclean, or a recovery
 //     check that did not finish last time: state_dir/quota-check-pending),
 //     start checking every quota scope against storage with repair, in
@@ -81,8 +85,9 @@
 // Stopping: stop accepting API calls, let in-flight ones finish (up to
 // shutdownTimeout, after which they are cut and interrupted purges resume
 // at the next start), release the sessions directory when no session is
-// left, unmount the FUSE namespace (aborting the connection if copies of
-// the mount live on elsewhere: published sessions hold such copies),
+// left, unmount the FUSE namespace, the sessions' mounts first (aborting a
+// connection when copies of the mount live on elsewhere: published
+// sessions hold such copies),
 // stop background work (purges, checks), close the quota ledger (which
 // writes what is pending and marks the shutdown clean), close the store
 // (unless the state disk has no room for badger's final flush: its log is
@@ -118,6 +123,7 @@ import (
 	"github.com/vfolder/vfolder/internal/statedisk"
 	"github.com/vfolder/vfolder/internal/volume"
 	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/mountd"
 	"github.com/vfolder/vfolder/quota"
 )
 
@@ -422,7 +428,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		}
 		log.Info().Str("mount_point", cfg.MountPoint).Msg("FUSE namespace mounted")
 		newMounts := func() (service.Mounts, error) { return service.NewMounts(cfg.SessionsDir, log) }
-		if err := svc.StartSessions(ctx, newMounts, hasEntries(cfg.SessionsDir)); err != nil {
+		if err := svc.StartSessions(ctx, newMounts, sessionsLeftovers(cfg.SessionsDir)); err != nil {
 			// Folders and views still work; publishing reports the
 			// problem again.
 			log.Error().Err(err).Str("sessions_dir", cfg.SessionsDir).Msg("cannot reconcile the published sessions")
@@ -512,6 +518,21 @@ func waitForStop(ctx context.Context, served <-chan error, sigs <-chan os.Signal
 				Msg("refusing to stop: sessions are published and their mounts would fail until vfolderd is back; unpublish them, or send the signal again to stop anyway (force_stop makes one signal enough)")
 		}
 	}
+}
+
+// sessionsLeftovers reports whether an earlier run left something in the
+// sessions directory: session directories, or its self-bind (a daemon
+// killed after its last session was unpublished). Either makes the start
+// take the directory over, so that a clean stop releases it.
+func sessionsLeftovers(dir string) bool {
+	if hasEntries(dir) {
+		return true
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		n, err := mountd.SelfBinds(real)
+		return err == nil && n > 0
+	}
+	return false
 }
 
 // hasEntries reports whether dir exists and is not empty.

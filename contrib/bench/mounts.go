@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -183,6 +184,18 @@ type tracked struct {
 type mounts struct {
 	mu   sync.Mutex
 	list []*tracked
+	// conns are FUSE connections of mounts that a recorded mount's undo
+	// takes away with it (the session superblocks of a vfolder mount).
+	conns []uint32
+}
+
+// addConn records a FUSE connection that quiesce must wait for.
+func (m *mounts) addConn(minor uint32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if minor != 0 && !slices.Contains(m.conns, minor) {
+		m.conns = append(m.conns, minor)
+	}
 }
 
 // add records a mount; undo must unmount it and stop its server.

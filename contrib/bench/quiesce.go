@@ -41,7 +41,7 @@ func (m *mounts) fuseMinors() []uint32 {
 			out = append(out, t.minor)
 		}
 	}
-	return out
+	return append(out, m.conns...)
 }
 
 // quiesce writes dirty data back and then waits until no request of any

@@ -192,7 +192,6 @@ func (c *vfolderConfig) setup(ctx context.Context, e *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	c.ra = readAheadKB(s.mnt)
 	folder := e.folder
 	if c.noLimit {
 		// Another user's folder on the same volume: the 1 PiB limit of the
@@ -231,6 +230,10 @@ func (c *vfolderConfig) setup(ctx context.Context, e *env) (string, error) {
 		return "", fmt.Errorf("add %s view: %w", c.mode, err)
 	}
 	path := filepath.Join(s.mnt, vfs.NSSessions, vfSession, c.view)
+	// Session views are served by a FUSE mount of their own (package fs),
+	// closed with s.fs.
+	e.mounts.addConn(fuseMinor(path))
+	c.ra = readAheadKB(path)
 	if c.tracked && c.mode == meta.PermRW {
 		grew, err := probeLedger(path, s.ledger.m, folder.id)
 		if err != nil {

@@ -149,6 +149,12 @@ type SpecOptions struct {
 	// Privileged gives every capability this process holds, all devices, a writable /sys
 	// and no masked paths.
 	Privileged bool
+	// Caps are capabilities (e.g. "CAP_DAC_READ_SEARCH") the process holds
+	// on top of the usual set, whatever its uid: they are also put in the
+	// inheritable and ambient sets, so a non-root process keeps them
+	// across exec. Capabilities outside this process's bounding set are
+	// left out.
+	Caps []string
 	// ReadonlyRootfs mounts the rootfs read-only.
 	ReadonlyRootfs bool
 	// Mounts are added after the default ones (proc, dev, sys...).
@@ -217,6 +223,14 @@ func Spec(bundle string, o SpecOptions) error {
 		caps = map[string]any{"bounding": all, "effective": all, "permitted": all, "inheritable": all}
 	case o.UID == 0:
 		caps = map[string]any{"bounding": defCaps, "effective": defCaps, "permitted": defCaps}
+	}
+	if extra := heldCaps(o.Caps); len(extra) > 0 && !o.Privileged {
+		held := extra
+		if o.UID == 0 {
+			held = append(append([]string{}, defCaps...), extra...)
+		}
+		caps = map[string]any{"bounding": append(append([]string{}, defCaps...), extra...),
+			"effective": held, "permitted": held, "inheritable": extra, "ambient": extra}
 	}
 	sysOpts := []string{"nosuid", "noexec", "nodev", "ro"}
 	if o.Privileged {

@@ -439,6 +439,11 @@ func (c *Config) Validate() error {
 				add("sessions_dir", "%q overlaps %s %q", c.SessionsDir, o.field, o.p)
 			}
 		}
+		// sessions_dir is made root-only (0700): the admin group could
+		// not reach a socket inside it.
+		if filepath.IsAbs(c.Socket) && within(sd, resolveExisting(c.Socket)) {
+			add("socket", "%q is inside sessions_dir %q, which only root may enter", c.Socket, c.SessionsDir)
+		}
 	}
 	if c.Socket != "" && strings.HasSuffix(c.Socket, "/") {
 		add("socket", "%q names a directory, not a socket file", c.Socket)

@@ -137,6 +137,7 @@ func TestValidate(t *testing.T) {
 		{"mount point in sessions", func(c *Config) { c.SessionsDir = filepath.Dir(c.MountPoint) }, "overlaps mount_point"},
 		{"sessions in state", func(c *Config) { c.SessionsDir = filepath.Join(c.StateDir, "s") }, "overlaps state_dir"},
 		{"sessions empty", func(c *Config) { c.SessionsDir = "" }, "sessions_dir: is empty"},
+		{"socket in sessions", func(c *Config) { c.Socket = filepath.Join(c.SessionsDir, "vfolderd.sock") }, "only root may enter"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig(t)

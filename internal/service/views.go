@@ -13,7 +13,10 @@ package service
 // difference: removals first, then additions. At start it rebuilds all of
 // them (StartViews). The store stays the truth: a view that cannot be
 // made (the folder's directory is missing, say) is logged and the folder
-// operation still succeeds; the next start tries again.
+// operation still succeeds; the next start tries again. A folder still
+// being created (performing) gets no view yet: its directory may not be
+// there, and a change of another folder of the same owner, computed
+// meanwhile, must not take that for a failure.
 //
 // Session views (sessions/<session>/<name>) come from two places: the
 // views API (AddSessionView, kept in memory only) and published sessions
@@ -228,6 +231,12 @@ func (s *Service) wantKey(ctx context.Context, k keyDir) ([]vfs.ViewSpec, error)
 	}
 	out := make([]vfs.ViewSpec, 0, len(entries))
 	for _, e := range entries {
+		if e.folder.Status == meta.StatusPerforming {
+			// Being created: its directory may not be there yet.
+			// The create adds the view once the folder is ready;
+			// until then it only keeps its name taken (reach).
+			continue
+		}
 		sp, err := s.standingSpec(e)
 		if down := (*volumeDownError)(nil); errors.As(err, &down) {
 			continue // its volume is not attached: no view until it is
