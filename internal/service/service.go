@@ -909,7 +909,8 @@ func Code(err error) string {
 	switch {
 	case err == nil:
 		return ""
-	case errors.Is(err, ErrUnavailable), errors.Is(err, meta.ErrClosed), errors.Is(err, meta.ErrLocked):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, meta.ErrClosed), errors.Is(err, meta.ErrLocked),
+		errors.Is(err, meta.ErrUnavailable):
 		return api.CodeUnavailable
 	case errors.Is(err, ErrForbidden):
 		return api.CodeForbidden
