@@ -89,7 +89,8 @@ type Event struct {
 	Kind EventKind
 	// Rev is the store revision of the change. Events arrive in revision
 	// order; the changes of one store call share one revision (a rename
-	// and its effects, a membership and its index).
+	// and its effects, a membership and its index). For EventResync it is
+	// the revision of the last change delivered before it.
 	Rev int64
 	// Deleted says the record was removed (a purged folder, a membership
 	// taken away, a policy reset to the zero Policy...).

@@ -14,9 +14,11 @@ import (
 // log would drop debug lines the client gets a no-op logger, so that it
 // formats nothing.
 func zapLogger(log zerolog.Logger) *zap.Logger {
-	if log.GetLevel() > zerolog.DebugLevel || zerolog.GlobalLevel() > zerolog.DebugLevel {
+	e := log.Debug()
+	if !e.Enabled() {
 		return zap.NewNop()
 	}
+	e.Discard()
 	enc := zapcore.NewConsoleEncoder(zapcore.EncoderConfig{
 		MessageKey:     "msg",
 		LevelKey:       "level",

@@ -77,14 +77,24 @@ func recordEvent(fam, rest string, key, val []byte) (ev meta.Event, ok bool, err
 	return meta.Event{}, false, nil
 }
 
-// Load reads every record at one revision (page by page, pinned to the
-// revision of the first page). Watch(ctx, snapshot.Rev) continues from it.
+// recordFamilies are the key families that hold records (the others are
+// indexes).
+var recordFamilies = []string{"vol", "scope", "folder", "policy", "member", "session"}
+
+// Load reads every record at one revision: each record family page by
+// page, all pinned to the revision of the first page. Watch(ctx,
+// snapshot.Rev) continues from it.
 func (s *Store) Load(ctx context.Context) (meta.Snapshot, error) {
 	var snap meta.Snapshot
 	err := s.read(ctx, "load everything", func(ctx context.Context) error {
-		kvs, rev, err := s.scan(ctx, s.pfx, 0, false)
-		if err != nil {
-			return err
+		var kvs []*mvccpb.KeyValue
+		var rev int64
+		for _, fam := range recordFamilies {
+			got, at, err := s.scan(ctx, s.pfx+fam+"/", rev, false)
+			if err != nil {
+				return err
+			}
+			kvs, rev = append(kvs, got...), at
 		}
 		snap = meta.Snapshot{
 			Rev: rev, Volumes: []meta.Volume{}, Scopes: []meta.QuotaScope{}, Folders: []meta.Folder{},
