@@ -23,10 +23,14 @@
 //	P m/sessfolder/<folder>/<session>   empty: the folder index of a session
 //	P m/sessbulk/<session>              the folder ids of a session with many
 //
-// Records are versioned JSON, {"v":1,"data":<record>}: a record of a newer
-// version is refused with meta.ErrSchemaTooNew, one without a version with
-// meta.ErrCorrupt. Volume names, owner ids, UUIDs, session ids and folder
-// names never contain '/', so every prefix above is unambiguous.
+// Records (and the bulk index lists) are versioned JSON,
+// {"v":1,"data":<record>}: a record of a newer version is refused with
+// meta.ErrSchemaTooNew, one without a version with meta.ErrCorrupt; the
+// name and count keys hold plain text. Volume names, owner ids, UUIDs,
+// session ids and folder names never contain '/', so every prefix above
+// is unambiguous. A membership is stored twice (under the project and
+// under the user, written and removed together) so that ListMembers and
+// ProjectsOf are one range read each.
 //
 // # Transactions
 //
@@ -52,9 +56,16 @@
 //     copy of the record, whenever their compare-and-swap loses; only the
 //     last run's result is written.
 //
+// The loop is this package's own rather than etcd's concurrency.STM: STM
+// retries without bound, runs the callback in a goroutine of its own and
+// reads single keys only, while the store needs a bounded time, its
+// callers' errors passed through and range reads.
+//
 // Reads are linearizable (a quorum read). Methods that read many keys
-// (lists, the session index) read them at one revision, page by page, so
-// that what they return is a state that existed.
+// (lists, the session index, Load, Verify) read them at one revision, page
+// by page (1000 keys a page), so that what they return is a state that
+// existed. Nothing is cached: every call asks etcd, and a node that needs
+// a local picture keeps one through the watcher.
 //
 // The session folder index: a session mounting up to 60 distinct folders
 // has one key per folder (P m/sessfolder/<folder>/<session>), and
@@ -63,9 +74,10 @@
 // session with more distinct folders (up to meta.MaxSessionMounts) is
 // indexed by one key instead, P m/sessbulk/<session>, holding its folder
 // ids; SessionsUsingFolder reads the folder's keys and the (rare) bulk
-// keys at one revision. Either way record and index change in one Txn.
-// A record (a session) larger than 1 MiB is refused with meta.ErrInvalid:
-// etcd's default request limit is 1.5 MiB.
+// keys at one revision. Either way record and index change in one Txn,
+// of at most 121 operations: etcd must run with --max-txn-ops at its
+// default or above. A record (a session) larger than 1 MiB is refused with
+// meta.ErrInvalid: etcd's default request limit is 1.5 MiB.
 //
 // # Unavailability
 //
@@ -79,14 +91,25 @@
 // This is the one way in which the store differs from the node-local ones,
 // whose failures never change anything; the meta.Store contract allows it
 // for ErrUnavailable only. If the caller's context ends first, its error
-// is returned instead.
+// is returned instead. A full etcd (its NOSPACE alarm raised) refuses
+// writes: they fail with meta.ErrUnavailable too, saying so.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use: every method runs on its own; the
+// store's own lock is held shared by each method and exclusively by Close,
+// which therefore waits for the methods in flight (each bounded by
+// RequestTimeout) and ends the watches. Other processes and nodes using
+// the same prefix are coordinated by the transactions above only.
 //
 // # Watching
 //
-// Load reads every record below P m/ at one revision; Watch(ctx, rev)
-// follows etcd's watch on P m/ from rev+1, decoding each change of a record
-// key into a meta.Event (index keys are skipped). The stream ends with a
-// meta.EventResync when etcd compacted the revisions it needs, cancels the
+// Load reads every record below P m/ at one revision R and returns it as
+// Snapshot.Rev; Watch(ctx, R) follows etcd's watch on P m/ from R+1, so a
+// snapshot and its stream miss nothing and repeat nothing. Each change of
+// a record key becomes a meta.Event (index keys are skipped); a removal
+// carries the record as it was (etcd's previous value). The stream ends
+// with a meta.EventResync when etcd compacted the revisions it needs, cancels the
 // watch (for instance because the member lost its leader: watches are
 // opened with clientv3.WithRequireLeader), or when the connection to etcd
 // is lost (the gRPC connection leaves the ready state, which covers etcd
