@@ -71,7 +71,16 @@
 //
 // The Store validates what makes a record well-formed (ids, names, enums)
 // but not policy that depends on the caller (who may create what): that is
-// the service layer's job.
+// the service layer's job. Stores in other packages apply the same record
+// rules through the functions of records.go.
+//
+// # Stores shared by several nodes
+//
+// A store that several nodes use at once (meta/etcdstore) also implements
+// Watcher (watch.go): a snapshot of every record at one revision, then the
+// changes after it, so that each node keeps its views in step with the
+// changes made through the others. Such a store may fail with
+// ErrUnavailable when its servers cannot be reached.
 package meta
 
 import (
