@@ -239,12 +239,19 @@ func TestUnavailableTimeoutOption(t *testing.T) {
 	}
 }
 
-// TestEtcdKilledMidWrite: writers create, rename, delete folders and
-// replace sessions when etcd is killed under them. Every call either
-// succeeds or fails with ErrUnavailable; after a restart the store is
-// consistent (Verify: no half-written change), every acknowledged change
-// is there, and the store takes writes again.
-func TestEtcdKilledMidWrite(t *testing.T) {
+// TestEtcdGoneMidWrite: writers create, rename, delete folders and
+// replace sessions when etcd is killed (or hangs: paused) under them.
+// Every call either succeeds or fails with ErrUnavailable; once etcd is
+// back the store is consistent (Verify: no half-written change, also from
+// requests a paused etcd applies after their callers gave up), every
+// acknowledged change is there, and the store takes writes again.
+func TestEtcdGoneMidWrite(t *testing.T) {
+	for _, how := range []string{"kill", "pause"} {
+		t.Run(how, func(t *testing.T) { testEtcdGoneMidWrite(t, how) })
+	}
+}
+
+func testEtcdGoneMidWrite(t *testing.T, how string) {
 	srv := etcdtest.Start(t)
 	s := open(t, srv, newPrefix(), faultBound)
 	const writers = 4
@@ -300,7 +307,11 @@ func TestEtcdKilledMidWrite(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
-	srv.Kill()
+	if how == "kill" {
+		srv.Kill()
+	} else if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
 	// Let every writer see the outage.
 	deadline := time.Now().Add(faultBound + slack)
 	for time.Now().Before(deadline) {
@@ -313,7 +324,11 @@ func TestEtcdKilledMidWrite(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if err := srv.Restart(); err != nil {
+	if how == "kill" {
+		if err := srv.Restart(); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := srv.Resume(); err != nil {
 		t.Fatal(err)
 	}
 	waitWorking(t, s, nil)
