@@ -403,8 +403,11 @@ func (s *Store) fail(ctx context.Context, what string, sent bool, err error) err
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, meta.ErrUnavailable) || errors.Is(err, meta.ErrClosed) {
-		return err
+	for _, sentinel := range []error{meta.ErrUnavailable, meta.ErrClosed, meta.ErrNotFound, meta.ErrExists, meta.ErrInvalid,
+		meta.ErrLimitExceeded, meta.ErrConflict, meta.ErrCorrupt, meta.ErrSchemaTooNew} {
+		if errors.Is(err, sentinel) { // the store's own answer, already with its detail
+			return err
+		}
 	}
 	outcome := ""
 	if sent {

@@ -234,3 +234,25 @@ func TestVerifyDetects(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorMessages: the store's own answers read as the node-local
+// stores' do (no wrapping of a sentinel-carrying error), and etcd's
+// failures name the operation.
+func TestErrorMessages(t *testing.T) {
+	srv := etcdtest.Start(t)
+	s := openInternal(t, srv, Options{})
+	ctx := t.Context()
+	id := meta.NewFolderID()
+	_, err := s.GetFolder(ctx, id)
+	if want := "not found: folder " + id; err == nil || err.Error() != want {
+		t.Errorf("GetFolder(unknown) = %v; want %q", err, want)
+	}
+	f := metatest.NewFolder(metatest.User(1), "v", "x")
+	if err := s.CreateFolder(ctx, f, 0); err != nil {
+		t.Fatal(err)
+	}
+	err = s.CreateFolder(ctx, metatest.NewFolder(metatest.User(1), "v", "x"), 0)
+	if want := fmt.Sprintf("already exists: %s already has a folder named %q (id %s)", f.Owner, "x", f.ID); err == nil || err.Error() != want {
+		t.Errorf("CreateFolder(taken name) = %v; want %q", err, want)
+	}
+}
