@@ -542,3 +542,17 @@ func TestQuorumLost(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestOpenUnreachable: Open against an endpoint where nothing listens
+// fails within the bound with ErrUnavailable naming the endpoint.
+func TestOpenUnreachable(t *testing.T) {
+	ep := "http://127.0.0.1:" + strconv.Itoa(freePort(t))
+	start := time.Now()
+	_, err := etcdstore.Open(t.Context(), etcdstore.Options{Endpoints: []string{ep}, RequestTimeout: faultBound, Log: testLogger(t)})
+	if took := time.Since(start); !errors.Is(err, meta.ErrUnavailable) || took > faultBound+slack {
+		t.Fatalf("Open of %s: %v after %v; want ErrUnavailable within %v", ep, err, took, faultBound)
+	}
+	if !strings.Contains(err.Error(), ep) {
+		t.Errorf("message %q does not name %s", err, ep)
+	}
+}
