@@ -24,7 +24,10 @@
 //     never produce two live folders of one owner with the same name, nor
 //     more folders than the owner's policy allows.
 //   - Errors are the sentinels below, possibly wrapped; callers test them
-//     with errors.Is. A method that fails changes nothing.
+//     with errors.Is. A method that fails changes nothing, with one
+//     exception that only networked stores have: a write that fails with
+//     ErrUnavailable may have been applied (completely) by a server whose
+//     answer never came; callers that must know read the record again.
 //   - Returned values are copies: mutating them does not change the store.
 //   - Names are unique per owner across all volumes for every folder that
 //     still has a record, trashed ones included; a purged folder's name can
@@ -68,7 +71,16 @@
 //
 // The Store validates what makes a record well-formed (ids, names, enums)
 // but not policy that depends on the caller (who may create what): that is
-// the service layer's job.
+// the service layer's job. Stores in other packages apply the same record
+// rules through the functions of records.go.
+//
+// # Stores shared by several nodes
+//
+// A store that several nodes use at once (meta/etcdstore) also implements
+// Watcher (watch.go): a snapshot of every record at one revision, then the
+// changes after it, so that each node keeps its views in step with the
+// changes made through the others. Such a store may fail with
+// ErrUnavailable when its servers cannot be reached.
 package meta
 
 import (
@@ -87,6 +99,12 @@ var (
 	ErrConflict      = errors.New("conflict")
 	ErrLocked        = errors.New("state directory is in use by another process")
 	ErrClosed        = errors.New("store is closed")
+	// ErrUnavailable is returned by a store shared over the network (see
+	// meta/etcdstore) that could not reach its servers, or a quorum of
+	// them, within its bounded time. A write that fails with it may or may
+	// not have been applied (the answer was lost, not necessarily the
+	// request); it was applied completely or not at all.
+	ErrUnavailable = errors.New("cluster store unreachable")
 )
 
 // Permission is what a view or a share allows. Ordered: PermRO < PermRW < PermWD.

@@ -899,7 +899,8 @@ func Code(err error) string {
 		return ""
 	case errors.Is(err, statedisk.ErrFull), errors.Is(err, quota.ErrStoreFull):
 		return api.CodeStateFull
-	case errors.Is(err, ErrUnavailable), errors.Is(err, meta.ErrClosed), errors.Is(err, meta.ErrLocked):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, meta.ErrClosed), errors.Is(err, meta.ErrLocked),
+		errors.Is(err, meta.ErrUnavailable):
 		return api.CodeUnavailable
 	case errors.Is(err, ErrForbidden):
 		return api.CodeForbidden

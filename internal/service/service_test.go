@@ -669,6 +669,7 @@ func TestCode(t *testing.T) {
 		{fmt.Errorf("x: %w", meta.ErrLimitExceeded), api.CodeLimitExceeded},
 		{fmt.Errorf("x: %w", meta.ErrClosed), api.CodeUnavailable},
 		{fmt.Errorf("x: %w", ErrUnavailable), api.CodeUnavailable},
+		{fmt.Errorf("x: %w", meta.ErrUnavailable), api.CodeUnavailable},
 		{errors.New("disk on fire"), api.CodeInternal},
 	} {
 		if got := Code(tc.err); got != tc.code {

@@ -110,6 +110,7 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) meta.Store) {
 	su.run(t, "RaceMemberships", testRaceMemberships)
 	su.run(t, "Sessions", testSessions)
 	su.run(t, "SessionFolderIndex", testSessionFolderIndex)
+	su.run(t, "SessionFolderIndexMany", testSessionFolderIndexMany)
 	su.run(t, "SessionValidation", testSessionValidation)
 	su.run(t, "SessionCopies", testSessionCopies)
 	su.run(t, "RaceSessions", testRaceSessions)

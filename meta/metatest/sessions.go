@@ -417,6 +417,80 @@ func testSessionFolderIndex(t *testing.T, ctx context.Context, s meta.Store) {
 	}
 }
 
+// testSessionFolderIndexMany moves sessions between many distinct folders
+// (more than a store may be able to index with one entry per folder in one
+// transaction) and few, overlapping and not, and checks after every step
+// that the index answers exactly what the records say.
+func testSessionFolderIndexMany(t *testing.T, ctx context.Context, s meta.Store) {
+	const span = meta.MaxSessionMounts + 100
+	mounts := func(from, n int) []meta.SessionMount {
+		ms := make([]meta.SessionMount, n)
+		for i := range ms {
+			ms[i] = Mount(folderN(from+i), fmt.Sprint("m", i))
+		}
+		return ms
+	}
+	type step struct {
+		id       string
+		from, n  int
+		deleting bool
+	}
+	steps := []step{
+		{id: "a", from: 0, n: 200},
+		{id: "b", from: 150, n: 3},
+		{id: "a", from: 100, n: 200}, // many to many, half the folders kept
+		{id: "a", from: 90, n: 20},   // many to few, some kept
+		{id: "c", from: 0, n: meta.MaxSessionMounts},
+		{id: "a", from: 95, n: 61},   // few to many, some kept
+		{id: "a", from: 1000, n: 60}, // many to few, none kept
+		{id: "a", from: 1030, n: 60}, // few to few, half kept
+		{id: "c", from: 1059, n: 2},
+		{id: "c", deleting: true},
+		{id: "b", from: 0, n: 500},
+		{id: "b", deleting: true},
+		{id: "a", deleting: true},
+	}
+	model := map[string][2]int{} // session -> [from, n]
+	for i, st := range steps {
+		if st.deleting {
+			wantNoErr(t, fmt.Sprintf("step %d: DeleteSession %s", i, st.id), s.DeleteSession(ctx, st.id))
+			delete(model, st.id)
+		} else {
+			wantNoErr(t, fmt.Sprintf("step %d: PutSession %s", i, st.id), s.PutSession(ctx, NewSession(st.id, User(1), mounts(st.from, st.n)...)))
+			model[st.id] = [2]int{st.from, st.n}
+		}
+		// Every folder at the edges of a range, and a stride through the rest.
+		check := map[int]bool{}
+		for _, r := range model {
+			for _, k := range []int{r[0] - 1, r[0], r[0] + 1, r[0] + r[1] - 1, r[0] + r[1]} {
+				check[k] = true
+			}
+		}
+		for k := 0; k < span; k += 37 {
+			check[k] = true
+		}
+		for k := range check {
+			if k < 0 {
+				continue
+			}
+			var want []string
+			for id, r := range model {
+				if k >= r[0] && k < r[0]+r[1] {
+					want = append(want, id)
+				}
+			}
+			slices.Sort(want)
+			usingFolder(t, ctx, s, folderN(k), want...)
+		}
+		if t.Failed() {
+			t.Fatalf("the folder index is wrong after step %d (%+v)", i, st)
+		}
+		if v, ok := s.(Verifier); ok {
+			wantNoErr(t, fmt.Sprintf("Verify after step %d", i), v.Verify(ctx))
+		}
+	}
+}
+
 func testSessionValidation(t *testing.T, ctx context.Context, s meta.Store) {
 	f := folderN(1)
 	base := func() meta.Session {
