@@ -9,7 +9,7 @@ GOFLAGS_T ?= -count=1
 DEMO      := $(CURDIR)/.vfolder-demo
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: help deps build test test-race e2e lint fuzz check run bench clean
+.PHONY: help deps build test test-race e2e lint fuzz soak check run bench clean
 
 help:
 	@echo "make run        install what is needed, build, and run vfolderd on a local demo volume"
@@ -20,6 +20,7 @@ help:
 	@echo "make e2e        only the end-to-end tests (real mounts, real processes)"
 	@echo "make lint       gofmt, go vet, staticcheck"
 	@echo "make fuzz       every fuzz target for FUZZTIME (default 5s) each"
+	@echo "make soak       stress-ng and fio with verification through a view with a quota, SOAK_TIME (default 10m)"
 	@echo "make bench      the benchmark harness (writes BENCHMARKS.md)"
 
 deps:
@@ -51,7 +52,15 @@ lint:
 fuzz:
 	@bash contrib/fuzz.sh
 
+# stress-ng's file-system stressors and fio with verification through a
+# view whose scope has a limit, then the ledger must match the disk
+# exactly (e2e/soak_test.go). make check runs a short one.
+SOAK_TIME ?= 10m
+soak: build
+	VFOLDER_SOAK=$(SOAK_TIME) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 120m ./e2e/
+
 check: deps lint build test-race fuzz
+	$(MAKE) soak SOAK_TIME=90s
 
 run: deps build
 	@bash contrib/run-demo.sh
