@@ -419,6 +419,7 @@ func (c *Cluster) keepLease() {
 		for c.ctx.Err() == nil {
 			err := c.register(c.ctx, false)
 			if err == nil {
+				c.log.Warn().Msg("the node is registered again under a new lease")
 				c.signalDeparted()
 				break
 			}
