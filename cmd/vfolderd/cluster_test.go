@@ -140,6 +140,13 @@ func TestDaemonClusterNodes(t *testing.T) {
 	if err != nil || len(ns) != 2 || ns[0].ID != "a" || ns[0].Status != api.NodeAlive || !ns[1].Self {
 		t.Fatalf("nodes seen by b: %+v, %v", ns, err)
 	}
+	// A third daemon that takes node id "a" (another state directory):
+	// refused once a's lease has had its time to run out.
+	dup := newSetup(t, conf("a"))
+	d := startDaemon(t, dup.cfg)
+	if code := d.wait(t, 60*time.Second); code != 1 || !strings.Contains(d.stderr.String(), `node id "a" is in use by a live vfolderd`) {
+		t.Errorf("a second daemon with node id a: exit %d, stderr %q", code, d.stderr)
+	}
 	for _, s := range []setup{a, b} {
 		if _, err := os.Stat(filepath.Join(s.state, "ledger")); err != nil {
 			t.Errorf("%s: no ledger database: %v", s.state, err)
