@@ -169,3 +169,32 @@ func TestValidateCluster(t *testing.T) {
 		})
 	}
 }
+
+// TestSampleClusterTable: the sample's commented [cluster] table parses
+// once uncommented, so that its keys are the real ones.
+func TestSampleClusterTable(t *testing.T) {
+	data, err := os.ReadFile("../../contrib/vfolderd.toml.sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	i := strings.Index(text, "# [cluster]")
+	if i < 0 {
+		t.Fatal("the sample has no commented [cluster] table")
+	}
+	var lines []string
+	for _, l := range strings.Split(text[i:], "\n") {
+		if strings.HasPrefix(l, "# ") && !strings.HasPrefix(l, "# #") {
+			lines = append(lines, strings.TrimPrefix(l, "# "))
+		}
+	}
+	c, err := Parse(strings.Join(lines, "\n"))
+	if err != nil {
+		t.Fatalf("the uncommented table: %v", err)
+	}
+	cl := c.Cluster
+	if len(cl.EtcdEndpoints) != 3 || cl.NodeID == "" || cl.CertFile == "" || cl.TTL() != DefaultLeaseTTL ||
+		cl.Timeout() != DefaultRequestTimeout || cl.KeyPrefix() != DefaultEtcdPrefix {
+		t.Errorf("the sample's table gives %+v", cl)
+	}
+}
