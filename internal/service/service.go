@@ -67,6 +67,15 @@
 // unavailable (its folders show status error, get no views, and cannot
 // be created) until WatchVolumes attaches it (volumes.go).
 //
+// # Cluster mode
+//
+// Over a store that several nodes share (meta/etcdstore), FollowStore
+// keeps the node in step with the changes made through the others (views,
+// memberships, limits, purges), and Options.Cluster (package cluster)
+// keeps folders mounted on any live node out of the trash, keeps
+// recovery off what a live node is doing, and shares volume records
+// (cluster.go).
+//
 // # Plug points
 //
 // Usage figures come from a UsageSource: the ledger when Options.Quota is
@@ -74,8 +83,10 @@
 // the sessions that have a folder mounted: those with a session view of
 // it, those whose records mount it (meta.Store.SessionsUsingFolder), plus
 // what the MountedBy option reports; trash and purge refuse such folders.
-// ScopeChanged, when set, is told about every limit change. Mounts is the
-// host side of sessions (NewMounts over package mountd; fakes in tests).
+// ScopeChanged, when set, is told about every limit change, also one made
+// through another node. Cluster is the other nodes (nil on a node of its
+// own). Mounts is the host side of sessions (NewMounts over package
+// mountd; fakes in tests).
 //
 // All methods are safe for concurrent use once the volumes are attached.
 package service
