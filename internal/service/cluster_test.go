@@ -512,3 +512,49 @@ func BenchmarkClusterPropagation(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms-after-create")
 }
+
+// listFails is a store whose session list cannot be read once fail is set
+// (a cluster store out of reach).
+type listFails struct {
+	meta.Store
+	fail atomic.Bool
+}
+
+func (l *listFails) ListSessions(ctx context.Context) ([]meta.Session, error) {
+	if l.fail.Load() {
+		return nil, fmt.Errorf("%w: etcd did not answer", meta.ErrUnavailable)
+	}
+	return l.Store.ListSessions(ctx)
+}
+
+// TestLiveSessionsWithoutStore: when the records cannot be read, the
+// published sessions the daemon serves still count (a stop is refused for
+// them); with none, the error says why.
+func TestLiveSessionsWithoutStore(t *testing.T) {
+	store := &listFails{Store: meta.NewMemory()}
+	vol := t.TempDir()
+	e := startService(t, store, vol, testOptions(nil, withViews))
+	t.Cleanup(e.svc.Close)
+	ctx := context.Background()
+	fv, fm := newFakeViews(), newFakeMounts("/run/vfolder/sessions")
+	if err := e.svc.StartViews(ctx, fv); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.StartSessions(ctx, func() (Mounts, error) { return fm, nil }, false); err != nil {
+		t.Fatal(err)
+	}
+	store.fail.Store(true)
+	if _, err := e.svc.LiveSessions(ctx); !errors.Is(err, meta.ErrUnavailable) {
+		t.Errorf("no session, no store: %v", err)
+	}
+	store.fail.Store(false)
+	e.create(t, "data", alice)
+	if _, err := e.svc.Publish(ctx, "job-9", api.PublishRequest{User: alice.UUID, Mounts: []api.MountRequest{{Folder: "data"}}}); err != nil {
+		t.Fatal(err)
+	}
+	store.fail.Store(true)
+	if ids, err := e.svc.LiveSessions(ctx); err != nil || !slices.Equal(ids, []string{"job-9"}) {
+		t.Errorf("LiveSessions without the store = %v, %v; want job-9 from the views served", ids, err)
+	}
+	store.fail.Store(false)
+}

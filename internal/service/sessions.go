@@ -1155,11 +1155,28 @@ func (s *Service) Sessions(ctx context.Context) ([]api.Session, error) {
 	return out, nil
 }
 
-// LiveSessions returns the ids of the stored sessions.
+// LiveSessions returns the ids of the stored sessions. When the store
+// cannot be read (a cluster store out of reach), it returns the published
+// sessions this daemon serves views of, and the error only when there are
+// none: a stop must not take mounts away for want of the records.
 func (s *Service) LiveSessions(ctx context.Context) ([]string, error) {
 	recs, err := s.store.ListSessions(ctx)
 	if err != nil {
-		return nil, err
+		s.viewMu.Lock()
+		set := map[string]bool{}
+		for pl := range s.published {
+			set[pl.key] = true
+		}
+		s.viewMu.Unlock()
+		if len(set) == 0 {
+			return nil, err
+		}
+		ids := make([]string, 0, len(set))
+		for id := range set {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		return ids, nil
 	}
 	ids := make([]string, len(recs))
 	for i, r := range recs {
