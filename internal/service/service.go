@@ -719,7 +719,8 @@ func (s *Service) Trash(ctx context.Context, ref string, owner meta.ScopeID) (ap
 	if err != nil {
 		return api.Folder{}, err
 	}
-	if err := check(ctx); err != nil {
+	// The status is written: a client going away must not undo it.
+	if err := check(context.WithoutCancel(ctx)); err != nil {
 		s.undoStatus(f, meta.StatusDeletePending, was)
 		return api.Folder{}, err
 	}
@@ -805,7 +806,7 @@ func (s *Service) startPurge(ctx context.Context, f meta.Folder) (meta.Folder, f
 		return nil
 	})
 	if err == nil {
-		if err = check(ctx); err != nil {
+		if err = check(context.WithoutCancel(ctx)); err != nil {
 			s.undoStatus(f, meta.StatusDeleteOngoing, was)
 		}
 	}

@@ -241,6 +241,11 @@ func (s *Service) wantKey(ctx context.Context, k keyDir) ([]vfs.ViewSpec, error)
 		if down := (*volumeDownError)(nil); errors.As(err, &down) {
 			continue // its volume is not attached: no view until it is
 		}
+		if err != nil && s.opts.Cluster != nil && errors.Is(err, ErrUnavailable) {
+			// A volume other nodes serve and this one does not.
+			s.log.Debug().Err(err).Str("folder", e.folder.ID).Msg("folder on a volume this node does not serve")
+			continue
+		}
 		if err != nil {
 			s.log.Warn().Err(err).Str("folder", e.folder.ID).Str("view", k.String()+"/"+e.name).Msg("folder left out of the views")
 			continue
