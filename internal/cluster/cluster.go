@@ -226,6 +226,9 @@ func (c *Cluster) fail(ctx context.Context, what string, err error) error {
 	} else if st, ok := status.FromError(err); ok {
 		code = st.Code()
 	}
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) {
+		return fmt.Errorf("%w: %s: the node's lease in etcd at %s has expired; the node is registering again", meta.ErrUnavailable, what, c.endpoint)
+	}
 	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || code == codes.Unavailable || code == codes.DeadlineExceeded ||
 		errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace) {
 		return fmt.Errorf("%w: %s: etcd at %s did not answer within %v: %v", meta.ErrUnavailable, what, c.endpoint, c.timeout, err)

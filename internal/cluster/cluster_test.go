@@ -472,3 +472,21 @@ func TestUnreachable(t *testing.T) {
 		t.Errorf("claim after etcd is back: %v", err)
 	}
 }
+
+// TestLeaseGone: while the node's lease is gone and before it registered
+// again, claims fail as unavailable, not as an internal error.
+func TestLeaseGone(t *testing.T) {
+	srv := etcdtest.Start(t)
+	p := newPrefix()
+	ctx := context.Background()
+	a := join(t, srv, p, "a", "/state/a", 2*time.Second)
+	a.kill() // no re-registration from here on
+	lease := a.c.sess.Lease()
+	a.c.mu.Lock()
+	a.c.closed = false // usable for the calls below, but nothing keeps it alive
+	a.c.mu.Unlock()
+	if _, err := a.store.Client().Revoke(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, a.c.Claim(ctx, folder("x"), "s1"), meta.ErrUnavailable, "lease", "registering again")
+}
