@@ -272,7 +272,7 @@ func TestClusterTrashOfMountedFolder(t *testing.T) {
 	}
 	t.Logf("trash went through %v after node2 was killed (lease TTL %v)", took.Round(time.Millisecond), clTTL)
 	n1.JSON(&ns, "node", "list")
-	if ns[1].Status != api.NodeExpired || ns[1].Sessions != nil && len(ns[1].Sessions) > 0 {
+	if ns[1].Status != api.NodeExpired || len(ns[1].Sessions) > 0 {
 		t.Errorf("node2 after the kill: %+v", ns[1])
 	}
 
