@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -363,4 +364,65 @@ func TestClusterEtcdOutage(t *testing.T) {
 	})
 	clChange(t, "trash after the outage", []*clNode{n1, n3}, func() { n2.OK("delete", "keep", "--user", clUser) },
 		func(n *clNode) bool { return !clExists(n.view("keep")) })
+}
+
+// TestClusterQuickRestart: a node killed and restarted before its lease
+// runs out keeps its sessions' folders out of the trash the whole time:
+// the restarted daemon takes over its registration and claims the
+// folders again before the earlier run's claims go.
+func TestClusterQuickRestart(t *testing.T) {
+	_, _, nodes := clStart(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	clChange(t, "create through node1", []*clNode{n2}, func() { n1.OK("create", "busy", "local", "--user", clUser) },
+		func(n *clNode) bool { return clExists(n.view("busy")) })
+	n2.OK("mount", "publish", "job-q", "--user", clUser, "busy")
+
+	stop := make(chan struct{})
+	refusals, accepted := 0, 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// Not RunCLI: it may end the test, which only the test's
+			// own goroutine may do.
+			var stderr strings.Builder
+			cmd := exec.Command(n1.CLIBin, "--socket", n1.Socket, "delete", "busy", "--user", clUser)
+			cmd.Env, cmd.Stderr = cleanEnv(), &stderr
+			err := cmd.Run()
+			switch {
+			case err == nil:
+				accepted++
+				return
+			case strings.Contains(stderr.String(), "job-q"):
+				refusals++
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	n2.Kill()
+	n2.Start()
+	// Past the killed run's lease: only the restarted daemon protects
+	// the folder now.
+	time.Sleep(clTTL + time.Second)
+	close(stop)
+	<-done
+	if accepted > 0 {
+		t.Fatalf("the folder was trashed around node2's restart (%d refusals before)", refusals)
+	}
+	t.Logf("trash refused %d times around node2's quick restart", refusals)
+	var ss []api.Session
+	n2.JSON(&ss, "mount", "list")
+	if len(ss) != 1 || ss[0].ID != "job-q" {
+		t.Errorf("sessions on node2 after the restart: %+v", ss)
+	}
+	if b, err := os.ReadDir(filepath.Join(n2.MountPoint, "sessions", "job-q", "busy")); err != nil {
+		t.Errorf("the session's view after the restart: %v %v", b, err)
+	}
+	mdUnpublish(t, n2.Daemon, "job-q", 1)
+	n1.OK("delete", "busy", "--user", clUser)
 }

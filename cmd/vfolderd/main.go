@@ -552,6 +552,9 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	}
 
 	if shared != nil {
+		// The sessions are reconciled and their folders claimed again:
+		// what an earlier run of this node left in the cluster can go.
+		cl.ReleasePrevious()
 		// Changes made through the other nodes, from here on (a snapshot
 		// first: nothing made since the views were built is missed).
 		svc.FollowStore(shared)

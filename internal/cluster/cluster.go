@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -132,11 +133,12 @@ type Cluster struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	sess   *concurrency.Session
-	gen    int // bumped with every new lease
-	claims map[claimKey]bool
-	closed bool
+	mu       sync.Mutex
+	sess     *concurrency.Session
+	previous *concurrency.Session // the lease of the earlier process taken over at Join, kept alive until ReleasePrevious
+	gen      int                  // bumped with every new lease
+	claims   map[claimKey]bool
+	closed   bool
 
 	departed chan struct{}
 }
@@ -287,10 +289,20 @@ func (c *Cluster) register(ctx context.Context, first bool) error {
 	rec.StoppedAt = time.Time{}
 	alive := c.aliveKey(c.o.Node)
 	waited := false
+	// over is the alive key of an earlier process of this instance (or of
+	// this process under a lease it lost) being taken over: the new
+	// record replaces it, while its lease and the claims under it stay
+	// until the claims are taken again (see the package comment).
+	var over *mvccpb.KeyValue
+	var previous clientv3.LeaseID
 	for attempt := 0; ; attempt++ {
+		guard := clientv3.Compare(clientv3.CreateRevision(alive), "=", 0)
+		if over != nil {
+			guard = clientv3.Compare(clientv3.ModRevision(alive), "=", over.ModRevision)
+		}
 		tctx, cancel := c.call(ctx)
 		resp, err := c.cli.Txn(tctx).
-			If(clientv3.Compare(clientv3.CreateRevision(alive), "=", 0)).
+			If(guard).
 			Then(clientv3.OpPut(alive, encode(rec), clientv3.WithLease(lg.ID)), clientv3.OpPut(c.nodeKey(c.o.Node), encode(rec))).
 			Else(clientv3.OpGet(alive)).
 			Commit()
@@ -301,24 +313,19 @@ func (c *Cluster) register(ctx context.Context, first bool) error {
 		if resp.Succeeded {
 			break
 		}
+		over = nil
 		var other nodeRecord
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 1 {
 			_ = json.Unmarshal(kvs[0].Value, &other)
 		}
 		switch {
 		case attempt > 3:
 			return fmt.Errorf("%w: cluster: node id %q: its alive key keeps coming back", meta.ErrConflict, c.o.Node)
-		case other.Lease != 0 && rec.sameInstance(other):
-			// An earlier process of this instance, or this process
-			// under a lease it lost: that lease goes, with its claims.
-			rctx, cancel := c.call(ctx)
-			_, err := c.cli.Revoke(rctx, clientv3.LeaseID(other.Lease))
-			cancel()
-			if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				return c.fail(rctx, "revoke the lease of an earlier run of this node", err)
-			}
+		case len(kvs) == 1 && other.Lease != 0 && rec.sameInstance(other):
+			over, previous = kvs[0], clientv3.LeaseID(kvs[0].Lease)
 			c.log.Info().Int("previous_pid", other.PID).Time("previous_start", other.StartedAt).
-				Msg("took over the registration an earlier run of this node left")
+				Msg("taking over the registration an earlier run of this node left")
 		case !waited:
 			// Another instance: perhaps one that just died. Wait for
 			// its lease to run out.
@@ -351,10 +358,71 @@ func (c *Cluster) register(ctx context.Context, first bool) error {
 	}
 	c.mu.Unlock()
 	ok = true
-	if !first && len(keys) > 0 {
+	if first {
+		if previous != 0 {
+			// The earlier process's operations died with it: recovery
+			// must be able to take their folders over. Its claims stay
+			// alive until ReleasePrevious.
+			c.dropFences(ctx, previous)
+			prev, err := concurrency.NewSession(c.cli, concurrency.WithLease(previous), concurrency.WithContext(c.ctx))
+			if err != nil {
+				c.log.Warn().Err(err).Msg("cannot keep the earlier run's lease alive; its claims run out by themselves")
+			} else {
+				c.mu.Lock()
+				c.previous = prev
+				c.mu.Unlock()
+			}
+		}
+		return nil
+	}
+	if len(keys) > 0 {
 		c.reclaim(ctx, lg.ID, keys)
 	}
+	if previous != 0 {
+		c.revoke(ctx, previous)
+	}
 	return nil
+}
+
+// revoke ends a lease of an earlier registration of this node.
+func (c *Cluster) revoke(ctx context.Context, lease clientv3.LeaseID) {
+	rctx, cancel := c.call(ctx)
+	defer cancel()
+	if _, err := c.cli.Revoke(rctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		c.log.Warn().Err(c.fail(rctx, "revoke an earlier lease of this node", err)).
+			Msg("the earlier lease of this node runs out by itself")
+	}
+}
+
+// dropFences removes the fences held under lease.
+func (c *Cluster) dropFences(ctx context.Context, lease clientv3.LeaseID) {
+	gctx, cancel := c.call(ctx)
+	resp, err := c.cli.Get(gctx, c.n+"fence/", clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		c.log.Warn().Err(c.fail(gctx, "list fences", err)).Msg("the fences of the earlier run of this node go with its lease")
+		return
+	}
+	for _, kv := range resp.Kvs {
+		if clientv3.LeaseID(kv.Lease) == lease {
+			c.tryDropFence(clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision), string(kv.Key))
+		}
+	}
+}
+
+// ReleasePrevious ends the lease an earlier process of this node left
+// (taken over at Join): the claims of its sessions that this process did
+// not claim again go with it. The daemon calls it once its sessions are
+// reconciled; Close does it too.
+func (c *Cluster) ReleasePrevious() {
+	c.mu.Lock()
+	prev := c.previous
+	c.previous = nil
+	c.mu.Unlock()
+	if prev != nil {
+		prev.Orphan()
+		c.revoke(c.ctx, prev.Lease())
+	}
 }
 
 // waitGone waits until key is deleted, at most d.
@@ -481,6 +549,7 @@ func (c *Cluster) watchNodes() {
 // lease is revoked, so its alive key, claims and fences go at once.
 // Without etcd the lease runs out by itself. Closing again is a no-op.
 func (c *Cluster) Close() error {
+	c.ReleasePrevious()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

@@ -381,17 +381,45 @@ func TestNodeIDInUse(t *testing.T) {
 	_, err := tryJoin(t, srv, p, "a", "/state/elsewhere", 2*time.Second)
 	wantErr(t, err, meta.ErrConflict, `node id "a" is in use by a live vfolderd on host "host-a"`, "/state/a", "--node-id")
 
-	// The same instance after a crash: taken over at once, with the
-	// claims of the dead process gone.
+	// The same instance after a crash: taken over at once. The claims of
+	// the dead process hold until the new one has claimed again what its
+	// sessions still mount; its fences go at once.
+	g := folder("dropped")
+	if err := a.c.Claim(ctx, g, "s2"); err != nil {
+		t.Fatal(err)
+	}
+	h := folder("fenced")
+	if _, _, err := a.c.Fence(ctx, h, "purged"); err != nil {
+		t.Fatal(err)
+	}
 	a.kill()
 	start := time.Now()
 	again := join(t, srv, p, "a", "/state/a", 2*time.Second)
 	if d := time.Since(start); d > 1500*time.Millisecond {
-		t.Logf("taking over took %v", d)
+		t.Errorf("taking over took %v", d)
 	}
-	if _, _, err := again.c.Fence(ctx, f, "trashed"); err != nil {
-		t.Errorf("the claims of the crashed process stayed: %v", err)
+	other := join(t, srv, p, "b", "/state/b", 2*time.Second)
+	_, _, err = other.c.Fence(ctx, g, "trashed")
+	wantErr(t, err, meta.ErrConflict, "session s2 on node a")
+	if _, release, err := other.c.Fence(ctx, h, "recovered"); err != nil {
+		t.Errorf("the fence of the crashed process stayed: %v", err)
+	} else {
+		release()
 	}
+	if err := again.c.Claim(ctx, f, "s1"); err != nil { // s1 is reconciled, s2 is not
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // past the old lease's TTL: it is kept until released
+	_, _, err = other.c.Fence(ctx, g, "trashed")
+	wantErr(t, err, meta.ErrConflict, "session s2 on node a")
+	again.c.ReleasePrevious()
+	if _, release, err := other.c.Fence(ctx, g, "trashed"); err != nil {
+		t.Errorf("the claim no session took again stayed: %v", err)
+	} else {
+		release()
+	}
+	_, _, err = other.c.Fence(ctx, f, "trashed")
+	wantErr(t, err, meta.ErrConflict, "session s1 on node a")
 	if st := statusOf(t, again)["a"]; st.Status != StatusAlive || !st.Self {
 		t.Errorf("a after the restart = %+v", st)
 	}

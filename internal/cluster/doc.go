@@ -23,19 +23,25 @@
 // lease is lost). Everything that must vanish when the node dies is put
 // under it: the alive key, the claims, the fences. A node killed with
 // SIGKILL (or cut off from etcd) thus stops counting one TTL after its
-// last keepalive. When the node learns that its lease is gone (etcd
-// expired it while the node could not reach etcd) it registers again
-// under a new lease and puts back every claim it holds; folders trashed
-// meanwhile are reported in the log, as the claims did not count while
-// the lease was gone.
+// last keepalive. When the node learns that its lease is gone (the client
+// heard nothing for the TTL) it registers again under a new lease, puts
+// back every claim it holds, and only then ends the old lease (which etcd
+// may have kept: a restarted etcd renews its leases); folders trashed
+// while no lease of the node was alive were not protected, which the log
+// says.
 //
 // A node id is used by one live daemon at a time. At Join an alive key of
 // the same id left by an earlier process of the same instance (same
 // machine-id, boot id and state directory: the state directory's lock
-// proves that process is gone) is taken over at once by revoking its
-// lease; one of another instance is waited for (up to the TTL, in case it
-// is a process that just died) and then refused with an error naming its
-// host and state directory.
+// proves that process is gone) is taken over at once: the new record
+// replaces it, the earlier process's fences are removed (its operations
+// died with it), and its lease, with the claims of its sessions, is kept
+// alive until the restarted daemon has reconciled its sessions and
+// claimed their folders again (ReleasePrevious). A daemon restarted before its
+// lease ran out thus leaves no moment in which another node could trash
+// a folder its sessions mount. An alive key of another instance is waited
+// for (up to the TTL, in case it is a process that just died) and then
+// refused with an error naming its host and state directory.
 //
 // # Claims and fences: trash never races a mount
 //
