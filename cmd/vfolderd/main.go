@@ -80,8 +80,10 @@
 // With [cluster] etcd_endpoints (--etcd-endpoints) the node is one of a
 // cluster. Before step 4 it opens the metadata store in etcd
 // (meta/etcdstore, its session records under its node id) and joins the
-// cluster (package cluster: its record and its alive key under a lease;
-// a node id in use by another live daemon stops the start); an etcd that
+// cluster (package cluster: its record and its alive key under a lease,
+// taking over what an earlier run of this node left, whose claims stay
+// alive until step 8 has claimed the sessions' folders again; a node id
+// in use by another live daemon stops the start); an etcd that
 // does not answer within request_timeout stops the start with "cluster
 // store unreachable" (exit 1) before anything is touched. Step 5 records
 // each volume through the cluster: a configuration that differs from the
