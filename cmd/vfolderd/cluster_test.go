@@ -172,3 +172,24 @@ func TestDaemonClusterNodes(t *testing.T) {
 		t.Errorf("node b exited %d:\n%s", code, db.stderr)
 	}
 }
+
+// TestDaemonNodeListAlone: without a cluster, GET /v1/nodes lists this
+// node alone.
+func TestDaemonNodeListAlone(t *testing.T) {
+	s := newSetup(t, "")
+	d := startDaemon(t, s.cfg)
+	waitHealthy(t, d, s.socket)
+	c := api.NewClient(s.socket)
+	defer c.CloseIdleConnections()
+	ns, err := c.Nodes(context.Background())
+	host, _ := os.Hostname()
+	if err != nil || len(ns) != 1 || !ns[0].Self || ns[0].Status != api.NodeAlive || ns[0].ID != host || ns[0].Hostname != host {
+		t.Errorf("nodes = %+v, %v; want this node alone, alive, named after the host %q", ns, err, host)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.wait(t, 60*time.Second); code != 0 {
+		t.Errorf("exit %d:\n%s", code, d.stderr)
+	}
+}
