@@ -9,10 +9,11 @@ GOFLAGS_T ?= -count=1
 DEMO      := $(CURDIR)/.vfolder-demo
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: help deps build test test-race e2e lint fuzz soak check run bench clean
+.PHONY: help deps build test test-race e2e lint fuzz soak check run cluster-demo bench clean
 
 help:
 	@echo "make run        install what is needed, build, and run vfolderd on a local demo volume"
+	@echo "make cluster-demo  the same with a local etcd and three vfolderd nodes on one volume"
 	@echo "make check      install what is needed and run lint plus every test (what CI runs)"
 	@echo "make build      build bin/vfolderd and bin/vfolder"
 	@echo "make test       unit and e2e tests"
@@ -64,6 +65,9 @@ check: deps lint build test-race fuzz
 
 run: deps build
 	@bash contrib/run-demo.sh
+
+cluster-demo: deps build
+	@bash contrib/cluster-demo.sh
 
 bench: deps build
 	$(GO) run ./contrib/bench

@@ -37,6 +37,7 @@
 //	POST   /v1/sessions/{session}/publish PublishRequest -> Session
 //	POST   /v1/sessions/{session}/attach  AttachRequest  -> Session
 //	POST   /v1/sessions/{session}/unpublish          -> UnpublishResult (200 for any well-formed id)
+//	GET    /v1/nodes                                -> []Node     (the cluster's nodes; this node alone without a cluster)
 //	GET    /v1/health                               -> {"status":"ok","version":...}
 //
 // {ref} is a folder id (32-hex or dashed UUID) or a folder name; a name
@@ -139,6 +140,17 @@
 // CheckTimeout). The daemon runs the same check with repair on every
 // scope, in the background, when it starts after an unclean shutdown;
 // QuotaScope.Checking is true while a check of the scope runs.
+//
+// # Nodes
+//
+// GET /v1/nodes lists the nodes of the cluster (cluster mode: every
+// vfolderd that shares the etcd), ordered by id: each with its hostname,
+// version, status (alive; stopped: it stopped cleanly; expired: its lease
+// ran out without a clean stop, as after a crash) and, for the alive ones,
+// the sessions it holds folders for. Without a cluster the list holds
+// this node alone. Grants (the quota a node may spend without asking the
+// cluster) are listed once cluster quota is enabled; until then the field
+// is absent.
 //
 // # Errors
 //
@@ -364,6 +376,50 @@ type FolderUsage struct {
 
 // Policy is an owner's resource policy.
 type Policy = meta.Policy
+
+// Node statuses (Node.Status).
+const (
+	NodeAlive   = "alive"   // its lease is alive
+	NodeStopped = "stopped" // it stopped cleanly
+	NodeExpired = "expired" // its lease ran out without a clean stop
+)
+
+// Node is one vfolderd node (GET /v1/nodes).
+type Node struct {
+	ID       string `json:"id"`
+	Hostname string `json:"hostname"`
+	Version  string `json:"version"`
+	// Status is NodeAlive, NodeStopped or NodeExpired.
+	Status string `json:"status"`
+	// Self marks the node that answered.
+	Self bool `json:"self,omitempty"`
+	// StartedAt is when the node (last) started; StoppedAt when it
+	// stopped cleanly.
+	StartedAt time.Time `json:"started_at"`
+	StoppedAt time.Time `json:"stopped_at,omitzero"`
+	// Sessions are the sessions the node holds folders for (alive nodes
+	// only), ordered by id.
+	Sessions []NodeSession `json:"sessions"`
+	// Grants are the quota grants the node holds; absent until cluster
+	// quota is enabled.
+	Grants []NodeGrant `json:"grants,omitempty"`
+}
+
+// NodeSession is one session of a node.
+type NodeSession struct {
+	ID string `json:"session"`
+	// Folders are the ids of the folders the session mounts on the node.
+	Folders []string `json:"folders"`
+}
+
+// NodeGrant is the quota a node may spend in one scope without asking the
+// cluster.
+type NodeGrant struct {
+	Volume string       `json:"volume"`
+	Scope  meta.ScopeID `json:"scope"`
+	Bytes  int64        `json:"bytes"`
+	Inodes int64        `json:"inodes"`
+}
 
 // Health is the body of GET /v1/health.
 type Health struct {

@@ -117,6 +117,13 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 	return h, err
 }
 
+// Nodes calls GET /v1/nodes.
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	var n []Node
+	err := c.do(ctx, http.MethodGet, "/nodes", nil, nil, &n)
+	return n, err
+}
+
 // Volumes calls GET /v1/volumes.
 func (c *Client) Volumes(ctx context.Context) ([]Volume, error) {
 	var v []Volume

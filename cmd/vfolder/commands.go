@@ -262,6 +262,7 @@ func commands(st *state) []*cli.Command {
 		viewCommand(st),
 		memberCommand(st),
 		mountCommand(st),
+		nodeCommand(st),
 	}
 }
 

@@ -60,6 +60,14 @@ func startFakeAPI(t *testing.T) *fakeAPI {
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, 200, api.Health{Status: "ok", Version: "test"})
 	})
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		started := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+		reply(w, 200, []api.Node{
+			{ID: "gpu-1", Hostname: "gpu-1.lan", Version: "1.2", Status: api.NodeAlive, Self: true, StartedAt: started,
+				Sessions: []api.NodeSession{{ID: "job-7", Folders: []string{"a", "b"}}, {ID: "job-8", Folders: []string{"a"}}}},
+			{ID: "gpu-2", Hostname: "gpu-2.lan", Version: "1.1", Status: api.NodeExpired, StartedAt: started, Sessions: []api.NodeSession{}},
+		})
+	})
 	mux.HandleFunc("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, 200, []api.Volume{{Volume: meta.Volume{Name: "local", Path: "/vfroot/local", MountAllowed: true, CloneAllowed: true}, Status: api.VolumeReady}})
 	})

@@ -1,8 +1,8 @@
 // Command vfolderd is the vfolder node daemon: it keeps the metadata
-// (badger, in the node-local state directory), manages folders on the
-// configured shared volumes, serves their views in a FUSE namespace
-// (package fs: a node-wide mount plus one mount per session) and serves
-// the local API on a unix socket.
+// (badger, in the node-local state directory; in cluster mode etcd, shared
+// by every node), manages folders on the configured shared volumes, serves
+// their views in a FUSE namespace (package fs: a node-wide mount plus one
+// mount per session) and serves the local API on a unix socket.
 //
 // Configuration comes from a TOML file (--config) and from flags, each of
 // which can also be set through a VFOLDER_* environment variable; a flag
@@ -21,7 +21,10 @@
 //     little, exit with status 1 saying how much is needed (badger would
 //     die of SIGBUS otherwise);
 //  4. open the metadata store (state_dir/meta), then the quota ledger in
-//     the same badger database (package quota): it settles what a
+//     the same badger database (package quota). In cluster mode (see
+//     below) the metadata store is etcd, reached and joined first, and
+//     the ledger opens a badger database of its own, state_dir/ledger,
+//     which the state disk guard watches instead. The ledger settles what a
 //     SIGKILL left in flight, looking at the files that were open for
 //     writing on the configured volumes that are there (a missing mount
 //     would make every file look deleted), so byte usage is exact from
@@ -72,6 +75,26 @@
 //     (limits, interrupted creates and purges, views, and a quota check
 //     after an unclean start) without a restart.
 //
+// # Cluster mode
+//
+// With [cluster] etcd_endpoints (--etcd-endpoints) the node is one of a
+// cluster. Before step 4 it opens the metadata store in etcd
+// (meta/etcdstore, its session records under its node id) and joins the
+// cluster (package cluster: its record and its alive key under a lease,
+// taking over what an earlier run of this node left, whose claims stay
+// alive until step 8 has claimed the sessions' folders again; a node id
+// in use by another live daemon stops the start); an etcd that
+// does not answer within request_timeout stops the start with "cluster
+// store unreachable" (exit 1) before anything is touched. Step 5 records
+// each volume through the cluster: a configuration that differs from the
+// one live nodes use stops the start. Recovery (step 6) finishes only
+// what no live node is doing. After step 8 the node follows the changes
+// the others make (service.FollowStore): views, memberships, limits and
+// purges made through any node reach this one, and it finishes what a
+// node that leaves the cluster left unfinished. While etcd is away views
+// and I/O go on, metadata changes fail (503, "cluster store
+// unreachable"), and the node catches up by itself when etcd is back.
+//
 // # Stop
 //
 // On SIGTERM or SIGINT while sessions are published (and without
@@ -88,10 +111,14 @@
 // left, unmount the FUSE namespace, the sessions' mounts first (aborting a
 // connection when copies of the mount live on elsewhere: published
 // sessions hold such copies),
-// stop background work (purges, checks), close the quota ledger (which
-// writes what is pending and marks the shutdown clean), close the store
-// (unless the state disk has no room for badger's final flush: its log is
-// then replayed at the next start),
+// stop background work (purges, checks, following the cluster), close
+// the quota ledger (which writes what is pending and marks the shutdown
+// clean), close the badger database (unless the state disk has no room
+// for badger's final flush: its log is then replayed at the next start),
+// in cluster mode leave the cluster (the node's record says it stopped;
+// its lease is revoked, and with it the claims of its sessions: the
+// sessions of a forced stop stop protecting their folders) and close the
+// etcd client,
 // remove the socket, release the lock, exit 0. A further
 // signal during the shutdown kills the process at once.
 package main
@@ -105,6 +132,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -117,12 +145,14 @@ import (
 
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/fs"
+	"github.com/vfolder/vfolder/internal/cluster"
 	"github.com/vfolder/vfolder/internal/config"
 	"github.com/vfolder/vfolder/internal/server"
 	"github.com/vfolder/vfolder/internal/service"
 	"github.com/vfolder/vfolder/internal/statedisk"
 	"github.com/vfolder/vfolder/internal/volume"
 	"github.com/vfolder/vfolder/meta"
+	"github.com/vfolder/vfolder/meta/etcdstore"
 	"github.com/vfolder/vfolder/mountd"
 	"github.com/vfolder/vfolder/quota"
 )
@@ -175,6 +205,14 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "sessions-dir", EnvVars: env("SESSIONS_DIR"), Usage: "`DIR` where published sessions are mounted for containers", DefaultText: config.DefaultSessionsDir},
 			&cli.BoolFlag{Name: "force-stop", EnvVars: env("FORCE_STOP"), Usage: "stop on the first SIGTERM even while sessions are published (config: force_stop)"},
 			&cli.StringFlag{Name: "log-level", EnvVars: env("LOG_LEVEL"), Usage: "`LEVEL`: trace, debug, info, warn, error", DefaultText: config.DefaultLogLevel},
+			&cli.StringSliceFlag{Name: "etcd-endpoints", EnvVars: env("ETCD_ENDPOINTS"), Category: "cluster", Usage: "cluster mode: etcd client `URL`s (comma-separated or repeated; config: [cluster] etcd_endpoints)"},
+			&cli.StringFlag{Name: "etcd-ca", EnvVars: env("ETCD_CA"), Category: "cluster", Usage: "PEM `FILE` of the CA that signed etcd's server certificates ([cluster] ca_file)"},
+			&cli.StringFlag{Name: "etcd-cert", EnvVars: env("ETCD_CERT"), Category: "cluster", Usage: "PEM `FILE` of the node's client certificate for etcd ([cluster] cert_file)"},
+			&cli.StringFlag{Name: "etcd-key", EnvVars: env("ETCD_KEY"), Category: "cluster", Usage: "PEM `FILE` of the client certificate's key ([cluster] key_file)"},
+			&cli.StringFlag{Name: "etcd-prefix", EnvVars: env("ETCD_PREFIX"), Category: "cluster", Usage: "etcd key `PREFIX` ([cluster] prefix)", DefaultText: config.DefaultEtcdPrefix},
+			&cli.StringFlag{Name: "etcd-timeout", EnvVars: env("ETCD_TIMEOUT"), Category: "cluster", Usage: "bound of one metadata call to etcd, a `DURATION` ([cluster] request_timeout)", DefaultText: config.DefaultRequestTimeout.String()},
+			&cli.StringFlag{Name: "lease-ttl", EnvVars: env("LEASE_TTL"), Category: "cluster", Usage: "the node's lease in etcd, whole seconds (`DURATION`; [cluster] lease_ttl)", DefaultText: config.DefaultLeaseTTL.String()},
+			&cli.StringFlag{Name: "node-id", EnvVars: env("NODE_ID"), Category: "cluster", Usage: "this node's `NAME` in the cluster ([cluster] node_id)", DefaultText: "the hostname"},
 		},
 		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
@@ -230,6 +268,30 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		cfg.FUSE = !c.Bool("no-fuse")
 	}
 	str("log-level", &cfg.LogLevel)
+	if c.IsSet("etcd-endpoints") {
+		var eps []string
+		for _, v := range c.StringSlice("etcd-endpoints") {
+			eps = append(eps, config.SplitEndpoints(v)...)
+		}
+		cfg.Cluster.EtcdEndpoints = eps
+	}
+	str("etcd-ca", &cfg.Cluster.CAFile)
+	str("etcd-cert", &cfg.Cluster.CertFile)
+	str("etcd-key", &cfg.Cluster.KeyFile)
+	str("etcd-prefix", &cfg.Cluster.Prefix)
+	str("node-id", &cfg.Cluster.NodeID)
+	for _, d := range []struct {
+		flag string
+		dst  *time.Duration
+	}{{"etcd-timeout", &cfg.Cluster.RequestTimeout}, {"lease-ttl", &cfg.Cluster.LeaseTTL}} {
+		if c.IsSet(d.flag) {
+			v, err := config.ParseDuration(c.String(d.flag))
+			if err != nil {
+				return nil, fmt.Errorf("%w: --%s: %v", config.ErrInvalid, d.flag, err)
+			}
+			*d.dst = v
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -306,6 +368,17 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		}
 	}()
 
+	// Cluster mode: the metadata lives in etcd (meta/etcdstore), shared
+	// with the other nodes, and the node joins them (package cluster); the
+	// quota ledger keeps a badger database of its own in state_dir/ledger.
+	// A node of its own keeps both in one badger database, state_dir/meta.
+	clusterMode := cfg.Cluster.Enabled()
+	dbDir := filepath.Join(cfg.StateDir, "meta")
+	if clusterMode {
+		dbDir = filepath.Join(cfg.StateDir, "ledger")
+	}
+	warnOtherMode(cfg.StateDir, clusterMode, log)
+
 	// The state disk guard (package statedisk) sees to it that badger
 	// always has room to finish what it started: before the database
 	// opens (releasing its ballast on a full disk, refusing to open when
@@ -313,7 +386,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	var ledgerRef atomic.Pointer[quota.Manager]
 	guard := statedisk.New(statedisk.Options{
 		Dir:          cfg.StateDir,
-		DBDir:        filepath.Join(cfg.StateDir, "meta"),
+		DBDir:        dbDir,
 		MemTableSize: meta.BadgerMemTableSize,
 		Log:          log,
 		OnChange: func(l statedisk.Level) {
@@ -326,7 +399,34 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		return err
 	}
 
-	store, err := meta.OpenBadger(filepath.Join(cfg.StateDir, "meta"), log)
+	ver := daemonVersion()
+	var (
+		store  meta.Store
+		shared *etcdstore.Store // cluster mode: the metadata store
+		cl     *cluster.Cluster // cluster mode: this node's membership
+	)
+	if clusterMode {
+		shared, cl, err = joinCluster(ctx, cfg, ver, log)
+		if err != nil {
+			return err
+		}
+		// Deferred before the database's and the service's: the node
+		// leaves the cluster (its claims go) once its views are gone,
+		// then the store closes.
+		defer func() {
+			if cerr := shared.Close(); cerr != nil {
+				log.Warn().Err(cerr).Msg("closing the cluster store")
+			}
+		}()
+		defer func() {
+			if cerr := cl.Close(); cerr != nil {
+				log.Warn().Err(cerr).Msg("leaving the cluster")
+			}
+		}()
+		store = shared
+	}
+
+	db, err := meta.OpenBadger(dbDir, log)
 	if err != nil {
 		return err // names the directory (and the holder, for ErrLocked)
 	}
@@ -339,12 +439,15 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 				Msg("state disk full: leaving the database without closing it; its log is replayed at the next start")
 			return
 		}
-		if cerr := store.Close(); cerr != nil && err == nil {
+		if cerr := db.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
+	if store == nil {
+		store = db
+	}
 
-	ledger, err := openLedger(store, cfg, log)
+	ledger, err := openLedger(db, store, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -365,6 +468,11 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		}
 	}()
 
+	// A typed nil would not be a nil interface.
+	var svcCluster service.Cluster
+	if cl != nil {
+		svcCluster = cl
+	}
 	svc := service.New(store, service.Options{
 		StorageUID:        int(cfg.StorageUID),
 		StorageGID:        int(cfg.StorageGID),
@@ -375,9 +483,11 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		MountPoint:        filepath.Clean(cfg.MountPoint), // absolute (Validate), as fs mounts it
 		// The ledger enforces the limits and supplies the usage figures.
 		// MountedBy: the service knows the session views and the
-		// published sessions itself.
-		Quota: ledger,
-		Log:   log,
+		// published sessions itself; in a cluster, Cluster tells of the
+		// other nodes' mounts.
+		Quota:   ledger,
+		Cluster: svcCluster,
+		Log:     log,
 	})
 	defer svc.Close()
 	// A volume of another layout needs the operator: refuse to start. A
@@ -386,7 +496,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	var volErrs []string
 	for _, name := range cfg.VolumeNames() {
 		err := svc.AttachVolume(ctx, volumeRecord(name, cfg.Volumes[name]))
-		if errors.Is(err, volume.ErrLayout) || errors.Is(err, volume.ErrUnsafe) {
+		if errors.Is(err, volume.ErrLayout) || errors.Is(err, volume.ErrUnsafe) || errors.Is(err, meta.ErrConflict) {
 			volErrs = append(volErrs, err.Error())
 		} else if err != nil {
 			log.Error().Err(err).Str("volume", name).Str("path", cfg.Volumes[name].Path).
@@ -443,6 +553,14 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		log.Warn().Msg("FUSE is disabled (fuse = false): serving the API without views")
 	}
 
+	if shared != nil {
+		// The sessions are reconciled and their folders claimed again:
+		// what an earlier run of this node left in the cluster can go.
+		cl.ReleasePrevious()
+		// Changes made through the other nodes, from here on (a snapshot
+		// first: nothing made since the views were built is missed).
+		svc.FollowStore(shared)
+	}
 	startQuotaRecovery(svc, ledger.WasUnclean(), cfg.StateDir, log)
 	svc.WatchVolumes(service.VolumeRetryInterval)
 
@@ -456,12 +574,19 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	}
 	sockPath = cfg.Socket
 	sockInfo, _ = os.Lstat(cfg.Socket)
-	ver := daemonVersion()
-	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Log: log})
+	nodes := localNodes(svc, cfg.Cluster.Node(), ver)
+	if cl != nil {
+		nodes = cl.Nodes
+	}
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, Log: log})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
-		Str("version", ver).Msg("vfolderd ready")
+	ready := log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
+		Str("version", ver)
+	if clusterMode {
+		ready = ready.Str("node", cfg.Cluster.Node()).Strs("etcd", cfg.Cluster.EtcdEndpoints)
+	}
+	ready.Msg("vfolderd ready")
 
 	if err := waitForStop(parent, served, sigs, svc, cfg.ForceStop, log); err != nil {
 		l.Close()
@@ -557,14 +682,19 @@ func removeSocket(path string, ours os.FileInfo, log zerolog.Logger) {
 	}
 }
 
-// openLedger opens the quota ledger on the store's badger database. Crash
-// recovery looks at folders on the configured volumes.
+// openLedger opens the quota ledger in the badger database db (the
+// metadata store's on a node of its own, the ledger's own in cluster mode).
+// Crash recovery looks at folders on the configured volumes.
 //
-// Only volumes that are there (service.ProbeVolume) are looked at: on a
-// missing mount every file would look deleted. The marks of the others
-// stay, and their inodes are settled by the check that follows the
-// volume's return (service.WatchVolumes).
-func openLedger(store *meta.Badger, cfg *config.Config, log zerolog.Logger) (*quota.Manager, error) {
+// Only volumes that are there (service.ProbeVolume, which asks the
+// metadata store) are looked at: on a missing mount every file would look
+// deleted. The marks of the others stay, and their inodes are settled by
+// the check that follows the volume's return (service.WatchVolumes).
+//
+// Cluster quota (package quota/grants) plugs in here: its client goes
+// into quota.Options.Grants, on the etcd client and prefix of the cluster
+// store, the node id and the lease TTL of the configuration.
+func openLedger(db *meta.Badger, store meta.Store, cfg *config.Config, log zerolog.Logger) (*quota.Manager, error) {
 	paths := map[string]string{}
 	for _, name := range cfg.VolumeNames() {
 		v := cfg.Volumes[name]
@@ -574,16 +704,83 @@ func openLedger(store *meta.Badger, cfg *config.Config, log zerolog.Logger) (*qu
 		}
 		paths[name] = v.Path
 	}
-	m, err := quota.Open(store.DB(), log, quota.Options{
+	m, err := quota.Open(db.DB(), log, quota.Options{
 		OpenFolder: fs.QuotaFolderOpener(func(vol string) (string, bool) {
 			p, ok := paths[vol]
 			return p, ok
 		}),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("opening the quota ledger in %s: %w", filepath.Join(cfg.StateDir, "meta"), err)
+		return nil, fmt.Errorf("opening the quota ledger in %s: %w", db.Dir(), err)
 	}
 	return m, nil
+}
+
+// joinCluster opens the cluster store (its sessions under this node's id)
+// and joins the cluster. Without etcd it fails within the request bound.
+func joinCluster(ctx context.Context, cfg *config.Config, version string, log zerolog.Logger) (*etcdstore.Store, *cluster.Cluster, error) {
+	cc := cfg.Cluster
+	node := cc.Node()
+	st, err := etcdstore.Open(ctx, etcdstore.Options{
+		Endpoints:        cc.EtcdEndpoints,
+		CAFile:           cc.CAFile,
+		CertFile:         cc.CertFile,
+		KeyFile:          cc.KeyFile,
+		RequestTimeout:   cc.Timeout(),
+		Prefix:           cc.KeyPrefix(),
+		SessionNamespace: node,
+		Log:              log,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster mode: opening the metadata store in etcd: %w", err)
+	}
+	host, _ := os.Hostname()
+	cl, err := cluster.Join(ctx, cluster.Options{
+		Client: st.Client(), Prefix: cc.KeyPrefix(), Node: node, Hostname: host, Version: version,
+		StateDir: cfg.StateDir, LeaseTTL: cc.TTL(), RequestTimeout: cc.Timeout(), Log: log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, nil, fmt.Errorf("cluster mode: joining as node %q: %w", node, err)
+	}
+	return st, cl, nil
+}
+
+// warnOtherMode says that the database of the other mode, left in the
+// state directory, is not used: switching modes moves no metadata.
+func warnOtherMode(stateDir string, clusterMode bool, log zerolog.Logger) {
+	other, why := filepath.Join(stateDir, "ledger"), "the quota ledger of an earlier run in cluster mode is not used by a node of its own"
+	if clusterMode {
+		other, why = filepath.Join(stateDir, "meta"), "the node-local metadata of an earlier run without a cluster is not used in cluster mode (nothing is moved into etcd)"
+	}
+	if _, err := os.Stat(other); err == nil {
+		log.Warn().Str("dir", other).Msg(why)
+	}
+}
+
+// localNodes is the node list of a node of its own: itself, with its
+// published sessions.
+func localNodes(svc *service.Service, id, version string) func(context.Context) ([]cluster.Node, error) {
+	host, _ := os.Hostname()
+	started := time.Now().UTC()
+	return func(ctx context.Context) ([]cluster.Node, error) {
+		sess, err := svc.Sessions(ctx)
+		if err != nil {
+			return nil, err
+		}
+		n := cluster.Node{ID: id, Hostname: host, Version: version, Status: cluster.StatusAlive, Self: true, StartedAt: started}
+		for _, s := range sess {
+			var folders []string
+			for _, m := range s.Mounts {
+				if !slices.Contains(folders, m.FolderID) {
+					folders = append(folders, m.FolderID)
+				}
+			}
+			slices.Sort(folders)
+			n.Sessions = append(n.Sessions, cluster.NodeSession{ID: s.ID, Folders: folders})
+		}
+		return []cluster.Node{n}, nil
+	}
 }
 
 // storeSpace is the ledger's view of a state disk level.

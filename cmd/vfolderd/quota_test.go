@@ -24,7 +24,7 @@ func quotaDaemon(t *testing.T, state, vol string) (*service.Service, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ledger, err := openLedger(store, cfg, zerolog.Nop())
+	ledger, err := openLedger(store, store, cfg, zerolog.Nop())
 	if err != nil {
 		store.Close()
 		t.Fatal(err)

@@ -33,8 +33,12 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -42,6 +46,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
@@ -64,6 +69,16 @@ const (
 	// MaxID is the largest uid/gid accepted (2^32-2; 2^32-1 is the kernel's
 	// "no id" value).
 	MaxID = 1<<32 - 2
+
+	// DefaultEtcdPrefix is where a cluster's keys live in etcd.
+	DefaultEtcdPrefix = "/vfolder/"
+	// DefaultRequestTimeout bounds one metadata call to etcd.
+	DefaultRequestTimeout = 5 * time.Second
+	// DefaultLeaseTTL is how long a node that stopped answering still
+	// counts as alive (its sessions keep their folders from the trash).
+	DefaultLeaseTTL = 10 * time.Second
+	// MinLeaseTTL is the shortest lease_ttl accepted.
+	MinLeaseTTL = 2 * time.Second
 )
 
 // ErrInvalid is wrapped by every configuration error.
@@ -124,6 +139,65 @@ type Config struct {
 	// DefaultScopeLimit is the byte limit of an auto-created scope when the
 	// owner's policy has no max_quota_scope_size; 0 = none.
 	DefaultScopeLimit int64
+	// Cluster is the [cluster] table; cluster mode when it has endpoints.
+	Cluster Cluster
+}
+
+// Cluster is the [cluster] table (see the package comment). Zero fields
+// mean the defaults; the methods return the values in effect.
+type Cluster struct {
+	// EtcdEndpoints are etcd's client URLs; none means a single node.
+	EtcdEndpoints []string
+	// CAFile, CertFile and KeyFile are PEM files for TLS to etcd.
+	CAFile, CertFile, KeyFile string
+	// Prefix is the etcd key prefix ("" means DefaultEtcdPrefix).
+	Prefix string
+	// RequestTimeout bounds a metadata call (0 means the default).
+	RequestTimeout time.Duration
+	// LeaseTTL is the node's lease in etcd (0 means the default).
+	LeaseTTL time.Duration
+	// NodeID names this node ("" means the hostname).
+	NodeID string
+}
+
+// Enabled reports whether the node runs in cluster mode.
+func (c Cluster) Enabled() bool { return len(c.EtcdEndpoints) > 0 }
+
+// KeyPrefix is the etcd key prefix in effect.
+func (c Cluster) KeyPrefix() string {
+	if c.Prefix == "" {
+		return DefaultEtcdPrefix
+	}
+	return c.Prefix
+}
+
+// Timeout is the request timeout in effect.
+func (c Cluster) Timeout() time.Duration {
+	if c.RequestTimeout == 0 {
+		return DefaultRequestTimeout
+	}
+	return c.RequestTimeout
+}
+
+// TTL is the lease TTL in effect.
+func (c Cluster) TTL() time.Duration {
+	if c.LeaseTTL == 0 {
+		return DefaultLeaseTTL
+	}
+	return c.LeaseTTL
+}
+
+// Node is the node id in effect: NodeID, else the hostname ("" when the
+// hostname cannot be read; Validate reports it).
+func (c Cluster) Node() string {
+	if c.NodeID != "" {
+		return c.NodeID
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return h
 }
 
 // Default returns the built-in defaults (no volumes).
@@ -171,6 +245,87 @@ type file struct {
 	LogLevel          *string               `toml:"log_level"`
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
 	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
+	Cluster           *fileCluster          `toml:"cluster"`
+}
+
+type fileCluster struct {
+	EtcdEndpoints  *endpoints `toml:"etcd_endpoints"`
+	CAFile         *string    `toml:"ca_file"`
+	CertFile       *string    `toml:"cert_file"`
+	KeyFile        *string    `toml:"key_file"`
+	Prefix         *string    `toml:"prefix"`
+	RequestTimeout *duration  `toml:"request_timeout"`
+	LeaseTTL       *duration  `toml:"lease_ttl"`
+	NodeID         *string    `toml:"node_id"`
+}
+
+// endpoints accepts an array of URLs or one comma-separated string.
+type endpoints []string
+
+func (e *endpoints) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case string:
+		*e = SplitEndpoints(x)
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, item := range x {
+			s, ok := item.(string)
+			if !ok {
+				return fmt.Errorf("must be a list of URLs (strings), not a list holding %T", item)
+			}
+			out = append(out, s)
+		}
+		*e = out
+	default:
+		return fmt.Errorf("must be a list of URLs or a comma-separated string, not %T", v)
+	}
+	return nil
+}
+
+// SplitEndpoints splits a comma-separated endpoint list, dropping blanks.
+func SplitEndpoints(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// duration accepts a Go duration string ("5s", "1m30s") or a whole
+// number of seconds.
+type duration time.Duration
+
+func (d *duration) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		if x <= 0 {
+			return fmt.Errorf("%d is not a positive number of seconds", x)
+		}
+		*d = duration(time.Duration(x) * time.Second)
+	case string:
+		p, err := ParseDuration(x)
+		if err != nil {
+			return err
+		}
+		*d = duration(p)
+	default:
+		return fmt.Errorf("must be a duration such as \"5s\" or a number of seconds, not %T", v)
+	}
+	return nil
+}
+
+// ParseDuration parses a positive duration ("5s", "1m30s").
+func ParseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (like \"5s\" or \"1m30s\")", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration", s)
+	}
+	return d, nil
 }
 
 // adminGroup accepts a group name (string) or a gid (integer).
@@ -287,6 +442,22 @@ func (c *Config) merge(text string) error {
 	setIf(&c.AutoCreateScopes, f.AutoCreateScopes)
 	if f.DefaultScopeLimit != nil {
 		c.DefaultScopeLimit = int64(*f.DefaultScopeLimit)
+	}
+	if fc := f.Cluster; fc != nil {
+		if fc.EtcdEndpoints != nil {
+			c.Cluster.EtcdEndpoints = *fc.EtcdEndpoints
+		}
+		setIf(&c.Cluster.CAFile, fc.CAFile)
+		setIf(&c.Cluster.CertFile, fc.CertFile)
+		setIf(&c.Cluster.KeyFile, fc.KeyFile)
+		setIf(&c.Cluster.Prefix, fc.Prefix)
+		if fc.RequestTimeout != nil {
+			c.Cluster.RequestTimeout = time.Duration(*fc.RequestTimeout)
+		}
+		if fc.LeaseTTL != nil {
+			c.Cluster.LeaseTTL = time.Duration(*fc.LeaseTTL)
+		}
+		setIf(&c.Cluster.NodeID, fc.NodeID)
 	}
 	return nil
 }
@@ -468,6 +639,7 @@ func (c *Config) Validate() error {
 			add("admin_group", "%v", err)
 		}
 	}
+	c.Cluster.validate(add)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
 	}
@@ -544,4 +716,120 @@ func resolveExisting(p string) string {
 		rest = filepath.Join(filepath.Base(p), rest)
 		p = parent
 	}
+}
+
+var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+const nodeIDRule = "a node id is 1-63 characters of letters, digits, '.', '_', '-', starting with a letter or digit"
+
+// ValidateNodeID checks a node id.
+func ValidateNodeID(id string) error {
+	if !nodeIDRE.MatchString(id) {
+		return fmt.Errorf("%w: node id %q: %s", ErrInvalid, id, nodeIDRule)
+	}
+	return nil
+}
+
+// validate checks the [cluster] table (see the package comment).
+func (c Cluster) validate(add func(field, format string, a ...any)) {
+	if !c.Enabled() {
+		for _, o := range []struct{ field, v string }{
+			{"ca_file", c.CAFile}, {"cert_file", c.CertFile}, {"key_file", c.KeyFile},
+			{"prefix", c.Prefix}, {"node_id", c.NodeID},
+		} {
+			if o.v != "" {
+				add("cluster."+o.field, "is set but cluster.etcd_endpoints is empty (--etcd-endpoints): without endpoints vfolderd runs as a single node")
+			}
+		}
+		if c.RequestTimeout != 0 || c.LeaseTTL != 0 {
+			add("cluster", "request_timeout and lease_ttl need cluster.etcd_endpoints (--etcd-endpoints): without endpoints vfolderd runs as a single node")
+		}
+		return
+	}
+	tlsSet := c.CAFile != "" || c.CertFile != "" || c.KeyFile != ""
+	for _, ep := range c.EtcdEndpoints {
+		if err := checkEndpoint(ep); err != nil {
+			add("cluster.etcd_endpoints", "%v", err)
+			continue
+		}
+		if tlsSet && strings.HasPrefix(strings.ToLower(ep), "http://") {
+			add("cluster.etcd_endpoints", "%q is plain http but TLS files are set; use https:// endpoints (the etcd client ignores TLS for http://)", ep)
+		}
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		add("cluster.cert_file", "a client certificate needs both cert_file and key_file (--etcd-cert, --etcd-key)")
+	}
+	readable := func(field, p string) ([]byte, bool) {
+		if p == "" {
+			return nil, false
+		}
+		if !filepath.IsAbs(p) {
+			add(field, "%q is not an absolute path", p)
+			return nil, false
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			add(field, "%v", err)
+			return nil, false
+		}
+		return b, true
+	}
+	if ca, ok := readable("cluster.ca_file", c.CAFile); ok {
+		if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+			add("cluster.ca_file", "%s holds no PEM certificate", c.CAFile)
+		}
+	}
+	cert, okC := readable("cluster.cert_file", c.CertFile)
+	key, okK := readable("cluster.key_file", c.KeyFile)
+	if okC && okK {
+		if _, err := tls.X509KeyPair(cert, key); err != nil {
+			add("cluster.cert_file", "%s and %s are not a matching PEM certificate and key: %v", c.CertFile, c.KeyFile, err)
+		}
+	}
+	if c.Prefix != "" && (!strings.HasPrefix(c.Prefix, "/") || strings.ContainsFunc(c.Prefix, func(r rune) bool { return r <= ' ' || r == 0x7f })) {
+		add("cluster.prefix", "%q must start with '/' and hold no spaces or control characters", c.Prefix)
+	}
+	if c.RequestTimeout < 0 || (c.RequestTimeout > 0 && c.RequestTimeout < 100*time.Millisecond) || c.RequestTimeout > 10*time.Minute {
+		add("cluster.request_timeout", "%v is outside 100ms..10m", c.RequestTimeout)
+	}
+	if ttl := c.LeaseTTL; ttl != 0 {
+		switch {
+		case ttl < MinLeaseTTL || ttl > time.Hour:
+			add("cluster.lease_ttl", "%v is outside %v..1h", ttl, MinLeaseTTL)
+		case ttl%time.Second != 0:
+			add("cluster.lease_ttl", "%v is not a whole number of seconds (etcd leases count seconds)", ttl)
+		}
+	}
+	if c.NodeID == "" {
+		h := c.Node()
+		if err := ValidateNodeID(h); err != nil {
+			add("cluster.node_id", "is not set and the hostname %q is not a node id (%s); set node_id (--node-id)", h, nodeIDRule)
+		}
+	} else if err := ValidateNodeID(c.NodeID); err != nil {
+		add("cluster.node_id", "%q: %s", c.NodeID, nodeIDRule)
+	}
+}
+
+// checkEndpoint checks one etcd client URL: http(s)://host:port, or
+// host:port.
+func checkEndpoint(ep string) error {
+	if !strings.Contains(ep, "://") {
+		if _, _, err := net.SplitHostPort(ep); err != nil {
+			return fmt.Errorf("%q is neither a URL (http://host:2379, https://host:2379) nor host:port", ep)
+		}
+		return nil
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return fmt.Errorf("%q: %v", ep, err)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "https":
+	default:
+		return fmt.Errorf("%q: the scheme must be http or https", ep)
+	}
+	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("%q must be scheme://host:port, without a path, query or user", ep)
+	}
+	return nil
 }

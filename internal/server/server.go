@@ -58,6 +58,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/api"
+	"github.com/vfolder/vfolder/internal/cluster"
 	"github.com/vfolder/vfolder/internal/service"
 	"github.com/vfolder/vfolder/meta"
 )
@@ -81,7 +82,10 @@ type Options struct {
 	// refused with it (code state-disk-full, 507) before its handler
 	// runs; reads, and taking session views away, go on.
 	StateDisk func() error
-	Log       zerolog.Logger
+	// Nodes lists the nodes for GET /v1/nodes: the cluster's registry, or
+	// this node alone. nil answers 503.
+	Nodes func(ctx context.Context) ([]cluster.Node, error)
+	Log   zerolog.Logger
 }
 
 // Server serves the API.
@@ -466,6 +470,7 @@ func (s *Server) handle(pattern string, h handlerFunc, params ...string) {
 
 func (s *Server) routes() {
 	s.handle("GET /v1/health", s.health)
+	s.handle("GET /v1/nodes", s.nodes)
 	s.handle("GET /v1/volumes", s.volumes)
 	s.handle("GET /v1/folders", s.listFolders, "owner", "volume", "deleted")
 	s.handle("POST /v1/folders", s.createFolder)
@@ -566,6 +571,26 @@ func decodeBody(r *http.Request, v any, optional bool) error {
 
 func (s *Server) health(*http.Request, url.Values) (int, any, error) {
 	return http.StatusOK, api.Health{Status: "ok", Version: s.opts.Version}, nil
+}
+
+func (s *Server) nodes(r *http.Request, _ url.Values) (int, any, error) {
+	if s.opts.Nodes == nil {
+		return 0, nil, fmt.Errorf("%w: this daemon keeps no node list", service.ErrUnavailable)
+	}
+	ns, err := s.opts.Nodes(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	out := make([]api.Node, 0, len(ns))
+	for _, n := range ns {
+		an := api.Node{ID: n.ID, Hostname: n.Hostname, Version: n.Version, Status: n.Status, Self: n.Self,
+			StartedAt: n.StartedAt, StoppedAt: n.StoppedAt, Sessions: []api.NodeSession{}}
+		for _, ss := range n.Sessions {
+			an.Sessions = append(an.Sessions, api.NodeSession{ID: ss.ID, Folders: ss.Folders})
+		}
+		out = append(out, an)
+	}
+	return http.StatusOK, out, nil
 }
 
 func (s *Server) volumes(r *http.Request, _ url.Values) (int, any, error) {

@@ -67,6 +67,15 @@
 // unavailable (its folders show status error, get no views, and cannot
 // be created) until WatchVolumes attaches it (volumes.go).
 //
+// # Cluster mode
+//
+// Over a store that several nodes share (meta/etcdstore), FollowStore
+// keeps the node in step with the changes made through the others (views,
+// memberships, limits, purges), and Options.Cluster (package cluster)
+// keeps folders mounted on any live node out of the trash, keeps
+// recovery off what a live node is doing, and shares volume records
+// (cluster.go).
+//
 // # Plug points
 //
 // Usage figures come from a UsageSource: the ledger when Options.Quota is
@@ -74,8 +83,10 @@
 // the sessions that have a folder mounted: those with a session view of
 // it, those whose records mount it (meta.Store.SessionsUsingFolder), plus
 // what the MountedBy option reports; trash and purge refuse such folders.
-// ScopeChanged, when set, is told about every limit change. Mounts is the
-// host side of sessions (NewMounts over package mountd; fakes in tests).
+// ScopeChanged, when set, is told about every limit change, also one made
+// through another node. Cluster is the other nodes (nil on a node of its
+// own). Mounts is the host side of sessions (NewMounts over package
+// mountd; fakes in tests).
 //
 // All methods are safe for concurrent use once the volumes are attached.
 package service
@@ -143,10 +154,13 @@ type Options struct {
 	// MountPoint is where the FUSE namespace is mounted (for View.Path).
 	MountPoint string
 	// ScopeChanged is called after a scope was created or its limits
-	// changed (and, with Quota, after the ledger took them); nil means
-	// nobody listens.
+	// changed (and, with Quota, after the ledger took them), also through
+	// another node; nil means nobody listens.
 	ScopeChanged func(meta.QuotaScope)
-	Log          zerolog.Logger
+	// Cluster coordinates mounts, trash and volume records with the other
+	// nodes (cluster.go); nil on a node of its own.
+	Cluster Cluster
+	Log     zerolog.Logger
 }
 
 type attached struct {
@@ -268,9 +282,18 @@ func (s *Service) recoverOn(ctx context.Context, volName string) error {
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
-	var purges []meta.Folder
+	type purge struct {
+		f       meta.Folder
+		release func()
+	}
+	var purges []purge
+	defer func() {
+		for _, p := range purges {
+			p.release()
+		}
+	}()
 	for _, f := range all {
-		if f.Status != meta.StatusPerforming && f.Status != meta.StatusDeleteOngoing && f.Status != meta.StatusDeleteComplete {
+		if !unfinished(f.Status) {
 			continue
 		}
 		vol, err := s.folderVolume(f)
@@ -279,12 +302,21 @@ func (s *Service) recoverOn(ctx context.Context, volName string) error {
 				Msg("folder left unfinished on a volume that is not attached; leaving it until the volume is")
 			continue
 		}
-		if f.Status != meta.StatusPerforming {
-			purges = append(purges, f)
+		// In a cluster, only what no live node is doing (cluster.go).
+		f, release, ok, err := s.takeOver(ctx, f)
+		if err != nil {
+			return fmt.Errorf("recover folder %s: %w", f.ID, err)
+		}
+		if !ok {
 			continue
 		}
-		ok, err := vol.FolderExists(f.Owner, f.ID)
+		if f.Status != meta.StatusPerforming {
+			purges = append(purges, purge{f, release})
+			continue
+		}
+		ok, err = vol.FolderExists(f.Owner, f.ID)
 		if err != nil {
+			release()
 			return fmt.Errorf("recover folder %s: %w", f.ID, err)
 		}
 		if ok {
@@ -300,23 +332,60 @@ func (s *Service) recoverOn(ctx context.Context, volName string) error {
 			err = s.store.DeleteFolder(ctx, f.ID)
 			s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("dropped the record of a creation that never reached the volume")
 		}
+		release()
 		if err != nil && !errors.Is(err, errSkip) && !errors.Is(err, meta.ErrNotFound) {
 			return fmt.Errorf("recover folder %s: %w", f.ID, err)
 		}
 	}
 	if len(purges) > 0 {
+		todo := purges
+		purges = nil // released by the goroutine
 		s.bg.Add(1)
 		go func() {
 			defer s.bg.Done()
-			for _, f := range purges {
-				s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("resuming an interrupted purge")
-				if err := s.finishPurge(f); err != nil {
-					s.log.Error().Err(err).Str("folder", f.ID).Msg("resumed purge failed")
+			for _, p := range todo {
+				s.log.Info().Str("folder", p.f.ID).Str("name", p.f.Name).Msg("resuming an interrupted purge")
+				if err := s.finishPurge(p.f); err != nil {
+					s.log.Error().Err(err).Str("folder", p.f.ID).Msg("resumed purge failed")
 				}
+				p.release()
 			}
 		}()
 	}
 	return nil
+}
+
+// unfinished tells the statuses of a create or purge that recovery
+// finishes.
+func unfinished(st meta.Status) bool {
+	return st == meta.StatusPerforming || st == meta.StatusDeleteOngoing || st == meta.StatusDeleteComplete
+}
+
+// takeOver takes the fence of an unfinished folder for recovery and reads
+// it again; ok is false when a live node holds the fence (it is doing the
+// job) or the folder is finished meanwhile. On a node of its own it
+// returns f as it is.
+func (s *Service) takeOver(ctx context.Context, f meta.Folder) (meta.Folder, func(), bool, error) {
+	if s.opts.Cluster == nil {
+		return f, noRelease, true, nil
+	}
+	_, release, err := s.opts.Cluster.Fence(ctx, f, "recovered")
+	if errors.Is(err, meta.ErrConflict) {
+		s.log.Debug().Err(err).Str("folder", f.ID).Msg("recovery leaves the folder to the node that holds it")
+		return f, nil, false, nil
+	}
+	if err != nil {
+		return f, nil, false, err
+	}
+	cur, err := s.store.GetFolder(ctx, f.ID)
+	if err != nil || !unfinished(cur.Status) {
+		release()
+		if errors.Is(err, meta.ErrNotFound) {
+			err = nil
+		}
+		return f, nil, false, err
+	}
+	return cur, release, true, nil
 }
 
 // errSkip aborts an UpdateFolder callback without it being an error.
@@ -410,6 +479,13 @@ func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest)
 		Cloneable:  req.Cloneable,
 		Status:     meta.StatusPerforming,
 	}
+	// In a cluster the fence keeps recovery on other nodes away from the
+	// folder until it is ready (cluster.go).
+	_, release, err := s.fence(ctx, f, "created")
+	if err != nil {
+		return api.Folder{}, err
+	}
+	defer release()
 	if err := s.store.CreateFolder(ctx, f, policy.MaxFolderCount); err != nil {
 		return api.Folder{}, err
 	}
@@ -622,7 +698,15 @@ func (s *Service) Trash(ctx context.Context, ref string, owner meta.ScopeID) (ap
 	if err := s.checkNotMounted(f, "trashed"); err != nil {
 		return api.Folder{}, err
 	}
+	// In a cluster, mounts on the other nodes (cluster.go).
+	check, release, err := s.fence(ctx, f, "trashed")
+	if err != nil {
+		return api.Folder{}, err
+	}
+	defer release()
+	var was meta.Status
 	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+		was = x.Status
 		switch x.Status {
 		case meta.StatusReady, meta.StatusError:
 			x.Status = meta.StatusDeletePending
@@ -633,6 +717,11 @@ func (s *Service) Trash(ctx context.Context, ref string, owner meta.ScopeID) (ap
 		return fmt.Errorf("%w: folder %q is %s and cannot be trashed now", meta.ErrConflict, x.Name, x.Status)
 	})
 	if err != nil {
+		return api.Folder{}, err
+	}
+	// The status is written: a client going away must not undo it.
+	if err := check(context.WithoutCancel(ctx)); err != nil {
+		s.undoStatus(f, meta.StatusDeletePending, was)
 		return api.Folder{}, err
 	}
 	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Msg("folder trashed")
@@ -679,12 +768,13 @@ func (s *Service) Purge(ctx context.Context, ref string, owner meta.ScopeID, con
 	if _, err := s.folderVolume(f); err != nil {
 		return api.Folder{}, err
 	}
-	f, err = s.startPurge(ctx, f)
+	f, release, err := s.startPurge(ctx, f)
 	if err != nil {
 		return api.Folder{}, err
 	}
 	out := s.toAPI(f)
 	err = s.finishPurge(f)
+	release()
 	s.syncOwner(ctx, f.Owner)
 	if err != nil {
 		return api.Folder{}, err
@@ -694,20 +784,37 @@ func (s *Service) Purge(ctx context.Context, ref string, owner meta.ScopeID, con
 }
 
 // startPurge checks that no session has the folder mounted and marks it
-// delete-ongoing, under viewMu (see Trash).
-func (s *Service) startPurge(ctx context.Context, f meta.Folder) (meta.Folder, error) {
+// delete-ongoing, under viewMu (see Trash). In a cluster it returns with
+// the folder's fence held until release is called, after the purge.
+func (s *Service) startPurge(ctx context.Context, f meta.Folder) (meta.Folder, func(), error) {
 	s.viewMu.Lock()
 	defer s.viewMu.Unlock()
 	if err := s.checkNotMounted(f, "purged"); err != nil {
-		return meta.Folder{}, err
+		return meta.Folder{}, nil, err
 	}
-	return s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+	check, release, err := s.fence(ctx, f, "purged")
+	if err != nil {
+		return meta.Folder{}, nil, err
+	}
+	var was meta.Status
+	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
+		was = x.Status
 		if x.Status != meta.StatusDeletePending && x.Status != meta.StatusDeleteError {
 			return fmt.Errorf("%w: folder %q is %s; only a folder in the trash can be purged", meta.ErrConflict, x.Name, x.Status)
 		}
 		x.Status = meta.StatusDeleteOngoing
 		return nil
 	})
+	if err == nil {
+		if err = check(context.WithoutCancel(ctx)); err != nil {
+			s.undoStatus(f, meta.StatusDeleteOngoing, was)
+		}
+	}
+	if err != nil {
+		release()
+		return meta.Folder{}, nil, err
+	}
+	return f, release, nil
 }
 
 // finishPurge removes the tree of a delete-ongoing folder and its record.

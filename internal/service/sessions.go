@@ -234,6 +234,16 @@ func (s *Service) restoreSession(ctx context.Context, m Mounts, rec meta.Session
 	if err := checkSessionID(rec.ID); err != nil {
 		return clean(err.Error())
 	}
+	// In a cluster the session's folders are claimed before they are
+	// read (cluster.go); a folder another node is trashing right now
+	// makes the session unclean, like a trashed one.
+	if err := s.claimSession(ctx, rec); err != nil {
+		if errors.Is(err, meta.ErrConflict) {
+			return clean(err.Error())
+		}
+		log.Error().Err(err).Msg("cannot claim the session's folders in the cluster; its mounts stay as they are")
+		return true
+	}
 	specs := make([]vfs.ViewSpec, len(rec.Mounts))
 	for i, sm := range rec.Mounts {
 		f, err := s.store.GetFolder(ctx, sm.FolderID)
@@ -292,6 +302,25 @@ func (s *Service) restoreSession(ctx context.Context, m Mounts, rec meta.Session
 	return true
 }
 
+// claimSession claims every folder of a stored session (reconcile).
+func (s *Service) claimSession(ctx context.Context, rec meta.Session) error {
+	if s.opts.Cluster == nil {
+		return nil
+	}
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	for _, id := range meta.SessionFolders(rec) {
+		f := meta.Folder{ID: id, Name: id}
+		if cur, err := s.store.GetFolder(ctx, id); err == nil {
+			f = cur
+		}
+		if err := s.claimLocked(ctx, f, rec.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // slot records a reservation; target "" keeps a known target.
 func (s *Service) slot(sid, key, target string) {
 	m := s.slots[sid]
@@ -333,6 +362,7 @@ func (s *Service) dropSession(ctx context.Context, m Mounts, sid string) []strin
 	if err := s.store.DeleteSession(context.WithoutCancel(ctx), sid); err != nil && !errors.Is(err, meta.ErrNotFound) {
 		problems = append(problems, fmt.Sprintf("session record: %v", err))
 	}
+	s.releaseClaims(ctx)
 	return problems
 }
 
@@ -677,9 +707,23 @@ func mountsOf(ps []planned) []meta.SessionMount {
 
 // writeRecord checks that the new mounts' folders are still live and
 // writes the record, both under viewMu (see Trash).
-func (s *Service) writeRecord(ctx context.Context, rec meta.Session, news []planned) error {
+//
+// In a cluster every new folder is claimed first, so that a trash through
+// another node either sees the claim or is seen by the re-read
+// (cluster.go); a refused publish releases the claims again.
+func (s *Service) writeRecord(ctx context.Context, rec meta.Session, news []planned) (err error) {
 	s.viewMu.Lock()
 	defer s.viewMu.Unlock()
+	defer func() {
+		if err != nil {
+			s.releaseClaimsLocked(ctx)
+		}
+	}()
+	for _, p := range news {
+		if err := s.claimLocked(ctx, p.folder, rec.ID); err != nil {
+			return err
+		}
+	}
 	for _, p := range news {
 		f, err := s.store.GetFolder(ctx, p.FolderID)
 		if errors.Is(err, meta.ErrNotFound) {
@@ -710,6 +754,7 @@ func (s *Service) rollback(ctx context.Context, m Mounts, sid string, old *meta.
 	if err := s.store.PutSession(ctx, rec); err != nil {
 		s.log.Error().Err(err).Str("session", sid).Msg("cannot restore the session record after a failed publish; the next start reconciles it")
 	}
+	s.releaseClaims(ctx)
 }
 
 // sessionStateLocked collects the names in use and the reservations of a
@@ -1110,11 +1155,28 @@ func (s *Service) Sessions(ctx context.Context) ([]api.Session, error) {
 	return out, nil
 }
 
-// LiveSessions returns the ids of the stored sessions.
+// LiveSessions returns the ids of the stored sessions. When the store
+// cannot be read (a cluster store out of reach), it returns the published
+// sessions this daemon serves views of, and the error only when there are
+// none: a stop must not take mounts away for want of the records.
 func (s *Service) LiveSessions(ctx context.Context) ([]string, error) {
 	recs, err := s.store.ListSessions(ctx)
 	if err != nil {
-		return nil, err
+		s.viewMu.Lock()
+		set := map[string]bool{}
+		for pl := range s.published {
+			set[pl.key] = true
+		}
+		s.viewMu.Unlock()
+		if len(set) == 0 {
+			return nil, err
+		}
+		ids := make([]string, 0, len(set))
+		for id := range set {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		return ids, nil
 	}
 	ids := make([]string, len(recs))
 	for i, r := range recs {

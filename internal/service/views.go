@@ -241,6 +241,11 @@ func (s *Service) wantKey(ctx context.Context, k keyDir) ([]vfs.ViewSpec, error)
 		if down := (*volumeDownError)(nil); errors.As(err, &down) {
 			continue // its volume is not attached: no view until it is
 		}
+		if err != nil && s.opts.Cluster != nil && errors.Is(err, ErrUnavailable) {
+			// A volume other nodes serve and this one does not.
+			s.log.Debug().Err(err).Str("folder", e.folder.ID).Msg("folder on a volume this node does not serve")
+			continue
+		}
 		if err != nil {
 			s.log.Warn().Err(err).Str("folder", e.folder.ID).Str("view", k.String()+"/"+e.name).Msg("folder left out of the views")
 			continue
@@ -655,6 +660,17 @@ func (s *Service) AddSessionView(ctx context.Context, req api.CreateViewRequest)
 	if s.views == nil {
 		return api.View{}, false, errNoViews
 	}
+	// In a cluster, claim the folder first: a trash through another node
+	// then either sees the claim or is seen by the read below.
+	if err := s.claimLocked(ctx, f, req.Session); err != nil {
+		return api.View{}, false, err
+	}
+	added := false
+	defer func() {
+		if !added {
+			s.releaseClaimsLocked(ctx)
+		}
+	}()
 	// Read the record again under viewMu: a trash that ran since the
 	// resolve must win.
 	f, err = s.store.GetFolder(ctx, f.ID)
@@ -682,6 +698,7 @@ func (s *Service) AddSessionView(ctx context.Context, req api.CreateViewRequest)
 	spec := viewSpec(a, pl, f, subpath, mode, uid, gid)
 	if old, ok := s.sessions[pl]; ok {
 		if old == spec {
+			added = true // the view holds the claim
 			return s.toView(old), false, nil
 		}
 		return api.View{}, false, fmt.Errorf("%w: session %s already has a view named %q (folder %s, subpath %q, mode %s, uid:gid %d:%d); remove it first",
@@ -691,6 +708,7 @@ func (s *Service) AddSessionView(ctx context.Context, req api.CreateViewRequest)
 		return api.View{}, false, viewError(err)
 	}
 	s.sessions[pl] = spec
+	added = true
 	s.log.Info().Str("session", pl.key).Str("name", pl.name).Str("folder", f.ID).Str("subpath", subpath).
 		Str("mode", string(mode)).Uint32("uid", uid).Uint32("gid", gid).Msg("session view added")
 	return s.toView(spec), true, nil
@@ -721,6 +739,7 @@ func (s *Service) RemoveSessionView(ctx context.Context, session, name string) (
 		return api.View{}, viewError(err)
 	}
 	delete(s.sessions, pl)
+	s.releaseClaimsLocked(ctx)
 	s.log.Info().Str("session", session).Str("name", name).Str("folder", spec.FolderID).Msg("session view removed")
 	return s.toView(spec), nil
 }

@@ -85,11 +85,9 @@ func (s *Service) openVolume(ctx context.Context, v meta.Volume) (*volume.Volume
 	if err != nil {
 		return nil, err
 	}
-	if stored, err := s.store.GetVolume(ctx, v.Name); err != nil || stored != v {
-		if err := s.store.PutVolume(ctx, v); err != nil {
-			vol.Close()
-			return nil, err
-		}
+	if err := s.shareVolume(ctx, v); err != nil {
+		vol.Close()
+		return nil, err
 	}
 	return vol, nil
 }

@@ -23,6 +23,16 @@
 //	P m/sessfolder/<folder>/<session>   empty: the folder index of a session
 //	P m/sessbulk/<session>              the folder ids of a session with many
 //
+// With Options.SessionNamespace N (cluster mode sets it to the node id)
+// the three session families live under P m/node/N/ instead
+// (P m/node/N/session/<id> and so on), and every session method, Load and
+// Watch see only those: each node's sessions are its own, so that a
+// restarted node reconciles its sessions and no other node's, and a stop
+// is refused for the sessions of the node being stopped only. The
+// meta.Store contract holds within a namespace (metatest runs with one);
+// which nodes mount a folder across the cluster is package cluster's
+// business (leased claims), not the session index's.
+//
 // Records (and the bulk index lists) are versioned JSON,
 // {"v":1,"data":<record>}: a record of a newer version is refused with
 // meta.ErrSchemaTooNew, one without a version with meta.ErrCorrupt; the
@@ -135,6 +145,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -211,6 +222,10 @@ type Options struct {
 	// Client, if set, is used instead of dialling Endpoints (the TLS and
 	// timeout-of-dial options are then unused); Close leaves it open.
 	Client *clientv3.Client
+	// SessionNamespace, if set, keeps the session records and their
+	// folder index under P m/node/<SessionNamespace>/ (see the package
+	// comment): 1-63 characters of letters, digits, '.', '_', '-'.
+	SessionNamespace string
 
 	// page is the range page size (tests make it small).
 	page int64
@@ -222,6 +237,7 @@ type Store struct {
 	ownClient bool
 	root      string // P
 	pfx       string // P + "m/"
+	spfx      string // where the session families live: pfx, or pfx + "node/<ns>/"
 	timeout   time.Duration
 	endpoints string
 	log       zerolog.Logger
@@ -239,6 +255,9 @@ var (
 	_ meta.Store   = (*Store)(nil)
 	_ meta.Watcher = (*Store)(nil)
 )
+
+// namespaceRE is the form of Options.SessionNamespace (a node id).
+var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // errBound is the cause of a method's own deadline.
 var errBound = errors.New("request timeout")
@@ -263,13 +282,20 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.page <= 0 {
 		o.page = defaultPage
 	}
+	if ns := o.SessionNamespace; ns != "" && !namespaceRE.MatchString(ns) {
+		return nil, fmt.Errorf("%w: etcdstore: session namespace %q: 1-63 characters of letters, digits, '.', '_', '-', starting with a letter or digit", meta.ErrInvalid, ns)
+	}
 	log := o.Log.With().Str("component", "meta").Str("store", "etcd").Logger()
 	s := &Store{
 		root:    o.Prefix,
 		pfx:     o.Prefix + "m/",
+		spfx:    o.Prefix + "m/",
 		timeout: o.RequestTimeout,
 		log:     log,
 		page:    o.page,
+	}
+	if o.SessionNamespace != "" {
+		s.spfx = s.pfx + "node/" + o.SessionNamespace + "/"
 	}
 	if o.Client != nil {
 		s.cli = o.Client
@@ -513,13 +539,13 @@ func (s *Store) memberOfKey(user, project string) string {
 	return s.pfx + "memberof/" + user + "/" + project
 }
 
-func (s *Store) sessionKey(id string) string { return s.pfx + "session/" + id }
+func (s *Store) sessionKey(id string) string { return s.spfx + "session/" + id }
 
 func (s *Store) sessFolderKey(folder, session string) string {
-	return s.pfx + "sessfolder/" + folder + "/" + session
+	return s.spfx + "sessfolder/" + folder + "/" + session
 }
 
-func (s *Store) sessBulkKey(session string) string { return s.pfx + "sessbulk/" + session }
+func (s *Store) sessBulkKey(session string) string { return s.spfx + "sessbulk/" + session }
 
 // ---- transactions ----
 

@@ -203,7 +203,7 @@ func (s *Store) GetSession(ctx context.Context, id string) (meta.Session, error)
 func (s *Store) ListSessions(ctx context.Context) ([]meta.Session, error) {
 	out := []meta.Session{}
 	err := s.read(ctx, "list sessions", func(ctx context.Context) error {
-		kvs, _, err := s.scan(ctx, s.pfx+"session/", 0, false)
+		kvs, _, err := s.scan(ctx, s.spfx+"session/", 0, false)
 		if err != nil {
 			return err
 		}
@@ -260,7 +260,7 @@ func (s *Store) SessionsUsingFolder(ctx context.Context, folderID string) ([]str
 	}
 	out := []string{}
 	err = s.read(ctx, "list sessions using a folder", func(ctx context.Context) error {
-		prefix := s.pfx + "sessfolder/" + folderID + "/"
+		prefix := s.spfx + "sessfolder/" + folderID + "/"
 		kvs, rev, err := s.scan(ctx, prefix, 0, true)
 		if err != nil {
 			return err
@@ -268,7 +268,7 @@ func (s *Store) SessionsUsingFolder(ctx context.Context, folderID string) ([]str
 		for _, kv := range kvs {
 			out = append(out, strings.TrimPrefix(string(kv.Key), prefix))
 		}
-		bulk, _, err := s.scan(ctx, s.pfx+"sessbulk/", rev, false)
+		bulk, _, err := s.scan(ctx, s.spfx+"sessbulk/", rev, false)
 		if err != nil {
 			return err
 		}
@@ -278,7 +278,7 @@ func (s *Store) SessionsUsingFolder(ctx context.Context, folderID string) ([]str
 				return err
 			}
 			if _, ok := slices.BinarySearch(folders, folderID); ok {
-				out = append(out, strings.TrimPrefix(string(kv.Key), s.pfx+"sessbulk/"))
+				out = append(out, strings.TrimPrefix(string(kv.Key), s.spfx+"sessbulk/"))
 			}
 		}
 		return nil

@@ -15,10 +15,24 @@ import (
 )
 
 // family splits a key below the store's "m/" into its family ("folder",
-// "member"...) and the rest.
+// "member"...) and the rest. The session families of the store's own
+// namespace are found below it; those of other namespaces have family
+// "node" (no records of this store).
 func (s *Store) family(key []byte) (fam, rest string) {
-	k := strings.TrimPrefix(string(key), s.pfx)
+	k := string(key)
+	own := s.spfx != s.pfx && strings.HasPrefix(k, s.spfx)
+	if own {
+		k = strings.TrimPrefix(k, s.spfx)
+	} else {
+		k = strings.TrimPrefix(k, s.pfx)
+	}
 	fam, rest, _ = strings.Cut(k, "/")
+	if s.spfx != s.pfx && !own {
+		switch fam {
+		case "session", "sessfolder", "sessbulk": // a store without a namespace wrote them
+			return "node", k
+		}
+	}
 	return fam, rest
 }
 
@@ -90,7 +104,11 @@ func (s *Store) Load(ctx context.Context) (meta.Snapshot, error) {
 		var kvs []*mvccpb.KeyValue
 		var rev int64
 		for _, fam := range recordFamilies {
-			got, at, err := s.scan(ctx, s.pfx+fam+"/", rev, false)
+			root := s.pfx
+			if fam == "session" {
+				root = s.spfx
+			}
+			got, at, err := s.scan(ctx, root+fam+"/", rev, false)
 			if err != nil {
 				return err
 			}
