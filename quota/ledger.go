@@ -100,6 +100,15 @@ func (m *Manager) reserve(s ScopeKey, folderID string, ino InodeKey, off, end in
 	}
 	cur := in.chargeNow()
 	g := end
+	if end > cur && sc.cl != nil {
+		// cluster: registration of the hold and room from the cluster,
+		// asked for outside the lock (cluster.go)
+		if cur, err = sc.clusterRoom(in, end, exact); err != nil {
+			sc.after(in)
+			sc.mu.Unlock()
+			return 0, Reservation{}, err
+		}
+	}
 	if end > cur {
 		a := sc.avail()
 		if exact {
@@ -201,6 +210,12 @@ func (sc *scope) done(in *inode, size int64, sizeOp bool) {
 // table, or, when the table cannot take it, by waiting for the commit that
 // writes it to the store (sc.mu is then released while waiting).
 func (sc *scope) waitMark(in *inode) error {
+	if sc.cl != nil && in.cl.adopting() {
+		// cluster: a mark must never outlive the adoption it follows (cluster.go)
+		if err := sc.waitAdopted(in); err != nil {
+			return err
+		}
+	}
 	if sc.setSlot(in) {
 		return nil
 	}
@@ -275,13 +290,18 @@ func (m *Manager) OpenForWrite(s ScopeKey, folderID string, ino InodeKey, size i
 	if err != nil {
 		return err
 	}
-	if !in.exists || (in.kind != KindFile && in.outstanding == 0) {
+	if sc.cl != nil {
+		sc.clusterOpen(in, size) // cluster: the first-touch rule (cluster.go)
+	} else if !in.exists || (in.kind != KindFile && in.outstanding == 0) {
 		in.ops++
 		sc.setExists(in, true, KindFile, size)
 	}
 	in.writers++
 	if validHint(hint) {
 		in.hint = hint
+	}
+	if sc.cl != nil {
+		sc.clusterHold(in) // cluster: register the hold (cluster.go)
 	}
 	sc.after(in)
 	sc.mu.Unlock()
@@ -419,7 +439,12 @@ func (m *Manager) ReserveInode(s ScopeKey, folderID string, kind Kind, bytes int
 		return InodeReservation{}, err
 	}
 	defer sc.mu.Unlock()
-	if sc.limitInodes > 0 && sc.count >= sc.limitInodes {
+	if sc.cl != nil {
+		// cluster: the node's inode grant (cluster.go)
+		if err := sc.clusterInodeRoom(f, bytes); err != nil {
+			return InodeReservation{}, err
+		}
+	} else if sc.limitInodes > 0 && sc.count >= sc.limitInodes {
 		return InodeReservation{}, errNoInodes
 	}
 	if bytes > sc.avail() {

@@ -28,6 +28,8 @@ type Manager struct {
 
 	limitsMu sync.Mutex // serializes SetLimit
 
+	clFrozen atomic.Bool // cluster: grants frozen while the lease is unconfirmed (cluster.go)
+
 	marks *markTable // marks not yet in the store (see marks.go)
 
 	closed   atomic.Bool
@@ -76,6 +78,8 @@ type scope struct {
 	intentQ     []*intent // create intents to write or delete
 	queued      bool      // on m.dirtyScopes
 	evictGen    uint64    // bumped on every eviction (see getInode)
+
+	cl *clScope // cluster: state of cluster mode (cluster.go); nil on one node
 }
 
 type folder struct {
@@ -92,6 +96,8 @@ type folder struct {
 	dropped             bool
 	creating            int       // inode reservations not yet committed or cancelled
 	stale               []*intent // intents of an earlier process recovery could not settle
+
+	cl *clFolder // cluster: adoption and settled figures (cluster.go)
 }
 
 // inode is the in-memory state of one charged object. Present for every
@@ -134,6 +140,8 @@ type inode struct {
 	pSize   int64
 	pMark   bool
 	pHint   string
+
+	cl *clInode // cluster: registration, adoption, journal (cluster.go)
 }
 
 type intent struct {
@@ -171,6 +179,9 @@ func (in *inode) needsFlush() bool {
 	if in.exists && (in.charged != in.pSize || in.kind != in.pKind) {
 		return true
 	}
+	if in.cl != nil && (in.cl.padB != 0 || in.cl.padN != 0) {
+		return true // cluster: an adoption to commit (cluster.go)
+	}
 	w := in.markWanted()
 	return w != in.pMark || (w && in.hint != in.pHint)
 }
@@ -180,7 +191,8 @@ func (in *inode) idle() bool {
 }
 
 func (in *inode) evictable() bool {
-	return in.idle() && !in.queued && !in.flushing && !in.pMark && in.slot == 0 && (in.f.dropped || !in.needsFlush())
+	return in.idle() && !in.queued && !in.flushing && !in.pMark && in.slot == 0 && (in.f.dropped || !in.needsFlush()) &&
+		in.cl == nil // cluster: state kept until settled (cluster.go)
 }
 
 // chargeNow is what the inode should add to the counters.
@@ -231,6 +243,9 @@ func (sc *scope) setExists(in *inode, exists bool, kind Kind, size int64) {
 
 // remove drops the inode's charge (its last link is gone).
 func (sc *scope) remove(in *inode) {
+	if sc.cl != nil {
+		sc.clRemove(in) // cluster: a removal credit to settle (cluster.go)
+	}
 	in.ops++
 	sc.setExists(in, false, 0, 0)
 }
@@ -240,6 +255,9 @@ func (sc *scope) remove(in *inode) {
 func (sc *scope) after(in *inode) {
 	if in.needsFlush() || in.evictable() || in.slot > 0 {
 		sc.touch(in)
+	}
+	if sc.cl != nil && sc.cl.jEpoch != 0 {
+		sc.clJournal(in) // cluster: a cluster check journals changes (cluster.go)
 	}
 	if h := sc.m.hook; h != nil {
 		h(sc)
@@ -272,6 +290,9 @@ func (sc *scope) enqueue() {
 
 // avail is how many bytes may still be granted.
 func (sc *scope) avail() int64 {
+	if sc.cl != nil {
+		return sc.clusterAvail() // cluster: the node's grant (cluster.go)
+	}
 	if sc.limitBytes <= 0 {
 		return math.MaxInt64
 	}
@@ -303,6 +324,9 @@ func (m *Manager) scopeLocked(s ScopeKey) *scope {
 		return sc
 	}
 	sc := &scope{m: m, key: s, enc: encScope(s), folders: map[string]*folder{}}
+	if m.opts.Grants != nil {
+		sc.clScopeInit() // cluster mode (cluster.go)
+	}
 	m.scopes[s] = sc
 	return sc
 }
@@ -439,6 +463,13 @@ func Open(db *badger.DB, log zerolog.Logger, opts Options) (*Manager, error) {
 	rec, err := m.load()
 	if err != nil {
 		return fail(err)
+	}
+	if opts.Grants != nil {
+		// cluster: adoption and settled figures, before recovery changes
+		// anything (cluster.go)
+		if err := m.loadCluster(); err != nil {
+			return fail(fmt.Errorf("quota: load cluster state: %w", err))
+		}
 	}
 	m.recover(rec)
 	if err := m.flushAll(); err != nil {
@@ -588,11 +619,17 @@ func (m *Manager) SetLimit(s ScopeKey, bytes, inodes int64) error {
 // Usage returns the scope's usage and limits. It takes one short lock.
 func (m *Manager) Usage(s ScopeKey) Usage {
 	sc, _ := m.lookup(s, false)
+	if sc == nil && m.opts.Grants != nil {
+		sc, _ = m.lookup(s, true) // cluster: the scope's figure is the cluster's (cluster.go)
+	}
 	if sc == nil {
 		return Usage{}
 	}
 	sc.mu.Lock()
 	u := Usage{Used: sc.used, Limit: sc.limitBytes, UsedInodes: sc.count, LimitInodes: sc.limitInodes}
+	if sc.cl != nil {
+		u = sc.clusterUsage() // cluster: the cluster-wide figure (cluster.go)
+	}
 	sc.mu.Unlock()
 	return u
 }
@@ -608,6 +645,9 @@ func (m *Manager) FolderUsage(folderID string) Usage {
 	sc := f.sc
 	sc.mu.Lock()
 	u := Usage{Used: f.used, Limit: sc.limitBytes, UsedInodes: f.count, LimitInodes: sc.limitInodes}
+	if sc.cl != nil {
+		u = sc.clusterFolderUsage(f) // cluster: the cluster-wide figure (cluster.go)
+	}
 	sc.mu.Unlock()
 	return u
 }
