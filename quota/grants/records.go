@@ -81,24 +81,28 @@ func (k keys) holdsIn(sk, folder string) string { return k.holds(sk) + url.PathE
 func (k keys) hold(sk, folder string, ino quota.InodeKey) string {
 	return k.holdsIn(sk, folder) + inoKey(ino)
 }
-func (k keys) nodes() string                      { return k.p + "n/" }
-func (k keys) node(n string) string               { return k.nodes() + url.PathEscape(n) }
-func (k keys) members(n string) string            { return k.p + "m/" + url.PathEscape(n) + "/" }
-func (k keys) member(n, sk string) string         { return k.members(n) + sk }
-func (k keys) takeovers(n string) string          { return k.p + "t/" + url.PathEscape(n) + "/" }
-func (k keys) takeoversIn(n, sk string) string    { return k.takeovers(n) + sk + "/" }
-func (k keys) claim(n string) string              { return k.p + "c/" + url.PathEscape(n) }
-func (k keys) checks() string                     { return k.p + "r/" }
-func (k keys) check(sk string) string             { return k.checks() + sk }
-func (k keys) answers(sk string) string           { return k.check(sk) + "/a/" }
-func (k keys) answer(sk, node string) string      { return k.answers(sk) + url.PathEscape(node) }
-func (k keys) nodeOfMember(key string) string     { return strings.TrimPrefix(key, k.p+"m/") }
-func (k keys) folderOf(sk, key string) string     { return unescape(strings.TrimPrefix(key, k.folders(sk))) }
-func (k keys) nodeOf(key string) string           { return unescape(strings.TrimPrefix(key, k.nodes())) }
-func (k keys) answerNode(sk, key string) string   { return unescape(strings.TrimPrefix(key, k.answers(sk))) }
-func (k keys) isRecord(sk, key string) bool       { return key == k.record(sk) }
-func (k keys) isFolder(sk, key string) bool       { return strings.HasPrefix(key, k.folders(sk)) }
-func (k keys) isHold(sk, key string) bool         { return strings.HasPrefix(key, k.holds(sk)) }
+func (k keys) nodes() string                   { return k.p + "n/" }
+func (k keys) node(n string) string            { return k.nodes() + url.PathEscape(n) }
+func (k keys) members(n string) string         { return k.p + "m/" + url.PathEscape(n) + "/" }
+func (k keys) member(n, sk string) string      { return k.members(n) + sk }
+func (k keys) takeovers(n string) string       { return k.p + "t/" + url.PathEscape(n) + "/" }
+func (k keys) takeoversIn(n, sk string) string { return k.takeovers(n) + sk + "/" }
+func (k keys) claim(n string) string           { return k.p + "c/" + url.PathEscape(n) }
+func (k keys) checks() string                  { return k.p + "r/" }
+func (k keys) check(sk string) string          { return k.checks() + sk }
+func (k keys) answers(sk string) string        { return k.check(sk) + "/a/" }
+func (k keys) answer(sk, node string) string   { return k.answers(sk) + url.PathEscape(node) }
+func (k keys) nodeOfMember(key string) string  { return strings.TrimPrefix(key, k.p+"m/") }
+func (k keys) folderOf(sk, key string) string {
+	return unescape(strings.TrimPrefix(key, k.folders(sk)))
+}
+func (k keys) nodeOf(key string) string { return unescape(strings.TrimPrefix(key, k.nodes())) }
+func (k keys) answerNode(sk, key string) string {
+	return unescape(strings.TrimPrefix(key, k.answers(sk)))
+}
+func (k keys) isRecord(sk, key string) bool        { return key == k.record(sk) }
+func (k keys) isFolder(sk, key string) bool        { return strings.HasPrefix(key, k.folders(sk)) }
+func (k keys) isHold(sk, key string) bool          { return strings.HasPrefix(key, k.holds(sk)) }
 func (k keys) memberScope(node, key string) string { return strings.TrimPrefix(key, k.members(node)) }
 
 // holdOf parses a hold key into its folder and inode.

@@ -35,6 +35,7 @@ type waiter struct {
 	deadline time.Time
 	done     chan struct{}
 	over     bool
+	asked    bool // the worker asked the cluster since the waiter came
 }
 
 type holdCache struct {
@@ -647,7 +648,15 @@ func (w *worker) settle(final bool) error {
 	if !due {
 		u.Loose, u.Holds, u.Removed = nil, nil, nil
 	}
-	return w.transact(u, in, now)
+	err = w.transact(u, in, now)
+	if err == nil && (in.needB > 0 || in.needN > 0) {
+		w.mu.Lock()
+		for _, wt := range w.waiters {
+			wt.asked = true
+		}
+		w.mu.Unlock()
+	}
+	return err
 }
 
 // split cuts an Unsettled into batches of at most batchItems items.
@@ -1190,7 +1199,9 @@ func (w *worker) endWaiters(all bool) {
 		end := all
 		if !end && known && !frozen {
 			roomB, roomN := v.Grant-ub, v.GrantInodes-un
-			okB := v.Limit <= 0 || roomB >= wt.need.Bytes
+			// A write takes what the node holds once it has asked (it is
+			// cut short); all-or-nothing operations need it all.
+			okB := v.Limit <= 0 || roomB >= wt.need.Bytes || (!wt.need.Exact && wt.asked && roomB > 0)
 			okN := v.LimitInodes <= 0 || roomN >= wt.need.Inodes
 			okH := !wt.need.Hold || !pending
 			end = okB && okN && okH
@@ -1214,6 +1225,15 @@ func (w *worker) endWaiters(all bool) {
 			w.logWait(wt, frozen)
 		}
 		if end {
+			if e := w.c.log.Debug(); e.Enabled() {
+				var pb, ob int64
+				if rec != nil {
+					pb, _ = rec.pool()
+					ob, _ = rec.othersGrant(me)
+				}
+				e.Str("scope", w.s.String()).Int64("need", wt.need.Bytes).Bool("exact", wt.need.Exact).Int64("grant", v.Grant).
+					Int64("unsettled", ub).Int64("pool", pb).Int64("others", ob).Bool("late", now.After(wt.deadline)).Msg("grants: room wait over")
+			}
 			wt.over = true
 			close(wt.done)
 			continue
