@@ -64,7 +64,7 @@ type cluster struct {
 	vol   string // the shared directory; folders are its subdirectories
 	s     quota.ScopeKey
 	nodes []*node
-	cfg   func(*Config)
+	cfg   func(*Config) // called with Node set
 }
 
 type node struct {
@@ -474,3 +474,5 @@ func (cl *cluster) invariant() int {
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
 
 func isExceeded(err error) bool { return errors.Is(err, quota.ErrExceeded) }
+
+func prefixOpt() clientv3.OpOption { return clientv3.WithPrefix() }
