@@ -129,6 +129,7 @@ type Client struct {
 	validUntil atomic.Int64 // unix nanoseconds: the lease is surely alive until then
 	frozen     atomic.Bool
 	rejoining  atomic.Bool
+	leaseNow   chan struct{} // wake the lease loop
 	closed     atomic.Bool
 
 	outageMu   sync.Mutex
@@ -144,15 +145,16 @@ func New(cfg Config) (*Client, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
-		cfg:     cfg,
-		k:       keys{cfg.Prefix},
-		cli:     cfg.Client,
-		log:     cfg.Log.With().Str("component", "grants").Str("node", cfg.Node).Logger(),
-		started: make(chan struct{}),
-		ctx:     ctx,
-		cancel:  cancel,
-		workers: map[quota.ScopeKey]*worker{},
-		early:   map[quota.ScopeKey]bool{},
+		cfg:      cfg,
+		k:        keys{cfg.Prefix},
+		cli:      cfg.Client,
+		log:      cfg.Log.With().Str("component", "grants").Str("node", cfg.Node).Logger(),
+		started:  make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+		workers:  map[quota.ScopeKey]*worker{},
+		early:    map[quota.ScopeKey]bool{},
+		leaseNow: make(chan struct{}, 1),
 	}
 	c.frozen.Store(true)
 	return c, nil

@@ -57,6 +57,7 @@ func (c *Client) joinLease(ctx context.Context) error {
 		}
 	}
 	c.lease.Store(int64(lg.ID))
+	c.log.Debug().Int64("lease", int64(lg.ID)).Msg("grants: node registered under a lease")
 	c.validUntil.Store(t0.Add(time.Duration(lg.TTL)*time.Second - c.margin()).UnixNano())
 	return nil
 }
@@ -72,6 +73,8 @@ func (c *Client) leaseLoop() {
 		case <-c.ctx.Done():
 			return
 		case <-tick.C:
+		case <-c.leaseNow:
+			next = time.Now()
 		}
 		now := time.Now()
 		if now.UnixNano() > c.validUntil.Load() && !c.frozen.Load() {
@@ -105,6 +108,19 @@ func (c *Client) leaseLoop() {
 		default:
 			next = time.Now().Add(200 * time.Millisecond)
 		}
+	}
+}
+
+// lostLease freezes grants at once and makes the lease loop look at the
+// lease now: the node's key vanished, or its share was taken over.
+func (c *Client) lostLease() {
+	if !c.frozen.Load() {
+		c.freeze(true)
+		c.log.Warn().Msg("grants: this node's key or share is gone; growth stops until the lease is renewed")
+	}
+	select {
+	case c.leaseNow <- struct{}{}:
+	default:
 	}
 }
 

@@ -53,6 +53,8 @@ func (c *Client) deadLoop() {
 				if ev.Type == clientv3.EventTypeDelete {
 					if n := c.k.nodeOf(string(ev.Kv.Key)); n != c.cfg.Node {
 						c.takeoverNode(n)
+					} else {
+						c.lostLease()
 					}
 				}
 			}
@@ -258,6 +260,7 @@ func (c *Client) takeoverScope(ctx context.Context, dead string, s quota.ScopeKe
 		}
 		ops = append(ops, clientv3.OpPut(rkey, encode(nr)))
 		ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%d", k.takeoversIn(dead, sk), resp.Header.Revision), encode(tk)))
+		c.log.Debug().Str("dead", dead).Int("holds", len(batch)).Bool("share", sh != nil).Msg("grants: taking over")
 		tr, err := c.txnFull(ctx, cmps, ops, []clientv3.Op{clientv3.OpGet(k.node(dead), clientv3.WithKeysOnly())})
 		if err != nil {
 			return err

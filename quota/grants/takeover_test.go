@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // lazy makes node3 settle only when it must ask for room.
@@ -153,4 +155,57 @@ func mustWrite(t testing.TB, f *file, n int64) {
 	if err != nil || w != n {
 		t.Fatalf("append %d: wrote %d, %v", n, w, err)
 	}
+}
+
+// TestLeaseLostWhileAlive: a node's lease is revoked while the node runs
+// (as when it is cut off from the store longer than its TTL). It must
+// stop growing at once; a survivor settles its holds; the node rejoins,
+// counts what the survivor settled as settled, and writes on. The figure
+// ends equal to the volume.
+func TestLeaseLostWhileAlive(t *testing.T) {
+	cl := newCluster(t, 2, lazy)
+	cl.setLimit(limit100, 0)
+	n1 := cl.nodes[0]
+	n2 := cl.nodes[1]
+	f, err := n2.create("f1", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, f, 2<<20)
+	g, err := n1.create("f1", "y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, g, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := n2.cli.Revoke(ctx, clientv3.LeaseID(n2.c.lease.Load())); err != nil {
+		t.Fatal(err)
+	}
+	// n2 keeps its file open and goes on writing: until it has rejoined it
+	// must not spend the grant the survivor may take.
+	deadline := time.Now().Add(15 * time.Second)
+	var rejoined bool
+	for time.Now().Before(deadline) {
+		if _, err := f.append(64 << 10); err != nil && !isExceeded(err) {
+			t.Fatal(err)
+		}
+		mustWrite(t, g, 64<<10)
+		st := cl.state()
+		if sh, ok := st.Grants["node2"]; ok && sh.Seq > 0 && time.Since(deadline.Add(-15*time.Second)) > 2*time.Second {
+			rejoined = true
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !rejoined {
+		t.Fatal("node2 did not rejoin")
+	}
+	for range 10 {
+		mustWrite(t, f, 64<<10)
+	}
+	f.close()
+	g.close()
+	cl.waitSettled(cl.volumeBytes(), 15*time.Second)
+	cl.invariant()
 }

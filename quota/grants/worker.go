@@ -88,6 +88,7 @@ type worker struct {
 	folders    map[string]figCache
 	holds      map[string]*holdCache
 	hadShare   bool
+	rejoined   bool // reloading after the lease was renewed
 	member     bool
 	inflight   *quota.Batch
 	lastSettle time.Time
@@ -218,27 +219,34 @@ func (w *worker) step(final bool) {
 	}
 	w.mu.Lock()
 	if w.rejoin {
-		w.rejoin, w.loaded = false, false
+		w.rejoin, w.loaded, w.rejoined = false, false, true
 	}
 	chk := w.chk
 	w.mu.Unlock()
+	if w.c.frozen.Load() && !final {
+		// No lease: nothing is sent, reconciled or grown until it is
+		// confirmed or renewed (lease.go).
+		w.endWaiters(false)
+		return
+	}
 	if !w.loaded || w.stale {
 		if err := w.load(); err != nil {
+			if errors.Is(err, errTakenOver) {
+				w.c.lostLease()
+			}
 			w.endWaiters(false)
 			return
 		}
 	}
-	if chk != w.check && (chk.epoch != w.check.epoch || chk.phase != w.check.phase) {
+	if chk.epoch != w.check.epoch || chk.phase != w.check.phase {
 		w.followCheck(chk)
-	}
-	if w.c.frozen.Load() && !final {
-		w.endWaiters(false)
-		return
 	}
 	if err := w.register(); err != nil && !errors.Is(err, ErrUnreachable) {
 		w.c.log.Warn().Err(err).Str("scope", w.s.String()).Msg("grants: registering holds failed")
 	}
-	if err := w.settle(final); err != nil && !errors.Is(err, ErrUnreachable) {
+	if err := w.settle(final); errors.Is(err, errTakenOver) {
+		w.c.lostLease()
+	} else if err != nil && !errors.Is(err, ErrUnreachable) {
 		w.c.log.Warn().Err(err).Str("scope", w.s.String()).Msg("grants: settlement failed")
 	}
 	w.endWaiters(false)
@@ -290,6 +298,10 @@ func (w *worker) load() error {
 			}
 		}
 		w.hadShare, w.member = true, true
+	case w.hadShare && !w.rejoined:
+		// Our share is gone while we thought our lease alive: a survivor
+		// took it. Reconcile only once the lease is renewed.
+		return errTakenOver
 	default:
 		seq, err := w.reconcileTakeover()
 		if err != nil {
@@ -298,8 +310,9 @@ func (w *worker) load() error {
 		if err := m.ResolvePending(w.s, seq); err != nil {
 			return err
 		}
-		w.hadShare = false
+		w.hadShare, w.member = false, false
 	}
+	w.rejoined = false
 	w.inflight = nil
 	w.loaded, w.loadedOnce, w.stale = true, true, false
 	m.SetView(w.s, w.view(w.seen), w.figures(nil))
