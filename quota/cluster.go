@@ -87,6 +87,14 @@ type clScope struct {
 	adB, adN     int64
 	sOwnB, sOwnN int64
 	seq          uint64 // last settlement applied
+	// growth: own increases not yet settled (grow since the last snapshot,
+	// snap taken by snapshots whose settlement is not done). Room and the
+	// figure shown count these, not the net unsettled change: an own
+	// shrink frees room only once settled, since the cluster may withhold
+	// it (another node holds the file).
+	growB, growN int64
+	snapB, snapN int64
+	growInit     bool
 	pending      *pendingSettle
 	regQ         []*inode             // holds to register
 	regs         map[*inode]struct{}  // inodes with a registration state
@@ -168,8 +176,35 @@ func (f *folder) unsettled() (int64, int64) {
 	return f.used - f.cl.adB - f.cl.sOwnB, f.count - f.cl.adN - f.cl.sOwnN
 }
 
-// clusterAvail is avail in cluster mode: the node's grant minus what it
-// has charged and not settled. No room before the client's first view,
+// clGrow counts an own increase (db, dn > 0) not yet settled.
+func (sc *scope) clGrow(db, dn int64) {
+	c := sc.cl
+	if c.observing {
+		return
+	}
+	if db > 0 {
+		c.growB += db
+	}
+	if dn > 0 {
+		c.growN += dn
+	}
+}
+
+// clTransfer takes back growth counted twice: an inode reservation
+// counted when reserved and again when its record was made.
+func (sc *scope) clTransfer(db, dn int64) {
+	sc.cl.growB -= db
+	sc.cl.growN -= dn
+}
+
+// unsettledGrowth is what room and the figure shown count.
+func (sc *scope) unsettledGrowth() (int64, int64) {
+	c := sc.cl
+	return c.growB + c.snapB, c.growN + c.snapN
+}
+
+// clusterAvail is avail in cluster mode: the node's grant minus the growth
+// it charged and has not settled. No room before the client's first view,
 // none while the client has frozen grants (its lease is not confirmed).
 func (sc *scope) clusterAvail() int64 {
 	c := sc.cl
@@ -182,7 +217,7 @@ func (sc *scope) clusterAvail() int64 {
 	if sc.m.clFrozen.Load() {
 		return 0
 	}
-	u, _ := sc.unsettled()
+	u, _ := sc.unsettledGrowth()
 	r := c.v.Grant - u
 	if r < c.v.Low {
 		sc.m.opts.Grants.Notify(sc.key)
@@ -201,7 +236,7 @@ func (sc *scope) clusterAvailInodes() int64 {
 	if sc.m.clFrozen.Load() {
 		return 0
 	}
-	_, u := sc.unsettled()
+	_, u := sc.unsettledGrowth()
 	r := c.v.GrantInodes - u
 	if r < c.v.LowInodes {
 		sc.m.opts.Grants.Notify(sc.key)
@@ -392,12 +427,12 @@ func (sc *scope) clJournal(in *inode) {
 	c.journal[in] = struct{}{}
 }
 
-// Usage in cluster mode: the cluster's settled figure plus what this node
-// has not settled yet (other nodes' unsettled changes show once they
-// settle, within a second).
+// Usage in cluster mode: the cluster's settled figure plus the growth this
+// node has not settled yet (its shrinks, and other nodes' changes, show
+// once settled, within a second).
 func (sc *scope) clusterUsage() Usage {
 	c := sc.cl
-	ub, un := sc.unsettled()
+	ub, un := sc.unsettledGrowth()
 	if !c.known {
 		sc.m.opts.Grants.Notify(sc.key)
 	}
@@ -489,7 +524,7 @@ func (m *Manager) Withhold(s ScopeKey, bytes, inodes int64) (int64, int64) {
 	if !c.known {
 		return 0, 0
 	}
-	ub, un := sc.unsettled()
+	ub, un := sc.unsettledGrowth()
 	b := min(bytes, max(c.v.Grant-ub, 0))
 	n := min(inodes, max(c.v.GrantInodes-un, 0))
 	c.v.Grant -= b
@@ -497,7 +532,8 @@ func (m *Manager) Withhold(s ScopeKey, bytes, inodes int64) (int64, int64) {
 	return b, n
 }
 
-// View returns the Manager's view of a scope and the unsettled totals.
+// View returns the Manager's view of a scope and the node's unsettled
+// growth (what its room and figure count).
 func (m *Manager) View(s ScopeKey) (v ClusterView, known bool, ub, un int64) {
 	sc, _ := m.lookup(s, false)
 	if sc == nil || sc.cl == nil {
@@ -505,7 +541,7 @@ func (m *Manager) View(s ScopeKey) (v ClusterView, known bool, ub, un int64) {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	ub, un = sc.unsettled()
+	ub, un = sc.unsettledGrowth()
 	return sc.cl.v, sc.cl.known, ub, un
 }
 
@@ -644,6 +680,8 @@ func (m *Manager) Unsettled(s ScopeKey) (Unsettled, error) {
 	c := sc.cl
 	u := Unsettled{Seq: c.seq}
 	u.Bytes, u.Inodes = sc.unsettled()
+	// This snapshot's growth stays in room until its last batch is applied.
+	c.snapB, c.snapN, c.growB, c.growN = c.snapB+c.growB, c.snapN+c.growN, 0, 0
 	held := map[*folder][2]int64{}
 	for in := range c.regs {
 		if in.f.dropped || in.cl == nil {
@@ -708,7 +746,10 @@ func (m *Manager) Unsettled(s ScopeKey) (Unsettled, error) {
 
 // Batch is one settlement transaction's share of an Unsettled.
 type Batch struct {
-	Seq     uint64
+	Seq uint64
+	// Last: the last batch of its Unsettled; once applied, the growth of
+	// the snapshot no longer counts in room.
+	Last    bool
 	Loose   []FolderDelta
 	Holds   []HoldDelta
 	Removed []RemovedCredit
@@ -852,6 +893,9 @@ func (m *Manager) ApplySettle(s ScopeKey, b *Batch, v ClusterView, folders map[s
 	}
 	c.seq = max(c.seq, b.Seq)
 	c.pending = nil
+	if b.Last {
+		c.snapB, c.snapN = 0, 0
+	}
 	sc.setViewLocked(v, folders)
 	sc.mu.Unlock()
 	err = m.db.Update(func(txn *badger.Txn) error {
@@ -894,6 +938,16 @@ func (m *Manager) ResolvePending(s ScopeKey, seq uint64) error {
 	}
 	sc.mu.Lock()
 	c := sc.cl
+	defer func() {
+		if !c.growInit {
+			// After a restart the growth the ledger recovered is unsettled:
+			// as much of it as the net change counts in room.
+			sc.mu.Lock()
+			ub, un := sc.unsettled()
+			c.growB, c.growN, c.growInit = max(ub, 0), max(un, 0), true
+			sc.mu.Unlock()
+		}
+	}()
 	p := c.pending
 	if p == nil {
 		c.seq = max(c.seq, seq)

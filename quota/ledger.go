@@ -455,6 +455,9 @@ func (m *Manager) ReserveInode(s ScopeKey, folderID string, kind Kind, bytes int
 	f.creating++
 	sc.used += bytes
 	f.used += bytes
+	if sc.cl != nil {
+		sc.clGrow(bytes, 1) // cluster: growth not yet settled (cluster.go)
+	}
 	r := InodeReservation{sc: sc, f: f, kind: kind, bytes: bytes}
 	if bytes > 0 && validHint(hint) {
 		it := &intent{id: m.epoch<<32 | m.seq.Add(1), f: f, kind: kind, bytes: bytes, hint: hint, want: true}
@@ -509,6 +512,9 @@ func (r *InodeReservation) Commit(ino InodeKey, size int64) {
 	in.ops++
 	in.gen++
 	sc.setExists(in, true, r.kind, max(size, 0))
+	if sc.cl != nil {
+		sc.clTransfer(r.bytes, 1) // cluster: the reservation became the record (cluster.go)
+	}
 	if r.it != nil {
 		// Deleted in the same transaction that writes the record.
 		r.it.want = false

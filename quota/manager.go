@@ -214,6 +214,9 @@ func (sc *scope) recharge(in *inode) {
 		in.charged = c
 		in.f.used += d
 		sc.used += d
+		if sc.cl != nil {
+			sc.clGrow(d, 0) // cluster: growth not yet settled (cluster.go)
+		}
 	}
 }
 
@@ -226,6 +229,9 @@ func (sc *scope) setExists(in *inode, exists bool, kind Kind, size int64) {
 		}
 		in.f.count += d
 		sc.count += d
+		if sc.cl != nil {
+			sc.clGrow(0, d) // cluster: growth not yet settled (cluster.go)
+		}
 	}
 	in.exists = exists
 	in.unlinked = false

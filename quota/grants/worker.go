@@ -720,7 +720,7 @@ func (w *worker) transact(u quota.Unsettled, in intent, now time.Time) error {
 			in.retB, in.retN = 0, 0
 		}
 		if b != nil {
-			b.Seq = w.seq() + 1
+			b.Seq, b.Last = w.seq()+1, last
 			if err := m.PrepareSettle(w.s, b); err != nil {
 				return err
 			}
