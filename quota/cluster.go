@@ -121,11 +121,12 @@ type clFolder struct {
 // clInode is an inode's cluster state (sc.mu); present while the inode
 // has a registration, adoption not yet committed, or a journal entry.
 type clInode struct {
-	reg        uint8
-	view       int64 // the charge the cluster accounts for this node (last settled or registered)
-	padB, padN int64 // adoption not yet taken by a commit
-	fadB, fadN int64 // adoption in the commit in flight
-	jEpoch     uint32
+	reg            uint8
+	view           int64  // the charge the cluster accounts for this node (last settled or registered)
+	padB, padN     int64  // adoption not yet taken by a commit
+	fadB, fadN     int64  // adoption in the commit in flight
+	jEpoch         uint32 // journaled by this check
+	jBaseB, jBaseN int64  // the settled figure before the first change in it
 }
 
 func (sc *scope) clScopeInit() {
@@ -407,23 +408,37 @@ func (sc *scope) clRemove(in *inode) {
 		return
 	}
 	c.nextID++
-	c.removed = append(c.removed, RemovedCredit{id: c.nextID, Folder: in.f.id, Ino: in.key, Bytes: -in.charged, Inodes: -1})
+	c.removed = append(c.removed, RemovedCredit{id: c.nextID, Folder: in.f.id, Ino: in.key, Bytes: -in.charged, Inodes: -1, Ops: in.ops + 1})
 }
 
-// clJournal notes that in changed while a cluster check journals.
-func (sc *scope) clJournal(in *inode) {
+// clChange follows an own change of in: db bytes (in.charged already
+// changed), dn inodes (in.exists not yet changed). It counts growth and,
+// while a cluster check journals, notes the first change of each inode
+// with the figure the node had settled for it just before (its base).
+func (sc *scope) clChange(in *inode, db, dn int64) {
 	c := sc.cl
-	if c.jEpoch == 0 || in.f.dropped {
+	if c.observing {
 		return
 	}
-	if in.cl != nil && in.cl.jEpoch == c.jEpoch {
+	sc.clGrow(db, dn)
+	if c.jEpoch == 0 || in.f.dropped || (in.cl != nil && in.cl.jEpoch == c.jEpoch) {
 		return
 	}
+	sc.clJournalAdd(in, in.charged-db, b2i(in.exists))
+}
+
+func (sc *scope) clJournalAdd(in *inode, baseB, baseN int64) {
+	c := sc.cl
 	if len(c.journal) >= maxJournal {
 		c.jOverflow[in.f.id] = true
 		return
 	}
-	in.cli().jEpoch = c.jEpoch
+	ic := in.cli()
+	if ic.reg == regPending || ic.reg == regFlight {
+		// Its changes wait for the registration: the cluster holds the view.
+		baseB = ic.view
+	}
+	ic.jEpoch, ic.jBaseB, ic.jBaseN = c.jEpoch, baseB, baseN
 	c.journal[in] = struct{}{}
 }
 
@@ -601,6 +616,52 @@ func (m *Manager) HoldsDone(s ScopeKey, refs []HoldRef, ok bool) {
 	}
 }
 
+// Quiet reports whether the node has left an inode alone since a
+// snapshot: no hold, no operation in flight, and its operation counter
+// still ops. The client checks it after looking at the inode on storage,
+// so that what it saw holds no change of this node it has not settled
+// (a change in flight is visible as a hold: PrepareRemove and
+// OpenForWrite take one before the storage call).
+func (m *Manager) Quiet(s ScopeKey, folderID string, ino InodeKey, ops uint64) bool {
+	sc, _ := m.lookup(s, false)
+	if sc == nil {
+		return true
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	f := sc.folders[folderID]
+	if f == nil {
+		return true
+	}
+	in := f.inodes[ino]
+	if in == nil {
+		return true // not in memory: idle since before any snapshot that named it
+	}
+	return in.writers == 0 && in.outstanding == 0 && in.ops == ops
+}
+
+// Idle reports whether the node has nothing unsettled on an inode: no
+// hold, no operation in flight, no registration, no removal credit.
+func (m *Manager) Idle(s ScopeKey, folderID string, ino InodeKey) bool {
+	sc, _ := m.lookup(s, false)
+	if sc == nil || sc.cl == nil {
+		return true
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, r := range sc.cl.removed {
+		if r.Folder == folderID && r.Ino == ino {
+			return false
+		}
+	}
+	f := sc.folders[folderID]
+	if f == nil {
+		return true
+	}
+	in := f.inodes[ino]
+	return in == nil || (in.writers == 0 && in.outstanding == 0 && (in.cl == nil || in.cl.reg == regNone))
+}
+
 // PendingHolds reports whether holds wait for registration.
 func (m *Manager) PendingHolds(s ScopeKey) bool {
 	sc, _ := m.lookup(s, false)
@@ -628,11 +689,12 @@ type HoldDelta struct {
 	Folder string
 	Ino    InodeKey
 	Hint   string
-	View   int64 // what the cluster accounts for this node now (its registration's view)
-	Bytes  int64 // charge now minus View: what this settlement adds
-	Exists bool  // the inode has a record
-	Held   bool  // held for writing or an operation in flight: the registration stays
-	Close  bool  // set by the client: the registration ends with this settlement
+	View   int64  // what the cluster accounts for this node now (its registration's view)
+	Bytes  int64  // charge now minus View: what this settlement adds
+	Exists bool   // the inode has a record
+	Held   bool   // held for writing or an operation in flight: the registration stays
+	Close  bool   // set by the client: the registration ends with this settlement
+	Ops    uint64 // the inode's operation counter at the snapshot (see Quiet)
 	in     *inode
 }
 
@@ -641,11 +703,12 @@ type RemovedCredit struct {
 	id            uint64
 	Folder        string
 	Ino           InodeKey
-	Bytes, Inodes int64 // negative
+	Bytes, Inodes int64  // negative
+	Ops           uint64 // the inode's operation counter after the removal (see Quiet)
 }
 
 // JournalEntry is an inode changed while a cluster check journals, with
-// what this node accounts for it now.
+// the figure the cluster held for it before the change (see StartJournal).
 type JournalEntry struct {
 	Folder        string
 	Ino           InodeKey
@@ -660,11 +723,6 @@ type Unsettled struct {
 	Removed []RemovedCredit
 	Bytes   int64 // the node's whole unsettled change (holds waiting for registration included)
 	Inodes  int64
-	// Journal: inodes touched since the cluster check journal started,
-	// and folders with more of them than kept.
-	Journal   []JournalEntry
-	Overflow  []string
-	JournalOn bool
 }
 
 // Unsettled takes a snapshot of what the node has not settled in s.
@@ -677,6 +735,10 @@ func (m *Manager) Unsettled(s ScopeKey) (Unsettled, error) {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	return sc.unsettledLocked(), nil
+}
+
+func (sc *scope) unsettledLocked() Unsettled {
 	c := sc.cl
 	u := Unsettled{Seq: c.seq}
 	u.Bytes, u.Inodes = sc.unsettled()
@@ -702,7 +764,7 @@ func (m *Manager) Unsettled(s ScopeKey) (Unsettled, error) {
 		x := held[in.f]
 		x[0] += d
 		held[in.f] = x
-		u.Holds = append(u.Holds, HoldDelta{Folder: in.f.id, Ino: in.key, Hint: in.hint, View: in.cl.view, Bytes: d, Exists: in.exists, Held: h, in: in})
+		u.Holds = append(u.Holds, HoldDelta{Folder: in.f.id, Ino: in.key, Hint: in.hint, View: in.cl.view, Bytes: d, Exists: in.exists, Held: h, Ops: in.ops, in: in})
 	}
 	for _, r := range c.removed {
 		f := sc.folders[r.Folder]
@@ -728,20 +790,7 @@ func (m *Manager) Unsettled(s ScopeKey) (Unsettled, error) {
 		}
 	}
 	sort.Slice(u.Loose, func(i, j int) bool { return u.Loose[i].Folder < u.Loose[j].Folder })
-	if c.jEpoch != 0 {
-		u.JournalOn = true
-		for in := range c.journal {
-			e := JournalEntry{Folder: in.f.id, Ino: in.key}
-			if in.exists {
-				e.Bytes, e.Inodes = in.charged, 1
-			}
-			u.Journal = append(u.Journal, e)
-		}
-		for id := range c.jOverflow {
-			u.Overflow = append(u.Overflow, id)
-		}
-	}
-	return u, nil
+	return u
 }
 
 // Batch is one settlement transaction's share of an Unsettled.
@@ -1017,24 +1066,54 @@ func (m *Manager) Disown(s ScopeKey, folderID string, ino InodeKey, view int64) 
 	return m.db.Update(func(txn *badger.Txn) error { return txn.Set(cat(prefSettled, sc.enc, f.enc), val) })
 }
 
-// StartJournal makes the scope note every inode it changes until
-// StopJournal: a cluster check runs (see package grants). epoch != 0
-// names the check.
-func (m *Manager) StartJournal(s ScopeKey, epoch uint32) error {
+// StartJournal starts a cluster check's journal in scope s and returns,
+// taken at the same instant, what the node has not settled: once the
+// client has settled all of it (and settles nothing more of the scope
+// until StopJournal), the cluster's figure of every inode the journal
+// does not name is what the node last settled for it, and the journal
+// names every inode the node changed since, with that figure (its base).
+// Holds still waiting for registration are named at once: their changes
+// are not in the snapshot. epoch != 0 names the check; a second call
+// starts the journal again.
+func (m *Manager) StartJournal(s ScopeKey, epoch uint32) (Unsettled, error) {
 	sc, err := m.clScope(s)
 	if err != nil {
-		return err
+		return Unsettled{}, err
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	c := sc.cl
-	if c.jEpoch == epoch {
-		return nil
-	}
+	sc.stopJournalLocked()
+	u := sc.unsettledLocked()
 	c.jEpoch = epoch
 	c.journal = map[*inode]struct{}{}
 	c.jOverflow = map[string]bool{}
-	return nil
+	for in := range c.regs {
+		if in.cl != nil && (in.cl.reg == regPending || in.cl.reg == regFlight) && !in.f.dropped {
+			sc.clJournalAdd(in, in.cl.view, b2i(in.exists))
+		}
+	}
+	return u, nil
+}
+
+// Journal returns the journal of the running check: the inodes changed
+// since StartJournal with their bases, and the folders with more changed
+// inodes than the journal keeps.
+func (m *Manager) Journal(s ScopeKey) (entries []JournalEntry, overflow []string) {
+	sc, _ := m.lookup(s, false)
+	if sc == nil || sc.cl == nil {
+		return nil, nil
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	c := sc.cl
+	for in := range c.journal {
+		entries = append(entries, JournalEntry{Folder: in.f.id, Ino: in.key, Bytes: in.cl.jBaseB, Inodes: in.cl.jBaseN})
+	}
+	for id := range c.jOverflow {
+		overflow = append(overflow, id)
+	}
+	return entries, overflow
 }
 
 // StopJournal ends the journal StartJournal began.
@@ -1045,10 +1124,17 @@ func (m *Manager) StopJournal(s ScopeKey) {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	sc.stopJournalLocked()
+}
+
+func (sc *scope) stopJournalLocked() {
 	c := sc.cl
 	j := c.journal
 	c.jEpoch, c.journal, c.jOverflow = 0, nil, nil
 	for in := range j {
+		if in.cl != nil {
+			in.cl.jEpoch = 0
+		}
 		sc.clTidy(in)
 		sc.after(in)
 	}

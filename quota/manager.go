@@ -215,7 +215,7 @@ func (sc *scope) recharge(in *inode) {
 		in.f.used += d
 		sc.used += d
 		if sc.cl != nil {
-			sc.clGrow(d, 0) // cluster: growth not yet settled (cluster.go)
+			sc.clChange(in, d, 0) // cluster: growth not yet settled, check journal (cluster.go)
 		}
 	}
 }
@@ -230,7 +230,7 @@ func (sc *scope) setExists(in *inode, exists bool, kind Kind, size int64) {
 		in.f.count += d
 		sc.count += d
 		if sc.cl != nil {
-			sc.clGrow(0, d) // cluster: growth not yet settled (cluster.go)
+			sc.clChange(in, 0, d) // cluster: growth not yet settled, check journal (cluster.go)
 		}
 	}
 	in.exists = exists
@@ -261,9 +261,6 @@ func (sc *scope) remove(in *inode) {
 func (sc *scope) after(in *inode) {
 	if in.needsFlush() || in.evictable() || in.slot > 0 {
 		sc.touch(in)
-	}
-	if sc.cl != nil && sc.cl.jEpoch != 0 {
-		sc.clJournal(in) // cluster: a cluster check journals changes (cluster.go)
 	}
 	if h := sc.m.hook; h != nil {
 		h(sc)

@@ -14,32 +14,34 @@ import (
 )
 
 // The cluster check compares a scope's cluster figure with storage in one
-// walk, with writers on any node going on. The figure's parts that are in
-// flight are known: inodes with registered holds (their figure is in their
-// hold records) and inodes some node changed during the walk (each node
-// journals them, with the figure it accounts for each, see
-// quota.Manager.StartJournal). Everything else did not change while it
-// was walked, so for it the walk is the truth. The protocol:
+// walk, with writers on any node going on. It freezes the scope's settled
+// figures for its duration and learns which inodes changed meanwhile:
 //
 //  1. The checker puts r/<scope> (phase 1) under its lease. Every live
-//     node starts journaling the scope, settles, and answers r/<scope>/a/
-//     <node> (phase 1) in its settlement transaction. From then on each of
-//     its settlement transactions carries its journal, so at any revision
-//     the settled figures and the journals agree.
+//     node settles everything it has not settled and, at the instant of
+//     that snapshot, starts a journal of the scope (quota.Manager.
+//     StartJournal); then it settles nothing more of the scope until the
+//     check ends (it still writes, inside grants it may still ask for),
+//     and answers r/<scope>/a/<node> (phase 1).
 //  2. When every live node has answered, the checker walks the folders.
-//  3. It sets phase 2; every node settles and answers again.
-//  4. At one revision R after the phase-2 answers it reads the scope's
-//     keys and the answers. A folder's true figure is the walk's figure of
-//     the inodes neither registered nor journaled, plus the hold records'
-//     figures of registered ones, plus the journals' figures of journaled
-//     ones; the correction is that minus the folder's settled figure at R.
-//     A change settled after R is the same in both, so the correction
-//     stays right when applied later (Repair: one transaction).
+//  3. It sets phase 2; every node answers again with its journal: each
+//     inode it changed since its snapshot, with the figure the cluster
+//     held for it before (its base).
+//  4. The settled figures cannot have moved since phase 1. A folder's
+//     settled figure is the figure of the inodes nobody changed plus the
+//     bases of the journaled ones plus the hold records' figures (Base +
+//     sum of C) of the other registered ones (a hold is in flight: its
+//     figure is the one the cluster keeps for it); the walk gives the
+//     truth of the first kind, which did not change while walked. The correction is
+//     walk(unchanged) - (settled - bases - holds), applied in one
+//     transaction that checks the folder figures did not move.
 //
 // A folder whose walk was incomplete, whose journal overflowed, or whose
 // journals disagree on an inode is reported Busy and left alone. A node
 // that does not answer within the wait makes the check fail with ErrBusy;
-// dead nodes are taken over first.
+// dead nodes are taken over first. While a check runs, other nodes see
+// the scope's figure as of its start (each node still counts its own
+// growth at once).
 
 // FolderCheck is one folder's result.
 type FolderCheck struct {
@@ -222,14 +224,14 @@ func (c *Client) Check(ctx context.Context, s quota.ScopeKey, folders []quota.Fo
 		return nil, err
 	}
 	rep.Revision = R
-	figs := map[string]figure{}
+	figs := map[string]figCache{}
 	holds := map[string]map[quota.InodeKey]int64{} // folder -> inode -> figure
 	for _, kv := range sresp.Kvs {
 		key := string(kv.Key)
 		switch {
 		case k.isFolder(sk, key):
 			if f, err := decode[figure](kv.Value); err == nil {
-				figs[k.folderOf(sk, key)] = *f
+				figs[k.folderOf(sk, key)] = figCache{*f, kv.ModRevision}
 			}
 		case k.isHold(sk, key):
 			hr, err := decode[holdRec](kv.Value)
@@ -246,11 +248,11 @@ func (c *Client) Check(ctx context.Context, s quota.ScopeKey, folders []quota.Fo
 			holds[folder][ino] = hr.Base + hr.sumC()
 		}
 	}
-	type jv struct {
+	type base struct {
 		bytes, inodes int64
 		conflict      bool
 	}
-	journal := map[string]map[quota.InodeKey]*jv{}
+	journal := map[string]map[quota.InodeKey]*base{}
 	overflow := map[string]bool{}
 	for _, kv := range aresp.Kvs {
 		a, err := decode[answer](kv.Value)
@@ -262,7 +264,7 @@ func (c *Client) Check(ctx context.Context, s quota.ScopeKey, folders []quota.Fo
 		}
 		for _, e := range a.Journal {
 			if journal[e.Folder] == nil {
-				journal[e.Folder] = map[quota.InodeKey]*jv{}
+				journal[e.Folder] = map[quota.InodeKey]*base{}
 			}
 			ino := quota.InodeKey{Dev: e.Dev, Ino: e.Ino}
 			if old := journal[e.Folder][ino]; old != nil {
@@ -271,57 +273,54 @@ func (c *Client) Check(ctx context.Context, s quota.ScopeKey, folders []quota.Fo
 				}
 				continue
 			}
-			journal[e.Folder][ino] = &jv{bytes: e.Bytes, inodes: e.Inodes}
+			journal[e.Folder][ino] = &base{bytes: e.Bytes, inodes: e.Inodes}
 		}
 	}
 	deltas := map[string]figure{}
 	for i, fr := range folders {
 		id := fr.FolderID
-		fc := FolderCheck{FolderID: id, Settled: figs[id].Bytes, SettledInodes: figs[id].Inodes}
+		fc := FolderCheck{FolderID: id, Settled: figs[id].fig.Bytes, SettledInodes: figs[id].fig.Inodes}
 		switch {
 		case !complete[i]:
 			fc.Busy, fc.Reason = true, "walk incomplete"
 		case overflow[id]:
 			fc.Busy, fc.Reason = true, "too many changes during the check"
 		}
-		if !fc.Busy {
-			var tb, tn int64
-			for ino, o := range walked[i] {
-				if _, ok := holds[id][ino]; ok {
-					continue
-				}
-				if _, ok := journal[id][ino]; ok {
-					continue
-				}
-				tb += o.bytes
-				tn += o.inodes
+		// The settled figure of the inodes nobody changed, and the walk's.
+		restB, restN := fc.Settled, fc.SettledInodes
+		var walkB, walkN int64
+		// An inode's settled figure: its journal base when a node changed
+		// it (that is what the frozen figure holds for the inode number,
+		// even when a new file took the number of a removed one), else its
+		// hold record's.
+		for ino, j := range journal[id] {
+			if j.conflict {
+				fc.Busy, fc.Reason = true, fmt.Sprintf("nodes disagree on inode %s", inoKey(ino))
 			}
-			for ino, fig := range holds[id] {
-				tb += fig
-				if j := journal[id][ino]; j != nil {
-					tn += j.inodes
-				} else {
-					tn++
-				}
-			}
-			for ino, j := range journal[id] {
-				if j.conflict {
-					fc.Busy, fc.Reason = true, fmt.Sprintf("nodes disagree on inode %s", inoKey(ino))
-					break
-				}
-				if _, ok := holds[id][ino]; ok {
-					continue
-				}
-				tb += j.bytes
-				tn += j.inodes
-			}
-			fc.Truth, fc.TruthInodes = tb, tn
+			restB -= j.bytes
+			restN -= j.inodes
 		}
-		if !fc.Busy {
-			if db, dn := fc.Diff(); db != 0 || dn != 0 {
-				deltas[id] = figure{Bytes: db, Inodes: dn}
-				fc.Corrected = repair
+		for ino, fig := range holds[id] {
+			if journal[id][ino] == nil {
+				restB -= fig
 			}
+		}
+		for ino, o := range walked[i] {
+			j := journal[id][ino]
+			if _, ok := holds[id][ino]; !ok && j == nil {
+				walkB += o.bytes
+			}
+			if j == nil {
+				walkN += o.inodes
+			}
+		}
+		fc.Truth, fc.TruthInodes = fc.Settled+walkB-restB, fc.SettledInodes+walkN-restN
+
+		if fc.Busy {
+			fc.Truth, fc.TruthInodes = fc.Settled, fc.SettledInodes
+		} else if db, dn := fc.Diff(); db != 0 || dn != 0 {
+			deltas[id] = figure{Bytes: db, Inodes: dn}
+			fc.Corrected = repair
 		}
 		rep.Folders = append(rep.Folders, fc)
 	}
@@ -329,7 +328,11 @@ func (c *Client) Check(ctx context.Context, s quota.ScopeKey, folders []quota.Fo
 	if !repair || len(deltas) == 0 {
 		return rep, nil
 	}
-	if err := c.applyCorrections(ctx, sk, deltas); err != nil {
+	revs := map[string]int64{}
+	for f := range deltas {
+		revs[f] = figs[f].rev
+	}
+	if err := c.applyCorrections(ctx, sk, deltas, revs); err != nil {
 		for i := range rep.Folders {
 			rep.Folders[i].Corrected = false
 		}
@@ -340,8 +343,9 @@ func (c *Client) Check(ctx context.Context, s quota.ScopeKey, folders []quota.Fo
 }
 
 // applyCorrections adds per-folder corrections to the scope's figures in
-// one transaction (retried on conflicts).
-func (c *Client) applyCorrections(ctx context.Context, sk string, deltas map[string]figure) error {
+// one transaction, provided the folders' figures are still those of the
+// check's revision (revs).
+func (c *Client) applyCorrections(ctx context.Context, sk string, deltas map[string]figure, revs map[string]int64) error {
 	k := c.k
 	rkey := k.record(sk)
 	for attempt := 0; attempt < 16; attempt++ {
@@ -377,6 +381,9 @@ func (c *Client) applyCorrections(ctx context.Context, sk string, deltas map[str
 				continue
 			}
 			fc := figs[f]
+			if fc.rev != revs[f] {
+				return fmt.Errorf("%w: the figure of folder %s moved during the check", ErrBusy, f)
+			}
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.folder(sk, f)), "=", fc.rev))
 			fig := figure{Bytes: fc.fig.Bytes + d.Bytes, Inodes: fc.fig.Inodes + d.Inodes}
 			ops = append(ops, clientv3.OpPut(k.folder(sk, f), encode(fig)))

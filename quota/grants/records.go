@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vfolder/vfolder/meta"
 	"github.com/vfolder/vfolder/quota"
@@ -16,6 +17,7 @@ import (
 //	s/<scope>/r                  scope record: limits, settled usage, shares of nodes
 //	s/<scope>/f/<folder>         settled figure of a folder
 //	s/<scope>/h/<folder>/<inode> registered write holds of one inode
+//	s/<scope>/z/<folder>/<inode> tombstone: a figure set from storage found the inode gone
 //	n/<node>                     node, under its lease
 //	m/<node>/<scope>             the node has a share in the scope
 //	t/<node>/<scope>/<n>         what a survivor settled for a dead node
@@ -81,6 +83,11 @@ func (k keys) holdsIn(sk, folder string) string { return k.holds(sk) + url.PathE
 func (k keys) hold(sk, folder string, ino quota.InodeKey) string {
 	return k.holdsIn(sk, folder) + inoKey(ino)
 }
+func (k keys) tombs(sk string) string { return k.scope(sk) + "z/" }
+func (k keys) tomb(sk, folder string, ino quota.InodeKey) string {
+	return k.tombs(sk) + url.PathEscape(folder) + "/" + inoKey(ino)
+}
+func (k keys) isTomb(sk, key string) bool      { return strings.HasPrefix(key, k.tombs(sk)) }
 func (k keys) nodes() string                   { return k.p + "n/" }
 func (k keys) node(n string) string            { return k.nodes() + url.PathEscape(n) }
 func (k keys) members(n string) string         { return k.p + "m/" + url.PathEscape(n) + "/" }
@@ -245,6 +252,16 @@ func (h *holdRec) sumC() int64 {
 	}
 	return s
 }
+
+// tombRec marks an inode whose figure a resolution or a takeover set from
+// storage when the file was gone: a removal credit settled later for it
+// was already counted (its bytes are not applied again). Tombstones go
+// after tombLife, or when the inode number is registered again.
+type tombRec struct {
+	At int64 `json:"at"` // unix ms
+}
+
+const tombLife = 5 * time.Minute
 
 // nodeRec is a node's liveness record.
 type nodeRec struct {

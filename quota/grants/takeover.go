@@ -217,9 +217,12 @@ func (c *Client) takeoverScope(ctx context.Context, dead string, s quota.ScopeKe
 		for _, h := range batch {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(h.key), "=", h.rev))
 			e := h.rec.E[dead]
-			size, err := c.inodeSize(s, h.folder, h.ino, h.rec.Hint)
+			size, found, err := c.inodeSize(s, h.folder, h.ino, h.rec.Hint)
 			if err != nil {
 				return fmt.Errorf("look at %s in folder %s: %w", inoKey(h.ino), h.folder, err)
+			}
+			if !found {
+				ops = append(ops, clientv3.OpPut(k.tomb(sk, h.folder, h.ino), encode(tombRec{At: time.Now().UnixMilli()})))
 			}
 			hr := h.rec.clone()
 			d := size - e.View
@@ -283,7 +286,7 @@ func (c *Client) takeoverScope(ctx context.Context, dead string, s quota.ScopeKe
 
 // inodeSize is what storage holds for an inode now, for the client (the
 // worker has its own, bound to its scope).
-func (c *Client) inodeSize(s quota.ScopeKey, folder string, ino quota.InodeKey, hint string) (int64, error) {
+func (c *Client) inodeSize(s quota.ScopeKey, folder string, ino quota.InodeKey, hint string) (int64, bool, error) {
 	w := &worker{c: c, s: s}
 	return w.inodeSize(folder, ino, hint)
 }

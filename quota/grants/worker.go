@@ -56,10 +56,10 @@ type watchMsg struct {
 }
 
 type checkState struct {
-	epoch   uint32
-	phase   int
-	started bool // journal started
-	sent    int  // phase answered
+	epoch uint32
+	phase int
+	t1    bool // settled everything at the journal's start: settles nothing more until the check ends
+	sent  int  // phase answered
 }
 
 type worker struct {
@@ -87,12 +87,14 @@ type worker struct {
 	seen       int64
 	folders    map[string]figCache
 	holds      map[string]*holdCache
+	tombs      map[string]figCache // tombstone key -> (at in Bytes, rev)
 	hadShare   bool
 	rejoined   bool // reloading after the lease was renewed
 	member     bool
 	inflight   *quota.Batch
 	lastSettle time.Time
-	lastGrowth time.Time
+	lastGrowth time.Time    // last growth seen, or demand for room
+	demand     atomic.Int64 // unix nanoseconds of the last operation waiting for room
 	applied    int64
 	lastOwn    int64
 	lastSample time.Time
@@ -104,20 +106,21 @@ type worker struct {
 	watchStop  context.CancelFunc
 	check      checkState
 	loggedWait time.Time
+	lastSweep  time.Time
+	protect    time.Time // room just handed to waiting operations is not given back before
 }
 
 func newWorker(c *Client, s quota.ScopeKey) *worker {
 	return &worker{
-		c:          c,
-		s:          s,
-		sk:         scopeKey(s),
-		kick:       make(chan struct{}, 1),
-		events:     make(chan watchMsg, 64),
-		stopCh:     make(chan struct{}),
-		stopped:    make(chan struct{}),
-		folders:    map[string]figCache{},
-		holds:      map[string]*holdCache{},
-		lastGrowth: time.Now(),
+		c:       c,
+		s:       s,
+		sk:      scopeKey(s),
+		kick:    make(chan struct{}, 1),
+		events:  make(chan watchMsg, 64),
+		stopCh:  make(chan struct{}),
+		stopped: make(chan struct{}),
+		folders: map[string]figCache{},
+		holds:   map[string]*holdCache{},
 	}
 }
 
@@ -129,6 +132,7 @@ func (w *worker) poke() {
 }
 
 func (w *worker) addWaiter(wt *waiter) {
+	w.demand.Store(time.Now().UnixNano())
 	w.mu.Lock()
 	w.waiters = append(w.waiters, wt)
 	w.mu.Unlock()
@@ -244,6 +248,10 @@ func (w *worker) step(final bool) {
 	if err := w.register(); err != nil && !errors.Is(err, ErrUnreachable) {
 		w.c.log.Warn().Err(err).Str("scope", w.s.String()).Msg("grants: registering holds failed")
 	}
+	if !final && w.check.epoch == 0 && time.Since(w.lastSweep) > 4*w.c.cfg.SettleInterval {
+		w.lastSweep = time.Now()
+		w.sweep()
+	}
 	if err := w.settle(final); errors.Is(err, errTakenOver) {
 		w.c.lostLease()
 	} else if err != nil && !errors.Is(err, ErrUnreachable) {
@@ -263,6 +271,7 @@ func (w *worker) load() error {
 	w.rec, w.rev = nil, 0
 	w.folders = map[string]figCache{}
 	w.holds = map[string]*holdCache{}
+	w.tombs = map[string]figCache{}
 	for _, kv := range resp.Kvs {
 		w.absorb(kv, false)
 	}
@@ -402,6 +411,14 @@ func (w *worker) absorb(kv *mvccpb.KeyValue, deleted bool) string {
 		}
 		w.folders[id] = figCache{fig: *f, rev: rev}
 		return id
+	case k.isTomb(w.sk, key):
+		if deleted {
+			delete(w.tombs, key)
+			return ""
+		}
+		if t, err := decode[tombRec](kv.Value); err == nil {
+			w.tombs[key] = figCache{fig: figure{Bytes: t.At}, rev: rev}
+		}
 	case k.isHold(w.sk, key):
 		hc := w.holds[key]
 		if hc != nil && (rev <= hc.rev || rev <= hc.delRev) {
@@ -579,11 +596,14 @@ type intent struct {
 	needB, needN int64 // room waiters miss
 	bg, bgN      bool  // background refill
 	retB, retN   int64 // withheld room to give back
+	noTake       bool  // only ask when all of needB can be had
+	noTakeN      bool
+	keepWant     bool // leave the share's Want as it is
 	answerRecall bool
 	clearWant    bool
 }
 
-func (w *worker) waiterNeeds() (b, n int64, any bool) {
+func (w *worker) waiterNeeds() (b, n int64, any, cut bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, wt := range w.waiters {
@@ -591,6 +611,7 @@ func (w *worker) waiterNeeds() (b, n int64, any bool) {
 			continue
 		}
 		any = true
+		cut = cut || !wt.need.Exact
 		b = max(b, wt.need.Bytes)
 		n = max(n, wt.need.Inodes)
 	}
@@ -602,9 +623,33 @@ func (w *worker) waiterNeeds() (b, n int64, any bool) {
 func (w *worker) settle(final bool) error {
 	c, m := w.c, w.c.manager()
 	now := time.Now()
+	chk := w.check.epoch != 0 && w.check.t1 && w.check.sent < w.check.phase
+	if w.check.epoch != 0 && !w.check.t1 {
+		// A cluster check begins: settle everything up to the journal's
+		// start, in full, then nothing more until it ends.
+		u, err := m.StartJournal(w.s, w.check.epoch)
+		if err != nil {
+			return err
+		}
+		if len(split(u)) > 0 {
+			if err := w.transact(u, intent{}, now); err != nil {
+				return err
+			}
+		}
+		w.check.t1 = true
+		chk = true
+	}
+	if chk {
+		if err := w.answer(); err != nil {
+			return err
+		}
+	}
 	u, err := m.Unsettled(w.s)
 	if err != nil {
 		return err
+	}
+	if w.check.epoch != 0 {
+		u.Loose, u.Holds, u.Removed = nil, nil, nil
 	}
 	v, _, ub, un := m.View(w.s)
 	w.sample(now, ub, un)
@@ -620,26 +665,37 @@ func (w *worker) settle(final bool) error {
 		grant, grantN, answered = sh.Grant, sh.GrantInodes, sh.Answered
 	}
 	roomB, roomN := v.Grant-ub, v.GrantInodes-un
-	wb, wn, waiting := w.waiterNeeds()
+	wb, wn, waiting, cut := w.waiterNeeds()
 	othersWant := rec.othersWant(me, now)
 	pb, pn := rec.pool()
+	// Refill in the background only for a node that writes now; an idle
+	// one gives its room back.
+	if d := w.demand.Load(); d != 0 && time.Unix(0, d).After(w.lastGrowth) {
+		w.lastGrowth = time.Unix(0, d)
+	}
+	active := !w.lastGrowth.IsZero() && now.Sub(w.lastGrowth) < 2*c.cfg.RefillPeriod
+	idle := !waiting && now.After(w.protect) && (w.lastGrowth.IsZero() || now.Sub(w.lastGrowth) > c.cfg.IdleReturn)
 	var in intent
 	if !final && rec.Limit > 0 {
 		if waiting && wb > roomB {
 			in.needB = wb - roomB
-		} else if roomB < v.Low && pb > 0 && !othersWant {
+			// All-or-nothing operations take room only when they can have
+			// all they need: partial room they cannot use would sit idle
+			// while writers elsewhere give up.
+			in.noTake = !cut && roomB+pb < wb
+		} else if roomB < v.Low && pb > 0 && !othersWant && active {
 			in.bg = true
 		}
 	}
 	if !final && rec.LimitInodes > 0 {
 		if waiting && wn > roomN {
 			in.needN = wn - roomN
-		} else if roomN < v.LowInodes && pn > 0 && !othersWant {
+			in.noTakeN = roomN+pn < wn
+		} else if roomN < v.LowInodes && pn > 0 && !othersWant && active {
 			in.bgN = true
 		}
 	}
-	in.answerRecall = othersWant && answered < rec.Recall
-	idle := !waiting && now.Sub(w.lastGrowth) > c.cfg.IdleReturn
+	in.answerRecall = othersWant && answered < rec.Recall && now.After(w.protect)
 	ret := final || in.answerRecall || idle
 	if ret && (grant > 0 || grantN > 0) {
 		in.retB, in.retN = m.Withhold(w.s, math.MaxInt64, math.MaxInt64)
@@ -651,18 +707,29 @@ func (w *worker) settle(final bool) error {
 		in.retN = grantN
 	}
 	in.clearWant = w.wantSet && in.needB <= 0 && in.needN <= 0
+	if (in.needB > 0 || in.needN > 0) && w.wantSet && sh != nil && sh.WantUntil > now.Add(c.cfg.Wait/2).UnixMilli() &&
+		(in.needB <= 0 || pb <= 0 || in.noTake && pb < in.needB) && (in.needN <= 0 || pn <= 0 || in.noTakeN && pn < in.needN) {
+		// Waiting already, and nothing to take: the watch brings the news
+		// (room given back) without rewriting the record.
+		in.needB, in.needN = 0, 0
+		in.clearWant = false
+		in.keepWant = true
+	}
 	changes := len(u.Loose) > 0 || len(u.Holds) > 0 || len(u.Removed) > 0
-	chk := w.check.epoch != 0 && w.check.sent < w.check.phase
-	due := changes && (final || now.Sub(w.lastSettle) >= c.cfg.SettleInterval || in.needB > 0 || in.needN > 0 || in.answerRecall || chk)
-	act := due || in.needB > 0 || in.needN > 0 || in.bg || in.bgN || in.retB > 0 || in.retN > 0 || in.answerRecall || in.clearWant || chk
+	due := changes && (final || now.Sub(w.lastSettle) >= c.cfg.SettleInterval || in.needB > 0 || in.needN > 0 || in.answerRecall)
+	act := due || in.needB > 0 || in.needN > 0 || in.bg || in.bgN || in.retB > 0 || in.retN > 0 || in.answerRecall || in.clearWant
 	if !act {
 		return nil
 	}
 	if !due {
 		u.Loose, u.Holds, u.Removed = nil, nil, nil
 	}
+	if e := c.log.Debug(); e.Enabled() {
+		e.Bool("due", due).Int64("needB", in.needB).Bool("bg", in.bg).Int64("retB", in.retB).Bool("recall", in.answerRecall).Bool("clearWant", in.clearWant).
+			Int64("grant", grant).Int64("room", roomB).Int64("low", v.Low).Int64("pool", pb).Msg("grants: round")
+	}
 	err = w.transact(u, in, now)
-	if err == nil && (in.needB > 0 || in.needN > 0) {
+	if err == nil && (in.needB > 0 || in.needN > 0 || in.keepWant) {
 		w.mu.Lock()
 		for _, wt := range w.waiters {
 			wt.asked = true
@@ -741,7 +808,11 @@ func (w *worker) transact(u quota.Unsettled, in intent, now time.Time) error {
 				return err
 			}
 			if !resp.Succeeded {
+				before := w.rev
 				w.absorbElse(resp, p)
+				if e := c.log.Debug(); e.Enabled() {
+					e.Int64("rev", before).Int64("now", w.rev).Int("cmps", len(p.cmps)).Int("attempt", attempt).Bool("batch", b != nil).Msg("grants: settlement conflict")
+				}
 				continue
 			}
 			if err := w.commit(p, resp.Header.Revision, now); err != nil {
@@ -777,7 +848,6 @@ type plan struct {
 	ownB      int64               // the node's own change this transaction applies
 	ownN      int64
 	newMember bool
-	answered  int
 }
 
 func (w *worker) holdRecFor(p *plan, key string) (*holdRec, bool) {
@@ -806,35 +876,45 @@ func (w *worker) cmpHold(p *plan, key string, seen map[string]bool) {
 	p.els = append(p.els, clientv3.OpGet(key))
 }
 
-// inodeSize is what storage holds for an inode now (0: gone).
-func (w *worker) inodeSize(folder string, ino quota.InodeKey, hint string) (int64, error) {
+// inodeSize is what storage holds for an inode now (0 and !found: gone).
+func (w *worker) inodeSize(folder string, ino quota.InodeKey, hint string) (size int64, found bool, err error) {
 	root, err := w.c.cfg.OpenFolder(w.s, folder)
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer root.Close()
 	kind, size, found, err := quota.StatInode(root, hint, ino)
 	if err != nil || !found {
-		return 0, err
+		return 0, false, err
 	}
 	if kind == quota.KindFile || kind == quota.KindSymlink {
-		return size, nil
+		return size, true, nil
 	}
-	return 0, nil
+	return 0, true, nil
 }
+
+var errNotQuiet = errors.New("the inode changed on this node since the snapshot")
 
 // resolve ends a contested hold record whose last open entry closes:
 // the inode's figure becomes what storage holds. Returns the correction.
-func (w *worker) resolve(hr *holdRec, folder string, ino quota.InodeKey, hint string) (int64, error) {
+// What storage shows must hold no change of this node it has not
+// settled (Quiet); a file found gone leaves a tombstone in p.
+func (w *worker) resolve(p *plan, hr *holdRec, folder string, ino quota.InodeKey, hint string, ops uint64) (int64, error) {
 	if hr.Hint != "" {
 		hint = hr.Hint
 	}
-	size, err := w.inodeSize(folder, ino, hint)
+	size, found, err := w.inodeSize(folder, ino, hint)
 	if err != nil {
 		return 0, err
+	}
+	if !w.c.manager().Quiet(w.s, folder, ino, ops) {
+		return 0, errNotQuiet
+	}
+	if !found {
+		p.ops = append(p.ops, clientv3.OpPut(w.c.k.tomb(w.sk, folder, ino), encode(tombRec{At: time.Now().UnixMilli()})))
 	}
 	return size - (hr.Base + hr.sumC()), nil
 }
@@ -913,10 +993,12 @@ func (w *worker) plan(b *quota.Batch, in intent, u quota.Unsettled, last bool, n
 				case hr.openOthers(me):
 					e.Open = false
 				case hr.Contested || len(hr.E) > 1:
-					corr, err := w.resolve(hr, h.Folder, h.Ino, h.Hint)
+					corr, err := w.resolve(p, hr, h.Folder, h.Ino, h.Hint, h.Ops)
 					if err != nil {
 						// Left for a later try: the entry stays, closed.
-						c.log.Warn().Err(err).Str("folder", h.Folder).Msg("grants: cannot look at a contested file; its figure is settled later")
+						if !errors.Is(err, errNotQuiet) {
+							c.log.Warn().Err(err).Str("folder", h.Folder).Msg("grants: cannot look at a contested file; its figure is settled later")
+						}
 						e.Open = false
 						break
 					}
@@ -932,6 +1014,15 @@ func (w *worker) plan(b *quota.Batch, in intent, u quota.Unsettled, last bool, n
 			w.cmpHold(p, key, seen)
 			hr, ok := w.holdRecFor(p, key)
 			if !ok {
+				tk := k.tomb(w.sk, r.Folder, r.Ino)
+				if _, dead := w.tombs[tk]; dead {
+					// A figure set from storage already saw the file gone.
+					add(r.Folder, 0, r.Inodes)
+					ownN += r.Inodes
+					continue
+				}
+				p.cmps = append(p.cmps, clientv3.Compare(clientv3.CreateRevision(tk), "=", 0))
+				p.els = append(p.els, clientv3.OpGet(tk))
 				add(r.Folder, r.Bytes, r.Inodes)
 				ownB += r.Bytes
 				ownN += r.Inodes
@@ -953,7 +1044,7 @@ func (w *worker) plan(b *quota.Batch, in intent, u quota.Unsettled, last bool, n
 				open = open || x.Open
 			}
 			if !open {
-				corr, err := w.resolve(hr, r.Folder, r.Ino, "")
+				corr, err := w.resolve(p, hr, r.Folder, r.Ino, "", r.Ops)
 				if err == nil {
 					add(r.Folder, corr, 0)
 					p.holds[key] = nil
@@ -1005,23 +1096,25 @@ func (w *worker) plan(b *quota.Batch, in intent, u quota.Unsettled, last bool, n
 	}
 	if last {
 		pb, pn := nr.pool()
-		if nr.Limit > 0 && (in.needB > 0 || in.bg) {
+		if nr.Limit > 0 && (in.needB > 0 || in.bg) && !(in.noTake && pb < in.needB) {
 			a := w.desired(in.needB, pb, w.unit(), nr, false, now)
 			sh.Grant += a
 			in.needB -= a
 		}
-		if nr.LimitInodes > 0 && (in.needN > 0 || in.bgN) {
+		if nr.LimitInodes > 0 && (in.needN > 0 || in.bgN) && !(in.noTakeN && pn < in.needN) {
 			a := w.desired(in.needN, pn, w.unitN(), nr, true, now)
 			sh.GrantInodes += a
 			in.needN -= a
 		}
-		if in.needB > 0 || in.needN > 0 {
+		switch {
+		case in.keepWant:
+		case in.needB > 0 || in.needN > 0:
 			if sh.Want == 0 && sh.WantInodes == 0 {
 				nr.Recall++
 			}
 			sh.Want, sh.WantInodes = max(in.needB, 0), max(in.needN, 0)
 			sh.WantUntil = now.Add(c.cfg.Wait).UnixMilli()
-		} else {
+		default:
 			sh.Want, sh.WantInodes, sh.WantUntil = 0, 0, 0
 		}
 		if in.answerRecall {
@@ -1041,14 +1134,6 @@ func (w *worker) plan(b *quota.Batch, in intent, u quota.Unsettled, last bool, n
 	}
 	if p.newMember {
 		p.ops = append(p.ops, clientv3.OpPut(k.member(me, w.sk), ""))
-	}
-	if w.check.epoch != 0 && w.check.started {
-		phase := w.check.sent
-		if last {
-			phase = w.check.phase
-		}
-		p.ops = append(p.ops, w.answerOp(u, phase))
-		p.answered = phase
 	}
 	return p, nil
 }
@@ -1099,9 +1184,6 @@ func (w *worker) commit(p *plan, rev int64, now time.Time) error {
 	w.hadShare = true
 	w.member = w.member || p.newMember
 	w.wantSet = sh.Want > 0 || sh.WantInodes > 0
-	if p.answered > w.check.sent {
-		w.check.sent = p.answered
-	}
 	w.seen = max(w.seen, rev)
 	if p.b != nil {
 		var b, n int64
@@ -1118,6 +1200,77 @@ func (w *worker) commit(p *plan, rev int64, now time.Time) error {
 		return m.ApplySettle(w.s, p.b, w.view(rev), w.figures(changed))
 	}
 	return m.SetView(w.s, w.view(rev), w.figures(changed))
+}
+
+// sweep finishes hold records left without an open entry (a last close
+// that could not look at the file, or saw this node busy with it) and
+// drops expired tombstones. A record is finished by the first node that
+// has nothing unsettled on the inode.
+func (w *worker) sweep() {
+	c, m := w.c, w.c.manager()
+	k := c.k
+	n := 0
+	for key, hc := range w.holds {
+		if hc.rec == nil || len(hc.rec.E) == 0 || n >= 8 {
+			continue
+		}
+		open := false
+		for _, e := range hc.rec.E {
+			open = open || e.Open
+		}
+		if open {
+			continue
+		}
+		folder, ino, err := k.holdOf(w.sk, key)
+		if err != nil || !m.Idle(w.s, folder, ino) {
+			continue
+		}
+		n++
+		p := &plan{holds: map[string]*holdRec{}}
+		size, found, err := w.inodeSize(folder, ino, hc.rec.Hint)
+		if err != nil || !m.Idle(w.s, folder, ino) {
+			continue
+		}
+		corr := size - (hc.rec.Base + hc.rec.sumC())
+		if !found {
+			p.ops = append(p.ops, clientv3.OpPut(k.tomb(w.sk, folder, ino), encode(tombRec{At: time.Now().UnixMilli()})))
+		}
+		nr := &record{Nodes: map[string]*share{}}
+		if w.rec != nil {
+			nr = w.rec.clone()
+		}
+		rkey := k.record(w.sk)
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(rkey), "=", w.rev), clientv3.Compare(clientv3.ModRevision(key), "=", hc.rev)}
+		ops := append(p.ops, clientv3.OpDelete(key))
+		if corr != 0 && !nr.Dropped[folder] {
+			fig := w.folders[folder].fig
+			fig.Bytes += corr
+			nr.Settled += corr
+			ops = append(ops, clientv3.OpPut(k.folder(w.sk, folder), encode(fig)), clientv3.OpPut(rkey, encode(nr)))
+		}
+		resp, err := c.txnFull(c.ctx, cmps, ops, nil)
+		w.txns.Add(1)
+		if err != nil || !resp.Succeeded {
+			continue // the watch brings the news; tried again later
+		}
+		c.log.Debug().Str("scope", w.s.String()).Str("folder", folder).Int64("correction", corr).Msg("grants: finished a hold record left without open entries")
+	}
+	var old []string
+	for key, t := range w.tombs {
+		if time.Since(time.UnixMilli(t.fig.Bytes)) > tombLife && len(old) < batchItems {
+			old = append(old, key)
+		}
+	}
+	if len(old) > 0 {
+		var cmps []clientv3.Cmp
+		var ops []clientv3.Op
+		for _, key := range old {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", w.tombs[key].rev))
+			ops = append(ops, clientv3.OpDelete(key))
+		}
+		c.txnFull(c.ctx, cmps, ops, nil)
+		w.txns.Add(1)
+	}
 }
 
 // register registers the write holds the Manager queued: each in its
@@ -1162,6 +1315,9 @@ func (w *worker) register() error {
 				recs[key] = hr
 				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", rev))
 				ops = append(ops, clientv3.OpPut(key, encode(hr)))
+				if tk := c.k.tomb(w.sk, r.Folder, r.Ino); w.tombs[tk].rev != 0 {
+					ops = append(ops, clientv3.OpDelete(tk)) // a new file took the number
+				}
 				els = append(els, clientv3.OpGet(key))
 			}
 			resp, err := c.txnFull(c.ctx, cmps, ops, els)
@@ -1237,6 +1393,10 @@ func (w *worker) endWaiters(all bool) {
 			end = true
 			w.logWait(wt, frozen)
 		}
+		if end && !now.After(wt.deadline) {
+			w.protect = now.Add(100 * time.Millisecond)
+			w.demand.Store(now.UnixNano())
+		}
 		if end {
 			if e := w.c.log.Debug(); e.Enabled() {
 				var pb, ob int64
@@ -1275,17 +1435,25 @@ func (w *worker) logWait(wt *waiter, frozen bool) {
 	ev.Msg("quota: growth refused (EDQUOT) after waiting for room other nodes hold")
 }
 
-// answerOp is the node's answer to the running cluster check.
-func (w *worker) answerOp(u quota.Unsettled, phase int) clientv3.Op {
-	a := answer{Epoch: w.check.epoch, Phase: phase, Overflow: u.Overflow}
-	for _, j := range u.Journal {
+// answer tells the running cluster check that this node reached its
+// phase, with its journal.
+func (w *worker) answer() error {
+	c, m := w.c, w.c.manager()
+	entries, overflow := m.Journal(w.s)
+	a := answer{Epoch: w.check.epoch, Phase: w.check.phase, Overflow: overflow}
+	for _, j := range entries {
 		a.Journal = append(a.Journal, journalEntry{Folder: j.Folder, Dev: j.Ino.Dev, Ino: j.Ino.Ino, Bytes: j.Bytes, Inodes: j.Inodes})
 	}
-	return clientv3.OpPut(w.c.k.answer(w.sk, w.c.cfg.Node), encode(a), clientv3.WithLease(clientv3.LeaseID(w.c.lease.Load())))
+	_, err := c.txnFull(c.ctx, nil, []clientv3.Op{clientv3.OpPut(c.k.answer(w.sk, c.cfg.Node), encode(a), clientv3.WithLease(clientv3.LeaseID(c.lease.Load())))}, nil)
+	if err != nil {
+		return err
+	}
+	w.check.sent = a.Phase
+	return nil
 }
 
-// followCheck starts or ends journaling as the cluster check of the scope
-// asks.
+// followCheck follows the cluster check of the scope: a new one makes the
+// next settlement start the journal (settle.go), an ended one stops it.
 func (w *worker) followCheck(chk checkState) {
 	m := w.c.manager()
 	if chk.epoch == 0 {
@@ -1299,10 +1467,7 @@ func (w *worker) followCheck(chk checkState) {
 		return
 	}
 	if chk.epoch != w.check.epoch {
-		if err := m.StartJournal(w.s, chk.epoch); err != nil {
-			return
-		}
-		w.check = checkState{epoch: chk.epoch, started: true}
+		w.check = checkState{epoch: chk.epoch}
 	}
 	w.check.phase = chk.phase
 }
