@@ -25,11 +25,12 @@ import (
 type Grants interface {
 	// Room is called, with no lock of the Manager held, when an operation
 	// in scope s needs more than the node holds (see Need). It asks the
-	// cluster and returns once the node's room covers the need, or it
-	// concluded that no more can be had, at the latest after its bounded
-	// wait. The caller then computes room again and cuts the operation
-	// short or refuses it.
-	Room(s ScopeKey, need Need)
+	// cluster and returns true once the node's room covers the need;
+	// false when no more can be had now (the scope is nearly full: a write
+	// is then cut short to what the node holds) or its bounded wait is
+	// over. The caller computes room again; other writers of the node may
+	// have used it meanwhile, so after true it may ask again.
+	Room(s ScopeKey, need Need) bool
 	// Notify tells that scope s has work for the cluster: holds to
 	// register, or room below the low mark of its view. It may be called
 	// with a scope's lock held: it must not block and must not call the
@@ -95,6 +96,8 @@ type clScope struct {
 	growB, growN int64
 	snapB, snapN int64
 	growInit     bool
+	grownB       int64 // all own growth since Open (the client's write rate)
+	grownN       int64
 	pending      *pendingSettle
 	regQ         []*inode             // holds to register
 	regs         map[*inode]struct{}  // inodes with a registration state
@@ -185,9 +188,11 @@ func (sc *scope) clGrow(db, dn int64) {
 	}
 	if db > 0 {
 		c.growB += db
+		c.grownB += db
 	}
 	if dn > 0 {
 		c.growN += dn
+		c.grownN += dn
 	}
 }
 
@@ -247,13 +252,19 @@ func (sc *scope) clusterAvailInodes() int64 {
 
 var errNoHold = fmt.Errorf("%w: the cluster has not registered the file's write hold", ErrExceeded)
 
+// maxAsks bounds how often one operation asks for room while other
+// writers of the node use what it got.
+const maxAsks = 64
+
 // clusterRoom prepares growth of in up to end in cluster mode: in a scope
 // with a limit the inode's write hold must be registered (a survivor must
 // find every file a dead node may have grown), and the node must hold the
-// room. When either is missing it asks the client once, outside the lock.
-// It returns the inode's charge afterwards. sc.mu is held.
+// room. When either is missing it asks the client, outside the lock, as
+// long as the client makes progress. It returns the inode's charge
+// afterwards. sc.mu is held.
 func (sc *scope) clusterRoom(in *inode, end int64, exact bool) (int64, error) {
-	for asked := false; ; asked = true {
+	more := true
+	for asks := 0; ; asks++ {
 		cur := in.chargeNow()
 		if end <= cur {
 			return cur, nil
@@ -264,20 +275,20 @@ func (sc *scope) clusterRoom(in *inode, end int64, exact bool) (int64, error) {
 		if hold && (in.cl == nil || in.cl.reg == regNone) {
 			sc.clusterHold(in)
 		}
-		if asked {
-			if hold {
-				return cur, errNoHold
-			}
-			return cur, nil
-		}
 		a := sc.avail()
 		short := end-cur > a
 		if !hold && !short {
 			return cur, nil
 		}
+		if !more || asks >= maxAsks {
+			if hold {
+				return cur, errNoHold
+			}
+			return cur, nil
+		}
 		in.pins++
 		sc.mu.Unlock()
-		sc.m.opts.Grants.Room(sc.key, Need{Bytes: end - cur, Exact: exact, Hold: hold})
+		more = sc.m.opts.Grants.Room(sc.key, Need{Bytes: end - cur, Exact: exact, Hold: hold})
 		sc.mu.Lock()
 		in.pins--
 	}
@@ -286,7 +297,8 @@ func (sc *scope) clusterRoom(in *inode, end int64, exact bool) (int64, error) {
 // clusterInodeRoom is ReserveInode's room check in cluster mode: one inode
 // and bytes, asking the client once when the node holds too little.
 func (sc *scope) clusterInodeRoom(f *folder, bytes int64) error {
-	for asked := false; ; asked = true {
+	more := true
+	for asks := 0; ; asks++ {
 		if f.dropped {
 			return fmt.Errorf("%w: folder %s was dropped", ErrInvalid, f.id)
 		}
@@ -294,14 +306,14 @@ func (sc *scope) clusterInodeRoom(f *folder, bytes int64) error {
 		if ri >= 1 && rb >= bytes {
 			return nil
 		}
-		if asked {
+		if !more || asks >= maxAsks {
 			if ri < 1 {
 				return errNoInodes
 			}
 			return errNoBytes
 		}
 		sc.mu.Unlock()
-		sc.m.opts.Grants.Room(sc.key, Need{Bytes: bytes, Inodes: 1, Exact: true})
+		more = sc.m.opts.Grants.Room(sc.key, Need{Bytes: bytes, Inodes: 1, Exact: true})
 		sc.mu.Lock()
 	}
 }
@@ -525,6 +537,18 @@ func (sc *scope) setViewLocked(v ClusterView, folders map[string]FolderSet) {
 	}
 }
 
+// Grown returns the node's own growth in scope s since Open (bytes,
+// inodes): the client sizes its grant requests by its rate.
+func (m *Manager) Grown(s ScopeKey) (int64, int64) {
+	sc, _ := m.lookup(s, false)
+	if sc == nil || sc.cl == nil {
+		return 0, 0
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.cl.grownB, sc.cl.grownN
+}
+
 // Withhold takes up to bytes and inodes of the node's room out of its
 // grant in the view and returns what it took: room the client gives back
 // to the cluster, which the node can no longer spend meanwhile.
@@ -662,7 +686,8 @@ func (m *Manager) Idle(s ScopeKey, folderID string, ino InodeKey) bool {
 	return in == nil || (in.writers == 0 && in.outstanding == 0 && (in.cl == nil || in.cl.reg == regNone))
 }
 
-// PendingHolds reports whether holds wait for registration.
+// PendingHolds reports whether holds wait for registration or are being
+// registered.
 func (m *Manager) PendingHolds(s ScopeKey) bool {
 	sc, _ := m.lookup(s, false)
 	if sc == nil || sc.cl == nil {
@@ -670,8 +695,8 @@ func (m *Manager) PendingHolds(s ScopeKey) bool {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	for _, in := range sc.cl.regQ {
-		if in.cl != nil && in.cl.reg == regPending {
+	for in := range sc.cl.regs {
+		if in.cl != nil && (in.cl.reg == regPending || in.cl.reg == regFlight) {
 			return true
 		}
 	}

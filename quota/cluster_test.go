@@ -31,7 +31,7 @@ func (g *fakeGrants) view() ClusterView {
 	return ClusterView{Rev: g.rev, Limit: g.limit, Grant: g.grant, Settled: g.settled}
 }
 
-func (g *fakeGrants) Room(s ScopeKey, need Need) {
+func (g *fakeGrants) Room(s ScopeKey, need Need) bool {
 	g.rooms.Add(1)
 	m := g.m.Load()
 	g.mu.Lock()
@@ -43,6 +43,7 @@ func (g *fakeGrants) Room(s ScopeKey, need Need) {
 	g.grant += a
 	g.pool -= a
 	m.SetView(s, g.view(), nil)
+	return a > 0
 }
 
 func (g *fakeGrants) Notify(ScopeKey) { g.notifies.Add(1) }

@@ -263,26 +263,28 @@ func (c *Client) Close() error {
 }
 
 // Room implements quota.Grants.
-func (c *Client) Room(s quota.ScopeKey, need quota.Need) {
+func (c *Client) Room(s quota.ScopeKey, need quota.Need) bool {
 	deadline := time.Now().Add(c.cfg.Wait)
 	select {
 	case <-c.started:
 	case <-c.ctx.Done():
-		return
+		return false
 	case <-time.After(c.cfg.Wait):
-		return
+		return false
 	}
 	if c.closed.Load() {
-		return
+		return false
 	}
 	w := c.worker(s)
 	wt := &waiter{need: need, deadline: deadline, done: make(chan struct{})}
 	w.addWaiter(wt)
 	select {
 	case <-wt.done:
+		return wt.met
 	case <-time.After(time.Until(deadline) + 100*time.Millisecond):
 	case <-c.ctx.Done():
 	}
+	return false
 }
 
 // Notify implements quota.Grants: it only kicks the scope's worker.
@@ -477,15 +479,21 @@ func (c *Client) State(ctx context.Context, s quota.ScopeKey) (ScopeState, error
 type Stats struct {
 	// Txns per scope: transactions this node sent on the scope's keys.
 	Txns map[quota.ScopeKey]int64
+	// Of them: hold registrations, grant requests (most also settle), and
+	// those whose compare failed (and were sent again).
+	Registrations, Asks, Conflicts map[quota.ScopeKey]int64
 }
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
-	st := Stats{Txns: map[quota.ScopeKey]int64{}}
+	st := Stats{Txns: map[quota.ScopeKey]int64{}, Registrations: map[quota.ScopeKey]int64{}, Asks: map[quota.ScopeKey]int64{}, Conflicts: map[quota.ScopeKey]int64{}}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for s, w := range c.workers {
 		st.Txns[s] = w.txns.Load()
+		st.Registrations[s] = w.regs.Load()
+		st.Asks[s] = w.asks.Load()
+		st.Conflicts[s] = w.fails.Load()
 	}
 	return st
 }

@@ -36,6 +36,7 @@ type waiter struct {
 	done     chan struct{}
 	over     bool
 	asked    bool // the worker asked the cluster since the waiter came
+	met      bool // ended because the node's room covered it
 }
 
 type holdCache struct {
@@ -71,6 +72,9 @@ type worker struct {
 	stopCh  chan struct{}
 	stopped chan struct{}
 	txns    atomic.Int64
+	regs    atomic.Int64 // of txns: hold registrations
+	asks    atomic.Int64 // of txns: asking for room (with or without settling)
+	fails   atomic.Int64 // of txns: compare failed (retried)
 
 	mu      sync.Mutex
 	waiters []*waiter
@@ -546,9 +550,9 @@ func (w *worker) unitN() int64 {
 	return min(max(u, 64), 1<<16)
 }
 
-// sample updates the node's write rate in the scope.
-func (w *worker) sample(now time.Time, ub, un int64) {
-	own, ownN := w.applied+ub, w.appliedN+un
+// sample updates the node's write rate (growth) in the scope.
+func (w *worker) sample(now time.Time) {
+	own, ownN := w.c.manager().Grown(w.s)
 	if w.lastSample.IsZero() {
 		w.lastSample, w.lastOwn, w.lastOwnN = now, own, ownN
 		return
@@ -652,7 +656,7 @@ func (w *worker) settle(final bool) error {
 		u.Loose, u.Holds, u.Removed = nil, nil, nil
 	}
 	v, _, ub, un := m.View(w.s)
-	w.sample(now, ub, un)
+	w.sample(now)
 	rec := w.rec
 	if rec == nil {
 		rec = &record{}
@@ -800,6 +804,9 @@ func (w *worker) transact(u quota.Unsettled, in intent, now time.Time) error {
 			}
 			resp, err := c.txnFull(c.ctx, p.cmps, p.ops, p.els)
 			w.txns.Add(1)
+			if last && (bi.needB > 0 || bi.needN > 0 || bi.bg || bi.bgN) {
+				w.asks.Add(1)
+			}
 			if err != nil {
 				if b != nil {
 					w.inflight = b
@@ -808,6 +815,7 @@ func (w *worker) transact(u quota.Unsettled, in intent, now time.Time) error {
 				return err
 			}
 			if !resp.Succeeded {
+				w.fails.Add(1)
 				before := w.rev
 				w.absorbElse(resp, p)
 				if e := c.log.Debug(); e.Enabled() {
@@ -1193,8 +1201,6 @@ func (w *worker) commit(p *plan, rev int64, now time.Time) error {
 		}
 		w.applied += b
 		w.appliedN += n
-		w.lastOwn += b
-		w.lastOwnN += n
 		w.lastSettle = now
 		w.inflight = nil
 		return m.ApplySettle(w.s, p.b, w.view(rev), w.figures(changed))
@@ -1322,6 +1328,7 @@ func (w *worker) register() error {
 			}
 			resp, err := c.txnFull(c.ctx, cmps, ops, els)
 			w.txns.Add(1)
+			w.regs.Add(1)
 			if err != nil {
 				m.HoldsDone(w.s, refs, false)
 				return err
@@ -1368,12 +1375,18 @@ func (w *worker) endWaiters(all bool) {
 		end := all
 		if !end && known && !frozen {
 			roomB, roomN := v.Grant-ub, v.GrantInodes-un
-			// A write takes what the node holds once it has asked (it is
-			// cut short); all-or-nothing operations need it all.
-			okB := v.Limit <= 0 || roomB >= wt.need.Bytes || (!wt.need.Exact && wt.asked && roomB > 0)
+			okB := v.Limit <= 0 || roomB >= wt.need.Bytes
 			okN := v.LimitInodes <= 0 || roomN >= wt.need.Inodes
 			okH := !wt.need.Hold || !pending
 			end = okB && okN && okH
+			wt.met = end
+			if !end && okB == false && okN && okH && !wt.need.Exact && wt.asked && roomB > 0 && rec != nil {
+				// A write takes what the node holds once it asked and the
+				// pool cannot give the rest: it is cut short there.
+				if pb, _ := rec.pool(); roomB+max(pb, 0) < wt.need.Bytes {
+					end = true
+				}
+			}
 			if !end && okH && rec != nil && !w.stale {
 				pb, pn := rec.pool()
 				ob, on := rec.othersGrant(me)
