@@ -108,7 +108,6 @@ type clScope struct {
 	journal      map[*inode]struct{}  // inodes touched since the journal started
 	jOverflow    map[string]bool      // folders with more touched inodes than kept
 	folderSet    map[string]FolderSet // the cluster's settled figure per folder
-	closedNotice bool
 }
 
 // FolderSet is a folder's settled figure in the cluster.
