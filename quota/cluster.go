@@ -747,6 +747,9 @@ type Unsettled struct {
 	Removed []RemovedCredit
 	Bytes   int64 // the node's whole unsettled change (holds waiting for registration included)
 	Inodes  int64
+	// Growth, GrowthInodes: the growth in this snapshot and earlier ones
+	// not yet settled; what settling it takes off the node's grant.
+	Growth, GrowthInodes int64
 }
 
 // Unsettled takes a snapshot of what the node has not settled in s.
@@ -768,6 +771,7 @@ func (sc *scope) unsettledLocked() Unsettled {
 	u.Bytes, u.Inodes = sc.unsettled()
 	// This snapshot's growth stays in room until its last batch is applied.
 	c.snapB, c.snapN, c.growB, c.growN = c.snapB+c.growB, c.snapN+c.growN, 0, 0
+	u.Growth, u.GrowthInodes = c.snapB, c.snapN
 	held := map[*folder][2]int64{}
 	for in := range c.regs {
 		if in.f.dropped || in.cl == nil {

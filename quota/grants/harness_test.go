@@ -433,7 +433,8 @@ func (cl *cluster) setLimit(bytes, inodes int64) {
 }
 
 // invariant replays every revision of the scope record and checks
-// settled + grants <= limit in each.
+// settled + grants <= limit in each, or, after the limit was lowered
+// below it, that the sum does not grow until it holds again.
 func (cl *cluster) invariant() int {
 	t := cl.t
 	t.Helper()
@@ -447,6 +448,7 @@ func (cl *cluster) invariant() int {
 	}
 	wch := cli.Watch(ctx, key, clientv3.WithRev(1))
 	n := 0
+	prev := int64(-1)
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
 			t.Fatal(err)
@@ -458,9 +460,10 @@ func (cl *cluster) invariant() int {
 			}
 			n++
 			g, _ := rec.granted()
-			if rec.Limit > 0 && rec.Settled+g > rec.Limit {
+			if sum := rec.Settled + g; rec.Limit > 0 && sum > rec.Limit && (prev < 0 || sum > prev) {
 				t.Errorf("revision %d: settled %d + grants %d > limit %d", ev.Kv.ModRevision, rec.Settled, g, rec.Limit)
 			}
+			prev = rec.Settled + g
 		}
 		if resp.Header.Revision >= cur.Header.Revision || len(resp.Events) == 0 {
 			if len(resp.Events) > 0 && resp.Events[len(resp.Events)-1].Kv.ModRevision >= cur.Kvs[0].ModRevision {

@@ -79,8 +79,12 @@ type intent struct {
 	noTake       bool  // only ask when all of needB can be had
 	noTakeN      bool
 	keepWant     bool // leave the share's Want as it is
-	answerRecall bool
-	clearWant    bool
+	// growth of the round's snapshot, and what the round's earlier
+	// batches applied of the node's own change
+	growth, growthN int64
+	prevB, prevN    int64
+	answerRecall    bool
+	clearWant       bool
 }
 
 func (w *worker) waiterNeeds() (b, n int64, any, cut bool) {
@@ -257,11 +261,14 @@ func (w *worker) transact(u quota.Unsettled, in intent, now time.Time) error {
 	if len(batches) == 0 {
 		batches = []*quota.Batch{nil}
 	}
+	in.growth, in.growthN = u.Growth, u.GrowthInodes
+	var prevB, prevN int64
 	for i, b := range batches {
 		last := i == len(batches)-1
 		bi := intent{}
 		if last {
 			bi = in
+			bi.prevB, bi.prevN = prevB, prevN
 		} else {
 			bi.retB, bi.retN = in.retB, in.retN
 			in.retB, in.retN = 0, 0
@@ -302,6 +309,8 @@ func (w *worker) transact(u quota.Unsettled, in intent, now time.Time) error {
 			if err := w.commit(p, resp.Header.Revision, now); err != nil {
 				return err
 			}
+			prevB += p.ownB
+			prevN += p.ownN
 			done = true
 		}
 		if !done {
@@ -566,12 +575,28 @@ func (w *worker) plan(b *quota.Batch, in intent, u quota.Unsettled, last bool, n
 	nr.Settled += totB
 	nr.SettledInodes += totN
 	p.ownB, p.ownN = ownB, ownN
-	// The grant shrinks by the growth the node used.
+	// The grant shrinks by the growth the node used. What the node freed
+	// (its settled shrinks) goes back to the pool: the node keeps it only
+	// as far as the pool is not over the limit (a lowered one).
 	if nr.Limit > 0 {
 		sh.Grant = max(sh.Grant-ownB, 0)
+		if last && b != nil {
+			if freed := in.growth - (in.prevB + ownB); freed > 0 {
+				sh.Grant = max(sh.Grant-freed, 0)
+				pb, _ := nr.pool()
+				sh.Grant += min(freed, max(pb, 0))
+			}
+		}
 	}
 	if nr.LimitInodes > 0 {
 		sh.GrantInodes = max(sh.GrantInodes-ownN, 0)
+		if last && b != nil {
+			if freed := in.growthN - (in.prevN + ownN); freed > 0 {
+				sh.GrantInodes = max(sh.GrantInodes-freed, 0)
+				_, pn := nr.pool()
+				sh.GrantInodes += min(freed, max(pn, 0))
+			}
+		}
 	}
 	sh.Grant = max(sh.Grant-in.retB, 0)
 	sh.GrantInodes = max(sh.GrantInodes-in.retN, 0)
