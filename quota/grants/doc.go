@@ -37,6 +37,8 @@
 // folders, holds and removals adds its changes to the folder figures and
 // the scope's settled figure and takes the growth it used off its grant
 // (its room does not change), with the next sequence number of its share.
+// What it freed goes back to the pool; the node keeps it as room only as
+// far as the pool is not over the limit (after a limit was lowered).
 // The ledger writes the batch as pending (with a flush) before it is
 // sent; after a crash the sequence number in the store tells whether it
 // was applied (quota.Manager.PrepareSettle, ResolvePending): each change
