@@ -128,3 +128,47 @@ func TestOutageStop(t *testing.T) {
 func TestOutagePause(t *testing.T) {
 	testOutageWith(t, "pause")
 }
+
+// TestOutageLongerThanLease: with a 3 s lease, a 7 s outage: after the
+// lease's margin the node grows nothing (a survivor could have taken its
+// grant), and grows again once the store is back; nothing overshoots.
+func TestOutageLongerThanLease(t *testing.T) {
+	cl := newCluster(t, 2, func(c *Config) {
+		c.LeaseTTL = 3 * time.Second
+		c.Wait = time.Second
+		c.CallTimeout = 500 * time.Millisecond
+		c.MinUnit = 64 << 20 // grants outlast the outage
+	})
+	const limit = 1 << 30
+	cl.setLimit(limit, 0)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var refused atomic.Int64
+	for _, n := range cl.nodes {
+		steady(t, n, "f1", stop, &wg, &refused)
+	}
+	time.Sleep(time.Second)
+	cl.etcd.Stop()
+	time.Sleep(4 * time.Second) // past the lease's margin
+	frozen := cl.volumeBytes()
+	time.Sleep(3 * time.Second)
+	if after := cl.volumeBytes(); after != frozen {
+		t.Errorf("the volume grew from %d to %d while the nodes could not confirm their leases", frozen, after)
+	}
+	if err := cl.etcd.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for cl.volumeBytes() <= frozen && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if cl.volumeBytes() <= frozen {
+		t.Error("writes did not resume after the store came back")
+	}
+	close(stop)
+	wg.Wait()
+	if got := cl.volumeBytes(); got > limit {
+		t.Errorf("volume %d over the limit", got)
+	}
+	cl.waitSettled(cl.volumeBytes(), 15*time.Second)
+}
