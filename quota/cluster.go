@@ -536,6 +536,22 @@ func (sc *scope) setViewLocked(v ClusterView, folders map[string]FolderSet) {
 	}
 }
 
+// FolderUnsettled returns what the node changed in a folder and has not
+// settled (net).
+func (m *Manager) FolderUnsettled(s ScopeKey, folderID string) (int64, int64) {
+	sc, _ := m.lookup(s, false)
+	if sc == nil || sc.cl == nil {
+		return 0, 0
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	f := sc.folders[folderID]
+	if f == nil {
+		return 0, 0
+	}
+	return f.unsettled()
+}
+
 // Grown returns the node's own growth in scope s since Open (bytes,
 // inodes): the client sizes its grant requests by its rate.
 func (m *Manager) Grown(s ScopeKey) (int64, int64) {

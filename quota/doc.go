@@ -197,5 +197,7 @@
 //     storage only when the node has nothing unsettled there), and a
 //     journal for the cluster check (StartJournal).
 //
+// In cluster mode the limits that count are the cluster's (fed to the
+// client); those SetLimit stores stay on the node and are not enforced.
 // Without Grants none of this runs and nothing changes.
 package quota

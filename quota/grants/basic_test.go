@@ -1,6 +1,7 @@
 package grants
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -37,4 +38,27 @@ func TestBasicSettle(t *testing.T) {
 	}
 	cl.waitSettled(0, 5*time.Second)
 	t.Logf("revisions checked: %d", cl.invariant())
+}
+
+// TestFolderUsageAnyNode: a folder's cluster-wide figure on a node that
+// never wrote to it.
+func TestFolderUsageAnyNode(t *testing.T) {
+	cl := newCluster(t, 2, nil)
+	cl.setLimit(limit100, 0)
+	f, err := cl.nodes[0].create("f1", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, f, 3<<20)
+	f.close()
+	cl.waitSettled(3<<20, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	u, err := cl.nodes[1].c.FolderUsage(ctx, cl.s, "f1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Used != 3<<20 || u.UsedInodes != 1 || u.Limit != limit100 {
+		t.Fatalf("folder usage on the other node: %+v", u)
+	}
 }

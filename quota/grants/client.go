@@ -444,6 +444,37 @@ func (c *Client) Usage(ctx context.Context, s quota.ScopeKey) (quota.Usage, erro
 	return quota.Usage{Used: rec.Settled + ub, Limit: rec.Limit, UsedInodes: rec.SettledInodes + un, LimitInodes: rec.LimitInodes}, nil
 }
 
+// FolderUsage reads a folder's cluster-wide figure from the store plus
+// this node's unsettled change of it (the `usage` of a folder on any node,
+// also one this node never wrote to).
+func (c *Client) FolderUsage(ctx context.Context, s quota.ScopeKey, folderID string) (quota.Usage, error) {
+	sk := scopeKey(s)
+	resp, err := c.get(ctx, c.k.folder(sk, folderID))
+	if err != nil {
+		return quota.Usage{}, err
+	}
+	var fig figure
+	if len(resp.Kvs) == 1 {
+		f, err := decode[figure](resp.Kvs[0].Value)
+		if err != nil {
+			return quota.Usage{}, fmt.Errorf("grants: folder figure %s: %w", folderID, err)
+		}
+		fig = *f
+	}
+	rec, _, err := c.getRecord(ctx, c.k.record(sk))
+	if err != nil {
+		return quota.Usage{}, err
+	}
+	if rec == nil {
+		rec = &record{}
+	}
+	var ub, un int64
+	if m := c.m.Load(); m != nil {
+		ub, un = m.FolderUnsettled(s, folderID)
+	}
+	return quota.Usage{Used: max(fig.Bytes+ub, 0), Limit: rec.Limit, UsedInodes: max(fig.Inodes+un, 0), LimitInodes: rec.LimitInodes}, nil
+}
+
 // ScopeState is a scope's record as the store holds it.
 type ScopeState struct {
 	Limit, LimitInodes     int64
