@@ -383,7 +383,6 @@ func (c *Client) DropFolder(ctx context.Context, s quota.ScopeKey, folderID stri
 		var rev int64
 		var fig figure
 		var fexists bool
-		var holdKeys []string
 		for _, kv := range resp.Kvs {
 			k := string(kv.Key)
 			switch {
@@ -397,8 +396,6 @@ func (c *Client) DropFolder(ctx context.Context, s quota.ScopeKey, folderID stri
 				if err == nil {
 					fig, fexists = *f, true
 				}
-			case len(k) > len(c.k.holdsIn(sk, folderID)) && k[:len(c.k.holdsIn(sk, folderID))] == c.k.holdsIn(sk, folderID):
-				holdKeys = append(holdKeys, k)
 			}
 		}
 		if rec == nil {
@@ -415,7 +412,6 @@ func (c *Client) DropFolder(ctx context.Context, s quota.ScopeKey, folderID stri
 		if fexists {
 			ops = append(ops, clientv3.OpDelete(fkey))
 		}
-		_ = holdKeys
 		tr, err := c.txn(ctx, clientv3.Compare(clientv3.ModRevision(rkey), "=", rev), ops...)
 		if err != nil {
 			return err
