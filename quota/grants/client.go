@@ -375,7 +375,7 @@ func (c *Client) DropFolder(ctx context.Context, s quota.ScopeKey, folderID stri
 	sk := scopeKey(s)
 	rkey, fkey := c.k.record(sk), c.k.folder(sk, folderID)
 	for {
-		resp, err := c.get(ctx, c.k.scope(sk), clientv3.WithPrefix())
+		tr, err := c.txnFull(ctx, nil, []clientv3.Op{clientv3.OpGet(rkey), clientv3.OpGet(fkey)}, nil)
 		if err != nil {
 			return err
 		}
@@ -383,19 +383,15 @@ func (c *Client) DropFolder(ctx context.Context, s quota.ScopeKey, folderID stri
 		var rev int64
 		var fig figure
 		var fexists bool
-		for _, kv := range resp.Kvs {
-			k := string(kv.Key)
-			switch {
-			case k == rkey:
-				if rec, err = decode[record](kv.Value); err != nil {
-					return fmt.Errorf("grants: scope record of %s: %w", s, err)
-				}
-				rev = kv.ModRevision
-			case k == fkey:
-				f, err := decode[figure](kv.Value)
-				if err == nil {
-					fig, fexists = *f, true
-				}
+		if g := tr.Responses[0].GetResponseRange(); len(g.Kvs) == 1 {
+			if rec, err = decode[record](g.Kvs[0].Value); err != nil {
+				return fmt.Errorf("grants: scope record of %s: %w", s, err)
+			}
+			rev = g.Kvs[0].ModRevision
+		}
+		if g := tr.Responses[1].GetResponseRange(); len(g.Kvs) == 1 {
+			if f, err := decode[figure](g.Kvs[0].Value); err == nil {
+				fig, fexists = *f, true
 			}
 		}
 		if rec == nil {
@@ -412,11 +408,11 @@ func (c *Client) DropFolder(ctx context.Context, s quota.ScopeKey, folderID stri
 		if fexists {
 			ops = append(ops, clientv3.OpDelete(fkey))
 		}
-		tr, err := c.txn(ctx, clientv3.Compare(clientv3.ModRevision(rkey), "=", rev), ops...)
+		put, err := c.txn(ctx, clientv3.Compare(clientv3.ModRevision(rkey), "=", rev), ops...)
 		if err != nil {
 			return err
 		}
-		if tr.Succeeded {
+		if put.Succeeded {
 			return nil
 		}
 	}
