@@ -357,7 +357,7 @@ func (m *Manager) confirm(sc *scope, f *folder, fd int, rootDev uint64, c cand, 
 	if o.Repair {
 		in.ops++
 		in.unverified = false
-		sc.setExists(in, true, kind, st.Size)
+		sc.observe(in, func() { sc.setExists(in, true, kind, st.Size) }) // cluster: found, not made (cluster.go)
 		fnd.Repaired = true
 	}
 	rep.add(fnd, o.MaxFindings)
@@ -451,7 +451,7 @@ func (m *Manager) checkGone(ctx context.Context, sc *scope, f *folder, fd int, r
 				fnd := Finding{FolderID: f.id, Ino: k, Problem: ProblemGone, LedgerBytes: in.charged, LedgerInodes: b2i(in.exists)}
 				if o.Repair {
 					in.unverified = false
-					sc.remove(in)
+					sc.observe(in, func() { sc.remove(in) }) // cluster: found, not made (cluster.go)
 					fnd.Repaired = true
 				}
 				rep.add(fnd, o.MaxFindings)
@@ -502,6 +502,7 @@ func (m *Manager) auditFolder(sc *scope, f *folder, o CheckOptions, rep *Report)
 		sc.count += dc
 		f.corrUsed += du
 		f.corrCount += dc
+		sc.adoptFolder(f, du, dc) // cluster: found, not made (cluster.go)
 		sc.queueFolder(f)
 		sc.mu.Unlock()
 		fnd.Repaired = true

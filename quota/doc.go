@@ -166,8 +166,42 @@
 //
 // # Beyond one node
 //
-// Room is computed in one place (the scope's remaining bytes under its
-// lock; none while the store's disk is short). Quotas across nodes plug in there: the limit a node enforces
-// becomes the slice of the scope granted to it by a cluster-wide ledger,
-// while this package keeps accounting, persistence and recovery per node.
+// Room is computed in one place, the scope's avail (none at all while the
+// store's disk is short, in either mode). With Options.Grants
+// set (package quota/grants: one quota per scope across the nodes of a
+// cluster, on etcd) the ledger is in cluster mode, all of it in
+// cluster.go behind hooks marked "cluster:":
+//
+//   - Room is the node's grant minus the growth it charged and has not
+//     settled; an own shrink frees room only once settled. When an
+//     operation needs more, the ledger asks Grants.Room with no lock held
+//     (the inode pinned), then computes room again; a write inside the
+//     grant makes no call and no allocation (TestClusterGrowthDoesNotAllocate).
+//     A scope with a limit grows an inode only once the node's write hold
+//     of it is registered in the cluster.
+//   - First touch: OpenForWrite (and PrepareRemoveSize) take the size the
+//     caller observed as the inode's size; what that changes is adopted,
+//     not charged: it is another node's doing. Changes learned from
+//     storage (recovery finding a file gone, a Check's repairs) are
+//     adopted too. So a node's own figure, used - adopted, is the sum of
+//     what its operations changed, and the cluster figure the sum of the
+//     nodes' deltas. Adoption is committed with the records it explains
+//     (q/ga/<scope><folder>), and before a dirty mark outlives it, so
+//     recovery counts as own growth only what the node wrote.
+//   - Settlement: Unsettled snapshots per folder, per registered hold and
+//     per removal credit what the node has not settled; PrepareSettle
+//     makes a batch durable before the client sends it, ApplySettle
+//     records it (q/gs: the settled own figure per folder), ResolvePending
+//     applies or drops a batch left by a crash by the sequence number the
+//     cluster holds. Usage shows the cluster's settled figure plus the
+//     node's unsettled growth.
+//   - Faults: FreezeGrants (the client's lease is unconfirmed), RestoreHold
+//     and Disown (a restarted node learns what it registered, and what a
+//     survivor settled for it), Quiet and Idle (the client looks at
+//     storage only when the node has nothing unsettled there), and a
+//     journal for the cluster check (StartJournal).
+//
+// In cluster mode the limits that count are the cluster's (fed to the
+// client); those SetLimit stores stay on the node and are not enforced.
+// Without Grants none of this runs and nothing changes.
 package quota

@@ -154,6 +154,8 @@ type entry struct {
 	pSize   int64
 	pMark   bool
 	pHint   string
+	// cluster: adoption committed with this record (cluster.go)
+	adB, adN int64
 }
 
 type itEntry struct {
@@ -209,6 +211,11 @@ func (m *Manager) flush() error {
 			in.intents = nil
 			in.flushing = true
 			in.fMark = e.mark
+			if c := in.cl; c != nil {
+				// cluster: the adoption goes with the record (cluster.go)
+				e.adB, e.adN = c.padB, c.padN
+				c.fadB, c.fadN, c.padB, c.padN = c.fadB+c.padB, c.fadN+c.padN, 0, 0
+			}
 			ents = append(ents, e)
 		}
 		clear(sc.dirty)
@@ -276,7 +283,7 @@ func (m *Manager) commitChunk(ents []entry, its []itEntry, corr []corrEntry) (in
 	return len(ents), nil
 }
 
-type fdelta struct{ du, dc int64 }
+type fdelta struct{ du, dc, ab, an int64 }
 
 func (m *Manager) writeChunk(ents []entry, its []itEntry, corr []corrEntry) error {
 	txn := m.db.NewTransaction(true)
@@ -333,6 +340,11 @@ func (m *Manager) writeChunk(ents []entry, its []itEntry, corr []corrEntry) erro
 			d.du += now - was
 			d.dc += b2i(e.exists) - b2i(e.pExists)
 		}
+		if e.adB != 0 || e.adN != 0 {
+			d := fd(f)
+			d.ab += e.adB
+			d.an += e.adN
+		}
 	}
 	for _, x := range its {
 		k := keyIntent(x.sc.enc, x.it.f.enc, x.it.id)
@@ -350,11 +362,25 @@ func (m *Manager) writeChunk(ents []entry, its []itEntry, corr []corrEntry) erro
 		d := fd(c.f)
 		d.du += c.du
 		d.dc += c.dc
+		if c.f.sc.cl != nil {
+			// cluster: counter corrections are observations (cluster.go)
+			d.ab += c.du
+			d.an += c.dc
+		}
 	}
 	for f, d := range deltas {
 		// pUsed and pCount are only written by this goroutine.
-		if err := txn.Set(keyFolder(f.sc.enc, f.enc), encCounter(f.pUsed+d.du, f.pCount+d.dc)); err != nil {
-			return err
+		if d.du != 0 || d.dc != 0 || (d.ab == 0 && d.an == 0) {
+			if err := txn.Set(keyFolder(f.sc.enc, f.enc), encCounter(f.pUsed+d.du, f.pCount+d.dc)); err != nil {
+				return err
+			}
+		}
+		if d.ab != 0 || d.an != 0 {
+			// cluster: pAdB/pAdN are only written by this goroutine too.
+			fc := f.clf()
+			if err := txn.Set(cat(prefAdopt, f.sc.enc, f.enc), encPair(fc.pAdB+d.ab, fc.pAdN+d.an)); err != nil {
+				return err
+			}
 		}
 	}
 	return txn.Commit()
@@ -376,12 +402,18 @@ func (m *Manager) apply(ents []entry, its []itEntry, corr []corrEntry) {
 		d := deltas[e.in.f]
 		d.du += now - was
 		d.dc += b2i(e.exists) - b2i(e.pExists)
+		d.ab += e.adB
+		d.an += e.adN
 		deltas[e.in.f] = d
 	}
 	for _, c := range corr {
 		d := deltas[c.f]
 		d.du += c.du
 		d.dc += c.dc
+		if c.f.sc.cl != nil {
+			d.ab += c.du
+			d.an += c.dc
+		}
 		deltas[c.f] = d
 	}
 	lock := func(sc *scope, cur **scope) {
@@ -400,6 +432,12 @@ func (m *Manager) apply(ents []entry, its []itEntry, corr []corrEntry) {
 		in := e.in
 		in.pExists, in.pKind, in.pSize, in.pMark, in.pHint = e.exists, e.kind, e.size, e.mark, e.hint
 		in.flushing = false
+		if c := in.cl; c != nil {
+			// cluster: the adoption is committed (cluster.go)
+			c.fadB -= e.adB
+			c.fadN -= e.adN
+			e.sc.clTidy(in)
+		}
 		e.sc.settleSlot(in)
 		if in.evictable() {
 			e.sc.evict(in)
@@ -415,6 +453,11 @@ func (m *Manager) apply(ents []entry, its []itEntry, corr []corrEntry) {
 		lock(f.sc, &cur)
 		f.pUsed += d.du
 		f.pCount += d.dc
+		if d.ab != 0 || d.an != 0 {
+			fc := f.clf()
+			fc.pAdB += d.ab
+			fc.pAdN += d.an
+		}
 	}
 	if cur != nil {
 		cur.mu.Unlock()
@@ -427,6 +470,11 @@ func (m *Manager) requeue(ents []entry, its []itEntry, corr []corrEntry) {
 		e := &ents[i]
 		e.sc.mu.Lock()
 		e.in.flushing = false
+		if c := e.in.cl; c != nil {
+			// cluster: the adoption waits for the next commit (cluster.go)
+			c.fadB, c.fadN = c.fadB-e.adB, c.fadN-e.adN
+			c.padB, c.padN = c.padB+e.adB, c.padN+e.adN
+		}
 		e.in.intents = append(e.intents, e.in.intents...)
 		e.sc.touch(e.in)
 		e.sc.mu.Unlock()
@@ -481,6 +529,13 @@ func (m *Manager) DropFolder(s ScopeKey, folderID string) error {
 	delete(sc.folders, folderID)
 	sc.used -= f.used
 	sc.count -= f.count
+	if sc.cl != nil && f.cl != nil {
+		// cluster: the folder's unsettled changes go with it (cluster.go)
+		sc.cl.adB -= f.cl.adB
+		sc.cl.adN -= f.cl.adN
+		sc.cl.sOwnB -= f.cl.sOwnB
+		sc.cl.sOwnN -= f.cl.sOwnN
+	}
 	sc.mu.Unlock()
 	m.mu.Lock()
 	if m.folderIdx[folderID] == f {
@@ -499,7 +554,7 @@ func (m *Manager) DropFolder(s ScopeKey, folderID string) error {
 // dropPersisted deletes a dropped folder's keys in chunks, keeping its
 // counter equal to the records that remain. Runs in the commit loop.
 func (m *Manager) dropPersisted(sc *scope, f *folder) error {
-	for _, p := range []string{prefIntent, prefDirty, prefInode} {
+	for _, p := range []string{prefIntent, prefDirty, prefInode, prefAdopt, prefSettled} { // cluster: q/ga, q/gs (cluster.go)
 		prefix := cat(p, sc.enc, f.enc)
 		for {
 			var keys [][]byte

@@ -102,6 +102,16 @@ func (m *Manager) reserve(s ScopeKey, folderID string, ino InodeKey, off, end in
 	}
 	cur := in.chargeNow()
 	g := end
+	if end > cur && sc.cl != nil && m.space.Load() == int32(SpaceOK) {
+		// cluster: registration of the hold and room from the cluster,
+		// asked for outside the lock (cluster.go); with the store's disk
+		// short there is no room to ask for (avail is 0 below).
+		if cur, err = sc.clusterRoom(in, end, exact); err != nil {
+			sc.after(in)
+			sc.mu.Unlock()
+			return 0, Reservation{}, err
+		}
+	}
 	if end > cur {
 		a := sc.avail()
 		if exact {
@@ -210,6 +220,12 @@ func (sc *scope) done(in *inode, size int64, sizeOp bool) {
 // table, or, when the table cannot take it, by waiting for the commit that
 // writes it to the store (sc.mu is then released while waiting).
 func (sc *scope) waitMark(in *inode) error {
+	if sc.cl != nil && in.cl.adopting() {
+		// cluster: a mark must never outlive the adoption it follows (cluster.go)
+		if err := sc.waitAdopted(in); err != nil {
+			return err
+		}
+	}
 	if sc.setSlot(in) {
 		return nil
 	}
@@ -287,13 +303,18 @@ func (m *Manager) OpenForWrite(s ScopeKey, folderID string, ino InodeKey, size i
 	if err != nil {
 		return err
 	}
-	if !in.exists || (in.kind != KindFile && in.outstanding == 0) {
+	if sc.cl != nil {
+		sc.clusterOpen(in, size) // cluster: the first-touch rule (cluster.go)
+	} else if !in.exists || (in.kind != KindFile && in.outstanding == 0) {
 		in.ops++
 		sc.setExists(in, true, KindFile, size)
 	}
 	in.writers++
 	if validHint(hint) {
 		in.hint = hint
+	}
+	if sc.cl != nil {
+		sc.clusterHold(in) // cluster: register the hold (cluster.go)
 	}
 	sc.after(in)
 	sc.mu.Unlock()
@@ -437,7 +458,12 @@ func (m *Manager) ReserveInode(s ScopeKey, folderID string, kind Kind, bytes int
 	if m.space.Load() != int32(SpaceOK) {
 		return InodeReservation{}, errStoreShort // a new record
 	}
-	if sc.limitInodes > 0 && sc.count >= sc.limitInodes {
+	if sc.cl != nil {
+		// cluster: the node's inode grant (cluster.go)
+		if err := sc.clusterInodeRoom(f, bytes); err != nil {
+			return InodeReservation{}, err
+		}
+	} else if sc.limitInodes > 0 && sc.count >= sc.limitInodes {
 		return InodeReservation{}, errNoInodes
 	}
 	if bytes > sc.avail() {
@@ -448,6 +474,9 @@ func (m *Manager) ReserveInode(s ScopeKey, folderID string, kind Kind, bytes int
 	f.creating++
 	sc.used += bytes
 	f.used += bytes
+	if sc.cl != nil {
+		sc.clGrow(bytes, 1) // cluster: growth not yet settled (cluster.go)
+	}
 	r := InodeReservation{sc: sc, f: f, kind: kind, bytes: bytes}
 	if bytes > 0 && validHint(hint) {
 		it := &intent{id: m.epoch<<32 | m.seq.Add(1), f: f, kind: kind, bytes: bytes, hint: hint, want: true}
@@ -502,6 +531,9 @@ func (r *InodeReservation) Commit(ino InodeKey, size int64) {
 	in.ops++
 	in.gen++
 	sc.setExists(in, true, r.kind, max(size, 0))
+	if sc.cl != nil {
+		sc.clTransfer(r.bytes, 1) // cluster: the reservation became the record (cluster.go)
+	}
 	if r.it != nil {
 		// Deleted in the same transaction that writes the record.
 		r.it.want = false

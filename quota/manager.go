@@ -28,6 +28,8 @@ type Manager struct {
 
 	limitsMu sync.Mutex // serializes SetLimit
 
+	clFrozen atomic.Bool // cluster: grants frozen while the lease is unconfirmed (cluster.go)
+
 	marks *markTable // marks not yet in the store (see marks.go)
 
 	space atomic.Int32 // a StoreSpace (SetStoreSpace)
@@ -78,6 +80,8 @@ type scope struct {
 	intentQ     []*intent // create intents to write or delete
 	queued      bool      // on m.dirtyScopes
 	evictGen    uint64    // bumped on every eviction (see getInode)
+
+	cl *clScope // cluster: state of cluster mode (cluster.go); nil on one node
 }
 
 type folder struct {
@@ -94,6 +98,8 @@ type folder struct {
 	dropped             bool
 	creating            int       // inode reservations not yet committed or cancelled
 	stale               []*intent // intents of an earlier process recovery could not settle
+
+	cl *clFolder // cluster: adoption and settled figures (cluster.go)
 }
 
 // inode is the in-memory state of one charged object. Present for every
@@ -136,6 +142,8 @@ type inode struct {
 	pSize   int64
 	pMark   bool
 	pHint   string
+
+	cl *clInode // cluster: registration, adoption, journal (cluster.go)
 }
 
 type intent struct {
@@ -173,6 +181,9 @@ func (in *inode) needsFlush() bool {
 	if in.exists && (in.charged != in.pSize || in.kind != in.pKind) {
 		return true
 	}
+	if in.cl != nil && (in.cl.padB != 0 || in.cl.padN != 0) {
+		return true // cluster: an adoption to commit (cluster.go)
+	}
 	w := in.markWanted()
 	return w != in.pMark || (w && in.hint != in.pHint)
 }
@@ -182,7 +193,8 @@ func (in *inode) idle() bool {
 }
 
 func (in *inode) evictable() bool {
-	return in.idle() && !in.queued && !in.flushing && !in.pMark && in.slot == 0 && (in.f.dropped || !in.needsFlush())
+	return in.idle() && !in.queued && !in.flushing && !in.pMark && in.slot == 0 && (in.f.dropped || !in.needsFlush()) &&
+		in.cl == nil // cluster: state kept until settled (cluster.go)
 }
 
 // chargeNow is what the inode should add to the counters.
@@ -204,6 +216,9 @@ func (sc *scope) recharge(in *inode) {
 		in.charged = c
 		in.f.used += d
 		sc.used += d
+		if sc.cl != nil {
+			sc.clChange(in, d, 0) // cluster: growth not yet settled, check journal (cluster.go)
+		}
 	}
 }
 
@@ -216,6 +231,9 @@ func (sc *scope) setExists(in *inode, exists bool, kind Kind, size int64) {
 		}
 		in.f.count += d
 		sc.count += d
+		if sc.cl != nil {
+			sc.clChange(in, 0, d) // cluster: growth not yet settled, check journal (cluster.go)
+		}
 	}
 	in.exists = exists
 	in.unlinked = false
@@ -233,6 +251,9 @@ func (sc *scope) setExists(in *inode, exists bool, kind Kind, size int64) {
 
 // remove drops the inode's charge (its last link is gone).
 func (sc *scope) remove(in *inode) {
+	if sc.cl != nil {
+		sc.clRemove(in) // cluster: a removal credit to settle (cluster.go)
+	}
 	in.ops++
 	sc.setExists(in, false, 0, 0)
 }
@@ -276,6 +297,9 @@ func (sc *scope) enqueue() {
 func (sc *scope) avail() int64 {
 	if sc.m.space.Load() != int32(SpaceOK) {
 		return 0 // the store's disk has no room for growth (noRoom)
+	}
+	if sc.cl != nil {
+		return sc.clusterAvail() // cluster: the node's grant (cluster.go)
 	}
 	if sc.limitBytes <= 0 {
 		return math.MaxInt64
@@ -330,6 +354,9 @@ func (m *Manager) scopeLocked(s ScopeKey) *scope {
 		return sc
 	}
 	sc := &scope{m: m, key: s, enc: encScope(s), folders: map[string]*folder{}}
+	if m.opts.Grants != nil {
+		sc.clScopeInit() // cluster mode (cluster.go)
+	}
 	m.scopes[s] = sc
 	return sc
 }
@@ -466,6 +493,13 @@ func Open(db *badger.DB, log zerolog.Logger, opts Options) (*Manager, error) {
 	rec, err := m.load()
 	if err != nil {
 		return fail(err)
+	}
+	if opts.Grants != nil {
+		// cluster: adoption and settled figures, before recovery changes
+		// anything (cluster.go)
+		if err := m.loadCluster(); err != nil {
+			return fail(fmt.Errorf("quota: load cluster state: %w", err))
+		}
 	}
 	m.recover(rec)
 	if err := m.flushAll(); err != nil {
@@ -615,11 +649,17 @@ func (m *Manager) SetLimit(s ScopeKey, bytes, inodes int64) error {
 // Usage returns the scope's usage and limits. It takes one short lock.
 func (m *Manager) Usage(s ScopeKey) Usage {
 	sc, _ := m.lookup(s, false)
+	if sc == nil && m.opts.Grants != nil {
+		sc, _ = m.lookup(s, true) // cluster: the scope's figure is the cluster's (cluster.go)
+	}
 	if sc == nil {
 		return Usage{}
 	}
 	sc.mu.Lock()
 	u := Usage{Used: sc.used, Limit: sc.limitBytes, UsedInodes: sc.count, LimitInodes: sc.limitInodes}
+	if sc.cl != nil {
+		u = sc.clusterUsage() // cluster: the cluster-wide figure (cluster.go)
+	}
 	sc.mu.Unlock()
 	return u
 }
@@ -635,6 +675,9 @@ func (m *Manager) FolderUsage(folderID string) Usage {
 	sc := f.sc
 	sc.mu.Lock()
 	u := Usage{Used: f.used, Limit: sc.limitBytes, UsedInodes: f.count, LimitInodes: sc.limitInodes}
+	if sc.cl != nil {
+		u = sc.clusterFolderUsage(f) // cluster: the cluster-wide figure (cluster.go)
+	}
 	sc.mu.Unlock()
 	return u
 }

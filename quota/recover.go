@@ -205,7 +205,7 @@ func (m *Manager) recoverFolder(f *folder, marks []*inode, intents []*intent, st
 			// The folder is gone, and with it everything in it.
 			for _, in := range marks {
 				in.unverified = false
-				sc.remove(in)
+				sc.observe(in, func() { sc.remove(in) }) // cluster: found, not made (cluster.go)
 				sc.after(in)
 				stats.gone++
 			}
@@ -295,7 +295,7 @@ func (m *Manager) recoverFolder(f *folder, marks []*inode, intents []*intent, st
 		}
 		if werr == nil && !w.incomplete {
 			in.unverified = false
-			sc.remove(in)
+			sc.observe(in, func() { sc.remove(in) }) // cluster: found, not made (cluster.go)
 			sc.after(in)
 			stats.gone++
 			continue

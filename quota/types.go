@@ -191,6 +191,11 @@ type Options struct {
 	// "quota.marks" in the database directory, none (in memory) for an
 	// in-memory database.
 	MarkFile string
+	// Grants, when set, puts the ledger in cluster mode: room in a scope
+	// is the node's grant from a cluster-wide quota (package quota/grants)
+	// and the node charges changes against the sizes it observes (see
+	// "Beyond one node" and cluster.go). Nil: one node.
+	Grants Grants
 }
 
 func (o *Options) fill() {
