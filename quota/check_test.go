@@ -139,7 +139,8 @@ func TestCheckFindsAndRepairsDrift(t *testing.T) {
 	if u := m.FolderUsage("f1"); u.Used != tr.bytes || u.UsedInodes != tr.inodes {
 		t.Fatalf("after repair %+v, disk %+v", u, tr)
 	}
-	if tr.bytes != 125+50+9+300+10+int64(len(outside)) {
+	dirs := sizeOf(t, dir) + sizeOf(t, filepath.Join(dir, "d")) + sizeOf(t, filepath.Join(dir, "nd"))
+	if tr.bytes != 125+50+9+300+10+int64(len(outside))+dirs {
 		t.Fatalf("disk truth %d: a symlink was followed or a link counted twice", tr.bytes)
 	}
 	rep, err = m.Check(context.Background(), s, []FolderRoot{root}, CheckOptions{})
@@ -189,7 +190,8 @@ func TestCheckRepairsCorruptCounter(t *testing.T) {
 	if rep.Counts[ProblemCounter] != 1 || rep.Repaired != 1 {
 		t.Fatalf("report %+v", rep)
 	}
-	if u := m.FolderUsage("f1"); u.Used != 77 || u.UsedInodes != 1 || m.Usage(s).Used != 77 {
+	want := 77 + sizeOf(t, dir) // the file and the folder root
+	if u := m.FolderUsage("f1"); u.Used != want || u.UsedInodes != 1 || m.Usage(s).Used != want {
 		t.Fatalf("after repair %+v", u)
 	}
 	assertConsistent(t, m)
@@ -344,7 +346,8 @@ func TestCheckGoneBeforeCommit(t *testing.T) {
 	if rep.Counts[ProblemGone] != 1 || rep.Repaired != 1 {
 		t.Errorf("check found %v, repaired %d; want 1 gone, repaired", rep.Counts, rep.Repaired)
 	}
-	if u := m.FolderUsage("f1"); u.Used != 0 || u.UsedInodes != 0 {
+	// Left: the folder root, recorded by the check (its first contact).
+	if u := m.FolderUsage("f1"); u.Used != sizeOf(t, dir) || u.UsedInodes != 0 {
 		t.Errorf("usage after repair %+v", u)
 	}
 }

@@ -402,8 +402,9 @@ type InodeReservation struct {
 }
 
 // ReserveInode checks the inode limit (and for a symlink the byte limit:
-// bytes = len(target)) before create, mkdir, symlink or mknod, and holds
-// the room until Commit or Cancel. hint is the new object's path relative
+// bytes = len(target)) before an object is made, and holds the room until
+// Commit or Cancel. It charges no directory: use it for objects made in
+// none (O_TMPFILE), and ReserveCreate for creates in a directory. hint is the new object's path relative
 // to the folder root; for a symlink with a hint, ReserveInode first makes
 // a create intent durable, so that the symlink's bytes are exact across a
 // crash.
@@ -483,6 +484,7 @@ func (r *InodeReservation) Commit(ino InodeKey, size int64) {
 	}
 	in.ops++
 	in.gen++
+	in.xattr = 0 // a new object: none of the old one's xattrs
 	sc.setExists(in, true, r.kind, max(size, 0))
 	if r.it != nil {
 		// Deleted in the same transaction that writes the record.
