@@ -178,8 +178,10 @@ func (e *qEnv) back(f qFolderOf) string { return filepath.Join(e.vol, f.rel) }
 // qTruth is what a folder holds on storage, as the ledger counts it.
 type qTruth struct{ bytes, inodes int64 }
 
-// qWalk walks a backing folder: sizes of regular files (each inode once)
-// plus symlink lengths, and every object below the root.
+// qWalk walks a backing folder as the ledger counts it: sizes of regular
+// files (each inode once), of directories (the root included) and symlink
+// lengths, plus the user.* xattrs of files and directories; every object
+// below the root is one inode.
 func qWalk(root string) (qTruth, error) {
 	var tr qTruth
 	type id struct{ dev, ino uint64 }
@@ -187,9 +189,6 @@ func qWalk(root string) (qTruth, error) {
 	err := filepath.WalkDir(root, func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
 			return err
-		}
-		if p == root {
-			return nil
 		}
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
@@ -200,14 +199,61 @@ func qWalk(root string) (qTruth, error) {
 			return nil
 		}
 		seen[k] = true
-		tr.inodes++
+		if p != root {
+			tr.inodes++
+		}
 		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG, unix.S_IFLNK:
+		case unix.S_IFREG, unix.S_IFDIR:
+			x, err := qUserXattrs(p)
+			if err != nil {
+				return err
+			}
+			tr.bytes += st.Size + x
+		case unix.S_IFLNK:
 			tr.bytes += st.Size
 		}
 		return nil
 	})
 	return tr, err
+}
+
+// qUserXattrs sums len(name)+len(value) of the user.* attributes of p.
+func qUserXattrs(p string) (int64, error) {
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(p, buf)
+	if errors.Is(err, unix.ENOTSUP) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		vn, err := unix.Lgetxattr(p, name, nil)
+		if err != nil {
+			return 0, err
+		}
+		sum += int64(len(name) + vn)
+	}
+	return sum, nil
+}
+
+// qDirBytes is the st_size of the directory root and of the given
+// directories below it: what the ledger charges for them.
+func qDirBytes(t *testing.T, root string, sub ...string) int64 {
+	t.Helper()
+	var n int64
+	for _, d := range append([]string{""}, sub...) {
+		st, err := os.Lstat(filepath.Join(root, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += st.Size()
+	}
+	return n
 }
 
 func qMustWalk(t *testing.T, root string) qTruth {
@@ -707,8 +753,9 @@ func TestQuotaDdAndDf(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(view, "ten"), make([]byte, 10*qMiB), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if size, used, avail := df(view); size != qLimit || used != 10*qMiB || avail != 90*qMiB {
-		t.Errorf("df after 10 MiB: size %d used %d avail %d", size, used, avail)
+	root := qDirBytes(t, e.back(f)) // the folder root counts too
+	if size, used, avail := df(view); size != qLimit || used != 10*qMiB+root || avail != 90*qMiB-root {
+		t.Errorf("df after 10 MiB: size %d used %d avail %d (root %d)", size, used, avail, root)
 	}
 	out, err := exec.Command("df", "-h", view).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "100M") {
@@ -806,7 +853,7 @@ func TestQuotaCrossFolder(t *testing.T) {
 	}
 	u := e.m.FolderUsage(a1.id)
 	tr := qMustWalk(t, e.back(a1))
-	if u.Used != 1000 || u.Used != tr.bytes || u.UsedInodes != tr.inodes {
+	if u.Used != 1000+qDirBytes(t, e.back(a1), "d") || u.Used != tr.bytes || u.UsedInodes != tr.inodes {
 		t.Errorf("after link and rename: ledger %d bytes %d inodes, storage %+v", u.Used, u.UsedInodes, tr)
 	}
 	if u := e.m.Usage(quota.ScopeKey{Volume: qVolume, ID: qScope(2)}); u.Used != 0 || u.UsedInodes != 0 {
@@ -852,13 +899,15 @@ func TestQuotaLowerLimit(t *testing.T) {
 	if n, err := unix.Pwrite(fd, make([]byte, qMiB), qMiB); n != qMiB || err != nil {
 		t.Errorf("overwrite inside the file: %d %v", n, err)
 	}
-	if err := os.Mkdir(filepath.Join(v, "d"), 0o755); err != nil {
-		t.Errorf("mkdir (no bytes) over the byte limit: %v", err)
+	// A directory takes room too (its own size and its parent's growth).
+	if err := os.Mkdir(filepath.Join(v, "d"), 0o755); !errors.Is(err, syscall.EDQUOT) {
+		t.Errorf("mkdir over the byte limit: %v, want EDQUOT", err)
 	}
 	if err := unix.Ftruncate(fd, 6*qMiB); err != nil {
 		t.Errorf("truncate down: %v", err)
 	}
-	if u := e.m.Usage(sk); u.Used != 6*qMiB {
+	root := qDirBytes(t, e.back(f)) // the folder root is charged its size
+	if u := e.m.Usage(sk); u.Used != 6*qMiB+root {
 		t.Errorf("after truncate down: %d bytes", u.Used)
 	}
 	if _, err := unix.Pwrite(fd, []byte("x"), 6*qMiB); err != unix.EDQUOT {
@@ -868,15 +917,16 @@ func TestQuotaLowerLimit(t *testing.T) {
 	if err := os.Remove(p); err != nil {
 		t.Errorf("rm over the limit: %v", err)
 	}
-	waitQuota(t, e.m, sk, 0, 1)
-	// Below the limit again: a write is cut at exactly the limit.
+	waitQuota(t, e.m, sk, root, 0)
+	// Below the limit again: a write is cut at exactly the limit, which
+	// the folder root counts in.
 	fd, err = unix.Open(filepath.Join(v, "g"), unix.O_CREAT|unix.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	if n, err := unix.Write(fd, make([]byte, 5*qMiB)); n != 4*qMiB || err != nil {
-		t.Errorf("write of 5 MiB under a 4 MiB limit: %d %v, want a short count of 4 MiB", n, err)
+	if n, err := unix.Write(fd, make([]byte, 5*qMiB)); int64(n) != 4*qMiB-root || err != nil {
+		t.Errorf("write of 5 MiB under a 4 MiB limit: %d %v, want a short count of 4 MiB less the root's %d", n, err, root)
 	}
 	if _, err := unix.Write(fd, []byte("x")); err != unix.EDQUOT {
 		t.Errorf("next write: %v, want EDQUOT", err)
@@ -1014,8 +1064,8 @@ func TestQuotaInodeLimit(t *testing.T) {
 	if sfs.Files != 5 || sfs.Ffree != 0 {
 		t.Errorf("statfs: %d files, %d free; want 5, 0", sfs.Files, sfs.Ffree)
 	}
-	if u := e.m.Usage(sk); u.UsedInodes != 5 || u.Used != 2 {
-		t.Errorf("usage %+v, want 5 inodes, 2 bytes", u)
+	if u, want := e.m.Usage(sk), 2+qDirBytes(t, e.back(f), "d"); u.UsedInodes != 5 || u.Used != want {
+		t.Errorf("usage %+v, want 5 inodes, %d bytes (2 of files and symlinks, the directories)", u, want)
 	}
 	if err := os.Remove(filepath.Join(v, "p")); err != nil {
 		t.Fatal(err)
@@ -1040,16 +1090,17 @@ func TestQuotaWritesReachDaemon(t *testing.T) {
 	}
 	defer unix.Close(fd)
 	buf := make([]byte, 64<<10)
+	root := qDirBytes(t, e.back(f)) // charged since the create
 	for i := 1; i <= 32; i++ {
 		if n, err := unix.Write(fd, buf); n != len(buf) || err != nil {
 			t.Fatalf("write %d: %d %v", i, n, err)
 		}
-		if u := e.m.FolderUsage(f.id); u.Used != int64(i*len(buf)) {
-			t.Fatalf("after write %d the ledger has %d bytes, want %d: the write did not pass the daemon", i, u.Used, i*len(buf))
+		if u := e.m.FolderUsage(f.id); u.Used != root+int64(i*len(buf)) {
+			t.Fatalf("after write %d the ledger has %d bytes, want %d: the write did not pass the daemon", i, u.Used, root+int64(i*len(buf)))
 		}
 	}
 	// And the limit is enforced on this open file at once.
-	if err := e.m.SetLimit(f.key(), 32*64<<10+100, 0); err != nil {
+	if err := e.m.SetLimit(f.key(), root+32*64<<10+100, 0); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := unix.Write(fd, buf); n != 100 || err != nil {
