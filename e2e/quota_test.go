@@ -270,7 +270,8 @@ func qMustWalk(t *testing.T, root string) qTruth {
 type qLoad struct {
 	dirs    []string // writer i works in dirs[i%len(dirs)]
 	writers int
-	// churn adds shrinking, unlinking and renaming and runs until stop is
+	// churn adds shrinking, unlinking, renaming, user.* xattrs and hard
+	// links with long names (directory growth) and runs until stop is
 	// closed; without it the load only grows, and each writer ends when a
 	// one-byte append fails with EDQUOT (no room is left anywhere).
 	churn bool
@@ -440,7 +441,7 @@ func (w *qWriter) run() {
 func (w *qWriter) step(op int) (hitLimit, stop bool) {
 	ops := 10
 	if w.l.churn {
-		ops = 15
+		ops = 18
 	}
 	if op < 0 {
 		op = w.rng.IntN(ops)
@@ -612,6 +613,39 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 			w.files = append(w.files[:i], w.files[i+1:]...)
 		}
 		return false, w.result("rename over", 0, 0, err)
+	case 15, 16: // set or remove a user.* xattr of a file or directory
+		p := w.own
+		if len(w.files) > 0 && w.rng.IntN(3) > 0 {
+			p = w.files[w.rng.IntN(len(w.files))]
+		} else if len(w.subs) > 0 && w.rng.IntN(2) == 0 {
+			p = w.subs[w.rng.IntN(len(w.subs))]
+		}
+		attr := fmt.Sprintf("user.q%d", w.rng.IntN(3))
+		var err error
+		if op == 15 {
+			err = unix.Setxattr(p, attr, w.buf[:w.rng.IntN(3000)], 0)
+		} else {
+			err = unix.Removexattr(p, attr)
+		}
+		// ENOSPC, E2BIG: the file system's room for one inode's
+		// attributes is full; ENOENT: a file whose open failed.
+		if errors.Is(err, syscall.ENODATA) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.E2BIG) || errors.Is(err, syscall.ENOENT) {
+			return false, false
+		}
+		return check("xattr", 0, 0, err)
+	case 17: // a hard link with a long name: the directory grows
+		if len(w.files) == 0 {
+			return false, false
+		}
+		np := filepath.Join(w.own, w.name(strings.Repeat("L", 200)))
+		err := unix.Link(w.files[w.rng.IntN(len(w.files))], np)
+		if errors.Is(err, syscall.ENOENT) {
+			return false, false
+		}
+		if err == nil {
+			w.files = append(w.files, np)
+		}
+		return check("link", 0, 0, err)
 	}
 	return false, false
 }

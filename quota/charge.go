@@ -27,6 +27,15 @@ import "fmt"
 // followed by a look at the object (recover.go): a directory's size and
 // xattrs are read again and its entries without a record are recorded,
 // which makes the bytes and inodes of creates in flight exact too.
+//
+// Cost. The reservation is made on every operation, also while the scope
+// is far from its limit: skipping it there would need a second way to
+// keep concurrent growth under the limit, and it is cheap: a lock and a
+// map lookup (a read of the directory's record when it was evicted),
+// the mark-table slot once per directory per commit round (the slot
+// stays until the round that settles it), and an fstat of the directory
+// after the operation. A directory whose size did not change writes no
+// record.
 
 // DirGrowth is the room an entry added to a directory is reserved, and
 // also the room reserved for a new directory's initial size: three 4 KiB

@@ -377,7 +377,11 @@ func (m *Manager) recordEntries(f *folder, root int, rootDev uint64, rel string,
 		}
 		kind := KindOf(st.Mode)
 		in, err := sc.getInode(f, MakeKey(rootDev, st.Dev, st.Ino))
-		if err != nil || in.unverified || (in.exists && in.kind == kind) {
+		if err != nil {
+			continue
+		}
+		if in.unverified || (in.exists && in.kind == kind) {
+			sc.after(in) // loaded for the look: evicted again
 			continue
 		}
 		var x int64
