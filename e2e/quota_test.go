@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,12 +367,41 @@ func (w *qWriter) pick() string {
 	return w.files[w.rng.IntN(len(w.files))]
 }
 
+// open opens (creating) p. fd is -1 when it failed with EDQUOT (a new
+// file needs room for its directory's growth) or the writer must stop.
 func (w *qWriter) open(p string, flags int) (int, bool) {
 	fd, err := unix.Open(p, flags|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
 	if err != nil {
+		if errors.Is(err, syscall.EDQUOT) {
+			// Not made: forget the name, so that making room does not
+			// pick it.
+			if i := slices.Index(w.files, p); i >= 0 {
+				w.files = slices.Delete(w.files, i, i+1)
+			}
+		}
 		return -1, w.result("open "+p, 0, 0, err)
 	}
 	return fd, false
+}
+
+// full tells whether the scope is full: a one-byte append to an existing
+// file is refused (a new file needs room for its directory too, so it is
+// refused earlier). It returns stop when the writer must stop anyway.
+func (w *qWriter) full() (full, stop bool) {
+	for _, p := range append([]string{filepath.Join(w.dir, "shared")}, w.files...) {
+		fd, err := unix.Open(p, unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue // never made (its create was refused) or removed
+		}
+		n, err := unix.Write(fd, w.buf[:1])
+		unix.Close(fd)
+		if errors.Is(err, syscall.EDQUOT) {
+			w.l.edquot.Add(1)
+			return true, false
+		}
+		return false, w.result("probe append", n, 1, err)
+	}
+	return true, false // nothing to append to, and no room to make a file
 }
 
 func (w *qWriter) size(fd int) int64 {
@@ -417,19 +447,8 @@ func (w *qWriter) run() {
 			continue
 		}
 		if hitLimit && !w.l.churn {
-			// Is any room left at all? A one-byte append is refused only
-			// when the scope is full.
-			fd, stop := w.open(filepath.Join(w.own, "probe"), unix.O_WRONLY|unix.O_APPEND)
-			if stop {
-				return
-			}
-			n, err := unix.Write(fd, w.buf[:1])
-			unix.Close(fd)
-			if errors.Is(err, syscall.EDQUOT) {
-				w.l.edquot.Add(1)
-				return
-			}
-			if w.result("probe append", n, 1, err) {
+			// Is any room left at all?
+			if full, stop := w.full(); full || stop {
 				return
 			}
 		}
@@ -453,8 +472,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 	switch op {
 	case 0, 1: // append
 		fd, stop := w.open(w.pick(), unix.O_WRONLY|unix.O_APPEND)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop
 		}
 		defer unix.Close(fd)
 		got, err := unix.Write(fd, w.buf[:n])
@@ -462,8 +481,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 	case 2: // overwrite inside the file
 		p := w.pick()
 		fd, stop := w.open(p, unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop
 		}
 		defer unix.Close(fd)
 		size := w.size(fd)
@@ -479,8 +498,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 		return false, w.result("overwrite", got, n, err)
 	case 3, 4: // pwrite past the end, leaving a hole
 		fd, stop := w.open(w.pick(), unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(fd)
 		off := w.size(fd) + w.rng.Int64N(64<<10)
@@ -488,8 +507,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 		return check("pwrite past EOF", got, n, err)
 	case 5: // fallocate past the end
 		fd, stop := w.open(w.pick(), unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(fd)
 		size := w.size(fd)
@@ -501,8 +520,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 		return check("fallocate", 0, 0, err)
 	case 6: // truncate up through a handle
 		fd, stop := w.open(w.pick(), unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(fd)
 		err := unix.Ftruncate(fd, w.size(fd)+int64(n))
@@ -510,8 +529,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 	case 7: // truncate up by path
 		p := w.pick()
 		fd, stop := w.open(p, unix.O_RDONLY)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		size := w.size(fd)
 		unix.Close(fd)
@@ -526,13 +545,13 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 			return false, false
 		}
 		in, stop := w.open(src, unix.O_RDONLY)
-		if stop {
-			return false, true
+		if in < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(in)
 		out, stop := w.open(dst, unix.O_WRONLY)
-		if stop {
-			return false, true
+		if out < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(out)
 		ssize := w.size(in)
@@ -564,8 +583,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 			return false, false
 		}
 		fd, stop := w.open(p, unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(fd)
 		size := w.size(fd)
@@ -823,8 +842,8 @@ func TestQuotaDdAndDf(t *testing.T) {
 		t.Errorf("dd did not report EDQUOT: %s", out)
 	}
 	st, err := os.Stat(filepath.Join(e.back(f), "big"))
-	if err != nil || st.Size() != qLimit {
-		t.Errorf("dd stored %v bytes (%v), want exactly %d", st.Size(), err, qLimit)
+	if err != nil || st.Size() != qLimit-root {
+		t.Errorf("dd stored %v bytes (%v), want exactly %d (the limit less the folder root)", st.Size(), err, qLimit-root)
 	}
 	if size, used, avail := df(view); size != qLimit || used != qLimit || avail != 0 {
 		t.Errorf("df of a full scope: size %d used %d avail %d", size, used, avail)

@@ -41,6 +41,12 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 
 	// quota: a new file is one inode, and its directory may grow.
 	cr, hint, errno := n.reserveCreate(quota.KindFile, 0, name)
+	if errno == syscall.EDQUOT && flags&unix.O_EXCL == 0 {
+		// No room for a new file; an existing one opens without any.
+		if _, err := backing.Lstat(dirfd, name); err == nil {
+			return n.openExisting(ctx, dirfd, name, flags, bflags, hint, out)
+		}
+	}
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
