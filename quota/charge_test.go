@@ -372,3 +372,78 @@ func TestOldFormatIsChecked(t *testing.T) {
 		t.Fatal("the format was not recorded")
 	}
 }
+
+// TestDirSlotOutlivesRoundWithNewEntries: a directory's mark-table slot
+// stands for the entries created in it until their records are written.
+// An entry made while a commit round is in flight (after its snapshot)
+// is written by the next round, so the round in flight must not clear
+// the directory's slot, even though the directory is idle again when the
+// round ends: a crash right then would lose the entry.
+func TestDirSlotOutlivesRoundWithNewEntries(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, t.TempDir())
+	m := openMgr(t, db, Options{FlushInterval: time.Hour})
+	t.Cleanup(func() {
+		m.Close()
+		db.Close()
+	})
+	s := testScope(t, 7)
+	x := newSimFS(t, m, s, dir, "f1")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(x.mkdir("d"))
+	must(m.Flush())
+	must(x.symlink("t", "d/a")) // d gets a slot
+	pk := InodeKey{Ino: inoOf(t, filepath.Join(dir, "d"))}
+	var (
+		ran, checked bool
+		bk           InodeKey
+		slot         int32
+		persisted    bool
+		herr         error
+	)
+	m.roundHook = func(settled bool) {
+		switch {
+		case !settled && !ran:
+			// After the round's snapshot and commit: a new entry in d.
+			ran = true
+			if herr = x.symlink("t2", "d/b"); herr == nil {
+				bk = InodeKey{Ino: inoOf(t, filepath.Join(dir, "d", "b"))}
+			}
+		case settled && ran && !checked:
+			checked = true
+			sc, _ := m.lookup(s, false)
+			sc.mu.Lock()
+			f := sc.folders["f1"]
+			if in := f.inodes[pk]; in != nil {
+				slot = in.slot
+			}
+			if in := f.inodes[bk]; in == nil || in.pExists {
+				persisted = true
+			}
+			sc.mu.Unlock()
+		}
+	}
+	must(m.Flush())
+	must(herr)
+	if !checked {
+		t.Fatal("the round did not run the hook")
+	}
+	if slot == 0 && !persisted {
+		t.Fatal("the directory's slot was cleared while the record of an entry made in it was not written")
+	}
+}
+
+// inoOf is the inode number of a path (not following a symlink).
+func inoOf(t *testing.T, p string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}

@@ -149,6 +149,7 @@ type entry struct {
 	mark    bool
 	hint    string
 	intents []uint64
+	ops     uint64 // the inode's operation counter at the snapshot
 	// persisted state before the commit
 	pExists bool
 	pKind   Kind
@@ -195,7 +196,7 @@ func (m *Manager) flush() error {
 				continue
 			}
 			e := entry{sc: sc, in: in, exists: in.exists, kind: in.kind, size: in.charged, x: in.xch,
-				mark: in.markWanted(), hint: in.hint, intents: in.intents,
+				mark: in.markWanted(), hint: in.hint, intents: in.intents, ops: in.ops,
 				pExists: in.pExists, pKind: in.pKind, pSize: in.pSize, pX: in.pX, pMark: in.pMark, pHint: in.pHint}
 			if !e.mark {
 				e.hint = ""
@@ -247,7 +248,13 @@ func (m *Manager) flush() error {
 			return err
 		}
 	}
+	if h := m.roundHook; h != nil {
+		h(false)
+	}
 	m.settleRound(ents, true)
+	if h := m.roundHook; h != nil {
+		h(true)
+	}
 	return nil
 }
 
@@ -256,8 +263,11 @@ func (m *Manager) flush() error {
 // cleared only then, not with its own inode's chunk: a directory's slot
 // stands for the entries created in it (recovery scans a marked
 // directory for objects without a record), whose records may be in a
-// later chunk of the same round. After a failed round the slots stay and
-// their inodes are queued again.
+// later chunk of the same round. For the same reason a slot whose mark is
+// not in the store is kept when an operation used the inode after the
+// round's snapshot: that operation relied on the slot, and what it
+// created is in a later round. Such a slot, and after a failed round
+// every slot, stays, and its inode is queued again.
 func (m *Manager) settleRound(ents []entry, ok bool) {
 	var cur *scope
 	for i := range ents {
@@ -270,7 +280,7 @@ func (m *Manager) settleRound(ents []entry, ok bool) {
 			cur.mu.Lock()
 		}
 		in := e.in
-		if ok {
+		if ok && (in.ops == e.ops || in.storeMarked()) {
 			cur.settleSlot(in)
 		}
 		if in.evictable() {

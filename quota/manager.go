@@ -49,6 +49,10 @@ type Manager struct {
 	// hook, when set (tests), runs with the scope's lock held after every
 	// change of the scope's counters.
 	hook func(sc *scope)
+	// roundHook, when set (tests), runs in the commit loop after a
+	// round's writes are committed, before (settled false) and after
+	// (settled true) its slots are settled.
+	roundHook func(settled bool)
 }
 
 // round is one commit of the commit loop; done is closed when its writes
