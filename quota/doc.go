@@ -165,8 +165,10 @@
 //     the slot; the store's mark is removed in the same transaction as the
 //     final record. (Without a table, as when it cannot grow, the
 //     operation waits for the store's mark instead.) A slot is cleared
-//     only once the whole commit round that settled its inode is written,
-//     because a directory's mark also stands for the entries made in it.
+//     only once the whole commit round that settled its inode is written
+//     and no operation used the inode since that round's snapshot,
+//     because a directory's mark also stands for the entries made in it,
+//     whose records may come in a later round.
 //   - Intents. ReserveInode of a symlink with a path first makes a create
 //     intent (path, length) durable; Commit deletes it in the transaction
 //     that writes the symlink's record.
