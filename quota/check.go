@@ -404,8 +404,11 @@ func (m *Manager) confirm(sc *scope, f *folder, fd int, rootDev uint64, c cand, 
 		rep.add(fnd, o.MaxFindings)
 		return
 	}
-	if in.ops != ops || in.outstanding > 0 || in.excl || (!in.exists && f.creating > 0) {
-		// In flight (a create not yet committed may be this object).
+	if in.ops != ops || in.outstanding > 0 || in.excl || (f.creating > 0 && (!in.exists || in.writers > 0)) {
+		// In flight. A create not yet committed may be this object: one
+		// the ledger does not know yet, or one that took the number of an
+		// object whose removal is in flight (held: writers), whose record
+		// the ledger still has.
 		rep.Busy++
 		return
 	}

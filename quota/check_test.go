@@ -351,3 +351,57 @@ func TestCheckGoneBeforeCommit(t *testing.T) {
 		t.Errorf("usage after repair %+v", u)
 	}
 }
+
+// TestCheckReusedNumberInFlight: a file's removal is in flight (its
+// record still there) while a create in flight made a new, empty object
+// that took the same inode number. The check sees the new object under
+// the old record's number and must leave it to the operations instead
+// of taking the difference for drift.
+func TestCheckReusedNumberInFlight(t *testing.T) {
+	dir := t.TempDir()
+	m, _ := newLedger(t)
+	s := testScope(t, 5)
+	mkfile(t, filepath.Join(dir, "new"), 0) // the new object on storage
+	var root, st syscall.Stat_t
+	if err := syscall.Stat(dir, &root); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Lstat(filepath.Join(dir, "new"), &st); err != nil {
+		t.Fatal(err)
+	}
+	k := MakeKey(root.Dev, st.Dev, st.Ino)
+	// The old object at that number, 500 bytes, with its removal in
+	// flight; a create in flight in the folder.
+	r, err := m.ReserveInode(s, "f1", KindFile, 0, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Commit(k, 500)
+	rm, err := m.PrepareRemove(s, "f1", k, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.ReserveInode(s, "f1", KindFile, 0, "new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := m.Check(context.Background(), s, []FolderRoot{openRoot(t, dir, "f1")}, CheckOptions{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range rep.Findings {
+		if f.Problem != ProblemChanged {
+			t.Errorf("check took a change in flight for drift: %+v", f)
+		}
+	}
+	if rep.Busy == 0 {
+		t.Errorf("check did not count the object as busy: %+v", rep)
+	}
+	// The operations end: the create commits the new object, the old
+	// one's removal finds its number taken and leaves the new record.
+	c.Commit(k, 0)
+	rm.Done(true)
+	if u := m.FolderUsage("f1"); u.Used != 0+sizeOf(t, dir) || u.UsedInodes != 1 {
+		t.Errorf("usage %+v after the operations", u)
+	}
+}
