@@ -166,6 +166,11 @@ func chargeOps(t *testing.T, view string, seed uint64, n int, done *opCounts) {
 		}
 	}
 	buf := make([]byte, 6000)
+	// A directory of its own, removed at the end: at least one rmdir
+	// that succeeds, whatever the random mix.
+	tmp := filepath.Join(view, fmt.Sprintf("t%x", seed))
+	ok("mkdir", os.Mkdir(tmp, 0o755))
+	defer func() { ok("rmdir", unix.Rmdir(tmp)) }()
 	for range n {
 		switch op := rng.IntN(100); {
 		case op < 20:
