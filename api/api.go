@@ -277,6 +277,7 @@ const (
 	ProblemUnknown    = "unknown"    // an object on storage the ledger does not know
 	ProblemGone       = "gone"       // a ledger entry whose object is gone from storage
 	ProblemSize       = "size"       // charged bytes differ from the real size
+	ProblemXattr      = "xattr"      // charged user.* xattr bytes differ from the real ones
 	ProblemKind       = "kind"       // the ledger has another type for the object
 	ProblemUnverified = "unverified" // left unconfirmed by a crash
 	ProblemCounter    = "counter"    // a folder's counter differs from its entries
@@ -337,9 +338,13 @@ type QuotaCheckFolder struct {
 	DiskBytes    int64 `json:"disk_bytes"`
 	LedgerInodes int64 `json:"ledger_inodes"`
 	DiskInodes   int64 `json:"disk_inodes"`
+	// DiskDirBytes and DiskXattrBytes are the parts of DiskBytes held by
+	// directories (the folder root included) and by user.* xattrs.
+	DiskDirBytes   int64 `json:"disk_dir_bytes"`
+	DiskXattrBytes int64 `json:"disk_xattr_bytes"`
 	// Unknown, Missing and Other count this folder's findings: objects
 	// unknown to the ledger, entries gone from storage, and every other
-	// difference (sizes, types, unverified entries, counters).
+	// difference (sizes, xattrs, types, unverified entries, counters).
 	Unknown  int      `json:"unknown"`
 	Missing  int      `json:"missing"`
 	Other    int      `json:"other"`

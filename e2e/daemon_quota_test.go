@@ -131,8 +131,10 @@ func TestDaemonQuota(t *testing.T) {
 	if err == nil || !strings.Contains(stderr, "Disk quota exceeded") {
 		t.Errorf("dd of 200 MiB under a 100 MiB quota: %v, %q; want it to fail with \"Disk quota exceeded\"", err, stderr)
 	}
-	if got := dqSize(t, filepath.Join(f.Path, "big")); got != limit {
-		t.Errorf("big on the volume has %d bytes; want exactly %d", got, limit)
+	// The folder root is charged its size: the file gets the rest.
+	root := dqSize(t, f.Path)
+	if got := dqSize(t, filepath.Join(f.Path, "big")); got != limit-root {
+		t.Errorf("big on the volume has %d bytes; want exactly %d (the limit less the folder root's %d)", got, limit-root, root)
 	}
 	q := dqScope(d, dqUser)
 	if tr := qMustWalk(t, f.Path); q.UsedBytes != limit || tr.bytes != limit || q.UsedInodes != tr.inodes {
@@ -171,7 +173,7 @@ func TestDaemonQuota(t *testing.T) {
 		t.Fatalf("rm above the limit: %v", err)
 	}
 	q = dqScope(d, dqUser)
-	if tr := qMustWalk(t, f.Path); q.UsedBytes != tr.bytes || q.UsedInodes != tr.inodes || q.UsedBytes > 4096 {
+	if tr := qMustWalk(t, f.Path); q.UsedBytes != tr.bytes || q.UsedInodes != tr.inodes || q.UsedBytes > root {
 		t.Errorf("after rm: used %d bytes, %d inodes; volume %d, %d", q.UsedBytes, q.UsedInodes, tr.bytes, tr.inodes)
 	}
 	if stderr, err := dqDD(t, "if=/dev/zero", "of="+filepath.Join(view, "ten"), "bs=1M", "count=10"); err != nil {
@@ -193,14 +195,15 @@ func TestDaemonQuota(t *testing.T) {
 	code, rep := dqCheck(t, d)
 	if code != 1 || !rep.Drift || rep.Repaired || rep.UnknownFiles != 3 || len(rep.Folders) != 1 {
 		t.Errorf("check with files written behind the daemon: exit %d, %+v; want exit 1, 3 unknown", code, rep)
-	} else if fr := rep.Folders[0]; fr.DiskBytes != truth.bytes || fr.LedgerBytes != 10*dqMiB || fr.Name != "data" {
-		t.Errorf("check folder row = %+v; want ledger %d, disk %d", fr, 10*dqMiB, truth.bytes)
+	} else if fr := rep.Folders[0]; fr.DiskBytes != truth.bytes || fr.LedgerBytes != 10*dqMiB+root || fr.Name != "data" ||
+		fr.DiskDirBytes != root+dqSize(t, filepath.Join(f.Path, "sub")) {
+		t.Errorf("check folder row = %+v; want ledger %d, disk %d", fr, 10*dqMiB+root, truth.bytes)
 	}
 	if r := d.CLI("quota-scope", "check", "local", dqUser, "-t", "user"); r.Code != 1 || !strings.Contains(r.Stdout, "LEDGER BYTES") ||
-		!strings.Contains(r.Stdout, "direct1") || !strings.Contains(r.Stderr, "--repair") {
+		!strings.Contains(r.Stdout, "direct1") || !strings.Contains(r.Stderr, "--repair") || !strings.Contains(r.Stdout, "disk bytes in directories") {
 		t.Errorf("check as a table: %s", r)
 	}
-	if q := dqScope(d, dqUser); q.UsedBytes != 10*dqMiB {
+	if q := dqScope(d, dqUser); q.UsedBytes != 10*dqMiB+root {
 		t.Errorf("a check without repair changed the usage to %d", q.UsedBytes)
 	}
 	code, rep = dqCheck(t, d, "--repair")
@@ -300,8 +303,8 @@ func TestDaemonQuotaPolicyScope(t *testing.T) {
 	if err == nil || !strings.Contains(stderr, "Disk quota exceeded") {
 		t.Errorf("dd of 3 MB under a 1 MiB policy scope: %v, %q; want EDQUOT", err, stderr)
 	}
-	if got := dqSize(t, filepath.Join(f.Path, "f")); got != dqMiB {
-		t.Errorf("f has %d bytes; want exactly %d (a write cut short at the limit)", got, dqMiB)
+	if got, root := dqSize(t, filepath.Join(f.Path, "f")), dqSize(t, f.Path); got != dqMiB-root {
+		t.Errorf("f has %d bytes; want exactly %d (a write cut short at the limit, less the folder root's %d)", got, dqMiB-root, root)
 	}
 	q := dqScope(d, dqPolicy)
 	if q.LimitBytes != dqMiB || q.UsedBytes != dqMiB {

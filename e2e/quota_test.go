@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,8 +179,10 @@ func (e *qEnv) back(f qFolderOf) string { return filepath.Join(e.vol, f.rel) }
 // qTruth is what a folder holds on storage, as the ledger counts it.
 type qTruth struct{ bytes, inodes int64 }
 
-// qWalk walks a backing folder: sizes of regular files (each inode once)
-// plus symlink lengths, and every object below the root.
+// qWalk walks a backing folder as the ledger counts it: sizes of regular
+// files (each inode once), of directories (the root included) and symlink
+// lengths, plus the user.* xattrs of files and directories; every object
+// below the root is one inode.
 func qWalk(root string) (qTruth, error) {
 	var tr qTruth
 	type id struct{ dev, ino uint64 }
@@ -187,9 +190,6 @@ func qWalk(root string) (qTruth, error) {
 	err := filepath.WalkDir(root, func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
 			return err
-		}
-		if p == root {
-			return nil
 		}
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
@@ -200,14 +200,61 @@ func qWalk(root string) (qTruth, error) {
 			return nil
 		}
 		seen[k] = true
-		tr.inodes++
+		if p != root {
+			tr.inodes++
+		}
 		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG, unix.S_IFLNK:
+		case unix.S_IFREG, unix.S_IFDIR:
+			x, err := qUserXattrs(p)
+			if err != nil {
+				return err
+			}
+			tr.bytes += st.Size + x
+		case unix.S_IFLNK:
 			tr.bytes += st.Size
 		}
 		return nil
 	})
 	return tr, err
+}
+
+// qUserXattrs sums len(name)+len(value) of the user.* attributes of p.
+func qUserXattrs(p string) (int64, error) {
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(p, buf)
+	if errors.Is(err, unix.ENOTSUP) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		vn, err := unix.Lgetxattr(p, name, nil)
+		if err != nil {
+			return 0, err
+		}
+		sum += int64(len(name) + vn)
+	}
+	return sum, nil
+}
+
+// qDirBytes is the st_size of the directory root and of the given
+// directories below it: what the ledger charges for them.
+func qDirBytes(t *testing.T, root string, sub ...string) int64 {
+	t.Helper()
+	var n int64
+	for _, d := range append([]string{""}, sub...) {
+		st, err := os.Lstat(filepath.Join(root, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += st.Size()
+	}
+	return n
 }
 
 func qMustWalk(t *testing.T, root string) qTruth {
@@ -224,7 +271,8 @@ func qMustWalk(t *testing.T, root string) qTruth {
 type qLoad struct {
 	dirs    []string // writer i works in dirs[i%len(dirs)]
 	writers int
-	// churn adds shrinking, unlinking and renaming and runs until stop is
+	// churn adds shrinking, unlinking, renaming, user.* xattrs and hard
+	// links with long names (directory growth) and runs until stop is
 	// closed; without it the load only grows, and each writer ends when a
 	// one-byte append fails with EDQUOT (no room is left anywhere).
 	churn bool
@@ -319,12 +367,41 @@ func (w *qWriter) pick() string {
 	return w.files[w.rng.IntN(len(w.files))]
 }
 
+// open opens (creating) p. fd is -1 when it failed with EDQUOT (a new
+// file needs room for its directory's growth) or the writer must stop.
 func (w *qWriter) open(p string, flags int) (int, bool) {
 	fd, err := unix.Open(p, flags|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
 	if err != nil {
+		if errors.Is(err, syscall.EDQUOT) {
+			// Not made: forget the name, so that making room does not
+			// pick it.
+			if i := slices.Index(w.files, p); i >= 0 {
+				w.files = slices.Delete(w.files, i, i+1)
+			}
+		}
 		return -1, w.result("open "+p, 0, 0, err)
 	}
 	return fd, false
+}
+
+// full tells whether the scope is full: a one-byte append to an existing
+// file is refused (a new file needs room for its directory too, so it is
+// refused earlier). It returns stop when the writer must stop anyway.
+func (w *qWriter) full() (full, stop bool) {
+	for _, p := range append([]string{filepath.Join(w.dir, "shared")}, w.files...) {
+		fd, err := unix.Open(p, unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue // never made (its create was refused) or removed
+		}
+		n, err := unix.Write(fd, w.buf[:1])
+		unix.Close(fd)
+		if errors.Is(err, syscall.EDQUOT) {
+			w.l.edquot.Add(1)
+			return true, false
+		}
+		return false, w.result("probe append", n, 1, err)
+	}
+	return true, false // nothing to append to, and no room to make a file
 }
 
 func (w *qWriter) size(fd int) int64 {
@@ -370,19 +447,8 @@ func (w *qWriter) run() {
 			continue
 		}
 		if hitLimit && !w.l.churn {
-			// Is any room left at all? A one-byte append is refused only
-			// when the scope is full.
-			fd, stop := w.open(filepath.Join(w.own, "probe"), unix.O_WRONLY|unix.O_APPEND)
-			if stop {
-				return
-			}
-			n, err := unix.Write(fd, w.buf[:1])
-			unix.Close(fd)
-			if errors.Is(err, syscall.EDQUOT) {
-				w.l.edquot.Add(1)
-				return
-			}
-			if w.result("probe append", n, 1, err) {
+			// Is any room left at all?
+			if full, stop := w.full(); full || stop {
 				return
 			}
 		}
@@ -394,7 +460,7 @@ func (w *qWriter) run() {
 func (w *qWriter) step(op int) (hitLimit, stop bool) {
 	ops := 10
 	if w.l.churn {
-		ops = 15
+		ops = 18
 	}
 	if op < 0 {
 		op = w.rng.IntN(ops)
@@ -406,8 +472,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 	switch op {
 	case 0, 1: // append
 		fd, stop := w.open(w.pick(), unix.O_WRONLY|unix.O_APPEND)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop
 		}
 		defer unix.Close(fd)
 		got, err := unix.Write(fd, w.buf[:n])
@@ -415,8 +481,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 	case 2: // overwrite inside the file
 		p := w.pick()
 		fd, stop := w.open(p, unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop
 		}
 		defer unix.Close(fd)
 		size := w.size(fd)
@@ -432,8 +498,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 		return false, w.result("overwrite", got, n, err)
 	case 3, 4: // pwrite past the end, leaving a hole
 		fd, stop := w.open(w.pick(), unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(fd)
 		off := w.size(fd) + w.rng.Int64N(64<<10)
@@ -441,8 +507,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 		return check("pwrite past EOF", got, n, err)
 	case 5: // fallocate past the end
 		fd, stop := w.open(w.pick(), unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(fd)
 		size := w.size(fd)
@@ -454,8 +520,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 		return check("fallocate", 0, 0, err)
 	case 6: // truncate up through a handle
 		fd, stop := w.open(w.pick(), unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(fd)
 		err := unix.Ftruncate(fd, w.size(fd)+int64(n))
@@ -463,8 +529,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 	case 7: // truncate up by path
 		p := w.pick()
 		fd, stop := w.open(p, unix.O_RDONLY)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		size := w.size(fd)
 		unix.Close(fd)
@@ -479,13 +545,13 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 			return false, false
 		}
 		in, stop := w.open(src, unix.O_RDONLY)
-		if stop {
-			return false, true
+		if in < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(in)
 		out, stop := w.open(dst, unix.O_WRONLY)
-		if stop {
-			return false, true
+		if out < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(out)
 		ssize := w.size(in)
@@ -517,8 +583,8 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 			return false, false
 		}
 		fd, stop := w.open(p, unix.O_RDWR)
-		if stop {
-			return false, true
+		if fd < 0 {
+			return !stop, stop // EDQUOT: no room for a new file
 		}
 		defer unix.Close(fd)
 		size := w.size(fd)
@@ -566,6 +632,39 @@ func (w *qWriter) step(op int) (hitLimit, stop bool) {
 			w.files = append(w.files[:i], w.files[i+1:]...)
 		}
 		return false, w.result("rename over", 0, 0, err)
+	case 15, 16: // set or remove a user.* xattr of a file or directory
+		p := w.own
+		if len(w.files) > 0 && w.rng.IntN(3) > 0 {
+			p = w.files[w.rng.IntN(len(w.files))]
+		} else if len(w.subs) > 0 && w.rng.IntN(2) == 0 {
+			p = w.subs[w.rng.IntN(len(w.subs))]
+		}
+		attr := fmt.Sprintf("user.q%d", w.rng.IntN(3))
+		var err error
+		if op == 15 {
+			err = unix.Setxattr(p, attr, w.buf[:w.rng.IntN(3000)], 0)
+		} else {
+			err = unix.Removexattr(p, attr)
+		}
+		// ENOSPC, E2BIG: the file system's room for one inode's
+		// attributes is full; ENOENT: a file whose open failed.
+		if errors.Is(err, syscall.ENODATA) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.E2BIG) || errors.Is(err, syscall.ENOENT) {
+			return false, false
+		}
+		return check("xattr", 0, 0, err)
+	case 17: // a hard link with a long name: the directory grows
+		if len(w.files) == 0 {
+			return false, false
+		}
+		np := filepath.Join(w.own, w.name(strings.Repeat("L", 200)))
+		err := unix.Link(w.files[w.rng.IntN(len(w.files))], np)
+		if errors.Is(err, syscall.ENOENT) {
+			return false, false
+		}
+		if err == nil {
+			w.files = append(w.files, np)
+		}
+		return check("link", 0, 0, err)
 	}
 	return false, false
 }
@@ -707,8 +806,9 @@ func TestQuotaDdAndDf(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(view, "ten"), make([]byte, 10*qMiB), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if size, used, avail := df(view); size != qLimit || used != 10*qMiB || avail != 90*qMiB {
-		t.Errorf("df after 10 MiB: size %d used %d avail %d", size, used, avail)
+	root := qDirBytes(t, e.back(f)) // the folder root counts too
+	if size, used, avail := df(view); size != qLimit || used != 10*qMiB+root || avail != 90*qMiB-root {
+		t.Errorf("df after 10 MiB: size %d used %d avail %d (root %d)", size, used, avail, root)
 	}
 	out, err := exec.Command("df", "-h", view).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "100M") {
@@ -742,8 +842,8 @@ func TestQuotaDdAndDf(t *testing.T) {
 		t.Errorf("dd did not report EDQUOT: %s", out)
 	}
 	st, err := os.Stat(filepath.Join(e.back(f), "big"))
-	if err != nil || st.Size() != qLimit {
-		t.Errorf("dd stored %v bytes (%v), want exactly %d", st.Size(), err, qLimit)
+	if err != nil || st.Size() != qLimit-root {
+		t.Errorf("dd stored %v bytes (%v), want exactly %d (the limit less the folder root)", st.Size(), err, qLimit-root)
 	}
 	if size, used, avail := df(view); size != qLimit || used != qLimit || avail != 0 {
 		t.Errorf("df of a full scope: size %d used %d avail %d", size, used, avail)
@@ -806,7 +906,7 @@ func TestQuotaCrossFolder(t *testing.T) {
 	}
 	u := e.m.FolderUsage(a1.id)
 	tr := qMustWalk(t, e.back(a1))
-	if u.Used != 1000 || u.Used != tr.bytes || u.UsedInodes != tr.inodes {
+	if u.Used != 1000+qDirBytes(t, e.back(a1), "d") || u.Used != tr.bytes || u.UsedInodes != tr.inodes {
 		t.Errorf("after link and rename: ledger %d bytes %d inodes, storage %+v", u.Used, u.UsedInodes, tr)
 	}
 	if u := e.m.Usage(quota.ScopeKey{Volume: qVolume, ID: qScope(2)}); u.Used != 0 || u.UsedInodes != 0 {
@@ -852,13 +952,15 @@ func TestQuotaLowerLimit(t *testing.T) {
 	if n, err := unix.Pwrite(fd, make([]byte, qMiB), qMiB); n != qMiB || err != nil {
 		t.Errorf("overwrite inside the file: %d %v", n, err)
 	}
-	if err := os.Mkdir(filepath.Join(v, "d"), 0o755); err != nil {
-		t.Errorf("mkdir (no bytes) over the byte limit: %v", err)
+	// A directory takes room too (its own size and its parent's growth).
+	if err := os.Mkdir(filepath.Join(v, "d"), 0o755); !errors.Is(err, syscall.EDQUOT) {
+		t.Errorf("mkdir over the byte limit: %v, want EDQUOT", err)
 	}
 	if err := unix.Ftruncate(fd, 6*qMiB); err != nil {
 		t.Errorf("truncate down: %v", err)
 	}
-	if u := e.m.Usage(sk); u.Used != 6*qMiB {
+	root := qDirBytes(t, e.back(f)) // the folder root is charged its size
+	if u := e.m.Usage(sk); u.Used != 6*qMiB+root {
 		t.Errorf("after truncate down: %d bytes", u.Used)
 	}
 	if _, err := unix.Pwrite(fd, []byte("x"), 6*qMiB); err != unix.EDQUOT {
@@ -868,15 +970,16 @@ func TestQuotaLowerLimit(t *testing.T) {
 	if err := os.Remove(p); err != nil {
 		t.Errorf("rm over the limit: %v", err)
 	}
-	waitQuota(t, e.m, sk, 0, 1)
-	// Below the limit again: a write is cut at exactly the limit.
+	waitQuota(t, e.m, sk, root, 0)
+	// Below the limit again: a write is cut at exactly the limit, which
+	// the folder root counts in.
 	fd, err = unix.Open(filepath.Join(v, "g"), unix.O_CREAT|unix.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	if n, err := unix.Write(fd, make([]byte, 5*qMiB)); n != 4*qMiB || err != nil {
-		t.Errorf("write of 5 MiB under a 4 MiB limit: %d %v, want a short count of 4 MiB", n, err)
+	if n, err := unix.Write(fd, make([]byte, 5*qMiB)); int64(n) != 4*qMiB-root || err != nil {
+		t.Errorf("write of 5 MiB under a 4 MiB limit: %d %v, want a short count of 4 MiB less the root's %d", n, err, root)
 	}
 	if _, err := unix.Write(fd, []byte("x")); err != unix.EDQUOT {
 		t.Errorf("next write: %v, want EDQUOT", err)
@@ -1014,8 +1117,8 @@ func TestQuotaInodeLimit(t *testing.T) {
 	if sfs.Files != 5 || sfs.Ffree != 0 {
 		t.Errorf("statfs: %d files, %d free; want 5, 0", sfs.Files, sfs.Ffree)
 	}
-	if u := e.m.Usage(sk); u.UsedInodes != 5 || u.Used != 2 {
-		t.Errorf("usage %+v, want 5 inodes, 2 bytes", u)
+	if u, want := e.m.Usage(sk), 2+qDirBytes(t, e.back(f), "d"); u.UsedInodes != 5 || u.Used != want {
+		t.Errorf("usage %+v, want 5 inodes, %d bytes (2 of files and symlinks, the directories)", u, want)
 	}
 	if err := os.Remove(filepath.Join(v, "p")); err != nil {
 		t.Fatal(err)
@@ -1040,16 +1143,17 @@ func TestQuotaWritesReachDaemon(t *testing.T) {
 	}
 	defer unix.Close(fd)
 	buf := make([]byte, 64<<10)
+	root := qDirBytes(t, e.back(f)) // charged since the create
 	for i := 1; i <= 32; i++ {
 		if n, err := unix.Write(fd, buf); n != len(buf) || err != nil {
 			t.Fatalf("write %d: %d %v", i, n, err)
 		}
-		if u := e.m.FolderUsage(f.id); u.Used != int64(i*len(buf)) {
-			t.Fatalf("after write %d the ledger has %d bytes, want %d: the write did not pass the daemon", i, u.Used, i*len(buf))
+		if u := e.m.FolderUsage(f.id); u.Used != root+int64(i*len(buf)) {
+			t.Fatalf("after write %d the ledger has %d bytes, want %d: the write did not pass the daemon", i, u.Used, root+int64(i*len(buf)))
 		}
 	}
 	// And the limit is enforced on this open file at once.
-	if err := e.m.SetLimit(f.key(), 32*64<<10+100, 0); err != nil {
+	if err := e.m.SetLimit(f.key(), root+32*64<<10+100, 0); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := unix.Write(fd, buf); n != 100 || err != nil {

@@ -22,18 +22,34 @@ import (
 //	truncate, setattr size,        node.resize        ReserveExact + Done (all or
 //	O_TRUNC                                           nothing; shrinking passes)
 //	fallocate changing the size    file.Allocate      ReserveExact + Done
-//	create, O_TMPFILE              node.Create,       ReserveInode + Commit/Cancel
-//	                               node.Tmpfile
-//	mkdir, mknod, symlink          node.createEntry   ReserveInode (a symlink also
-//	                                                  its target length)
-//	unlink, rmdir, rename over     node.remove,       PrepareRemove + Done(last
-//	an entry                       node.Rename        link gone)
-//	link                           node.Link          nothing: an inode counts once
+//	create                         node.Create        ReserveCreate (the inode and
+//	                                                  the parent's growth) +
+//	                                                  Commit/Cancel(parent size)
+//	mkdir, mknod, symlink          node.createEntry   ReserveCreate (a symlink also
+//	                                                  its target, a directory its
+//	                                                  own size)
+//	O_TMPFILE                      node.Tmpfile       ReserveInode + Commit/Cancel
+//	link                           node.Link          ReserveDir(parent, grow) +
+//	                                                  Done(parent size); the inode
+//	                                                  counts once
+//	unlink, rmdir                  node.remove        ReserveDir(parent) around
+//	                                                  PrepareRemove + Done(last
+//	                                                  link gone)
+//	rename                         node.Rename        ReserveRename(from, to) +
+//	                                                  Done(both sizes); over an
+//	                                                  entry also PrepareRemove
+//	setxattr, removexattr (user.*) node.Setxattr,     ReserveXattr(growth: the new
+//	                               node.Removexattr   attribute less the old) +
+//	                                                  Done(UserXattrBytes)
 //
-// Writes that end within the file's size are not reported at all: they
-// change no usage. A nil manager (Options.Quota unset) makes every call a
-// no-op that grants everything; the zero values of quota.Reservation,
-// quota.InodeReservation and quota.Removal do nothing when ended.
+// Directory sizes are read with fstat of the directory descriptor the
+// operation has open, after it (charge.go). Writes that end within the
+// file's size are not reported at all: they change no usage. A nil
+// manager (Options.Quota unset) makes every call a no-op that grants
+// everything and costs no system call; the zero values of
+// quota.Reservation, quota.InodeReservation, quota.Create,
+// quota.DirReservation, quota.XattrReservation and quota.Removal do
+// nothing when ended.
 type quotaHook struct {
 	m       *quota.Manager
 	scope   quota.ScopeKey

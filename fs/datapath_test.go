@@ -187,7 +187,7 @@ func TestFsDataPath(t *testing.T) {
 	if ops.count("WRITE") == beforeW {
 		t.Errorf("writes of an rw view did not reach the daemon")
 	}
-	waitUsage(t, m, sk, int64(len(data))+16*64<<10, 1)
+	waitUsage(t, m, sk, int64(len(data))+16*64<<10+rootBytes(t, dir, rw), 1)
 	if n, err := unix.Pread(rfd, buf, int64(len(data))); err != nil || n != 4096 {
 		t.Errorf("ro reader past the old end after rw appends: %d %v", n, err)
 	}
@@ -272,5 +272,5 @@ func TestFsDirectWrite(t *testing.T) {
 		t.Fatalf("reader after a growing direct write: %d bytes, %v", n, err)
 	}
 	sk := quota.ScopeKey{Volume: rw.VolumeName, ID: rw.Scope}
-	waitUsage(t, m, sk, int64(len(data)), 1)
+	waitUsage(t, m, sk, int64(len(data))+rootBytes(t, dir, rw), 1)
 }

@@ -168,8 +168,10 @@ func TestFsDirectWriteQuota(t *testing.T) {
 		if got := sizeOf(name); got != want {
 			t.Errorf("limit %d: size %d after the write, want %d", limit, got, want)
 		}
-		if u := m.Usage(sk); u.Used != want {
-			t.Errorf("limit %d: usage %d after a failed write to an empty file, want %d", limit, u.Used, want)
+		// The folder root is charged its size as a directory too.
+		rb := rootBytes(t, dir, s)
+		if u := m.Usage(sk); u.Used != want+rb {
+			t.Errorf("limit %d: usage %d after a failed write to an empty file, want %d (+%d of the folder root)", limit, u.Used-rb, want, rb)
 		}
 		checkNoDrift(t, m, dir, s)
 		// Later aligned writes, inside and past the end, are charged as
@@ -180,17 +182,20 @@ func TestFsDirectWriteQuota(t *testing.T) {
 		if n, err := unix.Pwrite(fd, alignedBuf(8192), 16384); n != 8192 || err != nil {
 			t.Errorf("limit %d: aligned O_DIRECT append: %d %v", limit, n, err)
 		}
-		if got, u := sizeOf(name), m.Usage(sk).Used; got != 24576 || u != 24576 {
+		if got, u := sizeOf(name), m.Usage(sk).Used-rb; got != 24576 || u != 24576 {
 			t.Errorf("limit %d: size %d usage %d, want 24576", limit, got, u)
 		}
 		unix.Close(fd)
 		if err := os.Remove(filepath.Join(view, name)); err != nil {
 			t.Fatal(err)
 		}
-		waitUsage(t, m, sk, 0, 0)
+		waitUsage(t, m, sk, rootBytes(t, dir, s), 0)
 	}
 
-	// 100,000 bytes of room: a 128 KiB write is cut to the alignment.
+	// 100,000 bytes of limit, of which the folder root holds rb: a 128 KiB
+	// write is cut to the alignment.
+	rb := rootBytes(t, dir, s)
+	room := 100000 - rb
 	if err := m.SetLimit(sk, 100000, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -205,15 +210,15 @@ func TestFsDirectWriteQuota(t *testing.T) {
 		x.Mask&unix.STATX_DIOALIGN != 0 && x.Dio_offset_align > 0 {
 		align = int64(x.Dio_offset_align)
 	}
-	cut := 100000 - 100000%align
+	cut := room - room%align
 	if n, err := unix.Pwrite(fd, alignedBuf(131072), 0); int64(n) != cut || err != nil {
-		t.Errorf("O_DIRECT write of 131072 bytes with 100000 of room: %d %v, want %d (alignment %d)", n, err, cut, align)
+		t.Errorf("O_DIRECT write of 131072 bytes with %d of room: %d %v, want %d (alignment %d)", room, n, err, cut, align)
 	}
 	if n, err := unix.Pwrite(fd, alignedBuf(int(align)), cut); err != unix.EDQUOT {
 		t.Errorf("O_DIRECT write after the cut: %d %v, want EDQUOT", n, err)
 	}
-	if got, u := sizeOf("cut"), m.Usage(sk).Used; got != cut || u != cut {
-		t.Errorf("after the cut: size %d usage %d, want %d", got, u, cut)
+	if got, u := sizeOf("cut"), m.Usage(sk).Used; got != cut || u != cut+rb {
+		t.Errorf("after the cut: size %d usage %d, want %d and %d", got, u, cut, cut+rb)
 	}
 	checkNoDrift(t, m, dir, s)
 	// The bytes below one alignment unit are left to buffered writes,
@@ -223,11 +228,11 @@ func TestFsDirectWriteQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(bfd)
-	if n, err := unix.Pwrite(bfd, make([]byte, 4096), cut); int64(n) != 100000-cut || err != nil {
-		t.Errorf("buffered write of the rest: %d %v, want %d", n, err, 100000-cut)
+	if n, err := unix.Pwrite(bfd, make([]byte, 4096), cut); int64(n) != room-cut || err != nil {
+		t.Errorf("buffered write of the rest: %d %v, want %d", n, err, room-cut)
 	}
-	if got, u := sizeOf("cut"), m.Usage(sk).Used; got != 100000 || u != 100000 {
-		t.Errorf("at the limit: size %d usage %d, want 100000", got, u)
+	if got, u := sizeOf("cut"), m.Usage(sk).Used; got != room || u != 100000 {
+		t.Errorf("at the limit: size %d usage %d, want %d and 100000", got, u, room)
 	}
 	if _, err := unix.Pwrite(fd, alignedBuf(int(align)), 131072); err != unix.EDQUOT {
 		t.Errorf("O_DIRECT write at the limit: %v, want EDQUOT", err)
@@ -251,7 +256,7 @@ func TestFsDirectWriteQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(dst)
-	room := 100000 - 2*align
+	room = 100000 - 2*align
 	for off := int64(0); ; {
 		offIn, offOut := int64(0), off
 		n, err := unix.CopyFileRange(src, &offIn, dst, &offOut, int(2*align), 0)
@@ -324,7 +329,8 @@ func TestFsFallocateKeepSize(t *testing.T) {
 	if err := unix.Fallocate(fd, 0, 0, 2<<20); err != unix.EDQUOT {
 		t.Errorf("fallocate past the limit: %v, want EDQUOT", err)
 	}
-	waitUsage(t, m, sk, 64<<10, 1)
+	rb := rootBytes(t, dir, s) // the folder root is charged its size
+	waitUsage(t, m, sk, 64<<10+rb, 1)
 	// Inside the file, KEEP_SIZE allocates nothing the size does not
 	// count; straddling the end it is refused.
 	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 4096, 8192); err != nil {
@@ -340,12 +346,12 @@ func TestFsFallocateKeepSize(t *testing.T) {
 	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 8192); err != nil {
 		t.Errorf("PUNCH_HOLE: %v", err)
 	}
-	waitUsage(t, m, sk, 64<<10, 1)
+	waitUsage(t, m, sk, 64<<10+rb, 1)
 	// ZERO_RANGE past the end grows the file: charged.
 	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 60<<10, 8192); err != nil {
 		t.Errorf("ZERO_RANGE past the end: %v", err)
 	}
-	waitUsage(t, m, sk, 68<<10, 1)
+	waitUsage(t, m, sk, 68<<10+rb, 1)
 	st := statOf(t, filepath.Join(back, "f"))
 	if st.Blocks*512 > st.Size+4096 {
 		t.Errorf("%d bytes allocated for a %d-byte file", st.Blocks*512, st.Size)

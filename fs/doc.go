@@ -212,7 +212,8 @@
 // Only the "user." namespace is served. Reading any other name answers
 // ENODATA (there is no such attribute), setting or removing one answers
 // EOPNOTSUPP (as on a file system without that namespace), and listing shows
-// only user.* names. Attributes are read and written through the
+// only user.* names. user.* attributes are charged to the quota scope
+// (see Quota). Attributes are read and written through the
 // /proc/self/fd path of an O_PATH descriptor of a node that was checked not
 // to be a symlink. POSIX (fcntl) locks become open-file-description locks on
 // the backing descriptor and flock locks flock(2) on it, so locks reach the
@@ -242,10 +243,14 @@
 // posix_fallocate, which never asks for KEEP_SIZE, and callers that fall
 // back to writing are charged);
 // create, O_TMPFILE, mkdir, mknod and symlink reserve an inode (a symlink
-// also its target length); unlink, rmdir and rename over an entry release
-// the object when its last link is gone (read from an O_PATH descriptor
-// of the victim after the removal). Shrinking and removing always work,
-// also over a lowered limit. Inode keys are relative to the device of the
+// also its target length, a directory its initial size); every create,
+// link and rename also reserves the growth of the directory it adds an
+// entry to, settled to the directory's real size after; setxattr of a
+// user.* attribute reserves what the attribute adds, settled to the
+// object's real attribute bytes after; unlink, rmdir and rename over an
+// entry release the object when its last link is gone (read from an
+// O_PATH descriptor of the victim after the removal). Shrinking and
+// removing always work, also over a lowered limit. Inode keys are relative to the device of the
 // folder root (quota.MakeKey), so a view of a subpath charges the same
 // inodes as a view of the whole folder. Rename and link across views get
 // EXDEV, so nothing moves across folders or scopes.

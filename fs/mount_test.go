@@ -266,9 +266,6 @@ func TestFsQuotaHook(t *testing.T) {
 	s.Mode = meta.PermRW
 	s.RWCanDelete = true
 	sk := quota.ScopeKey{Volume: s.VolumeName, ID: s.Scope}
-	if err := m.SetLimit(sk, 1000, 0); err != nil {
-		t.Fatal(err)
-	}
 	if err := f.AddView(s); err != nil {
 		t.Fatal(err)
 	}
@@ -279,12 +276,30 @@ func TestFsQuotaHook(t *testing.T) {
 	}
 	view := filepath.Join(f.MountPoint(), "sessions", "s1", "q")
 	back := filepath.Join(dir, "vol", s.FolderRel)
+	// Directories are charged their size (the folder root included): the
+	// figures below are the files' and symlinks' bytes on top of that.
+	dirs := func() int64 {
+		n := int64(0)
+		for _, d := range []string{back, filepath.Join(back, "d")} {
+			if st, err := os.Lstat(d); err == nil {
+				n += st.Size()
+			}
+		}
+		return n
+	}
 	used := func() (int64, int64) {
 		u := m.Usage(sk)
 		if fu := m.FolderUsage(s.FolderID); fu.Used != u.Used || fu.UsedInodes != u.UsedInodes {
 			t.Errorf("folder usage %+v, scope usage %+v (one folder)", fu, u)
 		}
-		return u.Used, u.UsedInodes
+		return u.Used - dirs(), u.UsedInodes
+	}
+	// limit sets the scope's limit to bytes more than the directories.
+	limit := func(bytes int64) {
+		t.Helper()
+		if err := m.SetLimit(sk, dirs()+bytes, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	fd, err := unix.Open(filepath.Join(view, "f"), unix.O_CREAT|unix.O_RDWR, 0o644)
@@ -292,6 +307,7 @@ func TestFsQuotaHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
+	limit(1000)
 	if n, err := unix.Write(fd, make([]byte, 600)); n != 600 || err != nil {
 		t.Fatalf("write 600: %d %v", n, err)
 	}
@@ -328,7 +344,7 @@ func TestFsQuotaHook(t *testing.T) {
 	if err := unix.Statfs(view, &sfs); err != nil {
 		t.Fatal(err)
 	}
-	if sfs.Blocks != 1000/uint64(sfs.Frsize) || sfs.Bfree != 0 || sfs.Bavail != 0 {
+	if sfs.Blocks != uint64(dirs()+1000)/uint64(sfs.Frsize) || sfs.Bfree != 0 || sfs.Bavail != 0 {
 		t.Errorf("statfs at the limit: blocks %d free %d avail %d of %d bytes", sfs.Blocks, sfs.Bfree, sfs.Bavail, sfs.Frsize)
 	}
 	// Shrinking gives bytes back; then growth works again.
@@ -341,6 +357,11 @@ func TestFsQuotaHook(t *testing.T) {
 	if err := unix.Ftruncate(fd, 300); err != nil {
 		t.Errorf("truncate up within the limit: %v", err)
 	}
+	// Creates need room for their directory's growth too.
+	if err := os.Symlink("0123456789", filepath.Join(view, "l")); err != unix.EDQUOT && !errors.Is(err, unix.EDQUOT) {
+		t.Fatalf("symlink without room for the directory's growth: %v", err)
+	}
+	limit(1 << 20)
 	if err := os.Symlink("0123456789", filepath.Join(view, "l")); err != nil {
 		t.Fatal(err)
 	}
@@ -358,14 +379,12 @@ func TestFsQuotaHook(t *testing.T) {
 		t.Errorf("after unlink of the symlink: %d bytes %d inodes, want 300 bytes 2 inodes", b, i)
 	}
 	// copy_file_range into the file is cut to the limit too.
-	if err := m.SetLimit(sk, 350, 0); err != nil {
-		t.Fatal(err)
-	}
 	src, err := os.OpenFile(filepath.Join(view, "src"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
+	limit(350)
 	if _, err := src.Write(make([]byte, 40)); err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +404,8 @@ func TestFsQuotaHook(t *testing.T) {
 	// last one everything (once no handle holds the file open for
 	// writing: the kernel sends the release after close returns).
 	src.Close()
-	waitUsage(t, m, sk, 350, 3)
+	waitUsage(t, m, sk, dirs()+350, 3)
+	limit(1 << 20)
 	if err := os.Link(filepath.Join(view, "src"), filepath.Join(view, "src2")); err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +437,7 @@ func TestFsQuotaHook(t *testing.T) {
 		t.Errorf("unlinked but open: %d bytes %d inodes, want 340, 3", b, i)
 	}
 	h.Close()
-	waitUsage(t, m, sk, 310, 2)
+	waitUsage(t, m, sk, dirs()+310, 2)
 
 	// An O_TMPFILE file counts while it is open and goes with its last
 	// handle when it was never linked.
@@ -432,7 +452,7 @@ func TestFsQuotaHook(t *testing.T) {
 		t.Errorf("with an open tmpfile: %d bytes %d inodes, want 335, 3", b, i)
 	}
 	unix.Close(tfd)
-	waitUsage(t, m, sk, 310, 2)
+	waitUsage(t, m, sk, dirs()+310, 2)
 }
 
 // TestFsQuotaSubpath: a view of a subpath charges the same inodes as a
@@ -461,11 +481,21 @@ func TestFsQuotaSubpath(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(vs, "x"), make([]byte, 77), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitUsage(t, m, sk, 77, 1)
+	// The subpath view's root is a directory of the folder, not its root:
+	// charged its size and counted as an inode, like the file.
+	deeper := filepath.Join(dir, "vol", whole.FolderRel, "sub", "deeper")
+	st, err := os.Stat(deeper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUsage(t, m, sk, 77+st.Size(), 2)
 	if err := os.Remove(filepath.Join(vw, "sub", "deeper", "x")); err != nil {
 		t.Fatal(err)
 	}
-	waitUsage(t, m, sk, 0, 0)
+	if st, err = os.Stat(deeper); err != nil {
+		t.Fatal(err)
+	}
+	waitUsage(t, m, sk, st.Size(), 1)
 }
 
 // waitUsage waits up to 5s for the scope's usage to reach bytes and inodes

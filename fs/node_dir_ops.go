@@ -38,35 +38,35 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	}
 	defer unix.Close(dirfd)
 	bflags := int(flags)&openPassFlags | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	hint := ""
-	if v.q.on() {
-		if comps, errno := n.relPath(); errno == 0 {
-			hint = v.q.hint(comps, name)
+
+	// quota: a new file is one inode, and its directory may grow.
+	cr, hint, errno := n.reserveCreate(quota.KindFile, 0, name)
+	if errno == syscall.EDQUOT && flags&unix.O_EXCL == 0 {
+		// No room for a new file; an existing one opens without any.
+		if _, err := backing.Lstat(dirfd, name); err == nil {
+			return n.openExisting(ctx, dirfd, name, flags, bflags, hint, out)
 		}
 	}
-
-	// quota: a new file is one inode.
-	ir, errno := v.reserveInode(quota.KindFile, 0, hint)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
 	fd, err := unix.Openat(dirfd, name, bflags|unix.O_CREAT|unix.O_EXCL, storedPerm(unix.S_IFREG, mode))
 	if err == unix.EEXIST && flags&unix.O_EXCL == 0 {
-		ir.Cancel()
+		v.cancelCreate(&cr, dirfd)
 		return n.openExisting(ctx, dirfd, name, flags, bflags, hint, out)
 	}
 	if err != nil {
-		ir.Cancel()
+		v.cancelCreate(&cr, dirfd)
 		return nil, nil, 0, toErrno(err)
 	}
 	st, errno := v.adopt(fd, unix.S_IFREG, mode)
 	if errno != 0 {
 		unix.Close(fd)
 		unix.Unlinkat(dirfd, name, 0)
-		ir.Cancel()
+		v.cancelCreate(&cr, dirfd)
 		return nil, nil, 0, errno
 	}
-	ir.Commit(v.q.key(st.Dev, st.Ino), st.Size)
+	v.commitCreate(&cr, &st, dirfd)
 	ch, c := n.child(ctx, &st, out)
 	f, errno := c.newHandle(fd, bflags, &st, hint, false)
 	if errno != 0 {
@@ -182,27 +182,22 @@ func (n *node) createEntry(ctx context.Context, name string, typ, mode, rdev uin
 	}
 	defer unix.Close(dirfd)
 
-	hint := ""
-	if v.q.on() {
-		if comps, errno := n.relPath(); errno == 0 {
-			hint = v.q.hint(comps, name)
-		}
-	}
 	bytes := int64(0)
 	if typ == unix.S_IFLNK {
 		bytes = int64(len(target))
 	}
-	// quota: a new entry is one inode; a symlink also counts its target.
-	ir, errno := v.reserveInode(quota.KindOf(typ), bytes, hint)
+	// quota: a new entry is one inode; a symlink also counts its target,
+	// a directory its own size; the parent directory may grow.
+	cr, _, errno := n.reserveCreate(quota.KindOf(typ), bytes, name)
 	if errno != 0 {
 		return nil, errno
 	}
 	st, errno := v.makeEntry(dirfd, name, typ, mode, rdev, target)
 	if errno != 0 {
-		ir.Cancel()
+		v.cancelCreate(&cr, dirfd)
 		return nil, errno
 	}
-	ir.Commit(v.q.key(st.Dev, st.Ino), st.Size)
+	v.commitCreate(&cr, &st, dirfd)
 	ch, _ := n.child(ctx, &st, out)
 	n.entryChanged(name)
 	return ch, 0
@@ -302,9 +297,16 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, errno
 	}
 	defer unix.Close(tfd)
-	// quota: a link adds no usage: each inode counts once, and links
-	// across views (so across folders and scopes) are refused above.
-	if err := unix.Linkat(tfd, "", dirfd, name, unix.AT_EMPTY_PATH); err != nil {
+	// quota: a link adds no bytes of its own (each inode counts once, and
+	// links across views, so across folders and scopes, are refused
+	// above), but its directory may grow.
+	dr, errno := n.reserveDir(true)
+	if errno != 0 {
+		return nil, errno
+	}
+	err := unix.Linkat(tfd, "", dirfd, name, unix.AT_EMPTY_PATH)
+	n.v.settleDirs(&dr, dirfd)
+	if err != nil {
 		return nil, toErrno(err)
 	}
 	st, err := backing.Lstat(dirfd, name)
@@ -341,7 +343,13 @@ func (n *node) remove(name string, flags int) syscall.Errno {
 		return errno
 	}
 	defer victim.close()
-	// quota: removing the last link releases the object's bytes and inode.
+	// quota: removing the last link releases the object's bytes and
+	// inode; the directory's size is settled after (it may shrink).
+	dr, errno := n.reserveDir(false)
+	if errno != 0 {
+		return errno
+	}
+	defer v.settleDirs(&dr, dirfd)
 	rm, errno := v.prepareRemove(victim.key, victim.hint)
 	if errno != 0 {
 		return errno
@@ -453,6 +461,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			}
 		}
 	}
+	// quota: the destination directory may grow (unless two entries
+	// are exchanged), the source may shrink.
+	dr, errno := n.reserveRename(np, !exchange)
+	if errno != 0 {
+		if vi != nil {
+			vi.close()
+		}
+		return errno
+	}
+	defer v.settleDirs(&dr, sdir, ddir)
 	var rm quota.Removal
 	if vi != nil {
 		defer vi.close()

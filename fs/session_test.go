@@ -205,5 +205,5 @@ func TestFsSharedSizeLocks(t *testing.T) {
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
-	waitUsage(t, m, sk, chunk*chunks, 1)
+	waitUsage(t, m, sk, chunk*chunks+rootBytes(t, dir, a), 1)
 }

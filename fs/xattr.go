@@ -15,18 +15,19 @@ import (
 const xattrPrefix = "user."
 
 // xattrTarget opens the node for an xattr call and returns the path that
-// reaches its file without following a symlink, or ENODATA-class errors
-// for symlinks (user.* attributes exist only on files and directories).
-func (n *node) xattrTarget() (int, string, syscall.Errno) {
+// reaches its file without following a symlink, and its stat, or
+// ENODATA-class errors for symlinks (user.* attributes exist only on
+// files and directories).
+func (n *node) xattrTarget() (int, string, backing.Stat, syscall.Errno) {
 	fd, st, errno := n.openSelf()
 	if errno != 0 {
-		return -1, "", errno
+		return -1, "", st, errno
 	}
 	if st.Type() == unix.S_IFLNK {
 		unix.Close(fd)
-		return -1, "", syscall.ENODATA
+		return -1, "", st, syscall.ENODATA
 	}
-	return fd, backing.ProcPath(fd), 0
+	return fd, backing.ProcPath(fd), st, 0
 }
 
 // Getxattr reads a user.* attribute; any other name has no value.
@@ -34,7 +35,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if !strings.HasPrefix(attr, xattrPrefix) {
 		return 0, syscall.ENODATA
 	}
-	fd, p, errno := n.xattrTarget()
+	fd, p, _, errno := n.xattrTarget()
 	if errno != 0 {
 		return 0, errno
 	}
@@ -55,43 +56,62 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 // mutableXattrTarget checks that attr may be changed through this view
 // (a writable view, the user. namespace, an object that can carry user.
 // attributes) and opens its target like xattrTarget.
-func (n *node) mutableXattrTarget(attr string) (int, string, syscall.Errno) {
+func (n *node) mutableXattrTarget(attr string) (int, string, backing.Stat, syscall.Errno) {
 	if errno := n.v.mutable(); errno != 0 {
-		return -1, "", errno
+		return -1, "", backing.Stat{}, errno
 	}
 	if !strings.HasPrefix(attr, xattrPrefix) {
-		return -1, "", syscall.EOPNOTSUPP
+		return -1, "", backing.Stat{}, syscall.EOPNOTSUPP
 	}
-	fd, p, errno := n.xattrTarget()
+	fd, p, st, errno := n.xattrTarget()
 	if errno == syscall.ENODATA {
-		return -1, "", syscall.EPERM
+		return -1, "", st, syscall.EPERM
 	}
-	return fd, p, errno
+	return fd, p, st, errno
 }
 
 // Setxattr writes a user.* attribute; other namespaces are not supported.
+// The attribute is charged to the scope: the growth is reserved first
+// (EDQUOT, nothing written, when there is no room for it), the object's
+// attribute bytes are settled after.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	fd, p, errno := n.mutableXattrTarget(attr)
+	fd, p, st, errno := n.mutableXattrTarget(attr)
 	if errno != 0 {
 		return errno
 	}
 	defer unix.Close(fd)
-	return toErrno(unix.Setxattr(p, attr, data, int(flags)))
+	// quota: the attribute less the one it replaces.
+	r, errno := n.reserveXattr(&st, xattrGrowth(p, attr, len(data)))
+	if errno != 0 {
+		return errno
+	}
+	err := unix.Setxattr(p, attr, data, int(flags))
+	n.v.settleXattr(&r, fd)
+	return toErrno(err)
 }
 
 // Removexattr removes a user.* attribute.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	fd, p, errno := n.mutableXattrTarget(attr)
+	fd, p, st, errno := n.mutableXattrTarget(attr)
 	if errno != 0 {
 		return errno
 	}
 	defer unix.Close(fd)
-	return toErrno(unix.Removexattr(p, attr))
+	// quota: releases the attribute's bytes; never needs room.
+	r, errno := n.reserveXattr(&st, noGrowth)
+	if errno != 0 {
+		return errno
+	}
+	err := unix.Removexattr(p, attr)
+	n.v.settleXattr(&r, fd)
+	return toErrno(err)
 }
+
+func noGrowth() (int64, error) { return 0, nil }
 
 // Listxattr lists the user.* attributes only.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	fd, p, errno := n.xattrTarget()
+	fd, p, _, errno := n.xattrTarget()
 	if errno == syscall.ENODATA {
 		return 0, 0
 	}

@@ -47,6 +47,7 @@ const (
 	ProblemGone       Problem = "gone"       // in the ledger, not on storage
 	ProblemSize       Problem = "size"       // charged bytes differ from the real size
 	ProblemKind       Problem = "kind"       // the ledger has another type for this inode
+	ProblemXattr      Problem = "xattr"      // charged user.* xattr bytes differ from the real ones
 	ProblemUnverified Problem = "unverified" // dirty after a crash and not yet confirmed
 	ProblemCounter    Problem = "counter"    // folder counter differs from the sum of its records
 	ProblemChanged    Problem = "changed"    // changed while being checked; left alone
@@ -58,8 +59,9 @@ type Finding struct {
 	Path     string // relative to the folder root ("" when not known)
 	Ino      InodeKey
 	Problem  Problem
-	// Bytes: what the ledger charges, what storage holds. For
-	// ProblemCounter: counter and sum of records (Inodes alike).
+	// Bytes: what the ledger charges, what storage holds (data and
+	// xattrs together). For ProblemCounter: counter and sum of records
+	// (Inodes alike).
 	LedgerBytes, DiskBytes   int64
 	LedgerInodes, DiskInodes int64
 	Repaired                 bool
@@ -73,6 +75,9 @@ type FolderReport struct {
 	// found. They differ by the findings and by writes made meanwhile.
 	LedgerBytes, LedgerInodes int64
 	DiskBytes, DiskInodes     int64
+	// DiskDirBytes and DiskXattrBytes are the parts of DiskBytes held by
+	// directories (the root included) and by user.* xattrs.
+	DiskDirBytes, DiskXattrBytes int64
 	// Complete is false when some directory could not be read; then no
 	// ledger entry of the folder is taken for gone.
 	Complete bool
@@ -164,6 +169,7 @@ func (m *Manager) Check(ctx context.Context, s ScopeKey, folders []FolderRoot, o
 type cand struct {
 	parent, name string
 	key          InodeKey
+	root         bool // the folder root itself
 }
 
 func (m *Manager) checkFolder(ctx context.Context, sc *scope, root FolderRoot, o CheckOptions, rep *Report) (FolderReport, error) {
@@ -181,10 +187,33 @@ func (m *Manager) checkFolder(ctx context.Context, sc *scope, root FolderRoot, o
 	}
 	defer unix.Close(fd)
 
-	// Walk 1: every object, compared with the ledger as it is now.
-	var seen []InodeKey
-	multi := map[InodeKey]struct{}{}
+	// The root: charged its size and xattrs, not counted as an inode. A
+	// root the ledger has no record of was never changed through a view:
+	// this check is its first contact with the ledger, which records it
+	// (as the first change through a view would) rather than call it
+	// drift.
+	var ro object
+	if err := inspectFd(fd, &ro); err != nil {
+		fr.Errors = append(fr.Errors, err.Error())
+		return fr, fmt.Errorf("quota: check folder %s: %w", root.FolderID, err)
+	}
+	rootKey := MakeKey(rootDev, ro.st.Dev, ro.st.Ino)
+	if err := m.firstContact(sc, f, rootKey, &ro); err != nil {
+		return fr, err
+	}
+	seen := []InodeKey{rootKey}
+	fr.DiskBytes += ro.total()
+	fr.DiskDirBytes += ro.data
+	fr.DiskXattrBytes += ro.x
 	var cands []cand
+	if v, busy := m.ledgerView(sc, f, rootKey, nil); busy {
+		rep.Busy++
+	} else if !v.exists || v.kind != KindRoot || v.unverified || v.bytes != ro.total() || v.x != ro.x {
+		cands = append(cands, cand{key: rootKey, root: true})
+	}
+
+	// Walk 1: every object, compared with the ledger as it is now.
+	multi := map[InodeKey]struct{}{}
 	var txn *badger.Txn
 	lookups := 0
 	defer func() {
@@ -193,7 +222,7 @@ func (m *Manager) checkFolder(ctx context.Context, sc *scope, root FolderRoot, o
 		}
 	}()
 	var entries int64
-	w := newWalker(ctx, func(parent, name string, st *unix.Stat_t) error {
+	w := newWalker(ctx, func(dirfd int, parent, name string, st *unix.Stat_t) error {
 		k := MakeKey(rootDev, st.Dev, st.Ino)
 		kind := KindOf(st.Mode)
 		if kind != KindDir && st.Nlink > 1 {
@@ -204,7 +233,16 @@ func (m *Manager) checkFolder(ctx context.Context, sc *scope, root FolderRoot, o
 		}
 		seen = append(seen, k)
 		size := chargeOf(kind, st.Size)
-		fr.DiskBytes += size
+		var x int64
+		xerr := error(nil)
+		if kindHasXattrs(kind) {
+			x, xerr = xattrBytesAt(dirfd, name)
+		}
+		fr.DiskBytes += size + x
+		if kind == KindDir {
+			fr.DiskDirBytes += size
+		}
+		fr.DiskXattrBytes += x
 		fr.DiskInodes++
 		entries++
 		if o.Progress != nil && entries%4096 == 0 {
@@ -222,7 +260,7 @@ func (m *Manager) checkFolder(ctx context.Context, sc *scope, root FolderRoot, o
 			rep.Busy++
 			return nil
 		}
-		if !v.exists || v.kind != kind || v.unverified || v.bytes != size {
+		if xerr != nil || !v.exists || v.kind != kind || v.unverified || v.bytes != size+x || v.x != x {
 			cands = append(cands, cand{parent: parent, name: name, key: k})
 		}
 		return nil
@@ -271,33 +309,59 @@ func (m *Manager) checkFolder(ctx context.Context, sc *scope, root FolderRoot, o
 type ledgerView struct {
 	exists, unverified bool
 	kind               Kind
-	bytes              int64
+	bytes              int64 // the whole charge
+	x                  int64 // its xattr part
 }
 
 // ledgerView returns what the ledger holds for k: the in-memory state if
-// the inode is there, else its record. busy: an operation is in flight.
+// the inode is there, else its record (read in txn, or in a transaction
+// of its own when txn is nil). busy: an operation is in flight.
 func (m *Manager) ledgerView(sc *scope, f *folder, k InodeKey, txn *badger.Txn) (ledgerView, bool) {
 	sc.mu.Lock()
 	if in := f.inodes[k]; in != nil {
-		v := ledgerView{exists: in.exists, unverified: in.unverified, kind: in.kind, bytes: in.charged}
-		busy := in.outstanding > 0
+		v := ledgerView{exists: in.exists, unverified: in.unverified, kind: in.kind, bytes: in.charged, x: in.xch}
+		busy := in.outstanding > 0 || in.excl
 		sc.mu.Unlock()
 		return v, busy
 	}
 	sc.mu.Unlock()
+	if txn == nil {
+		txn = m.db.NewTransaction(false)
+		defer txn.Discard()
+	}
 	var v ledgerView
 	item, err := txn.Get(keyInodeIn(prefInode, sc.enc, f.enc, k))
 	if err != nil {
 		return v, false
 	}
 	_ = item.Value(func(b []byte) error {
-		kind, size, err := decInode(b)
+		kind, size, x, err := decInode(b)
 		if err == nil {
-			v = ledgerView{exists: true, kind: kind, bytes: size}
+			v = ledgerView{exists: true, kind: kind, bytes: size + x, x: x}
 		}
 		return nil
 	})
 	return v, false
+}
+
+// firstContact records a folder root the ledger has no record of, as
+// found on storage (see checkFolder), unless an operation on it is in
+// flight (it records the root itself).
+func (m *Manager) firstContact(sc *scope, f *folder, k InodeKey, o *object) error {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	in, err := sc.getInode(f, k)
+	if err != nil {
+		return fmt.Errorf("quota: check folder %s: %w", f.id, err)
+	}
+	if !in.exists && !in.unverified && !in.excl && in.outstanding == 0 && in.writers == 0 {
+		in.ops++
+		sc.setExists(in, true, KindRoot, o.st.Size)
+		in.xattr = o.x
+		sc.recharge(in)
+	}
+	sc.after(in)
+	return nil
 }
 
 // confirm re-examines one difference: pin the inode, note its operation
@@ -316,8 +380,14 @@ func (m *Manager) confirm(sc *scope, f *folder, fd int, rootDev uint64, c cand, 
 	ops := in.ops
 	sc.mu.Unlock()
 
-	var st unix.Stat_t
-	serr := statAt(fd, c.parent, c.name, &st)
+	var ob object
+	var serr error
+	if c.root {
+		serr = inspectFd(fd, &ob)
+	} else {
+		serr = inspectAt(fd, c.parent, c.name, &ob)
+	}
+	st := &ob.st
 
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
@@ -334,21 +404,28 @@ func (m *Manager) confirm(sc *scope, f *folder, fd int, rootDev uint64, c cand, 
 		rep.add(fnd, o.MaxFindings)
 		return
 	}
-	if in.ops != ops || in.outstanding > 0 || (!in.exists && f.creating > 0) {
-		// In flight (a create not yet committed may be this object).
+	if in.ops != ops || in.outstanding > 0 || in.excl || (f.creating > 0 && (!in.exists || in.writers > 0)) {
+		// In flight. A create not yet committed may be this object: one
+		// the ledger does not know yet, or one that took the number of an
+		// object whose removal is in flight (held: writers), whose record
+		// the ledger still has.
 		rep.Busy++
 		return
 	}
-	kind := KindOf(st.Mode)
-	size := chargeOf(kind, st.Size)
-	fnd.DiskBytes = size
+	kind := ob.kind
+	if c.root {
+		kind = KindRoot
+	}
+	fnd.DiskBytes = ob.total()
 	switch {
 	case !in.exists:
 		fnd.Problem = ProblemUnknown
 	case in.kind != kind:
 		fnd.Problem = ProblemKind
-	case in.charged != size:
+	case in.charged-in.xch != ob.data:
 		fnd.Problem = ProblemSize
+	case in.xch != ob.x:
+		fnd.Problem = ProblemXattr
 	case in.unverified:
 		fnd.Problem = ProblemUnverified
 	default:
@@ -357,7 +434,12 @@ func (m *Manager) confirm(sc *scope, f *folder, fd int, rootDev uint64, c cand, 
 	if o.Repair {
 		in.ops++
 		in.unverified = false
-		sc.observe(in, func() { sc.setExists(in, true, kind, st.Size) }) // cluster: found, not made (cluster.go)
+		// cluster: found, not made (cluster.go)
+		sc.observe(in, func() {
+			sc.setExists(in, true, kind, st.Size)
+			in.xattr = ob.x
+			sc.recharge(in)
+		})
 		fnd.Repaired = true
 	}
 	rep.add(fnd, o.MaxFindings)
@@ -428,7 +510,7 @@ func (m *Manager) checkGone(ctx context.Context, sc *scope, f *folder, fd int, r
 	}
 	sc.mu.Unlock()
 	again := map[InodeKey]bool{}
-	w := newWalker(ctx, func(parent, name string, st *unix.Stat_t) error {
+	w := newWalker(ctx, func(_ int, parent, name string, st *unix.Stat_t) error {
 		k := MakeKey(rootDev, st.Dev, st.Ino)
 		if _, ok := pins[k]; ok {
 			again[k] = true
@@ -448,7 +530,7 @@ func (m *Manager) checkGone(ctx context.Context, sc *scope, f *folder, fd int, r
 				// In use (maybe unlinked but still open): not gone yet.
 				rep.Busy++
 			case in.exists || in.unverified:
-				fnd := Finding{FolderID: f.id, Ino: k, Problem: ProblemGone, LedgerBytes: in.charged, LedgerInodes: b2i(in.exists)}
+				fnd := Finding{FolderID: f.id, Ino: k, Problem: ProblemGone, LedgerBytes: in.charged, LedgerInodes: inodesOf(in.exists, in.kind)}
 				if o.Repair {
 					in.unverified = false
 					sc.observe(in, func() { sc.remove(in) }) // cluster: found, not made (cluster.go)
@@ -535,10 +617,10 @@ func (m *Manager) persistedFolder(sc *scope, f *folder) (cb, cc, sb, sn int64, e
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			err := it.Item().Value(func(v []byte) error {
-				_, size, derr := decInode(v)
+				kind, size, x, derr := decInode(v)
 				if derr == nil {
-					sb += size
-					sn++
+					sb += size + x
+					sn += kind.inodes()
 				}
 				return nil
 			})

@@ -139,7 +139,8 @@ func TestCheckFindsAndRepairsDrift(t *testing.T) {
 	if u := m.FolderUsage("f1"); u.Used != tr.bytes || u.UsedInodes != tr.inodes {
 		t.Fatalf("after repair %+v, disk %+v", u, tr)
 	}
-	if tr.bytes != 125+50+9+300+10+int64(len(outside)) {
+	dirs := sizeOf(t, dir) + sizeOf(t, filepath.Join(dir, "d")) + sizeOf(t, filepath.Join(dir, "nd"))
+	if tr.bytes != 125+50+9+300+10+int64(len(outside))+dirs {
 		t.Fatalf("disk truth %d: a symlink was followed or a link counted twice", tr.bytes)
 	}
 	rep, err = m.Check(context.Background(), s, []FolderRoot{root}, CheckOptions{})
@@ -189,7 +190,8 @@ func TestCheckRepairsCorruptCounter(t *testing.T) {
 	if rep.Counts[ProblemCounter] != 1 || rep.Repaired != 1 {
 		t.Fatalf("report %+v", rep)
 	}
-	if u := m.FolderUsage("f1"); u.Used != 77 || u.UsedInodes != 1 || m.Usage(s).Used != 77 {
+	want := 77 + sizeOf(t, dir) // the file and the folder root
+	if u := m.FolderUsage("f1"); u.Used != want || u.UsedInodes != 1 || m.Usage(s).Used != want {
 		t.Fatalf("after repair %+v", u)
 	}
 	assertConsistent(t, m)
@@ -344,7 +346,62 @@ func TestCheckGoneBeforeCommit(t *testing.T) {
 	if rep.Counts[ProblemGone] != 1 || rep.Repaired != 1 {
 		t.Errorf("check found %v, repaired %d; want 1 gone, repaired", rep.Counts, rep.Repaired)
 	}
-	if u := m.FolderUsage("f1"); u.Used != 0 || u.UsedInodes != 0 {
+	// Left: the folder root, recorded by the check (its first contact).
+	if u := m.FolderUsage("f1"); u.Used != sizeOf(t, dir) || u.UsedInodes != 0 {
 		t.Errorf("usage after repair %+v", u)
+	}
+}
+
+// TestCheckReusedNumberInFlight: a file's removal is in flight (its
+// record still there) while a create in flight made a new, empty object
+// that took the same inode number. The check sees the new object under
+// the old record's number and must leave it to the operations instead
+// of taking the difference for drift.
+func TestCheckReusedNumberInFlight(t *testing.T) {
+	dir := t.TempDir()
+	m, _ := newLedger(t)
+	s := testScope(t, 5)
+	mkfile(t, filepath.Join(dir, "new"), 0) // the new object on storage
+	var root, st syscall.Stat_t
+	if err := syscall.Stat(dir, &root); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Lstat(filepath.Join(dir, "new"), &st); err != nil {
+		t.Fatal(err)
+	}
+	k := MakeKey(root.Dev, st.Dev, st.Ino)
+	// The old object at that number, 500 bytes, with its removal in
+	// flight; a create in flight in the folder.
+	r, err := m.ReserveInode(s, "f1", KindFile, 0, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Commit(k, 500)
+	rm, err := m.PrepareRemove(s, "f1", k, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.ReserveInode(s, "f1", KindFile, 0, "new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := m.Check(context.Background(), s, []FolderRoot{openRoot(t, dir, "f1")}, CheckOptions{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range rep.Findings {
+		if f.Problem != ProblemChanged {
+			t.Errorf("check took a change in flight for drift: %+v", f)
+		}
+	}
+	if rep.Busy == 0 {
+		t.Errorf("check did not count the object as busy: %+v", rep)
+	}
+	// The operations end: the create commits the new object, the old
+	// one's removal finds its number taken and leaves the new record.
+	c.Commit(k, 0)
+	rm.Done(true)
+	if u := m.FolderUsage("f1"); u.Used != 0+sizeOf(t, dir) || u.UsedInodes != 1 {
+		t.Errorf("usage %+v after the operations", u)
 	}
 }

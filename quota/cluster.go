@@ -293,26 +293,28 @@ func (sc *scope) clusterRoom(in *inode, end int64, exact bool) (int64, error) {
 	}
 }
 
-// clusterInodeRoom is ReserveInode's room check in cluster mode: one inode
-// and bytes, asking the client once when the node holds too little.
-func (sc *scope) clusterInodeRoom(f *folder, bytes int64) error {
+// clusterNeed is the room check of a create or a directory change in
+// cluster mode: inodes new inodes (0 or 1) and bytes of growth must fit
+// the node's grants, else it asks the client for more (sc.mu is released
+// meanwhile: callers keep what they looked up held or pinned).
+func (sc *scope) clusterNeed(f *folder, bytes, inodes int64) error {
 	more := true
 	for asks := 0; ; asks++ {
 		if f.dropped {
 			return fmt.Errorf("%w: folder %s was dropped", ErrInvalid, f.id)
 		}
 		ri, rb := sc.clusterAvailInodes(), sc.avail()
-		if ri >= 1 && rb >= bytes {
+		if ri >= inodes && rb >= bytes {
 			return nil
 		}
 		if !more || asks >= maxAsks {
-			if ri < 1 {
+			if ri < inodes {
 				return errNoInodes
 			}
 			return errNoBytes
 		}
 		sc.mu.Unlock()
-		more = sc.m.opts.Grants.Room(sc.key, Need{Bytes: bytes, Inodes: 1, Exact: true})
+		more = sc.m.opts.Grants.Room(sc.key, Need{Bytes: bytes, Inodes: inodes, Exact: true})
 		sc.mu.Lock()
 	}
 }
@@ -435,7 +437,7 @@ func (sc *scope) clChange(in *inode, db, dn int64) {
 	if c.jEpoch == 0 || in.f.dropped || (in.cl != nil && in.cl.jEpoch == c.jEpoch) {
 		return
 	}
-	sc.clJournalAdd(in, in.charged-db, b2i(in.exists))
+	sc.clJournalAdd(in, in.charged-db, inodesOf(in.exists, in.kind))
 }
 
 func (sc *scope) clJournalAdd(in *inode, baseB, baseN int64) {
@@ -1134,7 +1136,7 @@ func (m *Manager) StartJournal(s ScopeKey, epoch uint32) (Unsettled, error) {
 	c.jOverflow = map[string]bool{}
 	for in := range c.regs {
 		if in.cl != nil && (in.cl.reg == regPending || in.cl.reg == regFlight) && !in.f.dropped {
-			sc.clJournalAdd(in, in.cl.view, b2i(in.exists))
+			sc.clJournalAdd(in, in.cl.view, inodesOf(in.exists, in.kind))
 		}
 	}
 	return u, nil
@@ -1295,7 +1297,7 @@ func (m *Manager) PrepareRemoveSize(s ScopeKey, folderID string, ino InodeKey, k
 		if err != nil {
 			return Removal{}, err
 		}
-		if in.outstanding == 0 && in.writers == 0 && (!in.exists || in.kind != kind || (kind != KindDir && kind != KindOther && in.size != size)) {
+		if in.outstanding == 0 && in.writers == 0 && (!in.exists || in.kind != kind || (kind != KindOther && in.size != size)) {
 			sc.observe(in, func() {
 				in.ops++
 				sc.setExists(in, true, kind, size)
@@ -1310,36 +1312,50 @@ func (m *Manager) PrepareRemoveSize(s ScopeKey, folderID string, ino InodeKey, k
 // ---- storage helpers for the cluster client ----
 
 // StatInode looks an inode up below a folder root: by its path hint
-// first, else by a walk of the folder. found is false when a complete walk
-// did not find it; err when it could not be looked for.
-func StatInode(root *os.File, hint string, ino InodeKey) (kind Kind, size int64, found bool, err error) {
+// first, else by a walk of the folder. charge is what the ledger charges
+// for it (chargeOf its kind and size, plus its user.* xattr bytes; the
+// folder root is KindRoot). found is false when a complete walk did not
+// find it; err when it could not be looked for.
+func StatInode(root *os.File, hint string, ino InodeKey) (kind Kind, charge int64, found bool, err error) {
 	fd, rootDev, err := rootOf(root)
 	if err != nil {
 		return 0, 0, false, err
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if hint != "" && statHint(fd, hint, &st) == nil && MakeKey(rootDev, st.Dev, st.Ino) == ino {
-		return KindOf(st.Mode), st.Size, true, nil
+	var o object
+	if err := inspectFd(fd, &o); err != nil {
+		return 0, 0, false, err
 	}
-	var hit *unix.Stat_t
+	if MakeKey(rootDev, o.st.Dev, o.st.Ino) == ino {
+		return KindRoot, o.total(), true, nil
+	}
+	if hint != "" && inspectHint(fd, hint, &o) == nil && MakeKey(rootDev, o.st.Dev, o.st.Ino) == ino {
+		return o.kind, o.total(), true, nil
+	}
+	var hit *object
+	var herr error
 	errFound := errors.New("found")
-	w := newWalker(context.Background(), func(parent, name string, s *unix.Stat_t) error {
+	w := newWalker(context.Background(), func(dirfd int, parent, name string, s *unix.Stat_t) error {
 		if MakeKey(rootDev, s.Dev, s.Ino) == ino {
-			c := *s
-			hit = &c
+			var c object
+			if herr = inspectAt(fd, parent, name, &c); herr == nil {
+				hit = &c
+			}
 			return errFound
 		}
 		return nil
 	})
 	werr := w.run(fd)
 	if hit != nil {
-		return KindOf(hit.Mode), hit.Size, true, nil
+		return hit.kind, hit.total(), true, nil
 	}
-	if werr != nil {
+	if herr != nil && !isGone(herr) {
+		return 0, 0, false, herr
+	}
+	if werr != nil && !errors.Is(werr, errFound) {
 		return 0, 0, false, werr
 	}
-	if w.incomplete {
+	if w.incomplete || herr != nil {
 		return 0, 0, false, fmt.Errorf("quota: folder walk incomplete: %v", w.errs)
 	}
 	return 0, 0, false, nil
@@ -1350,20 +1366,29 @@ type WalkEntry struct {
 	Path          string
 	Ino           InodeKey
 	Kind          Kind
-	Bytes, Inodes int64 // what the object is charged: chargeOf(kind, size), 1
+	Bytes, Inodes int64 // what the object is charged: chargeOf(kind, size) + user.* xattr bytes; 1 (0 for the root)
 }
 
-// WalkFolder visits every object below a folder root once (hard links
-// once), through directory descriptors only, as Check does. complete is
-// false when some directory could not be read.
+// WalkFolder visits the folder root and every object below it once (hard
+// links once), through directory descriptors only, as Check does, with
+// what the ledger charges for each. complete is false when some directory
+// or object could not be read.
 func WalkFolder(ctx context.Context, root *os.File, fn func(WalkEntry) error) (complete bool, err error) {
 	fd, rootDev, err := rootOf(root)
 	if err != nil {
 		return false, err
 	}
 	defer unix.Close(fd)
+	var ro object
+	if err := inspectFd(fd, &ro); err != nil {
+		return false, err
+	}
+	if err := fn(WalkEntry{Ino: MakeKey(rootDev, ro.st.Dev, ro.st.Ino), Kind: KindRoot, Bytes: ro.total()}); err != nil {
+		return false, err
+	}
 	multi := map[InodeKey]struct{}{}
-	w := newWalker(ctx, func(parent, name string, st *unix.Stat_t) error {
+	xfail := false
+	w := newWalker(ctx, func(dirfd int, parent, name string, st *unix.Stat_t) error {
 		k := MakeKey(rootDev, st.Dev, st.Ino)
 		kind := KindOf(st.Mode)
 		if kind != KindDir && st.Nlink > 1 {
@@ -1372,8 +1397,19 @@ func WalkFolder(ctx context.Context, root *os.File, fn func(WalkEntry) error) (c
 			}
 			multi[k] = struct{}{}
 		}
-		return fn(WalkEntry{Path: join(parent, name), Ino: k, Kind: kind, Bytes: chargeOf(kind, st.Size), Inodes: 1})
+		bytes := chargeOf(kind, st.Size)
+		if kindHasXattrs(kind) {
+			x, err := xattrBytesAt(dirfd, name)
+			if err != nil {
+				if !isGone(err) {
+					xfail = true
+				}
+				return nil
+			}
+			bytes += x
+		}
+		return fn(WalkEntry{Path: join(parent, name), Ino: k, Kind: kind, Bytes: bytes, Inodes: 1})
 	})
 	werr := w.run(fd)
-	return werr == nil && !w.incomplete, werr
+	return werr == nil && !w.incomplete && !xfail, werr
 }

@@ -2,6 +2,7 @@ package quota
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -100,6 +101,21 @@ func clusterSetup(t *testing.T, limit int64) (*fakeGrants, *Manager, ScopeKey, s
 	return g, m, s, dbDir, vol
 }
 
+// openEmpty makes an empty file on storage and opens it for writing
+// through the ledger: unlike simFS.create it reserves no room for the
+// directory's growth, so these tests see file bytes only.
+func openEmpty(t testing.TB, x *simFS, dir, rel string) *handle {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, rel), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := x.open(rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 func unsettled(t testing.TB, m *Manager, s ScopeKey) int64 {
 	t.Helper()
 	u, err := m.Unsettled(s)
@@ -167,10 +183,7 @@ func TestClusterRoomIsGrant(t *testing.T) {
 	defer m.Close()
 	x := newSimFS(t, m, s, filepath.Join(vol, "f1"), "f1")
 	defer x.close()
-	h, err := x.create("a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := openEmpty(t, x, filepath.Join(vol, "f1"), "a")
 	if n, err := x.write(h, 0, make([]byte, 60)); err != nil || n != 60 {
 		t.Fatalf("write: %d %v", n, err)
 	}
@@ -238,7 +251,7 @@ func TestClusterPendingSettlement(t *testing.T) {
 	for _, applied := range []bool{true, false} {
 		g, m, s, dbDir, vol := clusterSetup(t, 1<<20)
 		x := newSimFS(t, m, s, filepath.Join(vol, "f1"), "f1")
-		h, _ := x.create("a")
+		h := openEmpty(t, x, filepath.Join(vol, "f1"), "a")
 		x.write(h, 0, make([]byte, 123))
 		x.release(h)
 		u, _ := m.Unsettled(s)
@@ -275,7 +288,7 @@ func TestClusterGrowthDoesNotAllocate(t *testing.T) {
 	defer m.Close()
 	x := newSimFS(t, m, s, filepath.Join(vol, "f1"), "f1")
 	defer x.close()
-	h, _ := x.create("a")
+	h := openEmpty(t, x, filepath.Join(vol, "f1"), "a")
 	x.write(h, 0, make([]byte, 4096)) // registers the hold, gets a grant
 	g.mu.Lock()
 	g.grant += 1 << 40
@@ -297,4 +310,79 @@ func TestClusterGrowthDoesNotAllocate(t *testing.T) {
 	if g.rooms.Load() != rooms {
 		t.Fatal("a write inside the grant asked the cluster")
 	}
+}
+
+// TestClusterCreateAsksRoom: a create, a mkdir and a user xattr in cluster
+// mode take their inode and their bytes (the directory's growth, the
+// attribute) from the node's grants, asking for more when short, and stop
+// with EDQUOT once the cluster's pool is spent; what they charged is
+// settled exactly.
+func TestClusterCreateAsksRoom(t *testing.T) {
+	g, m, s, _, vol := clusterSetup(t, 64<<10)
+	defer m.Close()
+	dir := filepath.Join(vol, "f1")
+	x := newSimFS(t, m, s, dir, "f1")
+	defer x.close()
+	before := g.rooms.Load()
+	h, err := x.create("a")
+	if err != nil {
+		t.Fatalf("create with no grant yet: %v", err)
+	}
+	x.release(h)
+	if g.rooms.Load() == before {
+		t.Fatal("the create asked for no room")
+	}
+	if err := x.mkdir("d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.setxattr("a", "user.k", make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the pool: creates stop with EDQUOT, never past the grant.
+	var made int
+	for ; made < 1000; made++ {
+		h, err := x.create(filepath.Join("d", fmt.Sprintf("f%04d", made)))
+		if err != nil {
+			if !errors.Is(err, ErrExceeded) {
+				t.Fatalf("create %d: %v", made, err)
+			}
+			break
+		}
+		x.release(h)
+	}
+	if made == 1000 {
+		t.Fatal("a 64 KiB pool took 1000 creates")
+	}
+	if u := unsettled(t, m, s); u > g.grant || g.grant > g.limit {
+		t.Fatalf("unsettled %d past the grant %d (limit %d)", u, g.grant, g.limit)
+	}
+	g.settle(t, s)
+	want := dirCharge(t, dir)
+	if g.settled != want {
+		t.Fatalf("cluster settled %d, storage holds %d", g.settled, want)
+	}
+}
+
+// dirCharge is what the ledger's rules charge for the tree under dir,
+// its root included: directory sizes, file sizes, symlink targets and
+// user xattrs.
+func dirCharge(t testing.TB, dir string) int64 {
+	t.Helper()
+	var sum int64
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		sum += fi.Size()
+		n, err := userXattrBytes(p, true)
+		if err != nil {
+			return err
+		}
+		sum += n
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
 }

@@ -144,14 +144,17 @@ type entry struct {
 	in      *inode
 	exists  bool
 	kind    Kind
-	size    int64
+	size    int64 // the whole charge
+	x       int64 // its xattr part
 	mark    bool
 	hint    string
 	intents []uint64
+	ops     uint64 // the inode's operation counter at the snapshot
 	// persisted state before the commit
 	pExists bool
 	pKind   Kind
 	pSize   int64
+	pX      int64
 	pMark   bool
 	pHint   string
 	// cluster: adoption committed with this record (cluster.go)
@@ -167,13 +170,6 @@ type itEntry struct {
 type corrEntry struct {
 	f      *folder
 	du, dc int64
-}
-
-func b2i(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func (m *Manager) flush() error {
@@ -195,16 +191,15 @@ func (m *Manager) flush() error {
 			if in.f.dropped {
 				continue
 			}
-			if !in.needsFlush() {
-				sc.settleSlot(in)
+			if !in.needsFlush() && in.slot == 0 {
 				if in.evictable() {
 					sc.evict(in)
 				}
 				continue
 			}
-			e := entry{sc: sc, in: in, exists: in.exists, kind: in.kind, size: in.charged,
-				mark: in.markWanted(), hint: in.hint, intents: in.intents,
-				pExists: in.pExists, pKind: in.pKind, pSize: in.pSize, pMark: in.pMark, pHint: in.pHint}
+			e := entry{sc: sc, in: in, exists: in.exists, kind: in.kind, size: in.charged, x: in.xch,
+				mark: in.markWanted(), hint: in.hint, intents: in.intents, ops: in.ops,
+				pExists: in.pExists, pKind: in.pKind, pSize: in.pSize, pX: in.pX, pMark: in.pMark, pHint: in.pHint}
 			if !e.mark {
 				e.hint = ""
 			}
@@ -256,10 +251,54 @@ func (m *Manager) flush() error {
 				cits, ccorr = nil, nil
 			}
 			m.requeue(ents[i+n:], cits, ccorr)
+			m.settleRound(ents[:i+n], false)
 			return err
 		}
 	}
+	if h := m.roundHook; h != nil {
+		h(false)
+	}
+	m.settleRound(ents, true)
+	if h := m.roundHook; h != nil {
+		h(true)
+	}
 	return nil
+}
+
+// settleRound clears the mark-table slots of the inodes of a round once
+// all of it is committed (ok), and evicts what became idle. A slot is
+// cleared only then, not with its own inode's chunk: a directory's slot
+// stands for the entries created in it (recovery scans a marked
+// directory for objects without a record), whose records may be in a
+// later chunk of the same round. For the same reason a slot whose mark is
+// not in the store is kept when an operation used the inode after the
+// round's snapshot: that operation relied on the slot, and what it
+// created is in a later round. Such a slot, and after a failed round
+// every slot, stays, and its inode is queued again.
+func (m *Manager) settleRound(ents []entry, ok bool) {
+	var cur *scope
+	for i := range ents {
+		e := &ents[i]
+		if cur != e.sc {
+			if cur != nil {
+				cur.mu.Unlock()
+			}
+			cur = e.sc
+			cur.mu.Lock()
+		}
+		in := e.in
+		if ok && (in.ops == e.ops || in.storeMarked()) {
+			cur.settleSlot(in)
+		}
+		if in.evictable() {
+			cur.evict(in)
+		} else if !in.queued && (in.needsFlush() || in.slot > 0) {
+			cur.touch(in)
+		}
+	}
+	if cur != nil {
+		cur.mu.Unlock()
+	}
 }
 
 // commitChunk writes ents in one transaction, splitting it when badger
@@ -302,8 +341,8 @@ func (m *Manager) writeChunk(ents []entry, its []itEntry, corr []corrEntry) erro
 		f := e.in.f
 		sEnc, fEnc := e.sc.enc, f.enc
 		if e.exists {
-			if !e.pExists || e.kind != e.pKind || e.size != e.pSize {
-				if err := txn.Set(keyInodeIn(prefInode, sEnc, fEnc, e.in.key), encInode(e.kind, e.size)); err != nil {
+			if !e.pExists || e.kind != e.pKind || e.size != e.pSize || e.x != e.pX {
+				if err := txn.Set(keyInodeIn(prefInode, sEnc, fEnc, e.in.key), encInode(e.kind, e.size-e.x, e.x)); err != nil {
 					return err
 				}
 			}
@@ -335,10 +374,10 @@ func (m *Manager) writeChunk(ents []entry, its []itEntry, corr []corrEntry) erro
 		if e.pExists {
 			was = e.pSize
 		}
-		if now != was || e.exists != e.pExists {
+		if dc := inodesOf(e.exists, e.kind) - inodesOf(e.pExists, e.pKind); now != was || dc != 0 {
 			d := fd(f)
 			d.du += now - was
-			d.dc += b2i(e.exists) - b2i(e.pExists)
+			d.dc += dc
 		}
 		if e.adB != 0 || e.adN != 0 {
 			d := fd(f)
@@ -386,8 +425,8 @@ func (m *Manager) writeChunk(ents []entry, its []itEntry, corr []corrEntry) erro
 	return txn.Commit()
 }
 
-// apply records a committed chunk as the persisted state and evicts what
-// became idle.
+// apply records a committed chunk as the persisted state (settleRound
+// then clears slots and evicts).
 func (m *Manager) apply(ents []entry, its []itEntry, corr []corrEntry) {
 	deltas := map[*folder]fdelta{}
 	for i := range ents {
@@ -401,7 +440,7 @@ func (m *Manager) apply(ents []entry, its []itEntry, corr []corrEntry) {
 		}
 		d := deltas[e.in.f]
 		d.du += now - was
-		d.dc += b2i(e.exists) - b2i(e.pExists)
+		d.dc += inodesOf(e.exists, e.kind) - inodesOf(e.pExists, e.pKind)
 		d.ab += e.adB
 		d.an += e.adN
 		deltas[e.in.f] = d
@@ -430,19 +469,13 @@ func (m *Manager) apply(ents []entry, its []itEntry, corr []corrEntry) {
 		e := &ents[i]
 		lock(e.sc, &cur)
 		in := e.in
-		in.pExists, in.pKind, in.pSize, in.pMark, in.pHint = e.exists, e.kind, e.size, e.mark, e.hint
+		in.pExists, in.pKind, in.pSize, in.pX, in.pMark, in.pHint = e.exists, e.kind, e.size, e.x, e.mark, e.hint
 		in.flushing = false
 		if c := in.cl; c != nil {
 			// cluster: the adoption is committed (cluster.go)
 			c.fadB -= e.adB
 			c.fadN -= e.adN
 			e.sc.clTidy(in)
-		}
-		e.sc.settleSlot(in)
-		if in.evictable() {
-			e.sc.evict(in)
-		} else if !in.queued && (in.needsFlush() || in.slot > 0) {
-			e.sc.touch(in)
 		}
 	}
 	for _, x := range its {
@@ -520,7 +553,7 @@ func (m *Manager) DropFolder(s ScopeKey, folderID string) error {
 		return nil
 	}
 	for _, in := range f.inodes {
-		if in.writers > 0 || in.outstanding > 0 || in.pins > 0 {
+		if in.writers > 0 || in.outstanding > 0 || in.pins > 0 || in.excl {
 			sc.mu.Unlock()
 			return fmt.Errorf("quota: drop folder %s: %w", folderID, ErrBusy)
 		}
@@ -570,10 +603,12 @@ func (m *Manager) dropPersisted(sc *scope, f *folder) error {
 					keys = append(keys, item.KeyCopy(nil))
 					if p == prefInode {
 						_ = item.Value(func(v []byte) error {
-							if _, size, err := decInode(v); err == nil {
-								du += size
+							if kind, size, x, err := decInode(v); err == nil {
+								du += size + x
+								dc += kind.inodes()
+							} else {
+								dc++
 							}
-							dc++
 							return nil
 						})
 					}

@@ -51,7 +51,9 @@ func FuzzParseKey(f *testing.F) {
 }
 
 func FuzzDecodeRecords(f *testing.F) {
-	f.Add(encInode(KindFile, 12345))
+	f.Add(encInode(KindFile, 12345, 0))
+	f.Add(encInode(KindDir, 4096, 70))
+	f.Add(encInode(KindRoot, 40, 0))
 	f.Add(encCounter(-5, 3))
 	f.Add(encLimits(1<<40, 0))
 	f.Add(encMark("a/b/c"))
@@ -59,12 +61,12 @@ func FuzzDecodeRecords(f *testing.F) {
 	f.Add(encMarker(42, true))
 	f.Add([]byte{1, 1, 0x80, 0x80, 0x80})
 	f.Fuzz(func(t *testing.T, v []byte) {
-		if k, size, err := decInode(v); err == nil {
-			if !k.valid() || size < 0 {
-				t.Fatalf("decInode accepted kind %d size %d", k, size)
+		if k, size, x, err := decInode(v); err == nil {
+			if !k.valid() || size < 0 || x < 0 {
+				t.Fatalf("decInode accepted kind %d size %d xattrs %d", k, size, x)
 			}
-			if k2, s2, err := decInode(encInode(k, size)); err != nil || k2 != k || s2 != size {
-				t.Fatalf("inode record does not round-trip: %v %v %v", k2, s2, err)
+			if k2, s2, x2, err := decInode(encInode(k, size, x)); err != nil || k2 != k || s2 != size || x2 != x {
+				t.Fatalf("inode record does not round-trip: %v %v %v %v", k2, s2, x2, err)
 			}
 		}
 		if a, b, err := decPair(v); err == nil {
@@ -147,6 +149,7 @@ func runLedgerProg(t *testing.T, m *Manager, id int64, prog []byte) {
 	s := ScopeKey{Volume: "fuzz", ID: meta.ScopeID{Kind: meta.KindProject, UUID: "0123456789abcdef01234567" + hex8(id)}}
 	limit := int64(0)
 	size := [4]int64{}
+	xattr := [4]int64{}
 	exists := [4]bool{}
 	var open []pendingWrite
 	next := func() int64 {
@@ -213,13 +216,34 @@ func runLedgerProg(t *testing.T, m *Manager, id int64, prog []byte) {
 				continue
 			}
 			m.Forget(s, "f", k)
-			exists[i], size[i] = false, 0
+			exists[i], size[i], xattr[i] = false, 0, 0
+		case 6: // change xattrs: reserve grow, end with total
+			grow, total := next()*4, next()*4
+			if hasOpen(open, i) {
+				continue
+			}
+			r, err := m.ReserveXattr(s, "f", k, KindFile, size[i], "", func() (int64, error) { return grow, nil })
+			if err != nil {
+				if !errors.Is(err, ErrExceeded) {
+					t.Fatal(err)
+				}
+				if limit == 0 || before+grow <= limit {
+					t.Fatalf("xattr change refused: limit %d used %d grow %d", limit, before, grow)
+				}
+				continue
+			}
+			if u := m.Usage(s).Used; limit > 0 && u > max(limit, before) {
+				t.Fatalf("xattr grant took usage to %d over limit %d (was %d)", u, limit, before)
+			}
+			exists[i] = true
+			xattr[i] = min(total, xattr[i]+grow)
+			r.Done(xattr[i])
 		}
 		if len(open) == 0 {
 			var sum, cnt int64
 			for j := range size {
 				if exists[j] {
-					sum += size[j]
+					sum += size[j] + xattr[j]
 					cnt++
 				}
 			}

@@ -12,9 +12,10 @@ import (
 // Keys in the shared badger database, all under "q/":
 //
 //	q/o                                   unclean-shutdown marker; value: epoch
+//	q/v                                   ledger format (formatVersion)
 //	q/l/<scope>                           limits of a scope
 //	q/f/<scope><folder>                   counters of a folder: bytes, inodes
-//	q/i/<scope><folder><dev:8><ino:8>     charge record of one inode: kind, bytes
+//	q/i/<scope><folder><dev:8><ino:8>     charge record of one inode: kind, bytes, xattr bytes
 //	q/d/<scope><folder><dev:8><ino:8>     dirty mark of an inode: path hint
 //	q/c/<scope><folder><id:8>             create intent: kind, bytes, path hint
 //
@@ -24,6 +25,7 @@ import (
 // numeric order).
 const (
 	keyOpen      = "q/o"
+	keyFormat    = "q/v"
 	prefLimits   = "q/l/"
 	prefFolder   = "q/f/"
 	prefInode    = "q/i/"
@@ -32,6 +34,12 @@ const (
 	recVersion   = 1
 	maxHintLen   = 4096
 	maxRecordLen = maxHintLen + 64
+
+	// formatVersion is what the ledger counts: 1 charged files and
+	// symlinks; 2 also directories (the folder root included) and user.*
+	// xattrs. A ledger of an older format is opened as after an unclean
+	// shutdown, so that the daemon checks it with repair.
+	formatVersion = 2
 )
 
 var errCorrupt = errors.New("corrupt quota record")
@@ -195,20 +203,34 @@ func decLimits(v []byte) (int64, int64, error) {
 func encCounter(bytes, inodes int64) []byte     { return encPair(bytes, inodes) }
 func decCounter(v []byte) (int64, int64, error) { return decPair(v) }
 
-// inode record: kind byte, charged bytes.
-func encInode(k Kind, size int64) []byte {
-	return binary.AppendVarint([]byte{recVersion, byte(k)}, size)
+// inode record: kind byte, charged data bytes, and, when not 0, charged
+// xattr bytes (so records without xattrs keep the format-1 layout).
+func encInode(k Kind, size, x int64) []byte {
+	v := binary.AppendVarint([]byte{recVersion, byte(k)}, size)
+	if x != 0 {
+		v = binary.AppendVarint(v, x)
+	}
+	return v
 }
 
-func decInode(v []byte) (Kind, int64, error) {
-	if len(v) < 3 || v[0] != recVersion || !Kind(v[1]).valid() || len(v) > 16 {
-		return 0, 0, fmt.Errorf("%w: bad inode record", errCorrupt)
+func decInode(v []byte) (Kind, int64, int64, error) {
+	bad := fmt.Errorf("%w: bad inode record", errCorrupt)
+	if len(v) < 3 || v[0] != recVersion || !Kind(v[1]).valid() || len(v) > 2+2*binary.MaxVarintLen64 {
+		return 0, 0, 0, bad
 	}
 	size, n := binary.Varint(v[2:])
-	if n <= 0 || 2+n != len(v) || size < 0 {
-		return 0, 0, fmt.Errorf("%w: bad inode record", errCorrupt)
+	if n <= 0 || size < 0 {
+		return 0, 0, 0, bad
 	}
-	return Kind(v[1]), size, nil
+	rest := v[2+n:]
+	if len(rest) == 0 {
+		return Kind(v[1]), size, 0, nil
+	}
+	x, m := binary.Varint(rest)
+	if m <= 0 || m != len(rest) || x <= 0 {
+		return 0, 0, 0, bad
+	}
+	return Kind(v[1]), size, x, nil
 }
 
 // dirty mark: the path hint.

@@ -438,8 +438,9 @@ type InodeReservation struct {
 }
 
 // ReserveInode checks the inode limit (and for a symlink the byte limit:
-// bytes = len(target)) before create, mkdir, symlink or mknod, and holds
-// the room until Commit or Cancel. hint is the new object's path relative
+// bytes = len(target)) before an object is made, and holds the room until
+// Commit or Cancel. It charges no directory: use it for objects made in
+// none (O_TMPFILE), and ReserveCreate for creates in a directory. hint is the new object's path relative
 // to the folder root; for a symlink with a hint, ReserveInode first makes
 // a create intent durable, so that the symlink's bytes are exact across a
 // crash.
@@ -460,7 +461,7 @@ func (m *Manager) ReserveInode(s ScopeKey, folderID string, kind Kind, bytes int
 	}
 	if sc.cl != nil {
 		// cluster: the node's inode grant (cluster.go)
-		if err := sc.clusterInodeRoom(f, bytes); err != nil {
+		if err := sc.clusterNeed(f, bytes, 1); err != nil {
 			return InodeReservation{}, err
 		}
 	} else if sc.limitInodes > 0 && sc.count >= sc.limitInodes {
@@ -530,6 +531,7 @@ func (r *InodeReservation) Commit(ino InodeKey, size int64) {
 	}
 	in.ops++
 	in.gen++
+	in.xattr = 0 // a new object: none of the old one's xattrs
 	sc.setExists(in, true, r.kind, max(size, 0))
 	if sc.cl != nil {
 		sc.clTransfer(r.bytes, 1) // cluster: the reservation became the record (cluster.go)

@@ -197,7 +197,7 @@ func TestInodeLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Commit(ino(2), 4096) // a directory is never charged bytes
+	r.Commit(ino(2), 4096) // a directory is charged its size
 	r, err = m.ReserveInode(s, "f", KindOther, 0, "")
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +212,7 @@ func TestInodeLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Commit(ino(3), 12)
-	mustUsage(t, m, s, 12, 3)
+	mustUsage(t, m, s, 4096+12, 3)
 	if _, err := m.ReserveInode(s, "f", KindFile, 0, ""); !errors.Is(err, ErrExceeded) {
 		t.Fatalf("over the inode limit: %v", err)
 	}
@@ -223,9 +223,9 @@ func TestInodeLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustUsage(t, m, s, 24, 4)
+	mustUsage(t, m, s, 4096+24, 4)
 	r.Commit(ino(3), 12)
-	mustUsage(t, m, s, 12, 3)
+	mustUsage(t, m, s, 4096+12, 3)
 	m.Forget(s, "f", ino(2))
 	mustUsage(t, m, s, 12, 2)
 	m.Forget(s, "f", ino(2)) // already gone

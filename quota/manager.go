@@ -53,6 +53,10 @@ type Manager struct {
 	// hook, when set (tests), runs with the scope's lock held after every
 	// change of the scope's counters.
 	hook func(sc *scope)
+	// roundHook, when set (tests), runs in the commit loop after a
+	// round's writes are committed, before (settled false) and after
+	// (settled true) its slots are settled.
+	roundHook func(settled bool)
 }
 
 // round is one commit of the commit loop; done is closed when its writes
@@ -132,6 +136,13 @@ type inode struct {
 	hint       string
 	intents    []uint64 // create intents to delete with the next write of this record
 
+	// user.* extended attributes and exclusive operations (charge.go)
+	xattr int64         // settled: sum of len(name)+len(value) of its user.* attributes
+	xhi   int64         // while an attribute change is in flight: xattr plus its grant
+	xch   int64         // the part of charged that is xattrs
+	excl  bool          // a directory or attribute change holds the inode
+	wake  chan struct{} // closed when excl is released; nil without waiters
+
 	queued, flushing bool
 	fMark            bool  // mark value the in-flight commit writes
 	slot             int32 // 1 + slot of a mark in the mark table, 0 none
@@ -139,11 +150,20 @@ type inode struct {
 	// persisted state, changed only by the commit loop
 	pExists bool
 	pKind   Kind
-	pSize   int64
+	pSize   int64 // the whole charge: data and xattrs
+	pX      int64 // the xattr part of pSize
 	pMark   bool
 	pHint   string
 
 	cl *clInode // cluster: registration, adoption, journal (cluster.go)
+}
+
+// loadRecord sets the in-memory and persisted state of an inode read from
+// its record: kind, data bytes, xattr bytes.
+func (in *inode) loadRecord(kind Kind, size, x int64) {
+	in.exists, in.kind, in.size, in.xattr = true, kind, size, x
+	in.charged, in.xch = size+x, x
+	in.pExists, in.pKind, in.pSize, in.pX = true, kind, size+x, x
 }
 
 type intent struct {
@@ -158,7 +178,7 @@ type intent struct {
 }
 
 func (in *inode) markWanted() bool {
-	return in.writers > 0 || in.sizeOps > 0 || in.unverified
+	return in.writers > 0 || in.sizeOps > 0 || in.unverified || in.excl
 }
 
 // markReady: a dirty mark is in the mark table, or the store holds one
@@ -178,7 +198,7 @@ func (in *inode) needsFlush() bool {
 	if in.exists != in.pExists || len(in.intents) > 0 {
 		return true
 	}
-	if in.exists && (in.charged != in.pSize || in.kind != in.pKind) {
+	if in.exists && (in.charged != in.pSize || in.xch != in.pX || in.kind != in.pKind) {
 		return true
 	}
 	if in.cl != nil && (in.cl.padB != 0 || in.cl.padN != 0) {
@@ -189,7 +209,7 @@ func (in *inode) needsFlush() bool {
 }
 
 func (in *inode) idle() bool {
-	return in.outstanding == 0 && in.writers == 0 && in.pins == 0 && !in.unverified
+	return in.outstanding == 0 && in.writers == 0 && in.pins == 0 && !in.unverified && !in.excl
 }
 
 func (in *inode) evictable() bool {
@@ -197,7 +217,8 @@ func (in *inode) evictable() bool {
 		in.cl == nil // cluster: state kept until settled (cluster.go)
 }
 
-// chargeNow is what the inode should add to the counters.
+// chargeNow is what the inode's data (file size, directory size, symlink
+// target) should add to the counters; its xattrs come on top (xattrNow).
 func (in *inode) chargeNow() int64 {
 	if !in.exists {
 		return 0
@@ -209,9 +230,20 @@ func (in *inode) chargeNow() int64 {
 	return c
 }
 
+// xattrNow is what the inode's user.* attributes should add to the
+// counters: the settled figure, or the grant of a change in flight.
+func (in *inode) xattrNow() int64 {
+	if !in.exists {
+		return 0
+	}
+	return max(in.xattr, in.xhi)
+}
+
 // recharge brings the counters in line with the inode's state.
 func (sc *scope) recharge(in *inode) {
-	c := in.chargeNow()
+	x := in.xattrNow()
+	c := in.chargeNow() + x
+	in.xch = x
 	if d := c - in.charged; d != 0 {
 		in.charged = c
 		in.f.used += d
@@ -222,25 +254,34 @@ func (sc *scope) recharge(in *inode) {
 	}
 }
 
-// setExists creates or removes the inode's charge record in memory.
+// inodesOf is how many inodes a record of this state counts.
+func inodesOf(exists bool, kind Kind) int64 {
+	if !exists {
+		return 0
+	}
+	return kind.inodes()
+}
+
+// setExists creates or removes the inode's charge record in memory. A
+// new object, or one of another kind under the same number, starts with
+// no xattrs.
 func (sc *scope) setExists(in *inode, exists bool, kind Kind, size int64) {
-	if in.exists != exists {
-		d := int64(1)
-		if !exists {
-			d = -1
-		}
+	if d := inodesOf(exists, kind) - inodesOf(in.exists, in.kind); d != 0 {
 		in.f.count += d
 		sc.count += d
 		if sc.cl != nil {
 			sc.clChange(in, 0, d) // cluster: growth not yet settled, check journal (cluster.go)
 		}
 	}
+	if !exists || !in.exists || in.kind != kind {
+		in.xattr = 0
+	}
 	in.exists = exists
 	in.unlinked = false
 	if exists {
 		in.kind = kind
 		in.size = size
-		if kind != KindFile && kind != KindSymlink {
+		if kind == KindOther {
 			in.size = 0
 		}
 	} else {
@@ -395,7 +436,7 @@ func (sc *scope) getInode(f *folder, k InodeKey) (*inode, error) {
 		}
 		gen := sc.evictGen
 		sc.mu.Unlock()
-		kind, size, found, err := sc.m.readRecord(sc.enc, f.enc, k)
+		kind, size, x, found, err := sc.m.readRecord(sc.enc, f.enc, k)
 		sc.mu.Lock()
 		if err != nil {
 			return nil, err
@@ -408,8 +449,7 @@ func (sc *scope) getInode(f *folder, k InodeKey) (*inode, error) {
 		}
 		in := &inode{key: k, f: f, rep: -1}
 		if found {
-			in.exists, in.kind, in.size, in.charged = true, kind, size, size
-			in.pExists, in.pKind, in.pSize = true, kind, size
+			in.loadRecord(kind, size, x)
 		}
 		f.inodes[k] = in
 		return in, nil
@@ -421,9 +461,9 @@ func (sc *scope) evict(in *inode) {
 	sc.evictGen++
 }
 
-func (m *Manager) readRecord(sEnc, fEnc []byte, k InodeKey) (Kind, int64, bool, error) {
+func (m *Manager) readRecord(sEnc, fEnc []byte, k InodeKey) (Kind, int64, int64, bool, error) {
 	var kind Kind
-	var size int64
+	var size, x int64
 	found := false
 	err := m.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyInodeIn(prefInode, sEnc, fEnc, k))
@@ -435,7 +475,7 @@ func (m *Manager) readRecord(sEnc, fEnc []byte, k InodeKey) (Kind, int64, bool, 
 		}
 		return item.Value(func(v []byte) error {
 			var derr error
-			kind, size, derr = decInode(v)
+			kind, size, x, derr = decInode(v)
 			found = derr == nil
 			if derr != nil {
 				m.log.Warn().Err(derr).Uint64("ino", k.Ino).Msg("quota: ignoring unreadable inode record; run a check")
@@ -444,9 +484,9 @@ func (m *Manager) readRecord(sEnc, fEnc []byte, k InodeKey) (Kind, int64, bool, 
 		})
 	})
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("quota: read inode record: %w", err)
+		return 0, 0, 0, false, fmt.Errorf("quota: read inode record: %w", err)
 	}
-	return kind, size, found, nil
+	return kind, size, x, found, nil
 }
 
 // Open loads the ledger kept in db under "q/", settles what an earlier
@@ -553,7 +593,34 @@ func (m *Manager) openMarker() error {
 				m.unclean = !clean
 			}
 		}
+		// A ledger written before the current format (the marker exists,
+		// the format is older or missing) has directories and xattrs at
+		// 0 bytes: the start counts as unclean, so the daemon checks and
+		// repairs every scope.
+		if m.epoch > 0 && !m.unclean {
+			item, err := txn.Get([]byte(keyFormat))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				m.unclean = true
+			case err != nil:
+				return fmt.Errorf("quota: read ledger format: %w", err)
+			default:
+				v, err := item.ValueCopy(nil)
+				if err != nil {
+					return fmt.Errorf("quota: read ledger format: %w", err)
+				}
+				if len(v) != 1 || v[0] < formatVersion {
+					m.unclean = true
+				}
+			}
+			if m.unclean {
+				m.log.Info().Int("format", formatVersion).Msg("quota: ledger of an older format; every scope will be checked")
+			}
+		}
 		m.epoch++
+		if err := txn.Set([]byte(keyFormat), []byte{formatVersion}); err != nil {
+			return err
+		}
 		return txn.Set([]byte(keyOpen), encMarker(m.epoch, false))
 	})
 }
@@ -578,10 +645,11 @@ func decMarker(v []byte) (uint64, bool, error) {
 }
 
 // WasUnclean reports whether the previous process using this database did
-// not Close the Manager (it crashed or was killed). Bytes of regular files
-// and symlinks are exact after recovery regardless; inode counts of
-// objects created or removed in the last moments before the crash are not,
-// so the daemon should run a Check with repair for each scope it uses.
+// not Close the Manager (it crashed or was killed), or wrote the ledger in
+// an older format (which did not charge directories and xattrs). Bytes
+// are exact after recovery regardless; inode counts of objects removed in
+// the last moments before the crash are not, so the daemon should run a
+// Check with repair for each scope it uses.
 func (m *Manager) WasUnclean() bool { return m.unclean }
 
 // Close writes every pending change, marks the shutdown clean and stops

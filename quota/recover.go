@@ -100,12 +100,11 @@ func (m *Manager) load() (*recState, error) {
 				return err
 			default:
 				if err := item.Value(func(v []byte) error {
-					kind, size, err := decInode(v)
+					kind, size, x, err := decInode(v)
 					if err != nil {
 						return err
 					}
-					in.exists, in.kind, in.size, in.charged = true, kind, size, size
-					in.pExists, in.pKind, in.pSize = true, kind, size
+					in.loadRecord(kind, size, x)
 					return nil
 				}); err != nil {
 					return err
@@ -185,11 +184,11 @@ func (m *Manager) recover(rec *recState) {
 	if st.left > 0 {
 		ev = m.log.Warn()
 	}
-	ev.Int("settled", st.settled).Int("gone", st.gone).Int("unverified", st.left).
+	ev.Int("settled", st.settled).Int("gone", st.gone).Int("unverified", st.left).Int("recorded", st.recorded).
 		Int("intents", len(rec.intents)).Msg("quota: recovered inodes left dirty by the previous run")
 }
 
-type recStats struct{ settled, gone, left int }
+type recStats struct{ settled, gone, left, recorded int }
 
 func (m *Manager) recoverFolder(f *folder, marks []*inode, intents []*intent, stats *recStats) {
 	sc := f.sc
@@ -232,18 +231,44 @@ func (m *Manager) recoverFolder(f *folder, marks []*inode, intents []*intent, st
 	}
 	defer unix.Close(fd)
 
-	settle := func(in *inode, st *unix.Stat_t) {
+	var rst unix.Stat_t
+	if err := unix.Fstat(fd, &rst); err != nil {
+		f.stale = append(f.stale, intents...)
+		stats.left += len(marks)
+		m.log.Warn().Err(err).Str("folder", f.id).Msg("quota: cannot stat folder root; dirty inodes stay unverified until a check")
+		return
+	}
+	rootKey := MakeKey(rootDev, rst.Dev, rst.Ino)
+
+	// Directories settled here, by path ("" for the root): scanned at the
+	// end for entries without a record.
+	var dirs []string
+	settle := func(in *inode, o *object, path string) {
+		kind := o.kind
+		if in.key == rootKey {
+			kind, path = KindRoot, ""
+		}
 		in.unverified = false
 		in.ops++
-		sc.setExists(in, true, KindOf(st.Mode), st.Size)
+		sc.setExists(in, true, kind, o.st.Size)
+		in.xattr = o.x
+		sc.recharge(in)
 		sc.after(in)
 		stats.settled++
+		if kind == KindDir || kind == KindRoot {
+			dirs = append(dirs, path)
+		}
 	}
 	pending := map[InodeKey]*inode{}
 	for _, in := range marks {
-		var st unix.Stat_t
-		if in.hint != "" && statHint(fd, in.hint, &st) == nil && MakeKey(rootDev, st.Dev, st.Ino) == in.key {
-			settle(in, &st)
+		var o object
+		if in.key == rootKey {
+			if inspectFd(fd, &o) == nil {
+				settle(in, &o, "")
+				continue
+			}
+		} else if in.hint != "" && inspectHint(fd, in.hint, &o) == nil && MakeKey(rootDev, o.st.Dev, o.st.Ino) == in.key {
+			settle(in, &o, in.hint)
 			continue
 		}
 		pending[in.key] = in
@@ -274,14 +299,30 @@ func (m *Manager) recoverFolder(f *folder, marks []*inode, intents []*intent, st
 		in.intents = append(in.intents, it.id)
 		sc.after(in)
 	}
-	if len(pending) == 0 {
+	if len(pending) > 0 {
+		m.recoverPending(f, fd, rootDev, pending, settle, stats)
+	}
+	// cluster: an entry without a record in a directory this node was
+	// changing may as well be another node's: the cluster check after the
+	// unclean start settles those instead (cluster.go).
+	if m.opts.Grants != nil {
 		return
 	}
-	// Hints missing or stale (renamed, removed): search the folder.
-	found := map[InodeKey]unix.Stat_t{}
-	w := newWalker(context.Background(), func(parent, name string, st *unix.Stat_t) error {
+	for _, d := range dirs {
+		m.recordEntries(f, fd, rootDev, d, stats)
+	}
+}
+
+// recoverPending finds the marked inodes whose hint is missing or stale
+// (renamed, removed) with one walk of the folder: found ones are settled,
+// the others are gone if the walk was complete. sc.mu is held; it is
+// released during the walk.
+func (m *Manager) recoverPending(f *folder, fd int, rootDev uint64, pending map[InodeKey]*inode, settle func(*inode, *object, string), stats *recStats) {
+	sc := f.sc
+	found := map[InodeKey]string{}
+	w := newWalker(context.Background(), func(_ int, parent, name string, st *unix.Stat_t) error {
 		if k := MakeKey(rootDev, st.Dev, st.Ino); pending[k] != nil {
-			found[k] = *st
+			found[k] = join(parent, name)
 		}
 		return nil
 	})
@@ -289,8 +330,14 @@ func (m *Manager) recoverFolder(f *folder, marks []*inode, intents []*intent, st
 	werr := w.run(fd)
 	sc.mu.Lock()
 	for k, in := range pending {
-		if st, ok := found[k]; ok {
-			settle(in, &st)
+		if path, ok := found[k]; ok {
+			var o object
+			p, n := splitHint(path)
+			if err := inspectAt(fd, p, n, &o); err == nil && MakeKey(rootDev, o.st.Dev, o.st.Ino) == k {
+				settle(in, &o, path)
+				continue
+			}
+			stats.left++
 			continue
 		}
 		if werr == nil && !w.incomplete {
@@ -304,5 +351,57 @@ func (m *Manager) recoverFolder(f *folder, marks []*inode, intents []*intent, st
 	}
 	if werr != nil || w.incomplete {
 		m.log.Warn().Err(werr).Strs("errors", w.errs).Str("folder", f.id).Msg("quota: folder walk incomplete; some dirty inodes stay unverified until a check")
+	}
+}
+
+// recordEntries records the entries of a directory that was marked when
+// the previous process died and that the ledger does not know: objects
+// created in it whose record was not yet written. (Its entries with a
+// record are right: their own marks cover their changes.) rel is the
+// directory's path, "" for the folder root. sc.mu is held.
+func (m *Manager) recordEntries(f *folder, root int, rootDev uint64, rel string, stats *recStats) {
+	sc := f.sc
+	if rel == "" {
+		rel = "."
+	}
+	dfd, err := openDir(root, rel)
+	if err != nil {
+		if !isGone(err) {
+			m.log.Warn().Err(err).Str("folder", f.id).Str("dir", rel).Msg("quota: cannot read a directory left dirty; a check will settle its entries")
+		}
+		return
+	}
+	defer unix.Close(dfd)
+	names, err := readNames(dfd, make([]byte, 64<<10))
+	if err != nil {
+		m.log.Warn().Err(err).Str("folder", f.id).Str("dir", rel).Msg("quota: cannot read a directory left dirty; a check will settle its entries")
+	}
+	for _, name := range names {
+		var st unix.Stat_t
+		if fstatat(dfd, name, &st) != nil {
+			continue
+		}
+		kind := KindOf(st.Mode)
+		in, err := sc.getInode(f, MakeKey(rootDev, st.Dev, st.Ino))
+		if err != nil {
+			continue
+		}
+		if in.unverified || (in.exists && in.kind == kind) {
+			sc.after(in) // loaded for the look: evicted again
+			continue
+		}
+		var x int64
+		if kindHasXattrs(kind) {
+			if x, err = xattrBytesAt(dfd, name); err != nil {
+				continue
+			}
+		}
+		in.ops++
+		in.gen++
+		sc.setExists(in, true, kind, st.Size)
+		in.xattr = x
+		sc.recharge(in)
+		sc.after(in)
+		stats.recorded++
 	}
 }

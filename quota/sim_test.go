@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,6 +122,41 @@ func (x *simFS) parent(rel string) (int, string, error) {
 	return fd, n, err
 }
 
+// dirRef names the parent directory of rel (open as pfd) for the ledger.
+func (x *simFS) dirRef(pfd int, rel string) (DirRef, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return DirRef{}, err
+	}
+	p, _ := splitHint(rel)
+	if p == "." {
+		return DirRef{Key: x.key(&st), Root: true}, nil
+	}
+	return DirRef{Key: x.key(&st), Hint: p}, nil
+}
+
+// dsize is a directory's st_size, -1 when fstat fails.
+func dsize(fd int) int64 { return fsize(fd) }
+
+// reserveCreate is ReserveCreate for a new entry rel.
+func (x *simFS) reserveCreate(kind Kind, bytes int64, rel string) (Create, int, string, error) {
+	pfd, name, err := x.parent(rel)
+	if err != nil {
+		return Create{}, -1, "", err
+	}
+	d, err := x.dirRef(pfd, rel)
+	if err != nil {
+		unix.Close(pfd)
+		return Create{}, -1, "", err
+	}
+	c, err := x.m.ReserveCreate(x.s, x.folder, kind, bytes, d)
+	if err != nil {
+		unix.Close(pfd)
+		return Create{}, -1, "", err
+	}
+	return c, pfd, name, nil
+}
+
 // handle is an open file with a write hold.
 type handle struct {
 	fd  int
@@ -128,29 +165,24 @@ type handle struct {
 }
 
 func (x *simFS) create(rel string) (*handle, error) {
-	r, err := x.m.ReserveInode(x.s, x.folder, KindFile, 0, rel)
+	r, pfd, name, err := x.reserveCreate(KindFile, 0, rel)
 	if err != nil {
-		return nil, err
-	}
-	pfd, name, err := x.parent(rel)
-	if err != nil {
-		r.Cancel()
 		return nil, err
 	}
 	defer unix.Close(pfd)
 	fd, err := unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		r.Cancel()
+		r.Cancel(dsize(pfd))
 		return nil, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		r.Cancel()
+		r.Cancel(dsize(pfd))
 		unix.Close(fd)
 		return nil, err
 	}
 	k := x.key(&st)
-	r.Commit(k, st.Size)
+	r.Commit(k, st.Size, dsize(pfd))
 	if err := x.m.OpenForWrite(x.s, x.folder, k, st.Size, rel); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -232,60 +264,60 @@ func (x *simFS) remove(rel string, flags int) error {
 	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
+	d, err := x.dirRef(pfd, rel)
+	if err != nil {
+		return err
+	}
+	dr, err := x.m.ReserveDir(x.s, x.folder, d, false)
+	if err != nil {
+		return err
+	}
 	rm, err := x.m.PrepareRemove(x.s, x.folder, x.key(&st), rel)
 	if err != nil {
+		dr.Done(dsize(pfd))
 		return err
 	}
 	err = unix.Unlinkat(pfd, name, flags)
 	rm.Done(err == nil && (flags&unix.AT_REMOVEDIR != 0 || st.Nlink == 1))
+	dr.Done(dsize(pfd))
 	return err
 }
 
 func (x *simFS) mkdir(rel string) error {
-	r, err := x.m.ReserveInode(x.s, x.folder, KindDir, 0, rel)
+	r, pfd, name, err := x.reserveCreate(KindDir, 0, rel)
 	if err != nil {
-		return err
-	}
-	pfd, name, err := x.parent(rel)
-	if err != nil {
-		r.Cancel()
 		return err
 	}
 	defer unix.Close(pfd)
 	if err := unix.Mkdirat(pfd, name, 0o755); err != nil {
-		r.Cancel()
+		r.Cancel(dsize(pfd))
 		return err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		r.Cancel()
+		r.Cancel(dsize(pfd))
 		return err
 	}
-	r.Commit(x.key(&st), 0)
+	r.Commit(x.key(&st), st.Size, dsize(pfd))
 	return nil
 }
 
 func (x *simFS) symlink(target, rel string) error {
-	r, err := x.m.ReserveInode(x.s, x.folder, KindSymlink, int64(len(target)), rel)
+	r, pfd, name, err := x.reserveCreate(KindSymlink, int64(len(target)), rel)
 	if err != nil {
-		return err
-	}
-	pfd, name, err := x.parent(rel)
-	if err != nil {
-		r.Cancel()
 		return err
 	}
 	defer unix.Close(pfd)
 	if err := unix.Symlinkat(target, pfd, name); err != nil {
-		r.Cancel()
+		r.Cancel(dsize(pfd))
 		return err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		r.Cancel()
+		r.Cancel(dsize(pfd))
 		return err
 	}
-	r.Commit(x.key(&st), st.Size)
+	r.Commit(x.key(&st), st.Size, dsize(pfd))
 	return nil
 }
 
@@ -300,7 +332,17 @@ func (x *simFS) link(oldRel, newRel string) error {
 		return err
 	}
 	defer unix.Close(npfd)
-	return unix.Linkat(opfd, oname, npfd, nname, 0)
+	d, err := x.dirRef(npfd, newRel)
+	if err != nil {
+		return err
+	}
+	dr, err := x.m.ReserveDir(x.s, x.folder, d, true)
+	if err != nil {
+		return err
+	}
+	err = unix.Linkat(opfd, oname, npfd, nname, 0)
+	dr.Done(dsize(npfd))
+	return err
 }
 
 func (x *simFS) rename(oldRel, newRel string) error {
@@ -314,13 +356,105 @@ func (x *simFS) rename(oldRel, newRel string) error {
 		return err
 	}
 	defer unix.Close(npfd)
-	return unix.Renameat2(opfd, oname, npfd, nname, unix.RENAME_NOREPLACE)
+	from, err := x.dirRef(opfd, oldRel)
+	if err != nil {
+		return err
+	}
+	to, err := x.dirRef(npfd, newRel)
+	if err != nil {
+		return err
+	}
+	dr, err := x.m.ReserveRename(x.s, x.folder, from, to, true)
+	if err != nil {
+		return err
+	}
+	err = unix.Renameat2(opfd, oname, npfd, nname, unix.RENAME_NOREPLACE)
+	dr.Done(dsize(opfd), dsize(npfd))
+	return err
 }
 
-// truth is what is really on storage below a folder directory.
+// setxattr sets a user.* attribute of rel (a file or directory; "." for
+// the folder root) through the ledger, as fs does.
+func (x *simFS) setxattr(rel, name string, value []byte) error {
+	grow := func(p string) (int64, error) {
+		old, err := unix.Getxattr(p, name, nil)
+		if errors.Is(err, unix.ENODATA) {
+			old, err = -1, nil
+		}
+		return XattrGrowth(name, len(value), old), err
+	}
+	return x.xattrOp(rel, grow, func(p string) error { return unix.Setxattr(p, name, value, 0) })
+}
+
+func (x *simFS) removexattr(rel, name string) error {
+	none := func(string) (int64, error) { return 0, nil }
+	return x.xattrOp(rel, none, func(p string) error { return unix.Removexattr(p, name) })
+}
+
+func (x *simFS) xattrOp(rel string, grow func(path string) (int64, error), op func(path string) error) error {
+	fd, err := openat2(x.rootFd, rel, unix.O_PATH)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	kind, hint := KindOf(st.Mode), rel
+	if rel == "." {
+		kind, hint = KindRoot, ""
+	}
+	p := "/proc/self/fd/" + strconv.Itoa(fd)
+	r, err := x.m.ReserveXattr(x.s, x.folder, x.key(&st), kind, st.Size, hint, func() (int64, error) { return grow(p) })
+	if err != nil {
+		return err
+	}
+	err = op(p)
+	total, terr := UserXattrBytes(fd)
+	if terr != nil {
+		total = -1
+	}
+	r.Done(total)
+	return err
+}
+
+// truth is what is really on storage below a folder directory, as the
+// ledger counts it: file, directory (the root included) and symlink
+// sizes plus user.* xattrs; every object but the root is an inode.
 type truth struct {
 	bytes, inodes int64
 	sizes         map[InodeKey]int64 // charge of every object
+}
+
+// xattrTruth sums the user.* xattrs of a path (not following a symlink)
+// with the xattr tool's own walk of names, independently of the ledger's.
+func xattrTruth(tb testing.TB, p string) int64 {
+	tb.Helper()
+	buf := make([]byte, 1<<20)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTSUP) {
+			return 0
+		}
+		tb.Fatal(err)
+	}
+	var sum int64
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		v := make([]byte, 1<<16)
+		vn, err := unix.Lgetxattr(p, name, v)
+		if err != nil {
+			if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			tb.Fatal(err)
+		}
+		sum += int64(len(name) + vn)
+	}
+	return sum
 }
 
 func diskTruth(tb testing.TB, dir string) truth {
@@ -337,9 +471,6 @@ func diskTruth(tb testing.TB, dir string) truth {
 			}
 			return err
 		}
-		if p == dir {
-			return nil
-		}
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
 			if errors.Is(err, unix.ENOENT) {
@@ -351,16 +482,33 @@ func diskTruth(tb testing.TB, dir string) truth {
 		if _, ok := t.sizes[k]; ok {
 			return nil
 		}
-		c := chargeOf(KindOf(st.Mode), st.Size)
+		kind := KindOf(st.Mode)
+		c := chargeOf(kind, st.Size)
+		if kindHasXattrs(kind) {
+			c += xattrTruth(tb, p)
+		}
 		t.sizes[k] = c
 		t.bytes += c
-		t.inodes++
+		if p != dir {
+			t.inodes++
+		}
 		return nil
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return t
+}
+
+// sizeOf is the st_size of a path (a directory's charge), not following a
+// symlink.
+func sizeOf(tb testing.TB, p string) int64 {
+	tb.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		tb.Fatal(err)
+	}
+	return st.Size
 }
 
 // records returns the persisted inode records of a folder.
@@ -379,8 +527,8 @@ func records(tb testing.TB, m *Manager, s ScopeKey, folder string) map[InodeKey]
 				return err
 			}
 			if err := it.Item().Value(func(v []byte) error {
-				_, size, err := decInode(v)
-				out[p.Ino] = size
+				_, size, x, err := decInode(v)
+				out[p.Ino] = size + x
 				return err
 			}); err != nil {
 				return err

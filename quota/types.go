@@ -98,9 +98,13 @@ type Kind uint8
 
 const (
 	KindFile    Kind = 1 // regular file: charged its logical size
-	KindDir     Kind = 2 // directory: one inode, no bytes
+	KindDir     Kind = 2 // directory: charged its st_size
 	KindSymlink Kind = 3 // symbolic link: charged the length of its target
 	KindOther   Kind = 4 // device node, fifo, socket: one inode, no bytes
+	// KindRoot is a folder's root directory: charged its st_size like a
+	// directory, but not counted as an inode (the folder itself is not
+	// one of its objects).
+	KindRoot Kind = 5
 )
 
 func (k Kind) String() string {
@@ -113,11 +117,22 @@ func (k Kind) String() string {
 		return "symlink"
 	case KindOther:
 		return "other"
+	case KindRoot:
+		return "root"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-func (k Kind) valid() bool { return k >= KindFile && k <= KindOther }
+func (k Kind) valid() bool { return k >= KindFile && k <= KindRoot }
+
+// inodes is how many inodes an object of this kind counts: one, except a
+// folder root.
+func (k Kind) inodes() int64 {
+	if k == KindRoot {
+		return 0
+	}
+	return 1
+}
 
 // KindOf maps a st_mode to a Kind.
 func KindOf(mode uint32) Kind {
@@ -132,10 +147,12 @@ func KindOf(mode uint32) Kind {
 	return KindOther
 }
 
-// chargeOf is what an object of this kind and st_size is charged.
+// chargeOf is what an object of this kind and st_size is charged for its
+// data (user.* extended attributes come on top, see inode.xattr).
 func chargeOf(k Kind, size int64) int64 {
-	if (k == KindFile || k == KindSymlink) && size > 0 {
-		return size
+	switch k {
+	case KindFile, KindDir, KindSymlink, KindRoot:
+		return max(size, 0)
 	}
 	return 0
 }
@@ -196,6 +213,9 @@ type Options struct {
 	// and the node charges changes against the sizes it observes (see
 	// "Beyond one node" and cluster.go). Nil: one node.
 	Grants Grants
+	// DirGrowth is the room reserved for the growth of a directory by one
+	// entry and for a new directory's initial size (default DirGrowth).
+	DirGrowth int64
 }
 
 func (o *Options) fill() {
@@ -204,5 +224,8 @@ func (o *Options) fill() {
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1000
+	}
+	if o.DirGrowth <= 0 {
+		o.DirGrowth = DirGrowth
 	}
 }

@@ -93,12 +93,14 @@ type walker struct {
 	ctx        context.Context
 	buf        []byte
 	n          int
-	fn         func(parent, name string, st *unix.Stat_t) error
+	fn         func(dirfd int, parent, name string, st *unix.Stat_t) error
 	errs       []string
 	incomplete bool
 }
 
-func newWalker(ctx context.Context, fn func(parent, name string, st *unix.Stat_t) error) *walker {
+// newWalker makes a walker calling fn for every object, with the
+// descriptor of its directory (valid during the call only).
+func newWalker(ctx context.Context, fn func(dirfd int, parent, name string, st *unix.Stat_t) error) *walker {
 	return &walker{ctx: ctx, buf: make([]byte, 64<<10), fn: fn}
 }
 
@@ -117,8 +119,7 @@ func join(parent, name string) string {
 }
 
 // run walks the tree below the directory fd (which it does not close).
-// run walks the tree below the directory fd. The walk starts from the
-// first entry even when fd was read before (a Check walks one root twice).
+// The walk starts from the first entry even when fd was read before (a Check walks one root twice).
 func (w *walker) run(fd int) error {
 	if _, err := unix.Seek(fd, 0, 0); err != nil {
 		return fmt.Errorf("quota: rewind folder root: %w", err)
@@ -145,7 +146,7 @@ func (w *walker) dir(fd int, rel string) error {
 			}
 			continue
 		}
-		if err := w.fn(rel, name, &st); err != nil {
+		if err := w.fn(fd, rel, name, &st); err != nil {
 			return err
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -192,4 +193,62 @@ func readNames(fd int, buf []byte) ([]string, error) {
 		}
 		_, _, names = unix.ParseDirent(buf[:n], -1, names)
 	}
+}
+
+// object is what the ledger charges for one object on storage.
+type object struct {
+	st   unix.Stat_t
+	kind Kind
+	data int64 // chargeOf(kind, st_size)
+	x    int64 // user.* xattr bytes
+}
+
+func (o *object) total() int64 { return o.data + o.x }
+
+// inspectAt looks at the object name in the directory parent below root
+// (parent "" or "." for root itself's entries) without following a
+// symlink: it opens the object itself (O_PATH), so that its stat and its
+// xattrs are those of one object even while names change.
+func inspectAt(root int, parent, name string, o *object) error {
+	if parent == "" {
+		parent = "."
+	}
+	pfd, err := openat2(root, parent, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	fd, err := openat2(pfd, name, unix.O_PATH)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return inspectFd(fd, o)
+}
+
+// inspectHint is inspectAt for a hint path.
+func inspectHint(root int, hint string, o *object) error {
+	if !validHint(hint) {
+		return unix.ENOENT
+	}
+	p, n := splitHint(hint)
+	return inspectAt(root, p, n, o)
+}
+
+// inspectFd fills o from a descriptor of the object.
+func inspectFd(fd int, o *object) error {
+	if err := unix.Fstat(fd, &o.st); err != nil {
+		return err
+	}
+	o.kind = KindOf(o.st.Mode)
+	o.data = chargeOf(o.kind, o.st.Size)
+	o.x = 0
+	if kindHasXattrs(o.kind) {
+		x, err := UserXattrBytes(fd)
+		if err != nil {
+			return err
+		}
+		o.x = x
+	}
+	return nil
 }

@@ -372,7 +372,7 @@ func (f *fakeAPI) check(w http.ResponseWriter, r *http.Request) {
 	const ledger = 104857600
 	fo := api.QuotaCheckFolder{FolderID: "0123456789abcdef0123456789abcdef", Name: "data",
 		LedgerBytes: ledger, DiskBytes: ledger + int64(f.drift)*100, LedgerInodes: 1, DiskInodes: 1 + int64(f.drift),
-		Unknown: f.drift, Complete: !f.incomplete}
+		DiskDirBytes: 4096, DiskXattrBytes: 123, Unknown: f.drift, Complete: !f.incomplete}
 	if f.incomplete {
 		fo.Errors = []string{"open d: permission denied"}
 	}

@@ -418,7 +418,7 @@ func TestQuotaCheck(t *testing.T) {
 
 	// No drift: exit 0, a table and a summary.
 	r := mustOK(t, f.run(t, "quota-scope", "check", "local", userUUID, "-t", "user"))
-	for _, want := range []string{"FOLDER", "LEDGER BYTES", "DISK BYTES", "data", "104857600", "unknown files:", "drift:", "nothing to repair"} {
+	for _, want := range []string{"FOLDER", "LEDGER BYTES", "DISK BYTES", "data", "104857600", "unknown files:", "drift:", "nothing to repair", "disk bytes in directories:", "4096", "disk bytes in user xattrs:", "123"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("check printed %q, missing %q", r.stdout, want)
 		}

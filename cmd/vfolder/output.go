@@ -229,9 +229,17 @@ func printCheck(w io.Writer, r api.QuotaCheck) error {
 	default:
 		repaired = "no (run with --repair)"
 	}
+	var dirBytes, xattrBytes int64
+	for _, f := range r.Folders {
+		dirBytes += f.DiskDirBytes
+		xattrBytes += f.DiskXattrBytes
+	}
 	pairs := []kv{
 		{"volume", r.Volume},
 		{"scope", r.Scope.String()},
+		// Parts of the disk bytes above that are not file data.
+		{"disk bytes in directories", fmt.Sprint(dirBytes)},
+		{"disk bytes in user xattrs", fmt.Sprint(xattrBytes)},
 		{"unknown files", fmt.Sprint(r.UnknownFiles)},
 		{"missing entries", fmt.Sprint(r.MissingEntries)},
 		{"other differences", fmt.Sprint(other)},

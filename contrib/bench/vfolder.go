@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -251,14 +252,41 @@ func (c *vfolderConfig) setup(ctx context.Context, e *env) (string, error) {
 const ledgerProbeBytes = 4096
 
 // probeLedger writes a small file through a view, returns how much the
-// folder's usage in the ledger grew, and removes the file again.
+// folder's usage in the ledger grew for the file's data, and removes the
+// file again. Directories are charged their size too: a first file makes
+// the folder root known to the ledger (it is charged from its first
+// change through a view), and any growth of the directory by the probe's
+// name is taken off.
 func probeLedger(view string, m *quota.Manager, folderID string) (int64, error) {
+	warm := filepath.Join(view, "ledger-probe.0")
+	if err := os.WriteFile(warm, nil, 0o644); err != nil {
+		return 0, err
+	}
+	if err := os.Remove(warm); err != nil {
+		return 0, err
+	}
+	dir := func() (int64, error) {
+		st, err := os.Stat(view)
+		if err != nil {
+			return 0, err
+		}
+		return st.Size(), nil
+	}
+	dirBefore, err := dir()
+	if err != nil {
+		return 0, err
+	}
 	before := m.FolderUsage(folderID).Used
 	p := filepath.Join(view, "ledger-probe.dat")
 	if err := os.WriteFile(p, pattern(ledgerProbeBytes), 0o644); err != nil {
 		return 0, err
 	}
 	grew := m.FolderUsage(folderID).Used - before
+	dirAfter, err := dir()
+	if err != nil {
+		return 0, err
+	}
+	grew -= dirAfter - dirBefore
 	if err := os.Remove(p); err != nil {
 		return grew, err
 	}
@@ -410,14 +438,39 @@ func (e *env) measureUsage(ctx context.Context) *usageReport {
 			batches[i] = time.Since(t).Seconds() / 100
 		}
 		row.query = median(batches)
-		row.ledgerOK = u.Used == bytes
+		// The ledger also charges the directories their size.
+		dirs, err := dirSizes(dir)
+		if err != nil {
+			row.err = err.Error()
+			rep.rows = append(rep.rows, row)
+			continue
+		}
+		row.ledgerOK = u.Used == bytes+dirs
 		if !row.ledgerOK {
-			row.ledgerMsg = fmt.Sprintf("ledger says %d bytes, the tree has %d", u.Used, bytes)
+			row.ledgerMsg = fmt.Sprintf("ledger says %d bytes, the tree has %d (%d of them directories)", u.Used, bytes+dirs, dirs)
 			e.notef("usage query at %d files: the ledger disagrees with the tree: %s", n, row.ledgerMsg)
 		}
 		rep.rows = append(rep.rows, row)
 	}
 	return rep
+}
+
+// dirSizes sums the st_size of the directories of a tree, its root
+// included: what the quota ledger charges for them.
+func dirSizes(root string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(root, func(p string, d iofs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		n += info.Size()
+		return nil
+	})
+	return n, err
 }
 
 // usageFolderID is the id of the folder the usage and memory measurements

@@ -376,6 +376,7 @@ func (s *Service) CheckQuota(ctx context.Context, vol string, id meta.ScopeID, r
 			for _, r := range rep.Folders {
 				fr.LedgerBytes, fr.LedgerInodes = r.LedgerBytes, r.LedgerInodes
 				fr.DiskBytes, fr.DiskInodes = r.DiskBytes, r.DiskInodes
+				fr.DiskDirBytes, fr.DiskXattrBytes = r.DiskDirBytes, r.DiskXattrBytes
 				fr.Complete = r.Complete
 				fr.Errors = append(fr.Errors, r.Errors...)
 			}

@@ -87,6 +87,16 @@ func (e *qenv) write(t *testing.T, f api.Folder, name string, size int64) {
 	r.Commit(quota.MakeKey(root.Dev, st.Dev, st.Ino), st.Size)
 }
 
+// dirSize is a directory's st_size: what the ledger charges for it.
+func dirSize(t *testing.T, p string) int64 {
+	t.Helper()
+	st, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
 func (e *qenv) scope(t *testing.T, id meta.ScopeID) api.QuotaScope {
 	t.Helper()
 	sc, err := e.svc.QuotaScope(context.Background(), "local", id)
@@ -209,13 +219,15 @@ func TestCheckQuotaFindsAndRepairs(t *testing.T) {
 	f := e.create(t, "a", alice)
 	g := e.create(t, "b", alice)
 	e.write(t, f, "known", 100)
+	// Folder roots are charged their size from the first check on.
+	ra, rb := dirSize(t, f.Path), dirSize(t, g.Path)
 
 	// Clean: no drift.
 	rep, err := e.svc.CheckQuota(ctx, "local", alice, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Drift || rep.Repaired || !rep.Complete || len(rep.Folders) != 2 || rep.UsedBytes != 100 {
+	if rep.Drift || rep.Repaired || !rep.Complete || len(rep.Folders) != 2 || rep.UsedBytes != 100+ra+rb {
 		t.Fatalf("check of a clean scope = %+v", rep)
 	}
 
@@ -244,13 +256,14 @@ func TestCheckQuotaFindsAndRepairs(t *testing.T) {
 	for _, x := range rep.Folders {
 		byID[x.FolderID] = x
 	}
-	if x := byID[f.ID]; x.LedgerBytes != 100 || x.DiskBytes != 4096 || x.Unknown != 1 || x.Missing != 1 || x.Name != "a" {
+	rd := dirSize(t, filepath.Join(g.Path, "d"))
+	if x := byID[f.ID]; x.LedgerBytes != 100+ra || x.DiskBytes != 4096+ra || x.DiskDirBytes != ra || x.Unknown != 1 || x.Missing != 1 || x.Name != "a" {
 		t.Errorf("folder a = %+v", x)
 	}
-	if x := byID[g.ID]; x.LedgerBytes != 0 || x.DiskBytes != 10 || x.DiskInodes != 2 || x.Unknown != 2 {
+	if x := byID[g.ID]; x.LedgerBytes != rb || x.DiskBytes != 10+rb+rd || x.DiskDirBytes != rb+rd || x.DiskInodes != 2 || x.Unknown != 2 {
 		t.Errorf("folder b = %+v", x)
 	}
-	if sc := e.scope(t, alice); sc.UsedBytes != 100 {
+	if sc := e.scope(t, alice); sc.UsedBytes != 100+ra+rb {
 		t.Errorf("a check without repair changed the usage to %d", sc.UsedBytes)
 	}
 	paths := map[string]bool{}
@@ -265,11 +278,12 @@ func TestCheckQuotaFindsAndRepairs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.Drift || !rep.Repaired || rep.RepairedCount != 4 || rep.UsedBytes != 4106 || rep.UsedInodes != 3 {
-		t.Fatalf("check with repair = %+v; want 4 repairs, 4106 bytes, 3 inodes", rep)
+	want := 4106 + ra + rb + rd
+	if !rep.Drift || !rep.Repaired || rep.RepairedCount != 4 || rep.UsedBytes != want || rep.UsedInodes != 3 {
+		t.Fatalf("check with repair = %+v; want 4 repairs, %d bytes, 3 inodes", rep, want)
 	}
-	if sc := e.scope(t, alice); sc.UsedBytes != 4106 || sc.UsedInodes != 3 {
-		t.Errorf("usage after repair = %d bytes, %d inodes; want 4106, 3", sc.UsedBytes, sc.UsedInodes)
+	if sc := e.scope(t, alice); sc.UsedBytes != want || sc.UsedInodes != 3 {
+		t.Errorf("usage after repair = %d bytes, %d inodes; want %d, 3", sc.UsedBytes, sc.UsedInodes, want)
 	}
 	rep, err = e.svc.CheckQuota(ctx, "local", alice, false)
 	if err != nil || rep.Drift {
@@ -335,7 +349,8 @@ func TestLedgerFoldersWithoutRecord(t *testing.T) {
 	state, vol := t.TempDir(), t.TempDir()
 	e := newQuotaEnv(t, state, vol)
 	ctx := context.Background()
-	e.create(t, "a", alice)
+	a := e.create(t, "a", alice)
+	ra := dirSize(t, a.Path) // charged from the first check on
 	// Entries of a folder whose record is gone (a purge cut between
 	// deleting the record and dropping the ledger's entries).
 	const ghost = "0123456789abcdef0123456789abcdef"
@@ -354,11 +369,11 @@ func TestLedgerFoldersWithoutRecord(t *testing.T) {
 	if !rep.Drift || len(rep.OrphanFolders) != 1 || rep.OrphanFolders[0] != ghost || rep.Counts[api.ProblemOrphan] != 1 {
 		t.Fatalf("check = %+v; want the orphan folder reported", rep)
 	}
-	if sc := e.scope(t, alice); sc.UsedBytes != 500 {
+	if sc := e.scope(t, alice); sc.UsedBytes != 500+ra {
 		t.Errorf("a check without repair dropped the orphan")
 	}
 	rep, err = e.svc.CheckQuota(ctx, "local", alice, true)
-	if err != nil || !rep.Repaired || rep.UsedBytes != 0 {
+	if err != nil || !rep.Repaired || rep.UsedBytes != ra {
 		t.Fatalf("check with repair = %+v, %v", rep, err)
 	}
 
@@ -370,7 +385,7 @@ func TestLedgerFoldersWithoutRecord(t *testing.T) {
 	r.Commit(quota.InodeKey{Ino: 99}, 500)
 	e.close(t)
 	e2 := newQuotaEnv(t, state, vol)
-	if sc := e2.scope(t, alice); sc.UsedBytes != 0 {
+	if sc := e2.scope(t, alice); sc.UsedBytes != ra {
 		t.Errorf("usage after a start = %d; want the orphan dropped", sc.UsedBytes)
 	}
 }
@@ -391,9 +406,10 @@ func TestQuotaRecoveryChecksEveryScope(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the recovery checks did not finish within 30s")
 	}
-	for _, id := range []meta.ScopeID{alice, project} {
-		if sc := e.scope(t, id); sc.UsedBytes != 1234 || sc.UsedInodes != 1 || sc.Checking {
-			t.Errorf("%s after the recovery check = %+v; want 1234 bytes, 1 inode, not checking", id, sc)
+	for i, id := range []meta.ScopeID{alice, project} {
+		want := 1234 + dirSize(t, []string{f.Path, g.Path}[i]) // the file and its folder root
+		if sc := e.scope(t, id); sc.UsedBytes != want || sc.UsedInodes != 1 || sc.Checking {
+			t.Errorf("%s after the recovery check = %+v; want %d bytes, 1 inode, not checking", id, sc, want)
 		}
 	}
 }

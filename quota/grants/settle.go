@@ -369,7 +369,8 @@ func (w *worker) cmpHold(p *plan, key string, seen map[string]bool) {
 	p.els = append(p.els, clientv3.OpGet(key))
 }
 
-// inodeSize is what storage holds for an inode now (0 and !found: gone).
+// inodeSize is what the ledger charges for an inode as storage holds it
+// now (0 and !found: gone).
 func (w *worker) inodeSize(folder string, ino quota.InodeKey, hint string) (size int64, found bool, err error) {
 	root, err := w.c.cfg.OpenFolder(w.s, folder)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -379,14 +380,13 @@ func (w *worker) inodeSize(folder string, ino quota.InodeKey, hint string) (size
 		return 0, false, err
 	}
 	defer root.Close()
-	kind, size, found, err := quota.StatInode(root, hint, ino)
+	_, charge, found, err := quota.StatInode(root, hint, ino)
 	if err != nil || !found {
 		return 0, false, err
 	}
-	if kind == quota.KindFile || kind == quota.KindSymlink {
-		return size, true, nil
-	}
-	return 0, true, nil
+	// What the ledger charges: data (files, symlinks, directories) and
+	// user.* xattr bytes.
+	return charge, true, nil
 }
 
 var errNotQuiet = errors.New("the inode changed on this node since the snapshot")
