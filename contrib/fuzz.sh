@@ -16,6 +16,7 @@ if [ ${#dirs[@]} -eq 0 ]; then
 fi
 
 total=0
+flaked=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 start=$(date +%s)
@@ -25,12 +26,25 @@ for d in "${dirs[@]}"; do
 	for t in "${targets[@]}"; do
 		[ -n "$t" ] || continue
 		echo "fuzz: $d $t ($fuzztime)"
-		go test -run '^$' -fuzz "^${t}\$" -fuzztime "$fuzztime" "$d" >"$log" 2>&1 || {
-			cat "$log"
-			echo "fuzz: $d $t FAILED (the failing input is under $d/testdata/fuzz/$t/)" >&2
-			exit 1
-		}
+		corpus="$d/testdata/fuzz/$t"
+		before=$(ls "$corpus" 2>/dev/null | sort || true)
+		if ! go test -run '^$' -fuzz "^${t}\$" -fuzztime "$fuzztime" "$d" >"$log" 2>&1; then
+			after=$(ls "$corpus" 2>/dev/null | sort || true)
+			# Go 1.26's fuzz coordinator can report its own -fuzztime
+			# deadline as a failure ("context deadline exceeded") without
+			# any failing input (go.dev/issue/75804, fixed in Go 1.27).
+			# A real failure always writes a reproducer to the corpus dir.
+			if [ "$before" = "$after" ] && grep -q 'context deadline exceeded' "$log" &&
+				! grep -q 'Failing input written' "$log"; then
+				echo "fuzz: $d $t: coordinator deadline race at the end of -fuzztime, no failing input (go.dev/issue/75804); counted as passed"
+				flaked=$((flaked + 1))
+			else
+				cat "$log"
+				echo "fuzz: $d $t FAILED (the failing input is under $corpus/)" >&2
+				exit 1
+			fi
+		fi
 		total=$((total + 1))
 	done
 done
-echo "fuzz: $total targets, ${fuzztime} each, passed in $(( $(date +%s) - start ))s"
+echo "fuzz: $total targets, ${fuzztime} each, passed in $(( $(date +%s) - start ))s ($flaked hit the coordinator deadline race)"
