@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vfolder/vfolder/internal/backing"
 	"github.com/vfolder/vfolder/quota"
 )
@@ -26,8 +28,9 @@ import (
 //	                               node.Tmpfile
 //	mkdir, mknod, symlink          node.createEntry   ReserveInode (a symlink also
 //	                                                  its target length)
-//	unlink, rmdir, rename over     node.remove,       PrepareRemove + Done(last
-//	an entry                       node.Rename        link gone)
+//	unlink, rmdir, rename over     node.remove,       PrepareRemoveSize (the
+//	an entry                       node.Rename        victim's fstat) + Done(last
+//	                                                  link gone)
 //	link                           node.Link          nothing: an inode counts once
 //
 // Writes that end within the file's size are not reported at all: they
@@ -151,6 +154,32 @@ func (v *view) prepareRemove(k quota.InodeKey, hint string) (quota.Removal, sysc
 	}
 	r, err := q.m.PrepareRemove(q.scope, q.folder, k, hint)
 	return r, q.errno(v, "remove", err)
+}
+
+// prepareRemoveVictim precedes the removal of a link of vi, passing what
+// fstat saw of it: in cluster mode the ledger charges the removal against
+// that size (another node may have written the file), on one node it is
+// PrepareRemove.
+func (v *view) prepareRemoveVictim(vi *victim) (quota.Removal, syscall.Errno) {
+	q := &v.q
+	if !q.on() {
+		return quota.Removal{}, 0
+	}
+	r, err := q.m.PrepareRemoveSize(q.scope, q.folder, vi.key, statKind(vi.st.Type()), vi.st.Size, vi.hint)
+	return r, q.errno(v, "remove", err)
+}
+
+// statKind is the ledger's kind of an st_mode file type.
+func statKind(typ uint32) quota.Kind {
+	switch typ {
+	case unix.S_IFREG:
+		return quota.KindFile
+	case unix.S_IFDIR:
+		return quota.KindDir
+	case unix.S_IFLNK:
+		return quota.KindSymlink
+	}
+	return quota.KindOther
 }
 
 // usage is the scope's usage and limits; ok is false without a manager.
