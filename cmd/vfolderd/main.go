@@ -141,6 +141,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/api"
@@ -155,6 +156,7 @@ import (
 	"github.com/vfolder/vfolder/meta/etcdstore"
 	"github.com/vfolder/vfolder/mountd"
 	"github.com/vfolder/vfolder/quota"
+	"github.com/vfolder/vfolder/quota/grants"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -212,6 +214,7 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "etcd-prefix", EnvVars: env("ETCD_PREFIX"), Category: "cluster", Usage: "etcd key `PREFIX` ([cluster] prefix)", DefaultText: config.DefaultEtcdPrefix},
 			&cli.StringFlag{Name: "etcd-timeout", EnvVars: env("ETCD_TIMEOUT"), Category: "cluster", Usage: "bound of one metadata call to etcd, a `DURATION` ([cluster] request_timeout)", DefaultText: config.DefaultRequestTimeout.String()},
 			&cli.StringFlag{Name: "lease-ttl", EnvVars: env("LEASE_TTL"), Category: "cluster", Usage: "the node's lease in etcd, whole seconds (`DURATION`; [cluster] lease_ttl)", DefaultText: config.DefaultLeaseTTL.String()},
+			&cli.StringFlag{Name: "quota-wait", EnvVars: env("QUOTA_WAIT"), Category: "cluster", Usage: "how long growth beyond the node's quota grant waits for room before EDQUOT, a `DURATION` ([cluster] quota_wait)", DefaultText: config.DefaultQuotaWait.String()},
 			&cli.StringFlag{Name: "node-id", EnvVars: env("NODE_ID"), Category: "cluster", Usage: "this node's `NAME` in the cluster ([cluster] node_id)", DefaultText: "the hostname"},
 		},
 		HideHelpCommand: true,
@@ -283,7 +286,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	for _, d := range []struct {
 		flag string
 		dst  *time.Duration
-	}{{"etcd-timeout", &cfg.Cluster.RequestTimeout}, {"lease-ttl", &cfg.Cluster.LeaseTTL}} {
+	}{{"etcd-timeout", &cfg.Cluster.RequestTimeout}, {"lease-ttl", &cfg.Cluster.LeaseTTL}, {"quota-wait", &cfg.Cluster.QuotaWait}} {
 		if c.IsSet(d.flag) {
 			v, err := config.ParseDuration(c.String(d.flag))
 			if err != nil {
@@ -447,7 +450,14 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		store = db
 	}
 
-	ledger, err := openLedger(db, store, cfg, log)
+	var etcdCli *clientv3.Client
+	if shared != nil {
+		etcdCli = shared.Client()
+	}
+	// The service once it has attached the volumes: the ledger and the
+	// cluster quota then look at folders on those (see openLedger).
+	var attached atomic.Pointer[service.Service]
+	ledger, gr, err := openLedger(db, store, cfg, etcdCli, &attached, log)
 	if err != nil {
 		return err
 	}
@@ -467,6 +477,26 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 			}
 		}
 	}()
+	// A typed nil would not be a nil interface.
+	var svcQuota service.ClusterQuota
+	if gr != nil {
+		// Cluster quota: reconciles what an earlier run left, takes the
+		// node's lease, then serves the ledger; before any view is served.
+		if err := gr.Start(ctx, ledger); err != nil {
+			gr.Close()
+			return fmt.Errorf("cluster mode: starting the cluster quota: %w", err)
+		}
+		// Deferred after the ledger's Close, so it runs before it, and
+		// after the file system's is deferred, so it runs after it:
+		// nothing grows any more; what the node wrote is settled, its
+		// grants go back to the pool and its quota lease is revoked.
+		defer func() {
+			if cerr := gr.Close(); cerr != nil {
+				log.Warn().Err(cerr).Msg("leaving the cluster quota: what was not settled is settled at the next start, or by a survivor once the lease expires")
+			}
+		}()
+		svcQuota = gr
+	}
 
 	// A typed nil would not be a nil interface.
 	var svcCluster service.Cluster
@@ -485,9 +515,10 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		// MountedBy: the service knows the session views and the
 		// published sessions itself; in a cluster, Cluster tells of the
 		// other nodes' mounts.
-		Quota:   ledger,
-		Cluster: svcCluster,
-		Log:     log,
+		Quota:        ledger,
+		Cluster:      svcCluster,
+		ClusterQuota: svcQuota,
+		Log:          log,
 	})
 	defer svc.Close()
 	// A volume of another layout needs the operator: refuse to start. A
@@ -507,6 +538,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if len(volErrs) > 0 {
 		return fmt.Errorf("refusing to start:\n  %s", strings.Join(volErrs, "\n  "))
 	}
+	attached.Store(svc)
 	if err := svc.Recover(ctx); err != nil {
 		return err
 	}
@@ -578,7 +610,11 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if cl != nil {
 		nodes = cl.Nodes
 	}
-	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, Log: log})
+	var nodeGrants func(context.Context) (map[string][]api.NodeGrant, error)
+	if gr != nil {
+		nodeGrants = grantsByNode(store, gr, cfg.VolumeNames())
+	}
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Log: log})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	ready := log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
@@ -691,10 +727,12 @@ func removeSocket(path string, ours os.FileInfo, log zerolog.Logger) {
 // deleted. The marks of the others stay, and their inodes are settled by
 // the check that follows the volume's return (service.WatchVolumes).
 //
-// Cluster quota (package quota/grants) plugs in here: its client goes
-// into quota.Options.Grants, on the etcd client and prefix of the cluster
-// store, the node id and the lease TTL of the configuration.
-func openLedger(db *meta.Badger, store meta.Store, cfg *config.Config, log zerolog.Logger) (*quota.Manager, error) {
+// In cluster mode (cli not nil) the ledger is in cluster mode too: its
+// grants client (package quota/grants), returned for the caller to start,
+// works on the cluster store's etcd client under the store's prefix plus
+// "quota/", with the node id, the lease TTL, the request timeout and the
+// quota wait of the configuration.
+func openLedger(db *meta.Badger, store meta.Store, cfg *config.Config, cli *clientv3.Client, attached *atomic.Pointer[service.Service], log zerolog.Logger) (*quota.Manager, *grants.Client, error) {
 	paths := map[string]string{}
 	for _, name := range cfg.VolumeNames() {
 		v := cfg.Volumes[name]
@@ -704,16 +742,42 @@ func openLedger(db *meta.Badger, store meta.Store, cfg *config.Config, log zerol
 		}
 		paths[name] = v.Path
 	}
-	m, err := quota.Open(db.DB(), log, quota.Options{
-		OpenFolder: fs.QuotaFolderOpener(func(vol string) (string, bool) {
-			p, ok := paths[vol]
-			return p, ok
-		}),
+	// The volumes probed now until the service has attached them, then
+	// those the service has attached (one that comes back later too).
+	opener := fs.QuotaFolderOpener(func(vol string) (string, bool) {
+		if svc := attached.Load(); svc != nil {
+			return svc.VolumePath(vol)
+		}
+		p, ok := paths[vol]
+		return p, ok
 	})
-	if err != nil {
-		return nil, fmt.Errorf("opening the quota ledger in %s: %w", db.Dir(), err)
+	var g *grants.Client
+	if cli != nil {
+		var err error
+		g, err = grants.New(grants.Config{
+			Client:      cli,
+			Prefix:      cfg.Cluster.KeyPrefix() + "quota/",
+			Node:        cfg.Cluster.Node(),
+			Host:        hostname(),
+			OpenFolder:  opener,
+			LeaseTTL:    cfg.Cluster.TTL(),
+			CallTimeout: cfg.Cluster.Timeout(),
+			Wait:        cfg.Cluster.Wait(),
+			Log:         log,
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster mode: cluster quota: %w", err)
+		}
 	}
-	return m, nil
+	opts := quota.Options{OpenFolder: opener}
+	if g != nil {
+		opts.Grants = g
+	}
+	m, err := quota.Open(db.DB(), log, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the quota ledger in %s: %w", db.Dir(), err)
+	}
+	return m, g, nil
 }
 
 // joinCluster opens the cluster store (its sessions under this node's id)
@@ -780,6 +844,47 @@ func localNodes(svc *service.Service, id, version string) func(context.Context) 
 			n.Sessions = append(n.Sessions, cluster.NodeSession{ID: s.ID, Folders: folders})
 		}
 		return []cluster.Node{n}, nil
+	}
+}
+
+// hostname is the machine's name ("" when it cannot be read).
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// grantsByNode lists each node's quota grants (for `vfolder node list`):
+// the scopes with a limit on the configured volumes, as the cluster holds
+// them.
+func grantsByNode(store meta.Store, g *grants.Client, volumes []string) func(context.Context) (map[string][]api.NodeGrant, error) {
+	return func(ctx context.Context) (map[string][]api.NodeGrant, error) {
+		out := map[string][]api.NodeGrant{}
+		for _, vol := range volumes {
+			scopes, err := store.ListScopes(ctx, vol)
+			if err != nil {
+				return nil, err
+			}
+			for _, sc := range scopes {
+				if sc.LimitBytes == 0 && sc.LimitInodes == 0 {
+					continue // no limit, no grants
+				}
+				st, err := g.State(ctx, quota.ScopeKey{Volume: sc.Volume, ID: sc.ID})
+				if err != nil {
+					return nil, err
+				}
+				for node, gr := range st.Grants {
+					if gr.Bytes > 0 || gr.Inodes > 0 {
+						out[node] = append(out[node], api.NodeGrant{Volume: sc.Volume, Scope: sc.ID, Bytes: gr.Bytes, Inodes: gr.Inodes})
+					}
+				}
+			}
+		}
+		for _, gs := range out {
+			slices.SortFunc(gs, func(a, b api.NodeGrant) int {
+				return strings.Compare(a.Volume+"/"+a.Scope.String(), b.Volume+"/"+b.Scope.String())
+			})
+		}
+		return out, nil
 	}
 }
 
