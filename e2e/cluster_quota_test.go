@@ -346,6 +346,9 @@ func TestClusterQuotaKilledNode(t *testing.T) {
 	}
 	clWaitUsed(t, []*clNode{n1, n2}, final, 5*time.Second)
 
+	if r := n2.CLI("quota-scope", "check", "local", clUser, "-t", "user"); r.Code != 0 {
+		t.Errorf("cluster check before node3's restart: %s", r)
+	}
 	n3.Start()
 	clWaitUsed(t, nodes, final, 10*time.Second)
 	// Twice the settlement interval later, still nothing counted twice.

@@ -200,6 +200,9 @@ func (s *Service) checkCluster(ctx context.Context, a *attached, k quota.ScopeKe
 			continue
 		}
 		if db, dn := fc.Diff(); db != 0 || dn != 0 {
+			log.Info().Str("folder", fc.FolderID).Int64("settled_bytes", fc.Settled).Int64("disk_bytes", fc.Truth).
+				Int64("settled_inodes", fc.SettledInodes).Int64("disk_inodes", fc.TruthInodes).Bool("corrected", fc.Corrected).
+				Msg("cluster quota check: a folder's figure differs from storage")
 			drift++
 			fr.Other++
 			out.Counts[api.ProblemCounter]++
