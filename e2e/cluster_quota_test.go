@@ -481,7 +481,7 @@ func TestClusterQuotaOneFile(t *testing.T) {
 			t.Errorf("node list: %s has grants %+v", n.ID, n.Grants)
 		}
 	}
-	if out := n3.OK("node", "list").Stdout; !bytes.Contains([]byte(out), []byte("local "+clUser)) {
+	if out := n3.OK("node", "list").Stdout; !bytes.Contains([]byte(out), []byte("local user:"+clUser)) {
 		t.Errorf("node list shows no grant:\n%s", out)
 	}
 	if err := files[1].Truncate(3 * block); err != nil {
