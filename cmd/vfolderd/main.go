@@ -85,15 +85,40 @@
 // alive until step 8 has claimed the sessions' folders again; a node id
 // in use by another live daemon stops the start); an etcd that
 // does not answer within request_timeout stops the start with "cluster
-// store unreachable" (exit 1) before anything is touched. Step 5 records
-// each volume through the cluster: a configuration that differs from the
-// one live nodes use stops the start. Recovery (step 6) finishes only
-// what no live node is doing. After step 8 the node follows the changes
+// store unreachable" (exit 1) before anything is touched. In step 4 the
+// ledger opens in cluster mode: one quota per scope across the nodes
+// (package quota/grants) on the store's etcd client, below the store's
+// prefix plus "quota/", with the node id, lease_ttl, request_timeout and
+// quota_wait. Its client starts before anything is served: it takes the
+// node's quota lease (a second lease, see below), applies what survivors
+// settled for an earlier run of this node, settles what that run left
+// and restores the write holds it registered; a failure stops the start.
+// Step 5 records each volume through the cluster: a configuration that
+// differs from the one live nodes use stops the start. Recovery (step 6)
+// finishes only what no live node is doing; step 6 also hands every
+// scope's limits to the cluster quota. Step 9's check after an unclean
+// stop is the cluster check (one walk corrects the cluster figure; the
+// node's own ledger knows only what the node wrote). After step 8 the node follows the changes
 // the others make (service.FollowStore): views, memberships, limits and
 // purges made through any node reach this one, and it finishes what a
 // node that leaves the cluster left unfinished. While etcd is away views
 // and I/O go on, metadata changes fail (503, "cluster store
-// unreachable"), and the node catches up by itself when etcd is back.
+// unreachable"), writes inside the quota grants the node holds go on and
+// growth beyond them waits quota_wait and then fails with EDQUOT; the
+// node catches up by itself when etcd is back.
+//
+// A node holds two leases of lease_ttl: its registration's, with its
+// sessions' claims (package cluster), and its quota grants' (package
+// quota/grants). They end differently: a restarted node keeps the earlier
+// run's claims alive until its sessions are reconciled, but gives up the
+// earlier run's grant lease at once; and growth stops as soon as the grant
+// lease cannot be known alive (from the renewals the node sent), which
+// the registration's keepalive stream does not tell. Both expire when the
+// node dies or loses etcd. If only the registration's expires, the node
+// counts as expired (its sessions' folders can be trashed) until it
+// registers again, and its quota goes on; if only the grants' expires,
+// the node stops growing, a survivor settles its open files and takes its
+// grant back, and the node rejoins under a new lease.
 //
 // # Stop
 //
@@ -111,7 +136,10 @@
 // left, unmount the FUSE namespace, the sessions' mounts first (aborting a
 // connection when copies of the mount live on elsewhere: published
 // sessions hold such copies),
-// stop background work (purges, checks, following the cluster), close
+// stop background work (purges, checks, following the cluster), in
+// cluster mode leave the cluster quota (what the node wrote is settled, its
+// grants go back to the pool, its quota lease is revoked; files still
+// held open stay registered for the next start or a survivor), close
 // the quota ledger (which writes what is pending and marks the shutdown
 // clean), close the badger database (unless the state disk has no room
 // for badger's final flush: its log is then replayed at the next start),
