@@ -122,11 +122,11 @@ func (s *Service) folderUsage(ctx context.Context, f meta.Folder) (int64, int64,
 }
 
 // checkBusyRetries is how often a cluster check refused because another
-// one of the scope runs is tried again (after checkBusyWait).
-const (
-	checkBusyRetries = 5
-	checkBusyWait    = 2 * time.Second
-)
+// one of the scope runs is tried again, after checkBusyWait (a variable
+// for tests).
+const checkBusyRetries = 5
+
+var checkBusyWait = 2 * time.Second
 
 // checkCluster is CheckQuota in cluster mode: the folders are walked once
 // by the cluster check, which compares and corrects the cluster figure.
