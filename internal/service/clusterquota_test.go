@@ -15,16 +15,15 @@ import (
 
 // fakeClusterQuota records what the service asks of the cluster quota.
 type fakeClusterQuota struct {
-	mu       sync.Mutex
-	limits   map[quota.ScopeKey]int64
-	sets     int
-	dropped  []string
-	dropErr  error
-	busy     int // Check answers ErrBusy that many times first
-	checked  [][]string
-	settled  int64 // a folder's figure in the cluster; the walk finds truth
-	truth    int64
-	repaired bool
+	mu      sync.Mutex
+	limits  map[quota.ScopeKey]int64
+	sets    int
+	dropped []string
+	dropErr error
+	busy    int // Check answers ErrBusy that many times first
+	checked [][]string
+	settled int64 // a folder's figure in the cluster; the walk finds truth
+	truth   int64
 }
 
 func newFakeCQ() *fakeClusterQuota {
