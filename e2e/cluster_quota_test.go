@@ -254,7 +254,9 @@ func clWaitUsed(t *testing.T, nodes []*clNode, want int64, within time.Duration)
 // file written through node1 is removed through node2 (which never
 // touched it): its bytes are credited on every node.
 func TestClusterQuotaFill(t *testing.T) {
-	_, vol, nodes := clStart(t, 3)
+	// Writers wait for room others give back; on a loaded machine that
+	// may take longer than the default wait.
+	_, vol, nodes := clStart(t, 3, "--quota-wait", "20s")
 	n1, n2 := nodes[0], nodes[1]
 	dir := clFolder(t, n1, vol, "fill")
 	clSetLimit(t, n1, "100MiB")
