@@ -85,7 +85,8 @@
 // what the MountedBy option reports; trash and purge refuse such folders.
 // ScopeChanged, when set, is told about every limit change, also one made
 // through another node. Cluster is the other nodes (nil on a node of its
-// own). Mounts is the host side of sessions (NewMounts over package
+// own); ClusterQuota the quota across them (clusterquota.go: limits,
+// figures, purges and checks are the cluster's). Mounts is the host side of sessions (NewMounts over package
 // mountd; fakes in tests).
 //
 // All methods are safe for concurrent use once the volumes are attached.
