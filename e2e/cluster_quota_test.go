@@ -435,8 +435,8 @@ func TestClusterQuotaEtcdOutage(t *testing.T) {
 	clWaitUsed(t, nodes, clTruth(t, dir), 10*time.Second)
 }
 
-// TestClusterQuotaOneFile: two nodes write one file at once (as the
-// containers of a cluster session do). Each charges growth against its
+// TestClusterQuotaOneFile: two nodes write one file at once through a
+// cluster session (one session published on both). Each charges growth against its
 // own view of the size, so the cluster figure, once settled, is never
 // below what the volume holds; when the writers close the file, the
 // figure is exact. A shrink by one of them while the other holds the
@@ -447,10 +447,17 @@ func TestClusterQuotaOneFile(t *testing.T) {
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	dir := clFolder(t, n1, vol, "shared")
 	clSetLimit(t, n1, "1GiB")
+	// A cluster session: one session id published on node1 and node2,
+	// its containers writing through the session's mounts.
 	var files []*os.File
 	for _, n := range []*clNode{n1, n2} {
 		clWait(t, 5*time.Second, "the view on "+n.id, func() bool { return clExists(n.view("shared")) })
-		f, err := os.OpenFile(filepath.Join(n.view("shared"), "one"), os.O_WRONLY|os.O_CREATE, 0o644)
+		var s api.Session
+		n.JSON(&s, "mount", "publish", "job-w", "--user", clUser, "shared")
+		if len(s.Mounts) != 1 {
+			t.Fatalf("publish on %s: %+v", n.id, s)
+		}
+		f, err := os.OpenFile(filepath.Join(s.Mounts[0].HostPath, "one"), os.O_WRONLY|os.O_CREATE, 0o644)
 		if err != nil {
 			t.Fatal(err)
 		}
