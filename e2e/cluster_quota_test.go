@@ -522,3 +522,37 @@ func TestClusterQuotaOneFile(t *testing.T) {
 	}
 	clWaitUsed(t, nodes, truth, 10*time.Second)
 }
+
+// TestClusterQuotaCheckRepair: a file written on the volume behind the
+// daemons' back is not in the cluster figure; `quota-scope check
+// --repair` through node2 corrects it with one walk while node1 keeps
+// writing, and every node then shows the volume's figure.
+func TestClusterQuotaCheckRepair(t *testing.T) {
+	_, vol, nodes := clStart(t, 3)
+	n1, n2 := nodes[0], nodes[1]
+	dir := clFolder(t, n1, vol, "chk")
+	clSetLimit(t, n1, "1GiB")
+	clWait(t, 5*time.Second, "the view on node1", func() bool { return clExists(n1.view("chk")) })
+	if err := os.WriteFile(filepath.Join(dir, "behind"), make([]byte, 3<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ws, wg := clWriters(ctx, []*clNode{n1}, "chk", []string{wAppend}, func(w *clWriter) {
+		w.chunk, w.pace = 64<<10, 20*time.Millisecond
+	})
+	clWait(t, 10*time.Second, "node1 writing", func() bool { return ws[0].size.Load() > 1<<20 })
+	var rep api.QuotaCheck
+	n2.JSON(&rep, "quota-scope", "check", "local", clUser, "-t", "user", "--repair")
+	cancel()
+	wg.Wait()
+	if ws[0].err != nil {
+		t.Errorf("node1's writer: %v", ws[0].err)
+	}
+	if !rep.Drift || !rep.Repaired || len(rep.Folders) != 1 || rep.Folders[0].DiskBytes-rep.Folders[0].LedgerBytes != 3<<20 {
+		t.Errorf("check --repair through node2: %+v", rep)
+	}
+	clWaitUsed(t, nodes, clTruth(t, dir), 5*time.Second)
+	if r := nodes[2].CLI("quota-scope", "check", "local", clUser, "-t", "user"); r.Code != 0 {
+		t.Errorf("a check through node3 after the repair: %s", r)
+	}
+}
