@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,6 +103,9 @@ func startProc(ctx context.Context, name, logPath, bin string, args ...string) (
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	// etcd 3.4 refuses to start on architectures other than amd64 unless
+	// told to (vfolderd ignores the variable).
+	cmd.Env = append(os.Environ(), "ETCD_UNSUPPORTED_ARCH="+runtime.GOARCH)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
