@@ -148,9 +148,9 @@
 // version, status (alive; stopped: it stopped cleanly; expired: its lease
 // ran out without a clean stop, as after a crash) and, for the alive ones,
 // the sessions it holds folders for. Without a cluster the list holds
-// this node alone. Grants (the quota a node may spend without asking the
-// cluster) are listed once cluster quota is enabled; until then the field
-// is absent.
+// this node alone. Grants are the quota room a node may fill without
+// asking the cluster, per scope with a limit, as etcd holds them (cluster
+// mode; absent for a node that holds none and on a node of its own).
 //
 // # Errors
 //
@@ -405,8 +405,8 @@ type Node struct {
 	// Sessions are the sessions the node holds folders for (alive nodes
 	// only), ordered by id.
 	Sessions []NodeSession `json:"sessions"`
-	// Grants are the quota grants the node holds; absent until cluster
-	// quota is enabled.
+	// Grants are the quota grants the node holds (cluster mode); absent
+	// when it holds none.
 	Grants []NodeGrant `json:"grants,omitempty"`
 }
 

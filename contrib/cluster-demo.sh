@@ -105,6 +105,11 @@ Logs: $demo/etcd.log, $demo/node*/vfolderd.log. In another terminal, try:
   \$n2 mount publish job-1 --user \$U data   # a session on node2 mounts it
   \$n1 delete data --user \$U                # refused, naming session job-1 on node node2
   \$n3 node list                            # the nodes and their sessions
+  \$n1 quota-scope set local \$U 100MiB -t user     # one limit for the whole cluster
+  for n in 1 2 3; do head -c 60M /dev/zero > \$(echo \$D/node\$n/mnt/users/*/data)/from-node\$n; done
+                                           # node2's is cut short at 100 MiB in all, node3's gets EDQUOT
+  \$n2 quota-scope get local \$U -t user     # the cluster-wide usage, on any node
+  \$n3 node list                            # GRANTS: the room each node holds (none once full)
   \$n2 mount unpublish job-1; \$n1 delete data --user \$U
 Press Ctrl-C to stop everything.
 EOT

@@ -36,8 +36,9 @@ type clNode struct {
 	sessions string
 }
 
-// clStart starts etcd and n daemons on one shared volume.
-func clStart(t *testing.T, n int) (*etcdtest.Server, string, []*clNode) {
+// clStart starts etcd and n daemons on one shared volume; extra are more
+// flags of every daemon.
+func clStart(t *testing.T, n int, extra ...string) (*etcdtest.Server, string, []*clNode) {
 	t.Helper()
 	RequireRoot(t)
 	srv := etcdtest.Start(t)
@@ -51,8 +52,8 @@ func clStart(t *testing.T, n int) (*etcdtest.Server, string, []*clNode) {
 		sess := mdSessionsDir(t)
 		d := StartDaemon(t, DaemonOptions{
 			Volumes: map[string]string{"local": vol},
-			ExtraArgs: []string{"--etcd-endpoints", srv.Endpoint(), "--node-id", id, "--sessions-dir", sess,
-				"--lease-ttl", clTTL.String(), "--etcd-timeout", "2s"},
+			ExtraArgs: append([]string{"--etcd-endpoints", srv.Endpoint(), "--node-id", id, "--sessions-dir", sess,
+				"--lease-ttl", clTTL.String(), "--etcd-timeout", "2s"}, extra...),
 		})
 		node := &clNode{Daemon: d, id: id, sessions: sess}
 		// Before the daemon's own cleanup stops it: a daemon with

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vfolder/vfolder/internal/backing"
 	"github.com/vfolder/vfolder/quota"
 )
@@ -33,11 +35,12 @@ import (
 //	                                                  Done(parent size); the inode
 //	                                                  counts once
 //	unlink, rmdir                  node.remove        ReserveDir(parent) around
-//	                                                  PrepareRemove + Done(last
+//	                                                  PrepareRemoveSize (the
+//	                                                  victim's fstat) + Done(last
 //	                                                  link gone)
 //	rename                         node.Rename        ReserveRename(from, to) +
 //	                                                  Done(both sizes); over an
-//	                                                  entry also PrepareRemove
+//	                                                  entry also PrepareRemoveSize
 //	setxattr, removexattr (user.*) node.Setxattr,     ReserveXattr(growth: the new
 //	                               node.Removexattr   attribute less the old) +
 //	                                                  Done(UserXattrBytes)
@@ -167,6 +170,44 @@ func (v *view) prepareRemove(k quota.InodeKey, hint string) (quota.Removal, sysc
 	}
 	r, err := q.m.PrepareRemove(q.scope, q.folder, k, hint)
 	return r, q.errno(v, "remove", err)
+}
+
+// prepareRemoveVictim precedes the removal of a link of vi, passing what
+// fstat saw of it and a reader of its user xattrs: in cluster mode the
+// ledger charges the removal against that size and those attributes
+// (another node may have written the file), on one node it is
+// PrepareRemove.
+func (v *view) prepareRemoveVictim(vi *victim) (quota.Removal, syscall.Errno) {
+	q := &v.q
+	if !q.on() {
+		return quota.Removal{}, 0
+	}
+	kind := statKind(vi.st.Type())
+	xattrs := func() int64 {
+		if kind != quota.KindFile && kind != quota.KindDir {
+			return 0 // only files and directories hold user.* attributes
+		}
+		n, err := quota.UserXattrBytes(vi.fd)
+		if err != nil {
+			return 0 // a later check counts what could not be read
+		}
+		return n
+	}
+	r, err := q.m.PrepareRemoveSize(q.scope, q.folder, vi.key, kind, vi.st.Size, xattrs, vi.hint)
+	return r, q.errno(v, "remove", err)
+}
+
+// statKind is the ledger's kind of an st_mode file type.
+func statKind(typ uint32) quota.Kind {
+	switch typ {
+	case unix.S_IFREG:
+		return quota.KindFile
+	case unix.S_IFDIR:
+		return quota.KindDir
+	case unix.S_IFLNK:
+		return quota.KindSymlink
+	}
+	return quota.KindOther
 }
 
 // usage is the scope's usage and limits; ok is false without a manager.

@@ -350,7 +350,7 @@ func (n *node) remove(name string, flags int) syscall.Errno {
 		return errno
 	}
 	defer v.settleDirs(&dr, dirfd)
-	rm, errno := v.prepareRemove(victim.key, victim.hint)
+	rm, errno := v.prepareRemoveVictim(victim)
 	if errno != 0 {
 		return errno
 	}
@@ -475,7 +475,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if vi != nil {
 		defer vi.close()
 		// quota: replacing an entry removes one of its links.
-		if rm, errno = v.prepareRemove(vi.key, vi.hint); errno != 0 {
+		if rm, errno = v.prepareRemoveVictim(vi); errno != 0 {
 			return errno
 		}
 	}

@@ -1289,9 +1289,11 @@ func (m *Manager) loadCluster() error {
 // mode a victim the ledger does not know, or knows with another size while
 // no hold of this node is on it, is first adopted at that size, so that
 // the removal credits the size at removal: removals are charged against
-// the size they remove, whoever made it. Without a cluster it is
-// PrepareRemove.
-func (m *Manager) PrepareRemoveSize(s ScopeKey, folderID string, ino InodeKey, kind Kind, size int64, hint string) (Removal, error) {
+// the size they remove, whoever made it. xattrs, when not nil, reads the
+// victim's user.* attribute bytes (UserXattrBytes); it is called only
+// when the victim is adopted, with the scope locked. Without a cluster it
+// is PrepareRemove.
+func (m *Manager) PrepareRemoveSize(s ScopeKey, folderID string, ino InodeKey, kind Kind, size int64, xattrs func() int64, hint string) (Removal, error) {
 	if m.opts.Grants != nil && kind.valid() && size >= 0 {
 		sc, in, err := m.enterInode(s, folderID, ino, false)
 		if err != nil {
@@ -1301,6 +1303,10 @@ func (m *Manager) PrepareRemoveSize(s ScopeKey, folderID string, ino InodeKey, k
 			sc.observe(in, func() {
 				in.ops++
 				sc.setExists(in, true, kind, size)
+				if xattrs != nil {
+					in.xattr = max(xattrs(), 0)
+					sc.recharge(in)
+				}
 			})
 		}
 		sc.after(in)

@@ -156,7 +156,7 @@ func TestClusterFirstTouch(t *testing.T) {
 	}
 	var st unix.Stat_t
 	unix.Lstat(filepath.Join(vol, "f1", "gone"), &st)
-	rm, err := m.PrepareRemoveSize(s, "f1", x.key(&st), KindFile, 70, "gone")
+	rm, err := m.PrepareRemoveSize(s, "f1", x.key(&st), KindFile, 70, nil, "gone")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,4 +385,49 @@ func dirCharge(t testing.TB, dir string) int64 {
 		t.Fatal(err)
 	}
 	return sum
+}
+
+// TestClusterRemovalCreditsXattrs: a file another node made, with user
+// xattrs, is credited at its size and its attributes when this node
+// removes it, so the cluster figure does not keep the attributes' bytes.
+func TestClusterRemovalCreditsXattrs(t *testing.T) {
+	g, m, s, _, vol := clusterSetup(t, 1<<20)
+	defer m.Close()
+	p := filepath.Join(vol, "f1", "theirs")
+	if err := os.WriteFile(p, make([]byte, 70), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(p, "user.k", make([]byte, 30), 0); err != nil {
+		t.Skipf("the test directory's file system has no user xattrs: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	x := newSimFS(t, m, s, filepath.Join(vol, "f1"), "f1")
+	defer x.close()
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	xattrs := func() int64 {
+		n, err := UserXattrBytes(fd)
+		if err != nil {
+			t.Error(err)
+		}
+		return n
+	}
+	rm, err := m.PrepareRemoveSize(s, "f1", x.key(&st), KindFile, 70, xattrs, "theirs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	rm.Done(true)
+	if got := unsettled(t, m, s); got != -(70 + 6 + 30) {
+		t.Fatalf("removal credited %d, want -%d", got, 70+6+30)
+	}
+	g.settle(t, s)
 }

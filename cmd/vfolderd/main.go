@@ -85,15 +85,40 @@
 // alive until step 8 has claimed the sessions' folders again; a node id
 // in use by another live daemon stops the start); an etcd that
 // does not answer within request_timeout stops the start with "cluster
-// store unreachable" (exit 1) before anything is touched. Step 5 records
-// each volume through the cluster: a configuration that differs from the
-// one live nodes use stops the start. Recovery (step 6) finishes only
-// what no live node is doing. After step 8 the node follows the changes
+// store unreachable" (exit 1) before anything is touched. In step 4 the
+// ledger opens in cluster mode: one quota per scope across the nodes
+// (package quota/grants) on the store's etcd client, below the store's
+// prefix plus "quota/", with the node id, lease_ttl, request_timeout and
+// quota_wait. Its client starts before anything is served: it takes the
+// node's quota lease (a second lease, see below), applies what survivors
+// settled for an earlier run of this node, settles what that run left
+// and restores the write holds it registered; a failure stops the start.
+// Step 5 records each volume through the cluster: a configuration that
+// differs from the one live nodes use stops the start. Recovery (step 6)
+// finishes only what no live node is doing; step 6 also hands every
+// scope's limits to the cluster quota. Step 9's check after an unclean
+// stop is the cluster check (one walk corrects the cluster figure; the
+// node's own ledger knows only what the node wrote). After step 8 the node follows the changes
 // the others make (service.FollowStore): views, memberships, limits and
 // purges made through any node reach this one, and it finishes what a
 // node that leaves the cluster left unfinished. While etcd is away views
 // and I/O go on, metadata changes fail (503, "cluster store
-// unreachable"), and the node catches up by itself when etcd is back.
+// unreachable"), writes inside the quota grants the node holds go on and
+// growth beyond them waits quota_wait and then fails with EDQUOT; the
+// node catches up by itself when etcd is back.
+//
+// A node holds two leases of lease_ttl: its registration's, with its
+// sessions' claims (package cluster), and its quota grants' (package
+// quota/grants). They end differently: a restarted node keeps the earlier
+// run's claims alive until its sessions are reconciled, but gives up the
+// earlier run's grant lease at once; and growth stops as soon as the grant
+// lease cannot be known alive (from the renewals the node sent), which
+// the registration's keepalive stream does not tell. Both expire when the
+// node dies or loses etcd. If only the registration's expires, the node
+// counts as expired (its sessions' folders can be trashed) until it
+// registers again, and its quota goes on; if only the grants' expires,
+// the node stops growing, a survivor settles its open files and takes its
+// grant back, and the node rejoins under a new lease.
 //
 // # Stop
 //
@@ -111,7 +136,10 @@
 // left, unmount the FUSE namespace, the sessions' mounts first (aborting a
 // connection when copies of the mount live on elsewhere: published
 // sessions hold such copies),
-// stop background work (purges, checks, following the cluster), close
+// stop background work (purges, checks, following the cluster), in
+// cluster mode leave the cluster quota (what the node wrote is settled, its
+// grants go back to the pool, its quota lease is revoked; files still
+// held open stay registered for the next start or a survivor), close
 // the quota ledger (which writes what is pending and marks the shutdown
 // clean), close the badger database (unless the state disk has no room
 // for badger's final flush: its log is then replayed at the next start),
@@ -141,6 +169,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/api"
@@ -155,6 +184,7 @@ import (
 	"github.com/vfolder/vfolder/meta/etcdstore"
 	"github.com/vfolder/vfolder/mountd"
 	"github.com/vfolder/vfolder/quota"
+	"github.com/vfolder/vfolder/quota/grants"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -212,6 +242,7 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "etcd-prefix", EnvVars: env("ETCD_PREFIX"), Category: "cluster", Usage: "etcd key `PREFIX` ([cluster] prefix)", DefaultText: config.DefaultEtcdPrefix},
 			&cli.StringFlag{Name: "etcd-timeout", EnvVars: env("ETCD_TIMEOUT"), Category: "cluster", Usage: "bound of one metadata call to etcd, a `DURATION` ([cluster] request_timeout)", DefaultText: config.DefaultRequestTimeout.String()},
 			&cli.StringFlag{Name: "lease-ttl", EnvVars: env("LEASE_TTL"), Category: "cluster", Usage: "the node's lease in etcd, whole seconds (`DURATION`; [cluster] lease_ttl)", DefaultText: config.DefaultLeaseTTL.String()},
+			&cli.StringFlag{Name: "quota-wait", EnvVars: env("QUOTA_WAIT"), Category: "cluster", Usage: "how long growth beyond the node's quota grant waits for room before EDQUOT, a `DURATION` ([cluster] quota_wait)", DefaultText: config.DefaultQuotaWait.String()},
 			&cli.StringFlag{Name: "node-id", EnvVars: env("NODE_ID"), Category: "cluster", Usage: "this node's `NAME` in the cluster ([cluster] node_id)", DefaultText: "the hostname"},
 		},
 		HideHelpCommand: true,
@@ -283,7 +314,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	for _, d := range []struct {
 		flag string
 		dst  *time.Duration
-	}{{"etcd-timeout", &cfg.Cluster.RequestTimeout}, {"lease-ttl", &cfg.Cluster.LeaseTTL}} {
+	}{{"etcd-timeout", &cfg.Cluster.RequestTimeout}, {"lease-ttl", &cfg.Cluster.LeaseTTL}, {"quota-wait", &cfg.Cluster.QuotaWait}} {
 		if c.IsSet(d.flag) {
 			v, err := config.ParseDuration(c.String(d.flag))
 			if err != nil {
@@ -447,7 +478,14 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		store = db
 	}
 
-	ledger, err := openLedger(db, store, cfg, log)
+	var etcdCli *clientv3.Client
+	if shared != nil {
+		etcdCli = shared.Client()
+	}
+	// The service once it has attached the volumes: the ledger and the
+	// cluster quota then look at folders on those (see openLedger).
+	var attached atomic.Pointer[service.Service]
+	ledger, gr, err := openLedger(db, store, cfg, etcdCli, &attached, log)
 	if err != nil {
 		return err
 	}
@@ -467,6 +505,26 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 			}
 		}
 	}()
+	// A typed nil would not be a nil interface.
+	var svcQuota service.ClusterQuota
+	if gr != nil {
+		// Cluster quota: reconciles what an earlier run left, takes the
+		// node's lease, then serves the ledger; before any view is served.
+		if err := gr.Start(ctx, ledger); err != nil {
+			gr.Close()
+			return fmt.Errorf("cluster mode: starting the cluster quota: %w", err)
+		}
+		// Deferred after the ledger's Close, so it runs before it, and
+		// after the file system's is deferred, so it runs after it:
+		// nothing grows any more; what the node wrote is settled, its
+		// grants go back to the pool and its quota lease is revoked.
+		defer func() {
+			if cerr := gr.Close(); cerr != nil {
+				log.Warn().Err(cerr).Msg("leaving the cluster quota: what was not settled is settled at the next start, or by a survivor once the lease expires")
+			}
+		}()
+		svcQuota = gr
+	}
 
 	// A typed nil would not be a nil interface.
 	var svcCluster service.Cluster
@@ -485,9 +543,10 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		// MountedBy: the service knows the session views and the
 		// published sessions itself; in a cluster, Cluster tells of the
 		// other nodes' mounts.
-		Quota:   ledger,
-		Cluster: svcCluster,
-		Log:     log,
+		Quota:        ledger,
+		Cluster:      svcCluster,
+		ClusterQuota: svcQuota,
+		Log:          log,
 	})
 	defer svc.Close()
 	// A volume of another layout needs the operator: refuse to start. A
@@ -507,6 +566,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if len(volErrs) > 0 {
 		return fmt.Errorf("refusing to start:\n  %s", strings.Join(volErrs, "\n  "))
 	}
+	attached.Store(svc)
 	if err := svc.Recover(ctx); err != nil {
 		return err
 	}
@@ -578,7 +638,11 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if cl != nil {
 		nodes = cl.Nodes
 	}
-	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, Log: log})
+	var nodeGrants func(context.Context) (map[string][]api.NodeGrant, error)
+	if gr != nil {
+		nodeGrants = grantsByNode(store, gr, cfg.VolumeNames())
+	}
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Log: log})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	ready := log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
@@ -691,10 +755,12 @@ func removeSocket(path string, ours os.FileInfo, log zerolog.Logger) {
 // deleted. The marks of the others stay, and their inodes are settled by
 // the check that follows the volume's return (service.WatchVolumes).
 //
-// Cluster quota (package quota/grants) plugs in here: its client goes
-// into quota.Options.Grants, on the etcd client and prefix of the cluster
-// store, the node id and the lease TTL of the configuration.
-func openLedger(db *meta.Badger, store meta.Store, cfg *config.Config, log zerolog.Logger) (*quota.Manager, error) {
+// In cluster mode (cli not nil) the ledger is in cluster mode too: its
+// grants client (package quota/grants), returned for the caller to start,
+// works on the cluster store's etcd client under the store's prefix plus
+// "quota/", with the node id, the lease TTL, the request timeout and the
+// quota wait of the configuration.
+func openLedger(db *meta.Badger, store meta.Store, cfg *config.Config, cli *clientv3.Client, attached *atomic.Pointer[service.Service], log zerolog.Logger) (*quota.Manager, *grants.Client, error) {
 	paths := map[string]string{}
 	for _, name := range cfg.VolumeNames() {
 		v := cfg.Volumes[name]
@@ -704,16 +770,42 @@ func openLedger(db *meta.Badger, store meta.Store, cfg *config.Config, log zerol
 		}
 		paths[name] = v.Path
 	}
-	m, err := quota.Open(db.DB(), log, quota.Options{
-		OpenFolder: fs.QuotaFolderOpener(func(vol string) (string, bool) {
-			p, ok := paths[vol]
-			return p, ok
-		}),
+	// The volumes probed now until the service has attached them, then
+	// those the service has attached (one that comes back later too).
+	opener := fs.QuotaFolderOpener(func(vol string) (string, bool) {
+		if svc := attached.Load(); svc != nil {
+			return svc.VolumePath(vol)
+		}
+		p, ok := paths[vol]
+		return p, ok
 	})
-	if err != nil {
-		return nil, fmt.Errorf("opening the quota ledger in %s: %w", db.Dir(), err)
+	var g *grants.Client
+	if cli != nil {
+		var err error
+		g, err = grants.New(grants.Config{
+			Client:      cli,
+			Prefix:      cfg.Cluster.KeyPrefix() + "quota/",
+			Node:        cfg.Cluster.Node(),
+			Host:        hostname(),
+			OpenFolder:  opener,
+			LeaseTTL:    cfg.Cluster.TTL(),
+			CallTimeout: cfg.Cluster.Timeout(),
+			Wait:        cfg.Cluster.Wait(),
+			Log:         log,
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster mode: cluster quota: %w", err)
+		}
 	}
-	return m, nil
+	opts := quota.Options{OpenFolder: opener}
+	if g != nil {
+		opts.Grants = g
+	}
+	m, err := quota.Open(db.DB(), log, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the quota ledger in %s: %w", db.Dir(), err)
+	}
+	return m, g, nil
 }
 
 // joinCluster opens the cluster store (its sessions under this node's id)
@@ -780,6 +872,47 @@ func localNodes(svc *service.Service, id, version string) func(context.Context) 
 			n.Sessions = append(n.Sessions, cluster.NodeSession{ID: s.ID, Folders: folders})
 		}
 		return []cluster.Node{n}, nil
+	}
+}
+
+// hostname is the machine's name ("" when it cannot be read).
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// grantsByNode lists each node's quota grants (for `vfolder node list`):
+// the scopes with a limit on the configured volumes, as the cluster holds
+// them.
+func grantsByNode(store meta.Store, g *grants.Client, volumes []string) func(context.Context) (map[string][]api.NodeGrant, error) {
+	return func(ctx context.Context) (map[string][]api.NodeGrant, error) {
+		out := map[string][]api.NodeGrant{}
+		for _, vol := range volumes {
+			scopes, err := store.ListScopes(ctx, vol)
+			if err != nil {
+				return nil, err
+			}
+			for _, sc := range scopes {
+				if sc.LimitBytes == 0 && sc.LimitInodes == 0 {
+					continue // no limit, no grants
+				}
+				st, err := g.State(ctx, quota.ScopeKey{Volume: sc.Volume, ID: sc.ID})
+				if err != nil {
+					return nil, err
+				}
+				for node, gr := range st.Grants {
+					if gr.Bytes > 0 || gr.Inodes > 0 {
+						out[node] = append(out[node], api.NodeGrant{Volume: sc.Volume, Scope: sc.ID, Bytes: gr.Bytes, Inodes: gr.Inodes})
+					}
+				}
+			}
+		}
+		for _, gs := range out {
+			slices.SortFunc(gs, func(a, b api.NodeGrant) int {
+				return strings.Compare(a.Volume+"/"+a.Scope.String(), b.Volume+"/"+b.Scope.String())
+			})
+		}
+		return out, nil
 	}
 }
 

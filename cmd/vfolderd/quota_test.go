@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ func quotaDaemon(t *testing.T, state, vol string) (*service.Service, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ledger, err := openLedger(store, store, cfg, zerolog.Nop())
+	ledger, _, err := openLedger(store, store, cfg, nil, &atomic.Pointer[service.Service]{}, zerolog.Nop())
 	if err != nil {
 		store.Close()
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -119,7 +120,8 @@ func TestQuickRun(t *testing.T) {
 		"--configs", "native,loopback",
 		"--size", "2MiB", "--rand-size", "1MiB", "--files", "50",
 		"--fio-runtime", "200ms", "--runs", "2", "--stat-passes", "2",
-		"--tree", smallTree(t), "--usage-files", "20,60", "--views", "3")
+		"--tree", smallTree(t), "--usage-files", "20,60", "--views", "3",
+		"--workloads", strings.Join(slices.DeleteFunc(workloadIDs(), func(id string) bool { return id == "cluster-write" }), ","))
 	for _, h := range []string{"# vfolder benchmarks", "## Machine", "| CPU |", "| Kernel |", "| Backing | tmpfs", "## Configurations", "## Results"} {
 		if !strings.Contains(report, h) {
 			t.Errorf("report lacks %q", h)
@@ -127,6 +129,9 @@ func TestQuickRun(t *testing.T) {
 	}
 	rows := tableRows(report)
 	for _, w := range allWorkloads {
+		if w.group == groupCluster {
+			continue // TestClusterRow
+		}
 		cells, ok := rows[w.id]
 		if !ok {
 			t.Errorf("no row for workload %s", w.id)
@@ -176,6 +181,48 @@ func TestQuickRun(t *testing.T) {
 	}
 }
 
+// TestClusterRow runs the cluster row alone (three vfolderd processes from
+// bin/vfolderd and a private etcd) with small sizes, and checks its table
+// and that it left nothing behind.
+func TestClusterRow(t *testing.T) {
+	needRoot(t)
+	if _, err := etcdBinary(); err != nil {
+		t.Skipf("no etcd binary (install Debian's etcd-server): %v", err)
+	}
+	if _, err := findVfolderd(); err != nil {
+		t.Skipf("the cluster row runs bin/vfolderd: %v", err)
+	}
+	report, _ := runReport(t, 120*time.Second, "--tmpfs", "-q", "--workloads", "cluster-write", "--runs", "1", "--size", "16MiB")
+	var data [][]string
+	in := false
+	for _, l := range strings.Split(report, "\n") {
+		switch {
+		case strings.Contains(l, "`cluster-write`"):
+			in = true
+		case !strings.HasPrefix(l, "| "):
+			in = false
+		case in && !strings.HasPrefix(l, "| ---"):
+			var cells []string
+			for _, c := range strings.Split(strings.Trim(l, "|"), "|") {
+				cells = append(cells, strings.TrimSpace(c))
+			}
+			data = append(data, cells)
+		}
+	}
+	if len(data) != 2 {
+		t.Fatalf("cluster table has %d data rows, want 2:\n%s", len(data), report)
+	}
+	for i, want := range []string{"1", "3"} {
+		r := data[i]
+		if len(r) != 7 || r[1] != want || !strings.HasSuffix(r[4], "MiB/s") || !numberRe(r[6]) || !strings.HasSuffix(r[5], "x") {
+			t.Errorf("cluster row %d: %q", i, r)
+		}
+	}
+	if !strings.Contains(report, "- Cluster write: ") {
+		t.Errorf("the method of the cluster row is missing:\n%s", report)
+	}
+}
+
 // tableRows maps the workload id in backticks of every table row to the
 // row's cells.
 func tableRows(report string) map[string][]string {
@@ -196,7 +243,7 @@ func tableRows(report string) map[string][]string {
 			continue
 		}
 		id := cells[0][i+1 : j]
-		if _, ok := workloadByID(id); ok && (id == "usage-query" || id == "memory") {
+		if _, ok := workloadByID(id); ok && (id == "usage-query" || id == "memory" || id == "cluster-write") {
 			// the header row of the usage and memory tables names them;
 			// their data row follows
 			continue
@@ -214,6 +261,9 @@ func tableRows(report string) map[string][]string {
 			continue
 		case strings.Contains(l, "`memory`"):
 			section = "memory"
+			continue
+		case strings.Contains(l, "`cluster-write`"):
+			section = "cluster-write"
 			continue
 		case !strings.HasPrefix(l, "| "):
 			section = ""

@@ -238,7 +238,7 @@ func (e *env) tableWorkloads() []workload {
 	var out []workload
 	for _, id := range e.res.workloads {
 		w, _ := workloadByID(id)
-		if w.group == groupUsage || w.group == groupMemory {
+		if w.group == groupUsage || w.group == groupMemory || w.group == groupCluster {
 			continue
 		}
 		out = append(out, w)
@@ -281,6 +281,9 @@ func (e *env) renderTable() string {
 	}
 	if e.res.memory != nil {
 		b.WriteString("\n" + e.renderMemory())
+	}
+	if e.res.cluster != nil {
+		b.WriteString("\n" + e.renderCluster())
 	}
 	return b.String()
 }
@@ -489,6 +492,9 @@ func (e *env) renderReport() string {
 	}
 	if e.res.memory != nil && e.res.memory.method != "" && e.res.memory.notMeasured == "" {
 		b.WriteString("- Memory: " + e.res.memory.method + "\n")
+	}
+	if e.res.cluster != nil && e.res.cluster.method != "" && e.res.cluster.notMeasured == "" {
+		b.WriteString("- Cluster write: " + e.res.cluster.method + "\n")
 	}
 
 	notes := append([]string(nil), e.notes...)

@@ -49,6 +49,8 @@ type results struct {
 
 	usage  *usageReport
 	memory *memoryReport
+	// cluster is the cluster-write table (cluster.go).
+	cluster *clusterReport
 }
 
 func newResults(workloads, configs []string) *results {
@@ -131,6 +133,9 @@ func (r *results) failures() int {
 		}
 	}
 	if r.memory != nil && r.memory.err != "" {
+		n++
+	}
+	if r.cluster != nil && r.cluster.err != "" {
 		n++
 	}
 	return n

@@ -189,7 +189,7 @@ func (e *env) run(ctx context.Context) error {
 	var targets []*target
 	tableWanted := false
 	for _, g := range groupOrder {
-		tableWanted = tableWanted || (g != groupUsage && g != groupMemory && groupWanted(g, want))
+		tableWanted = tableWanted || (g != groupUsage && g != groupMemory && g != groupCluster && groupWanted(g, want))
 	}
 	for _, name := range o.configs {
 		if !tableWanted {
@@ -233,7 +233,7 @@ func (e *env) run(ctx context.Context) error {
 	// Runs, interleaved across configurations.
 	for run := 0; run < o.runs; run++ {
 		for _, g := range groupOrder {
-			if !groupWanted(g, want) || g == groupUsage || g == groupMemory {
+			if !groupWanted(g, want) || g == groupUsage || g == groupMemory || g == groupCluster {
 				continue
 			}
 			var group []*target
@@ -265,6 +265,13 @@ func (e *env) run(ctx context.Context) error {
 	if want["memory"] {
 		e.logf("daemon memory")
 		e.res.memory = e.measureMemory(ctx)
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
+	}
+	if want["cluster-write"] {
+		e.logf("cluster write")
+		e.res.cluster = e.measureCluster(ctx)
 		if ctx.Err() != nil {
 			return errInterrupted
 		}

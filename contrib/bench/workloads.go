@@ -30,8 +30,9 @@ const (
 	groupRandom   = "random"
 	groupMeta     = "meta"
 	groupTree     = "tree"
-	groupUsage    = "usage"  // separate table
-	groupMemory   = "memory" // separate table
+	groupUsage    = "usage"   // separate table
+	groupMemory   = "memory"  // separate table
+	groupCluster  = "cluster" // separate table
 )
 
 var allWorkloads = []workload{
@@ -52,10 +53,11 @@ var allWorkloads = []workload{
 	{"rm", groupTree, "rm -rf the tree", unitSec, false, true},
 	{"usage-query", groupUsage, "usage query vs du -sb", "", false, false},
 	{"memory", groupMemory, "vfolder daemon RSS", "", false, false},
+	{"cluster-write", groupCluster, "three vfolderd nodes writing one scope", unitMiBs, true, true},
 }
 
 // groupOrder is the order groups run in.
-var groupOrder = []string{groupSeqWrite, groupSeqRead, groupRandom, groupMeta, groupTree, groupUsage, groupMemory}
+var groupOrder = []string{groupSeqWrite, groupSeqRead, groupRandom, groupMeta, groupTree, groupUsage, groupMemory, groupCluster}
 
 func workloadByID(id string) (workload, bool) {
 	for _, w := range allWorkloads {

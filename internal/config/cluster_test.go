@@ -61,6 +61,7 @@ key_file = "/etc/vfolder/node-key.pem"
 prefix = "/vf/"
 request_timeout = "3s"
 lease_ttl = 7
+quota_wait = "750ms"
 node_id = "gpu-07"
 `)
 	if err != nil {
@@ -76,6 +77,9 @@ node_id = "gpu-07"
 	if cl.KeyPrefix() != "/vf/" || cl.Timeout() != 3*time.Second || cl.TTL() != 7*time.Second || cl.Node() != "gpu-07" {
 		t.Errorf("prefix %q timeout %v ttl %v node %q", cl.KeyPrefix(), cl.Timeout(), cl.TTL(), cl.Node())
 	}
+	if cl.Wait() != 750*time.Millisecond {
+		t.Errorf("quota wait %v", cl.Wait())
+	}
 
 	// One comma-separated string works too; the rest takes the defaults.
 	c, err = Parse("[cluster]\netcd_endpoints = \"http://a:2379, http://b:2379,\"\n")
@@ -85,7 +89,7 @@ node_id = "gpu-07"
 	if got := strings.Join(c.Cluster.EtcdEndpoints, " "); got != "http://a:2379 http://b:2379" {
 		t.Errorf("endpoints = %q", got)
 	}
-	if c.Cluster.KeyPrefix() != DefaultEtcdPrefix || c.Cluster.Timeout() != DefaultRequestTimeout || c.Cluster.TTL() != DefaultLeaseTTL {
+	if c.Cluster.KeyPrefix() != DefaultEtcdPrefix || c.Cluster.Timeout() != DefaultRequestTimeout || c.Cluster.TTL() != DefaultLeaseTTL || c.Cluster.Wait() != DefaultQuotaWait {
 		t.Errorf("defaults: %q %v %v", c.Cluster.KeyPrefix(), c.Cluster.Timeout(), c.Cluster.TTL())
 	}
 	if h, _ := os.Hostname(); c.Cluster.Node() != h {
@@ -151,6 +155,8 @@ func TestValidateCluster(t *testing.T) {
 		{"bad prefix", func(c *Config) { ok(c); c.Cluster.Prefix = "vfolder" }, "cluster.prefix"},
 		{"ttl too short", func(c *Config) { ok(c); c.Cluster.LeaseTTL = time.Second }, "cluster.lease_ttl: 1s is outside 2s..1h"},
 		{"ttl fraction", func(c *Config) { ok(c); c.Cluster.LeaseTTL = 2500 * time.Millisecond }, "whole number of seconds"},
+		{"quota wait too long", func(c *Config) { ok(c); c.Cluster.QuotaWait = time.Hour }, "cluster.quota_wait: 1h0m0s is outside 100ms..10m"},
+		{"quota wait without endpoints", func(c *Config) { c.Cluster.QuotaWait = time.Second }, "quota_wait need cluster.etcd_endpoints"},
 		{"timeout too short", func(c *Config) { ok(c); c.Cluster.RequestTimeout = time.Millisecond }, "cluster.request_timeout"},
 		{"node id without endpoints", func(c *Config) { c.Cluster.NodeID = "n1" }, "cluster.node_id: is set but cluster.etcd_endpoints is empty"},
 		{"TLS without endpoints", func(c *Config) { c.Cluster.CAFile = cert }, "cluster.ca_file: is set but"},

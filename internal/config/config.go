@@ -79,6 +79,10 @@ const (
 	DefaultLeaseTTL = 10 * time.Second
 	// MinLeaseTTL is the shortest lease_ttl accepted.
 	MinLeaseTTL = 2 * time.Second
+	// DefaultQuotaWait bounds how long growth beyond a node's quota grant
+	// waits for more room (the cluster is full, or etcd is away) before
+	// it fails with EDQUOT.
+	DefaultQuotaWait = 5 * time.Second
 )
 
 // ErrInvalid is wrapped by every configuration error.
@@ -156,6 +160,9 @@ type Cluster struct {
 	RequestTimeout time.Duration
 	// LeaseTTL is the node's lease in etcd (0 means the default).
 	LeaseTTL time.Duration
+	// QuotaWait bounds the wait of growth beyond the node's quota grant
+	// (0 means the default).
+	QuotaWait time.Duration
 	// NodeID names this node ("" means the hostname).
 	NodeID string
 }
@@ -185,6 +192,14 @@ func (c Cluster) TTL() time.Duration {
 		return DefaultLeaseTTL
 	}
 	return c.LeaseTTL
+}
+
+// Wait is the quota wait in effect.
+func (c Cluster) Wait() time.Duration {
+	if c.QuotaWait == 0 {
+		return DefaultQuotaWait
+	}
+	return c.QuotaWait
 }
 
 // Node is the node id in effect: NodeID, else the hostname ("" when the
@@ -256,6 +271,7 @@ type fileCluster struct {
 	Prefix         *string    `toml:"prefix"`
 	RequestTimeout *duration  `toml:"request_timeout"`
 	LeaseTTL       *duration  `toml:"lease_ttl"`
+	QuotaWait      *duration  `toml:"quota_wait"`
 	NodeID         *string    `toml:"node_id"`
 }
 
@@ -456,6 +472,9 @@ func (c *Config) merge(text string) error {
 		}
 		if fc.LeaseTTL != nil {
 			c.Cluster.LeaseTTL = time.Duration(*fc.LeaseTTL)
+		}
+		if fc.QuotaWait != nil {
+			c.Cluster.QuotaWait = time.Duration(*fc.QuotaWait)
 		}
 		setIf(&c.Cluster.NodeID, fc.NodeID)
 	}
@@ -741,8 +760,8 @@ func (c Cluster) validate(add func(field, format string, a ...any)) {
 				add("cluster."+o.field, "is set but cluster.etcd_endpoints is empty (--etcd-endpoints): without endpoints vfolderd runs as a single node")
 			}
 		}
-		if c.RequestTimeout != 0 || c.LeaseTTL != 0 {
-			add("cluster", "request_timeout and lease_ttl need cluster.etcd_endpoints (--etcd-endpoints): without endpoints vfolderd runs as a single node")
+		if c.RequestTimeout != 0 || c.LeaseTTL != 0 || c.QuotaWait != 0 {
+			add("cluster", "request_timeout, lease_ttl and quota_wait need cluster.etcd_endpoints (--etcd-endpoints): without endpoints vfolderd runs as a single node")
 		}
 		return
 	}
@@ -791,6 +810,9 @@ func (c Cluster) validate(add func(field, format string, a ...any)) {
 	}
 	if c.RequestTimeout < 0 || (c.RequestTimeout > 0 && c.RequestTimeout < 100*time.Millisecond) || c.RequestTimeout > 10*time.Minute {
 		add("cluster.request_timeout", "%v is outside 100ms..10m", c.RequestTimeout)
+	}
+	if c.QuotaWait < 0 || (c.QuotaWait > 0 && c.QuotaWait < 100*time.Millisecond) || c.QuotaWait > 10*time.Minute {
+		add("cluster.quota_wait", "%v is outside 100ms..10m", c.QuotaWait)
 	}
 	if ttl := c.LeaseTTL; ttl != 0 {
 		switch {

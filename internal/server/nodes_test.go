@@ -40,6 +40,26 @@ func TestNodes(t *testing.T) {
 	}
 	ts.fail(t, http.MethodGet, "/v1/nodes?x=1", nil, http.StatusBadRequest, api.CodeInvalid)
 
+	// Grants of the cluster quota, by node.
+	g := api.NodeGrant{Volume: "local", Scope: meta.ScopeID{Kind: meta.KindUser, UUID: "2b1a7c4e5d3f4a8e9c0b1f2e3d4c5b6a"}, Bytes: 4 << 20, Inodes: 64}
+	gts := startWith(t, "", -1, meta.NewMemory(), nil, func(o *Options) {
+		o.Nodes = func(context.Context) ([]cluster.Node, error) { return nodes, nil }
+		o.NodeGrants = func(context.Context) (map[string][]api.NodeGrant, error) {
+			return map[string][]api.NodeGrant{"gpu-1": {g}}, nil
+		}
+	})
+	gts.ok(t, http.MethodGet, "/v1/nodes", nil, &got, http.StatusOK)
+	if len(got) != 2 || len(got[0].Grants) != 1 || got[0].Grants[0] != g || got[1].Grants != nil {
+		t.Errorf("GET /v1/nodes with grants = %+v", got)
+	}
+	gts = startWith(t, "", -1, meta.NewMemory(), nil, func(o *Options) {
+		o.Nodes = func(context.Context) ([]cluster.Node, error) { return nodes, nil }
+		o.NodeGrants = func(context.Context) (map[string][]api.NodeGrant, error) {
+			return nil, fmt.Errorf("%w: etcd did not answer", meta.ErrUnavailable)
+		}
+	})
+	gts.fail(t, http.MethodGet, "/v1/nodes", nil, http.StatusServiceUnavailable, api.CodeUnavailable)
+
 	// Through the client.
 	c := api.NewClient(ts.socket)
 	defer c.CloseIdleConnections()

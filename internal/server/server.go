@@ -85,7 +85,10 @@ type Options struct {
 	// Nodes lists the nodes for GET /v1/nodes: the cluster's registry, or
 	// this node alone. nil answers 503.
 	Nodes func(ctx context.Context) ([]cluster.Node, error)
-	Log   zerolog.Logger
+	// NodeGrants returns the quota grants each node holds, by node id
+	// (cluster quota); nil lists none.
+	NodeGrants func(ctx context.Context) (map[string][]api.NodeGrant, error)
+	Log        zerolog.Logger
 }
 
 // Server serves the API.
@@ -581,6 +584,12 @@ func (s *Server) nodes(r *http.Request, _ url.Values) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	var grants map[string][]api.NodeGrant
+	if s.opts.NodeGrants != nil {
+		if grants, err = s.opts.NodeGrants(r.Context()); err != nil {
+			return 0, nil, err
+		}
+	}
 	out := make([]api.Node, 0, len(ns))
 	for _, n := range ns {
 		an := api.Node{ID: n.ID, Hostname: n.Hostname, Version: n.Version, Status: n.Status, Self: n.Self,
@@ -588,6 +597,7 @@ func (s *Server) nodes(r *http.Request, _ url.Values) (int, any, error) {
 		for _, ss := range n.Sessions {
 			an.Sessions = append(an.Sessions, api.NodeSession{ID: ss.ID, Folders: ss.Folders})
 		}
+		an.Grants = grants[n.ID]
 		out = append(out, an)
 	}
 	return http.StatusOK, out, nil

@@ -341,6 +341,15 @@ func (s *Service) scopeEvent(sc meta.QuotaScope, deleted bool) {
 	}
 	s.limitMu.Lock()
 	defer s.limitMu.Unlock()
+	if s.opts.ClusterQuota != nil {
+		// The limit as the store holds it now (clusterquota.go).
+		cur, err := s.currentScope(s.base, sc)
+		if err != nil {
+			s.log.Warn().Err(err).Str("scope", sc.ID.String()).Msg("cannot read a scope changed through another node; the next reload applies it")
+			return
+		}
+		sc = cur
+	}
 	if s.ledgerHolds(sc) {
 		return
 	}

@@ -94,7 +94,7 @@ func (s *Service) applyLimit(sc meta.QuotaScope) error {
 	if err := s.opts.Quota.SetLimit(scopeKey(sc.Volume, sc.ID), sc.LimitBytes, sc.LimitInodes); err != nil {
 		return ledgerErr(err, "quota scope %s on volume %q: the limit is stored but not enforced yet (it is applied at the next start)", sc.ID, sc.Volume)
 	}
-	return nil
+	return s.clusterLimit(sc) // cluster: the limit that counts (clusterquota.go)
 }
 
 // limitChanged hands a scope's new limits to the ledger and then tells
@@ -334,6 +334,9 @@ func (s *Service) CheckQuota(ctx context.Context, vol string, id meta.ScopeID, r
 	out := api.QuotaCheck{Volume: vol, Scope: id, Repair: repair, Complete: true, Counts: map[string]int{},
 		Folders: []api.QuotaCheckFolder{}, Findings: []api.QuotaFinding{}, StartedAt: start.UTC()}
 	log := s.log.With().Str("scope", id.String()).Str("volume", vol).Bool("repair", repair).Logger()
+	if s.opts.ClusterQuota != nil {
+		return s.checkCluster(ctx, a, k, folders, repair, out) // cluster: one walk corrects the cluster figure (clusterquota.go)
+	}
 	log.Info().Int("folders", len(folders)).Msg("quota check started")
 
 	var total int64

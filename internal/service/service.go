@@ -85,7 +85,8 @@
 // what the MountedBy option reports; trash and purge refuse such folders.
 // ScopeChanged, when set, is told about every limit change, also one made
 // through another node. Cluster is the other nodes (nil on a node of its
-// own). Mounts is the host side of sessions (NewMounts over package
+// own); ClusterQuota the quota across them (clusterquota.go: limits,
+// figures, purges and checks are the cluster's). Mounts is the host side of sessions (NewMounts over package
 // mountd; fakes in tests).
 //
 // All methods are safe for concurrent use once the volumes are attached.
@@ -160,7 +161,11 @@ type Options struct {
 	// Cluster coordinates mounts, trash and volume records with the other
 	// nodes (cluster.go); nil on a node of its own.
 	Cluster Cluster
-	Log     zerolog.Logger
+	// ClusterQuota is the cluster's side of the quota (clusterquota.go):
+	// limits, usage, purges and checks are the cluster's; nil on a node of
+	// its own.
+	ClusterQuota ClusterQuota
+	Log          zerolog.Logger
 }
 
 type attached struct {
@@ -847,8 +852,12 @@ func (s *Service) finishPurge(f meta.Folder) error {
 		}
 		return fmt.Errorf("purge folder %q: %w (status is now %s; purge again to retry)", f.Name, err, meta.StatusDeleteError)
 	}
-	// The tree is gone: its usage goes from the ledger before the record,
-	// so that a crash in between drops it when the purge resumes.
+	// The tree is gone: its usage goes from the ledger (and the cluster's
+	// figure) before the record, so that a crash in between drops it when
+	// the purge resumes.
+	if err := s.clusterDropFolder(ctx, f); err != nil {
+		return fmt.Errorf("purge folder %q: the tree is gone but the cluster still counts its usage: %w (the purge resumes at the next start, or when a node leaves the cluster)", f.Name, err)
+	}
 	s.dropFolder(f)
 	if err := s.store.DeleteFolder(context.Background(), f.ID); err != nil && !errors.Is(err, meta.ErrNotFound) {
 		return fmt.Errorf("purge folder %q: the tree is gone but the record stays: %w", f.Name, err)
@@ -864,7 +873,10 @@ func (s *Service) FolderUsage(ctx context.Context, ref string, owner meta.ScopeI
 	if err != nil {
 		return api.FolderUsage{}, err
 	}
-	b, i := s.opts.Usage.FolderUsage(f.ID)
+	b, i, err := s.folderUsage(ctx, f)
+	if err != nil {
+		return api.FolderUsage{}, err
+	}
 	return api.FolderUsage{FolderID: f.ID, UsedBytes: b, UsedInodes: i, AsOf: time.Now().UTC()}, nil
 }
 
@@ -881,8 +893,8 @@ func errNoScope(vol string, id meta.ScopeID) error {
 	return fmt.Errorf("%w: %s has no quota scope on volume %q", meta.ErrNotFound, id, vol)
 }
 
-func (s *Service) withUsage(sc meta.QuotaScope) api.QuotaScope {
-	b, i := s.opts.Usage.ScopeUsage(sc.Volume, sc.ID)
+func (s *Service) withUsage(ctx context.Context, sc meta.QuotaScope) api.QuotaScope {
+	b, i := s.scopeUsage(ctx, sc.Volume, sc.ID)
 	return api.QuotaScope{QuotaScope: sc, UsedBytes: b, UsedInodes: i, Checking: s.Checking(sc.Volume, sc.ID)}
 }
 
@@ -898,7 +910,7 @@ func (s *Service) QuotaScope(ctx context.Context, vol string, id meta.ScopeID) (
 	if err != nil {
 		return api.QuotaScope{}, err
 	}
-	return s.withUsage(sc), nil
+	return s.withUsage(ctx, sc), nil
 }
 
 // SetQuota sets a scope's limits (nil fields are kept; 0 removes a
@@ -944,7 +956,7 @@ func (s *Service) SetQuota(ctx context.Context, vol string, id meta.ScopeID, req
 	}
 	s.log.Info().Str("scope", id.String()).Str("volume", vol).Int64("limit_bytes", sc.LimitBytes).
 		Int64("limit_inodes", sc.LimitInodes).Msg("quota set")
-	return s.withUsage(sc), nil
+	return s.withUsage(ctx, sc), nil
 }
 
 // UnsetQuota removes a scope's limits (both set to 0).
@@ -968,7 +980,7 @@ func (s *Service) UnsetQuota(ctx context.Context, vol string, id meta.ScopeID) (
 		return api.QuotaScope{}, err
 	}
 	s.log.Info().Str("scope", id.String()).Str("volume", vol).Msg("quota removed")
-	return s.withUsage(sc), nil
+	return s.withUsage(ctx, sc), nil
 }
 
 // Policy returns an owner's resource policy (zero when none is set).

@@ -186,6 +186,18 @@ func (s *Service) attachedVolume(name string) (*attached, error) {
 	return nil, fmt.Errorf("%w: volume %q is not configured", meta.ErrNotFound, name)
 }
 
+// VolumePath returns the path of an attached volume; false while the
+// volume is unavailable or not configured (its directory must not be
+// taken for the volume: a missing mount leaves an empty directory).
+func (s *Service) VolumePath(name string) (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if a := s.vols[name]; a != nil {
+		return a.vol.Path(), true
+	}
+	return "", false
+}
+
 // Volumes lists the configured volumes, by name, attached or not.
 func (s *Service) Volumes(ctx context.Context) ([]api.Volume, error) {
 	s.mu.RLock()

@@ -231,7 +231,7 @@ func (c *Client) Check(ctx context.Context, s quota.ScopeKey, folders []quota.Fo
 		switch {
 		case k.isFolder(sk, key):
 			if f, err := decode[figure](kv.Value); err == nil {
-				figs[k.folderOf(sk, key)] = figCache{*f, kv.ModRevision}
+				figs[k.folderOf(sk, key)] = figCache{fig: *f, rev: kv.ModRevision}
 			}
 		case k.isHold(sk, key):
 			hr, err := decode[holdRec](kv.Value)
@@ -366,7 +366,7 @@ func (c *Client) applyCorrections(ctx context.Context, sk string, deltas map[str
 				rev = kv.ModRevision
 			case k.isFolder(sk, key):
 				if f, err := decode[figure](kv.Value); err == nil {
-					figs[k.folderOf(sk, key)] = figCache{*f, kv.ModRevision}
+					figs[k.folderOf(sk, key)] = figCache{fig: *f, rev: kv.ModRevision}
 				}
 			}
 		}

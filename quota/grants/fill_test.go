@@ -1,6 +1,7 @@
 package grants
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -101,7 +102,20 @@ func TestFillExactly(t *testing.T) {
 		t.Errorf("volume holds %d bytes after the writers stopped, want exactly %d", got, limit100)
 	}
 	cl.waitSettled(limit100, 10*time.Second)
-	t.Logf("revisions checked: %d", cl.invariant())
+	// The folder's figure is the scope's: a settlement sent again after a
+	// conflict must not write a stale figure of the folder.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range cl.nodes {
+		if u, err := n.c.FolderUsage(ctx, cl.s, "f1"); err != nil || u.Used != limit100 {
+			t.Errorf("%s: folder figure %d (%v); want %d, the scope's", n.name, u.Used, err, limit100)
+		}
+	}
+	var conflicts int64
+	for _, n := range cl.nodes {
+		conflicts += n.c.Stats().Conflicts[cl.s]
+	}
+	t.Logf("revisions checked: %d; settlement conflicts: %d", cl.invariant(), conflicts)
 	for _, n := range cl.nodes {
 		t.Logf("%s: %d transactions", n.name, n.c.Stats().Txns[cl.s])
 	}

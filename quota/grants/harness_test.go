@@ -347,7 +347,7 @@ func (n *node) remove(folder, name string) error {
 		t.Fatalf("lstat %s: %v", name, err)
 	}
 	key := quota.MakeKey(rootDev(t, dir), st.Dev, st.Ino)
-	rm, err := n.m.PrepareRemoveSize(n.cl.s, folder, key, quota.KindOf(st.Mode), st.Size, name)
+	rm, err := n.m.PrepareRemoveSize(n.cl.s, folder, key, quota.KindOf(st.Mode), st.Size, nil, name)
 	if err != nil {
 		return err
 	}

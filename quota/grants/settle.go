@@ -562,6 +562,11 @@ func (w *worker) plan(b *quota.Batch, in intent, u quota.Unsettled, last bool, n
 		}
 		old := w.folders[f].fig
 		p.folders[f] = figure{Bytes: old.Bytes + d.b, Inodes: old.Inodes + d.n}
+		// The figure written is the cached one plus the delta: it must not
+		// have moved, and a conflict must bring it back with the record
+		// (the record alone would let a retry write a stale figure).
+		p.cmps = append(p.cmps, w.folderCmp(f))
+		p.els = append(p.els, clientv3.OpGet(k.folder(w.sk, f)))
 		totB += d.b
 		totN += d.n
 	}
@@ -648,6 +653,16 @@ func (w *worker) plan(b *quota.Batch, in intent, u quota.Unsettled, last bool, n
 }
 
 // absorbElse takes the current values a failed transaction returned.
+// folderCmp compares a folder figure's key with the cache's revision of
+// it (0: absent).
+func (w *worker) folderCmp(f string) clientv3.Cmp {
+	var rev int64
+	if fc, ok := w.folders[f]; ok && !fc.gone {
+		rev = fc.rev
+	}
+	return clientv3.Compare(clientv3.ModRevision(w.c.k.folder(w.sk, f)), "=", rev)
+}
+
 func (w *worker) absorbElse(resp *clientv3.TxnResponse, p *plan) {
 	for i, r := range resp.Responses {
 		g := r.GetResponseRange()
@@ -665,6 +680,8 @@ func (w *worker) absorbElse(resp *clientv3.TxnResponse, p *plan) {
 				w.rec, w.rev = nil, 0
 			case key != "" && w.c.k.isHold(w.sk, key):
 				w.holds[key] = &holdCache{delRev: resp.Header.Revision}
+			case key != "" && w.c.k.isFolder(w.sk, key):
+				w.folders[w.c.k.folderOf(w.sk, key)] = figCache{rev: resp.Header.Revision, gone: true}
 			}
 			continue
 		}
@@ -750,6 +767,7 @@ func (w *worker) sweep() {
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(rkey), "=", w.rev), clientv3.Compare(clientv3.ModRevision(key), "=", hc.rev)}
 		ops := append(p.ops, clientv3.OpDelete(key))
 		if corr != 0 && !nr.Dropped[folder] {
+			cmps = append(cmps, w.folderCmp(folder))
 			fig := w.folders[folder].fig
 			fig.Bytes += corr
 			nr.Settled += corr

@@ -44,8 +44,9 @@ type holdCache struct {
 }
 
 type figCache struct {
-	fig figure
-	rev int64
+	fig  figure
+	rev  int64
+	gone bool // the key was deleted at rev
 }
 
 type watchMsg struct {
@@ -404,7 +405,7 @@ func (w *worker) absorb(kv *mvccpb.KeyValue, deleted bool) string {
 			return ""
 		}
 		if deleted {
-			w.folders[id] = figCache{rev: rev}
+			w.folders[id] = figCache{rev: rev, gone: true}
 			return id
 		}
 		f, err := decode[figure](kv.Value)
