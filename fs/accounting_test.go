@@ -2,16 +2,12 @@ package fs
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/internal/backing"
-	"github.com/vfolder/vfolder/meta"
 	"github.com/vfolder/vfolder/quota"
 )
 
@@ -19,30 +15,7 @@ import (
 // a mount) allocates nothing, with the quota ledger on, for writes inside
 // the file and for appends.
 func TestFsWriteAllocs(t *testing.T) {
-	m := testLedger(t)
-	dir := t.TempDir()
-	var rootSt unix.Stat_t
-	if err := unix.Stat(dir, &rootSt); err != nil {
-		t.Fatal(err)
-	}
-	sk := quota.ScopeKey{Volume: "vol", ID: meta.ScopeID{Kind: meta.KindUser, UUID: strings.Repeat("5", 32)}}
-	if err := m.SetLimit(sk, 1<<40, 0); err != nil {
-		t.Fatal(err)
-	}
-	v := &view{fs: &FS{log: zerolog.Nop(), locks: new(sizeLocks), peers: new(peerTable)}, q: quotaHook{m: m, scope: sk, folder: strings.Repeat("1", 32), rootDev: rootSt.Dev}}
-	n := &node{v: v}
-	fd, err := unix.Open(filepath.Join(dir, "f"), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := backing.Fstat(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, errno := n.newHandle(fd, unix.O_RDWR, &st, "f", false)
-	if errno != 0 {
-		t.Fatal(errno)
-	}
+	h, m, sk := ledgerHandle(t, 1<<40)
 	ctx := context.Background()
 	buf := make([]byte, 4096)
 	// The first growth stores the inode's dirty mark (once per hold).

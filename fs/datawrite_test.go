@@ -378,31 +378,7 @@ func TestFsFallocateKeepSize(t *testing.T) {
 // forward today (COLLAPSE_RANGE, INSERT_RANGE), called on a handle as
 // go-fuse would: the ledger follows the size, all or nothing.
 func TestFsAllocateRanges(t *testing.T) {
-	m := testLedger(t)
-	dir := t.TempDir()
-	var rootSt unix.Stat_t
-	if err := unix.Stat(dir, &rootSt); err != nil {
-		t.Fatal(err)
-	}
-	sk := quota.ScopeKey{Volume: "vol", ID: meta.ScopeID{Kind: meta.KindUser, UUID: strings.Repeat("5", 32)}}
-	if err := m.SetLimit(sk, 1<<20, 0); err != nil {
-		t.Fatal(err)
-	}
-	v := &view{fs: &FS{log: zerolog.Nop(), locks: new(sizeLocks), peers: new(peerTable)}, spec: ViewSpec{Mode: meta.PermRW},
-		q: quotaHook{m: m, scope: sk, folder: strings.Repeat("1", 32), rootDev: rootSt.Dev}}
-	n := &node{v: v}
-	fd, err := unix.Open(filepath.Join(dir, "f"), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := backing.Fstat(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, errno := n.newHandle(fd, unix.O_RDWR, &st, "f", false)
-	if errno != 0 {
-		t.Fatal(errno)
-	}
+	h, m, sk := ledgerHandle(t, 1<<20)
 	defer h.Release(context.Background())
 	ctx := context.Background()
 	if errno := h.Allocate(ctx, 0, 256<<10, 0); errno != 0 {
@@ -431,11 +407,44 @@ func TestFsAllocateRanges(t *testing.T) {
 	if errno := h.Allocate(ctx, 320<<10, 4096, unix.FALLOC_FL_KEEP_SIZE); errno != syscall.EOPNOTSUPP {
 		t.Errorf("KEEP_SIZE past the end: %v, want EOPNOTSUPP", errno)
 	}
-	after, err := backing.Fstat(fd)
+	after, err := backing.Fstat(h.fd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if u := m.Usage(sk); after.Size != 320<<10 || u.Used != after.Size {
 		t.Errorf("size %d, usage %d; want both %d", after.Size, u.Used, 320<<10)
 	}
+}
+
+// ledgerHandle opens a new file in a temporary directory through an rw
+// view accounted in a scope with the given byte limit, as go-fuse would
+// call it without a mount: the data path with the ledger on.
+func ledgerHandle(t *testing.T, limit int64) (*file, *quota.Manager, quota.ScopeKey) {
+	t.Helper()
+	m := testLedger(t)
+	dir := t.TempDir()
+	var rootSt unix.Stat_t
+	if err := unix.Stat(dir, &rootSt); err != nil {
+		t.Fatal(err)
+	}
+	sk := quota.ScopeKey{Volume: "vol", ID: meta.ScopeID{Kind: meta.KindUser, UUID: strings.Repeat("5", 32)}}
+	if err := m.SetLimit(sk, limit, 0); err != nil {
+		t.Fatal(err)
+	}
+	v := &view{fs: &FS{log: zerolog.Nop(), locks: new(sizeLocks), peers: new(peerTable)}, spec: ViewSpec{Mode: meta.PermRW},
+		q: quotaHook{m: m, scope: sk, folder: strings.Repeat("1", 32), rootDev: rootSt.Dev}}
+	n := &node{v: v}
+	fd, err := unix.Open(filepath.Join(dir, "f"), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := backing.Fstat(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, errno := n.newHandle(fd, unix.O_RDWR, &st, "f", false)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	return h, m, sk
 }
