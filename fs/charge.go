@@ -18,11 +18,15 @@ import (
 // attribute bytes after it. Without a ledger none of this costs a system
 // call.
 
-// dirRef names the directory node n for the ledger: its key, whether it
-// is the folder root, and its path in the folder.
-func (n *node) dirRef() quota.DirRef {
+// dirRef names the directory node n, open as dirfd, for the ledger: its
+// key, whether it is the folder root, its path in the folder, and how to
+// read its size (used in cluster mode only).
+func (n *node) dirRef(dirfd int) quota.DirRef {
 	q := &n.v.q
 	d := quota.DirRef{Key: q.key(n.dev(), n.ino), Root: n.isRoot() && q.prefix == ""}
+	if q.m.Clustered() {
+		d.Size = func() int64 { return dirSize(dirfd) }
+	}
 	if !d.Root {
 		if comps, errno := n.relPath(); errno == 0 {
 			d.Hint = q.hint(comps, "")
@@ -43,13 +47,13 @@ func dirSize(dirfd int) int64 {
 // reserveCreate holds room for a new entry name of the directory n: the
 // object (kind, a symlink's target bytes) and n's growth. hint is the new
 // object's path in the folder, for its write hold.
-func (n *node) reserveCreate(kind quota.Kind, bytes int64, name string) (quota.Create, string, syscall.Errno) {
+func (n *node) reserveCreate(dirfd int, kind quota.Kind, bytes int64, name string) (quota.Create, string, syscall.Errno) {
 	v := n.v
 	q := &v.q
 	if !q.on() {
 		return quota.Create{}, "", 0
 	}
-	d := n.dirRef()
+	d := n.dirRef(dirfd)
 	hint := ""
 	if d.Root {
 		hint = q.hint(nil, name)
@@ -76,24 +80,25 @@ func (v *view) cancelCreate(c *quota.Create, dirfd int) {
 
 // reserveDir names the directory n to the ledger before an entry is
 // added to it (grow) or removed from it.
-func (n *node) reserveDir(grow bool) (quota.DirReservation, syscall.Errno) {
+func (n *node) reserveDir(dirfd int, grow bool) (quota.DirReservation, syscall.Errno) {
 	v := n.v
 	q := &v.q
 	if !q.on() {
 		return quota.DirReservation{}, 0
 	}
-	r, err := q.m.ReserveDir(q.scope, q.folder, n.dirRef(), grow)
+	r, err := q.m.ReserveDir(q.scope, q.folder, n.dirRef(dirfd), grow)
 	return r, q.errno(v, "directory", err)
 }
 
-// reserveRename names the directories of a rename from n into np.
-func (n *node) reserveRename(np *node, grow bool) (quota.DirReservation, syscall.Errno) {
+// reserveRename names the directories of a rename from n (open as sdir)
+// into np (open as ddir).
+func (n *node) reserveRename(np *node, sdir, ddir int, grow bool) (quota.DirReservation, syscall.Errno) {
 	v := n.v
 	q := &v.q
 	if !q.on() {
 		return quota.DirReservation{}, 0
 	}
-	r, err := q.m.ReserveRename(q.scope, q.folder, n.dirRef(), np.dirRef(), grow)
+	r, err := q.m.ReserveRename(q.scope, q.folder, n.dirRef(sdir), np.dirRef(ddir), grow)
 	return r, q.errno(v, "rename", err)
 }
 
@@ -112,9 +117,9 @@ func (v *view) settleDirs(r *quota.DirReservation, dirfds ...int) {
 }
 
 // reserveXattr holds room for a change of a user.* attribute of the
-// object st of node n: growth tells what the change can add (it runs once
-// the ledger holds the inode).
-func (n *node) reserveXattr(st *backing.Stat, growth func() (int64, error)) (quota.XattrReservation, syscall.Errno) {
+// object st (open as fd) of node n: growth tells what the change can add
+// (it runs once the ledger holds the inode).
+func (n *node) reserveXattr(fd int, st *backing.Stat, growth func() (int64, error)) (quota.XattrReservation, syscall.Errno) {
 	v := n.v
 	q := &v.q
 	if !q.on() {
@@ -127,7 +132,17 @@ func (n *node) reserveXattr(st *backing.Stat, growth func() (int64, error)) (quo
 	} else if comps, errno := n.relPath(); errno == 0 {
 		hint = q.hint(comps, "")
 	}
-	r, err := q.m.ReserveXattr(q.scope, q.folder, q.key(st.Dev, st.Ino), kind, st.Size, hint, growth)
+	var current func() int64
+	if q.m.Clustered() {
+		current = func() int64 {
+			n, err := quota.UserXattrBytes(fd)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	r, err := q.m.ReserveXattr(q.scope, q.folder, q.key(st.Dev, st.Ino), kind, st.Size, hint, growth, current)
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		return r, errno // from growth: the backing file system's answer

@@ -40,7 +40,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	bflags := int(flags)&openPassFlags | unix.O_NOFOLLOW | unix.O_CLOEXEC
 
 	// quota: a new file is one inode, and its directory may grow.
-	cr, hint, errno := n.reserveCreate(quota.KindFile, 0, name)
+	cr, hint, errno := n.reserveCreate(dirfd, quota.KindFile, 0, name)
 	if errno == syscall.EDQUOT && flags&unix.O_EXCL == 0 {
 		// No room for a new file; an existing one opens without any.
 		if _, err := backing.Lstat(dirfd, name); err == nil {
@@ -188,7 +188,7 @@ func (n *node) createEntry(ctx context.Context, name string, typ, mode, rdev uin
 	}
 	// quota: a new entry is one inode; a symlink also counts its target,
 	// a directory its own size; the parent directory may grow.
-	cr, _, errno := n.reserveCreate(quota.KindOf(typ), bytes, name)
+	cr, _, errno := n.reserveCreate(dirfd, quota.KindOf(typ), bytes, name)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -300,7 +300,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	// quota: a link adds no bytes of its own (each inode counts once, and
 	// links across views, so across folders and scopes, are refused
 	// above), but its directory may grow.
-	dr, errno := n.reserveDir(true)
+	dr, errno := n.reserveDir(dirfd, true)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -345,7 +345,7 @@ func (n *node) remove(name string, flags int) syscall.Errno {
 	defer victim.close()
 	// quota: removing the last link releases the object's bytes and
 	// inode; the directory's size is settled after (it may shrink).
-	dr, errno := n.reserveDir(false)
+	dr, errno := n.reserveDir(dirfd, false)
 	if errno != 0 {
 		return errno
 	}
@@ -463,7 +463,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	// quota: the destination directory may grow (unless two entries
 	// are exchanged), the source may shrink.
-	dr, errno := n.reserveRename(np, !exchange)
+	dr, errno := n.reserveRename(np, sdir, ddir, !exchange)
 	if errno != 0 {
 		if vi != nil {
 			vi.close()

@@ -81,7 +81,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	}
 	defer unix.Close(fd)
 	// quota: the attribute less the one it replaces.
-	r, errno := n.reserveXattr(&st, xattrGrowth(p, attr, len(data)))
+	r, errno := n.reserveXattr(fd, &st, xattrGrowth(p, attr, len(data)))
 	if errno != 0 {
 		return errno
 	}
@@ -98,7 +98,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	}
 	defer unix.Close(fd)
 	// quota: releases the attribute's bytes; never needs room.
-	r, errno := n.reserveXattr(&st, noGrowth)
+	r, errno := n.reserveXattr(fd, &st, noGrowth)
 	if errno != 0 {
 		return errno
 	}

@@ -1,6 +1,10 @@
 package quota
 
-import "fmt"
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 // Directories and user.* extended attributes hold bytes on the volume as
 // file data does, so they are charged (see "What is counted" in the
@@ -59,6 +63,13 @@ type DirRef struct {
 	// Hint is its path relative to the folder root ("" for the root); see
 	// OpenForWrite.
 	Hint string
+	// Size, when not nil, reads the directory's st_size now (-1 when it
+	// cannot). It is called only in cluster mode, with the scope locked,
+	// before an operation when none of this node is in flight on the
+	// directory: another node may have made or grown it, and the ledger
+	// adopts what it sees (the cluster figure does not move) so that the
+	// operation charges only its own growth.
+	Size func() int64
 }
 
 func (d DirRef) kind() Kind {
@@ -215,7 +226,17 @@ func (m *Manager) reserveDirs(s ScopeKey, folderID string, dirs []dirWant, extra
 	var fresh [2]bool
 	for i, d := range dirs {
 		in := ins[i]
-		if k := d.ref.kind(); !in.exists || in.kind != k {
+		k := d.ref.kind()
+		if sc.cl != nil && d.ref.Size != nil && in.outstanding == 0 {
+			// cluster: adopt the size another node left (cluster.go)
+			if size := d.ref.Size(); size >= 0 && (!in.exists || in.kind != k || in.size != size) {
+				sc.observe(in, func() {
+					in.ops++
+					sc.setExists(in, true, k, size)
+				})
+			}
+		}
+		if !in.exists || in.kind != k {
 			in.ops++
 			sc.setExists(in, true, k, 0)
 			fresh[i] = true
@@ -340,7 +361,14 @@ type XattrReservation struct {
 // is returned as it is. An object the ledger does not know is recorded
 // with size. Done settles the charge to the attributes' real sum after
 // the change.
-func (m *Manager) ReserveXattr(s ScopeKey, folderID string, ino InodeKey, kind Kind, size int64, hint string, growth func() (int64, error)) (XattrReservation, error) {
+//
+// current, when not nil, reads the object's user.* attribute bytes now
+// (UserXattrBytes, -1 when it cannot): in cluster mode, an object the
+// node's ledger does not know, or knows with another size, is first
+// adopted at size and those bytes (another node may have made it), so
+// that the change charges only its own growth. It is called with the
+// scope locked.
+func (m *Manager) ReserveXattr(s ScopeKey, folderID string, ino InodeKey, kind Kind, size int64, hint string, growth func() (int64, error), current func() int64) (XattrReservation, error) {
 	if !kind.valid() || size < 0 {
 		return XattrReservation{}, fmt.Errorf("%w: bad kind or size", ErrInvalid)
 	}
@@ -350,6 +378,18 @@ func (m *Manager) ReserveXattr(s ScopeKey, folderID string, ino InodeKey, kind K
 	}
 	sc.hold([]*inode{in})
 	fresh := false
+	if sc.cl != nil && current != nil && in.outstanding == 0 && in.writers == 0 &&
+		(!in.exists || in.kind != kind || (kind != KindOther && in.size != size)) {
+		// cluster: adopt what another node made (cluster.go)
+		if x := current(); x >= 0 {
+			sc.observe(in, func() {
+				in.ops++
+				sc.setExists(in, true, kind, size)
+				in.xattr = x
+				sc.recharge(in)
+			})
+		}
+	}
 	if !in.exists || (in.kind != kind && in.outstanding == 0) {
 		// First contact: the attributes it may already have are counted
 		// by Done (or, if this fails, by the next change or a Check).
@@ -489,4 +529,49 @@ func (sc *scope) unhold(in *inode) {
 		close(in.wake)
 		in.wake = nil
 	}
+}
+
+// RecordRoot records the root of a folder just made (its st_size and
+// user.* xattr bytes, as KindRoot) unless the ledger knows it already. The
+// daemon that makes a folder calls it, so that the root is charged once:
+// on one node a root is otherwise recorded at its first contact, but in
+// cluster mode every other node adopts the root at first contact (it may
+// have been charged by the node that made it), and only this call
+// charges it. Like a Check's first contact it needs no room: a folder
+// made in a full scope still gets its root.
+func (m *Manager) RecordRoot(s ScopeKey, folderID string) error {
+	if m.opts.OpenFolder == nil {
+		return nil
+	}
+	root, err := m.opts.OpenFolder(s, folderID)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	fd, rootDev, err := rootOf(root)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	x, err := UserXattrBytes(fd)
+	if err != nil {
+		return err
+	}
+	sc, in, err := m.enterInode(s, folderID, MakeKey(rootDev, st.Dev, st.Ino), false)
+	if err != nil {
+		return err
+	}
+	if !in.exists && !in.excl && in.outstanding == 0 && in.writers == 0 {
+		in.ops++
+		sc.setExists(in, true, KindRoot, st.Size)
+		in.xattr = x
+		sc.recharge(in)
+	}
+	sc.after(in)
+	sc.mu.Unlock()
+	return nil
 }

@@ -486,6 +486,11 @@ func (m *Manager) clScope(s ScopeKey) (*scope, error) {
 	return m.lookup(s, true)
 }
 
+// Clustered reports whether the ledger runs in cluster mode (Options.Grants
+// set): callers then pass what they see of objects another node may have
+// changed (DirRef.Size, ReserveXattr's current, PrepareRemoveSize).
+func (m *Manager) Clustered() bool { return m.opts.Grants != nil }
+
 // FreezeGrants stops (true) or restarts growth beyond nothing in every
 // scope with a limit: the client freezes grants while its lease is not
 // confirmed, since the others may then take its grants back.

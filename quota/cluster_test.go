@@ -323,6 +323,11 @@ func TestClusterCreateAsksRoom(t *testing.T) {
 	dir := filepath.Join(vol, "f1")
 	x := newSimFS(t, m, s, dir, "f1")
 	defer x.close()
+	// The node that makes a folder records its root (every other node
+	// adopts it).
+	if err := m.RecordRoot(s, "f1"); err != nil {
+		t.Fatal(err)
+	}
 	before := g.rooms.Load()
 	h, err := x.create("a")
 	if err != nil {
@@ -360,6 +365,31 @@ func TestClusterCreateAsksRoom(t *testing.T) {
 	want := dirCharge(t, dir)
 	if g.settled != want {
 		t.Fatalf("cluster settled %d, storage holds %d", g.settled, want)
+	}
+	// Another node grows directory e (entries made behind this ledger);
+	// this node's next create there charges only its own growth.
+	if err := x.mkdir("e"); err != nil {
+		t.Fatal(err)
+	}
+	g.settle(t, s)
+	sizeBefore := dirCharge(t, filepath.Join(dir, "e"))
+	for i := 0; i < 200; i++ {
+		if err := os.Mkdir(filepath.Join(dir, "e", fmt.Sprintf("%0200d", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// (their own 200 directories, charged by the other node)
+	theirs := dirCharge(t, filepath.Join(dir, "e")) - sizeBefore
+	g.pool += 1 << 20
+	g.limit += 1 << 20
+	h, err = x.create(filepath.Join("e", "mine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.release(h)
+	g.settle(t, s)
+	if want := dirCharge(t, dir) - theirs; g.settled != want {
+		t.Fatalf("after another node grew e: cluster settled %d, want %d (storage %d less the other node's %d)", g.settled, want, dirCharge(t, dir), theirs)
 	}
 }
 

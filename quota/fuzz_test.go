@@ -222,7 +222,7 @@ func runLedgerProg(t *testing.T, m *Manager, id int64, prog []byte) {
 			if hasOpen(open, i) {
 				continue
 			}
-			r, err := m.ReserveXattr(s, "f", k, KindFile, size[i], "", func() (int64, error) { return grow, nil })
+			r, err := m.ReserveXattr(s, "f", k, KindFile, size[i], "", func() (int64, error) { return grow, nil }, nil)
 			if err != nil {
 				if !errors.Is(err, ErrExceeded) {
 					t.Fatal(err)

@@ -129,10 +129,11 @@ func (x *simFS) dirRef(pfd int, rel string) (DirRef, error) {
 		return DirRef{}, err
 	}
 	p, _ := splitHint(rel)
+	size := func() int64 { return dsize(pfd) }
 	if p == "." {
-		return DirRef{Key: x.key(&st), Root: true}, nil
+		return DirRef{Key: x.key(&st), Root: true, Size: size}, nil
 	}
-	return DirRef{Key: x.key(&st), Hint: p}, nil
+	return DirRef{Key: x.key(&st), Hint: p, Size: size}, nil
 }
 
 // dsize is a directory's st_size, -1 when fstat fails.
@@ -406,7 +407,14 @@ func (x *simFS) xattrOp(rel string, grow func(path string) (int64, error), op fu
 		kind, hint = KindRoot, ""
 	}
 	p := "/proc/self/fd/" + strconv.Itoa(fd)
-	r, err := x.m.ReserveXattr(x.s, x.folder, x.key(&st), kind, st.Size, hint, func() (int64, error) { return grow(p) })
+	current := func() int64 {
+		n, err := UserXattrBytes(fd)
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	r, err := x.m.ReserveXattr(x.s, x.folder, x.key(&st), kind, st.Size, hint, func() (int64, error) { return grow(p) }, current)
 	if err != nil {
 		return err
 	}

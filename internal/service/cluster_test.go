@@ -53,6 +53,8 @@ func (l *limitLedger) Usage(s quota.ScopeKey) quota.Usage {
 
 func (l *limitLedger) FolderUsage(string) quota.Usage { return quota.Usage{} }
 
+func (l *limitLedger) RecordRoot(quota.ScopeKey, string) error { return nil }
+
 func (l *limitLedger) DropFolder(_ quota.ScopeKey, id string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -45,6 +45,7 @@ type Ledger interface {
 	Usage(s quota.ScopeKey) quota.Usage
 	FolderUsage(folderID string) quota.Usage
 	DropFolder(s quota.ScopeKey, folderID string) error
+	RecordRoot(s quota.ScopeKey, folderID string) error
 	Check(ctx context.Context, s quota.ScopeKey, folders []quota.FolderRoot, o quota.CheckOptions) (*quota.Report, error)
 	Scopes() []quota.ScopeKey
 	Folders(s quota.ScopeKey) []string

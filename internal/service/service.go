@@ -509,6 +509,13 @@ func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest)
 		}
 		return api.Folder{}, fmt.Errorf("create folder %q: %w", f.Name, err)
 	}
+	if s.opts.Quota != nil {
+		// The new root's size is charged once, here (on every other node
+		// of a cluster it is adopted at first contact).
+		if err := s.opts.Quota.RecordRoot(scopeKey(f.Volume, f.Owner), f.ID); err != nil {
+			s.log.Warn().Err(err).Str("folder", f.ID).Msg("cannot record the new folder root in the ledger; the next check will")
+		}
+	}
 	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
 		x.Status = meta.StatusReady
 		return nil
