@@ -162,8 +162,8 @@ func TestCLIWorkflow(t *testing.T) {
 	// usage
 	var u api.FolderUsage
 	d.JSON(&u, "usage", again.ID)
-	if u.UsedBytes != 0 {
-		t.Errorf("usage of a new folder: %+v", u)
+	if root := dqSize(t, again.Path); u.UsedBytes != root || u.UsedInodes != 0 {
+		t.Errorf("usage of a new folder: %+v; want its root directory's %d bytes, no inode", u, root)
 	}
 
 	// quota scopes

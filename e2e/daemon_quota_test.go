@@ -122,8 +122,10 @@ func TestDaemonQuota(t *testing.T) {
 	if got := int64(sfs.Blocks) * sfs.Frsize; got != limit {
 		t.Errorf("statfs of the view: %d blocks of %d = %d bytes; want the limit %d", sfs.Blocks, sfs.Frsize, got, limit)
 	}
-	if size, avail := dqDF(t, view); size != limit || avail != limit {
-		t.Errorf("df -B1 on the view: size %d, avail %d; want %d, %d", size, avail, limit, limit)
+	// A new folder holds its root directory, charged at its creation.
+	root := dqSize(t, f.Path)
+	if size, avail := dqDF(t, view); size != limit || avail != limit-root {
+		t.Errorf("df -B1 on the view: size %d, avail %d; want %d, %d", size, avail, limit, limit-root)
 	}
 
 	// dd of 200 MiB stops at exactly the limit, with EDQUOT.
@@ -132,7 +134,6 @@ func TestDaemonQuota(t *testing.T) {
 		t.Errorf("dd of 200 MiB under a 100 MiB quota: %v, %q; want it to fail with \"Disk quota exceeded\"", err, stderr)
 	}
 	// The folder root is charged its size: the file gets the rest.
-	root := dqSize(t, f.Path)
 	if got := dqSize(t, filepath.Join(f.Path, "big")); got != limit-root {
 		t.Errorf("big on the volume has %d bytes; want exactly %d (the limit less the folder root's %d)", got, limit-root, root)
 	}
