@@ -84,6 +84,23 @@ func TestFsSessionSuperblocks(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(mnt, "sessions", "s3")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("sessions/s3 after a failed first view: %v", err)
 	}
+	// Its superblock, retired, ends by itself (nothing refers to it).
+	retiredOf := func(sid string) (n int) {
+		f.sessMu.Lock()
+		defer f.sessMu.Unlock()
+		for s := range f.retired {
+			if s.session == sid {
+				n++
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(10 * time.Second); retiredOf("s3") > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := retiredOf("s3"); n != 0 {
+		t.Errorf("the superblock of the failed session s3 did not end (%d retired)", n)
+	}
 
 	// The last view of s1 goes: its superblock with it, once the open
 	// file is closed; the file keeps working until then.
@@ -111,9 +128,7 @@ func TestFsSessionSuperblocks(t *testing.T) {
 	if n, err := unix.Pread(fd, buf, 0); n != 1 || err != nil {
 		t.Errorf("read of a file open in a retired superblock: %d %v", n, err)
 	}
-	f.sessMu.Lock()
-	retired := len(f.retired)
-	f.sessMu.Unlock()
+	retired := retiredOf("s1")
 	if retired != 1 {
 		t.Errorf("%d retired superblocks while a file is open; want 1", retired)
 	}
@@ -121,9 +136,7 @@ func TestFsSessionSuperblocks(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for retired > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
-		f.sessMu.Lock()
-		retired = len(f.retired)
-		f.sessMu.Unlock()
+		retired = retiredOf("s1")
 	}
 	if retired != 0 {
 		t.Errorf("the retired superblock did not end once nothing referred to it")
