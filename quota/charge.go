@@ -553,25 +553,14 @@ func (m *Manager) RecordRoot(s ScopeKey, folderID string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	var o object
+	if err := inspectFd(fd, &o); err != nil {
 		return err
 	}
-	x, err := UserXattrBytes(fd)
+	sc, f, err := m.enter(s, folderID, false)
 	if err != nil {
 		return err
 	}
-	sc, in, err := m.enterInode(s, folderID, MakeKey(rootDev, st.Dev, st.Ino), false)
-	if err != nil {
-		return err
-	}
-	if !in.exists && !in.excl && in.outstanding == 0 && in.writers == 0 {
-		in.ops++
-		sc.setExists(in, true, KindRoot, st.Size)
-		in.xattr = x
-		sc.recharge(in)
-	}
-	sc.after(in)
 	sc.mu.Unlock()
-	return nil
+	return m.firstContact(sc, f, MakeKey(rootDev, o.st.Dev, o.st.Ino), &o)
 }
