@@ -183,15 +183,16 @@ func (v *view) prepareRemoveVictim(vi *victim) (quota.Removal, syscall.Errno) {
 		return quota.Removal{}, 0
 	}
 	kind := statKind(vi.st.Type())
-	xattrs := func() int64 {
-		if kind != quota.KindFile && kind != quota.KindDir {
-			return 0 // only files and directories hold user.* attributes
+	var xattrs func() int64 // read only when a cluster node adopts the victim
+	if q.m.Clustered() && (kind == quota.KindFile || kind == quota.KindDir) {
+		// (only files and directories hold user.* attributes)
+		xattrs = func() int64 {
+			n, err := quota.UserXattrBytes(vi.fd)
+			if err != nil {
+				return 0 // a later check counts what could not be read
+			}
+			return n
 		}
-		n, err := quota.UserXattrBytes(vi.fd)
-		if err != nil {
-			return 0 // a later check counts what could not be read
-		}
-		return n
 	}
 	r, err := q.m.PrepareRemoveSize(q.scope, q.folder, vi.key, kind, vi.st.Size, xattrs, vi.hint)
 	return r, q.errno(v, "remove", err)
