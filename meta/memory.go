@@ -37,6 +37,8 @@ type Memory struct {
 	// sessions by id; folderSessions[folder id][session id] is the index.
 	sessions       map[string]Session
 	folderSessions map[string]map[string]bool
+	// shares and invitations (memory_shares.go)
+	sh memShares
 }
 
 type scopeKey struct {

@@ -392,4 +392,39 @@ type Store interface {
 
 	// Close releases the store. Other methods then return ErrClosed.
 	Close() error
+
+	// Shares and invitations (see shares.go for the model and the rules).
+
+	// CreateInvitation stores a new pending invitation. ErrNotFound when
+	// the folder has no record; ErrExists when the id is taken, an
+	// invitation of the folder to the invitee is pending, or the invitee
+	// holds a share of the folder.
+	CreateInvitation(ctx context.Context, inv Invitation) error
+	// GetInvitation returns an invitation; ErrNotFound if there is none.
+	GetInvitation(ctx context.Context, id string) (Invitation, error)
+	// ListInvitations returns the invitations user sent or received, in
+	// every state, ordered by creation time, then id.
+	ListInvitations(ctx context.Context, user string) ([]Invitation, error)
+	// SettleInvitation moves a pending invitation to accepted, rejected
+	// or canceled and returns it. Accepting creates the invitee's Share of
+	// the folder at the invitation's permission in the same transaction
+	// (ErrExists if the invitee holds one, ErrNotFound if the folder's
+	// record is gone). ErrConflict if the invitation is not pending.
+	SettleInvitation(ctx context.Context, id string, state InvitationState) (Invitation, error)
+	// PutShare creates or replaces the share of sh.Folder to sh.User
+	// (CreatedAt of a replaced share is kept). ErrNotFound when the
+	// folder has no record.
+	PutShare(ctx context.Context, sh Share) error
+	// GetShare returns the share of folder to user; ErrNotFound if none.
+	GetShare(ctx context.Context, folder, user string) (Share, error)
+	// RemoveShare removes the share of folder to user; ErrNotFound if
+	// there is none.
+	RemoveShare(ctx context.Context, folder, user string) error
+	// ListShares returns the shares of a folder, ordered by user.
+	ListShares(ctx context.Context, folder string) ([]Share, error)
+	// SharesOf returns the shares a user holds, ordered by folder.
+	SharesOf(ctx context.Context, user string) ([]Share, error)
+	// DeleteFolderShares removes every share and invitation of a folder
+	// (after its purge). A folder without any is no error.
+	DeleteFolderShares(ctx context.Context, folder string) error
 }

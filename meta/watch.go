@@ -54,6 +54,8 @@ type Snapshot struct {
 	Policies    []OwnerPolicy // the owners with a policy set, ordered by owner
 	Memberships []Membership  // ordered by project, then user
 	Sessions    []Session     // ordered by id
+	Shares      []Share       // ordered by folder, then user
+	Invitations []Invitation  // ordered by creation time, then id
 }
 
 // OwnerPolicy is the resource policy of one owner.
@@ -76,6 +78,8 @@ const (
 	EventPolicy     EventKind = "policy"
 	EventMembership EventKind = "membership"
 	EventSession    EventKind = "session"
+	EventShare      EventKind = "share"
+	EventInvitation EventKind = "invitation"
 )
 
 // Event is one change of one record. The field named after Kind is set
@@ -102,6 +106,8 @@ type Event struct {
 	Policy     *OwnerPolicy
 	Membership *Membership
 	Session    *Session
+	Share      *Share
+	Invitation *Invitation
 
 	// Err is why an EventResync was sent (it wraps ErrUnavailable when the
 	// servers could not be reached).

@@ -81,6 +81,19 @@ func recordEvent(fam, rest string, key, val []byte) (ev meta.Event, ok bool, err
 			m, err = decode[meta.Membership](key, val)
 		}
 		return meta.Event{Kind: meta.EventMembership, Membership: &m}, true, err
+	case "share":
+		folder, user, _ := strings.Cut(rest, "/")
+		sh := meta.Share{Folder: folder, User: user}
+		if val != nil {
+			sh, err = decode[meta.Share](key, val)
+		}
+		return meta.Event{Kind: meta.EventShare, Share: &sh}, true, err
+	case "inv":
+		inv := meta.Invitation{ID: rest}
+		if val != nil {
+			inv, err = decode[meta.Invitation](key, val)
+		}
+		return meta.Event{Kind: meta.EventInvitation, Invitation: &inv}, true, err
 	case "session":
 		sess := meta.Session{ID: rest, Mounts: []meta.SessionMount{}}
 		if val != nil {
@@ -93,7 +106,7 @@ func recordEvent(fam, rest string, key, val []byte) (ev meta.Event, ok bool, err
 
 // recordFamilies are the key families that hold records (the others are
 // indexes).
-var recordFamilies = []string{"vol", "scope", "folder", "policy", "member", "session"}
+var recordFamilies = []string{"vol", "scope", "folder", "policy", "member", "session", "share", "inv"}
 
 // Load reads every record at one revision: each record family page by
 // page, all pinned to the revision of the first page. Watch(ctx,
@@ -117,6 +130,7 @@ func (s *Store) Load(ctx context.Context) (meta.Snapshot, error) {
 		snap = meta.Snapshot{
 			Rev: rev, Volumes: []meta.Volume{}, Scopes: []meta.QuotaScope{}, Folders: []meta.Folder{},
 			Policies: []meta.OwnerPolicy{}, Memberships: []meta.Membership{}, Sessions: []meta.Session{},
+			Shares: []meta.Share{}, Invitations: []meta.Invitation{},
 		}
 		for _, kv := range kvs {
 			fam, rest := s.family(kv.Key)
@@ -140,6 +154,10 @@ func (s *Store) Load(ctx context.Context) (meta.Snapshot, error) {
 				snap.Memberships = append(snap.Memberships, *ev.Membership)
 			case meta.EventSession:
 				snap.Sessions = append(snap.Sessions, *ev.Session)
+			case meta.EventShare:
+				snap.Shares = append(snap.Shares, *ev.Share)
+			case meta.EventInvitation:
+				snap.Invitations = append(snap.Invitations, *ev.Invitation)
 			}
 		}
 		return nil
@@ -153,6 +171,8 @@ func (s *Store) Load(ctx context.Context) (meta.Snapshot, error) {
 	slices.SortFunc(snap.Memberships, func(a, b meta.Membership) int {
 		return cmp.Or(strings.Compare(a.Project, b.Project), strings.Compare(a.User, b.User))
 	})
+	meta.SortShares(snap.Shares)
+	meta.SortInvitations(snap.Invitations)
 	return snap, nil
 }
 

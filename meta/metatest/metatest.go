@@ -114,6 +114,7 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) meta.Store) {
 	su.run(t, "SessionValidation", testSessionValidation)
 	su.run(t, "SessionCopies", testSessionCopies)
 	su.run(t, "RaceSessions", testRaceSessions)
+	runShareSuite(su, t)
 }
 
 // ---- helpers ----
