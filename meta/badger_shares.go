@@ -334,3 +334,21 @@ func (b *Badger) DeleteFolderShares(ctx context.Context, folder string) error {
 		return nil
 	})
 }
+
+// AllShares returns every share, ordered by folder, then user: one prefix
+// scan.
+func (b *Badger) AllShares(ctx context.Context) ([]Share, error) {
+	var out []Share
+	err := b.view(ctx, func(txn *badger.Txn) (err error) {
+		out, err = scanJSON[Share](txn, []byte(prefixShare), nil)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		out = []Share{}
+	}
+	SortShares(out)
+	return out, nil
+}

@@ -273,3 +273,19 @@ func (m *Memory) DeleteFolderShares(ctx context.Context, folder string) error {
 	}
 	return nil
 }
+
+// AllShares returns every share, ordered by folder, then user.
+func (m *Memory) AllShares(ctx context.Context) ([]Share, error) {
+	if err := m.rlock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
+	out := []Share{}
+	for _, byUser := range m.sh.shares {
+		for _, sh := range byUser {
+			out = append(out, sh)
+		}
+	}
+	SortShares(out)
+	return out, nil
+}

@@ -424,6 +424,8 @@ type Store interface {
 	ListShares(ctx context.Context, folder string) ([]Share, error)
 	// SharesOf returns the shares a user holds, ordered by folder.
 	SharesOf(ctx context.Context, user string) ([]Share, error)
+	// AllShares returns every share, ordered by folder, then user.
+	AllShares(ctx context.Context) ([]Share, error)
 	// DeleteFolderShares removes every share and invitation of a folder
 	// (after its purge). A folder without any is no error.
 	DeleteFolderShares(ctx context.Context, folder string) error

@@ -287,6 +287,8 @@ func (s *Service) apply(ctx context.Context, batch []meta.Event) bool {
 			}
 		case meta.EventMembership:
 			users[ev.Membership.User] = true
+		case meta.EventShare:
+			users[ev.Share.User] = true
 		case meta.EventScope:
 			scopes = append(scopes, ev)
 		case meta.EventVolume:

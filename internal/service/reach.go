@@ -15,7 +15,9 @@ import (
 // How a user reaches a folder.
 const (
 	ViaOwner   = "owner"   // the user owns it
-	ViaProject = "project" // a folder of a project the user is a member of
+	ViaProject = "project" // a folder of a project the user is a member of, at the membership's default
+	ViaShared  = "shared"  // a project folder with a per-folder permission for the user
+	ViaInvited = "invited" // another user's folder, through an accepted invitation
 )
 
 // Reached is one folder a user reaches: its name in users/<uuid>/, how it
@@ -40,11 +42,7 @@ func (s *Service) Reach(ctx context.Context, user string) ([]Reached, error) {
 	}
 	out := make([]Reached, 0, len(r))
 	for _, e := range r {
-		via := ViaProject
-		if e.folder.Owner.Kind == meta.KindUser && e.folder.Owner.UUID == u {
-			via = ViaOwner
-		}
-		out = append(out, Reached{Folder: e.folder, Name: e.name, Via: via, Perm: e.mode})
+		out = append(out, Reached{Folder: e.folder, Name: e.name, Via: e.via, Perm: e.mode})
 	}
 	return out, nil
 }

@@ -869,6 +869,7 @@ func (s *Service) finishPurge(f meta.Folder) error {
 	if err := s.store.DeleteFolder(context.Background(), f.ID); err != nil && !errors.Is(err, meta.ErrNotFound) {
 		return fmt.Errorf("purge folder %q: the tree is gone but the record stays: %w", f.Name, err)
 	}
+	s.dropShares(ctx, f)
 	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Int64("entries", removed).
 		Dur("took", time.Since(start)).Msg("folder purged")
 	return nil

@@ -466,6 +466,8 @@ type userAccess struct {
 	byName  map[string]access
 	members map[string]meta.Membership
 	reached []reachEntry
+	// grants are the user's shares by folder id (sharing.go).
+	grants map[string]grant
 }
 
 func (s *Service) userAccessOf(ctx context.Context, user string) (*userAccess, error) {
@@ -477,7 +479,11 @@ func (s *Service) userAccessOf(ctx context.Context, user string) (*userAccess, e
 	if err != nil {
 		return nil, err
 	}
-	ua := &userAccess{user: user, byName: map[string]access{}, members: map[string]meta.Membership{}, reached: r}
+	grants, err := s.grantsOf(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	ua := &userAccess{user: user, byName: map[string]access{}, members: map[string]meta.Membership{}, reached: r, grants: grants}
 	for _, e := range r {
 		ua.byName[e.name] = access{folder: e.folder, name: e.name, perm: e.mode}
 	}
@@ -494,15 +500,24 @@ func (ua *userAccess) forFolder(f meta.Folder) (access, bool) {
 		if f.Owner.UUID == ua.user {
 			return access{folder: f, name: f.Name, perm: f.Permission}, true
 		}
+		g, ok := ua.grants[f.ID]
+		if !ok || !invitable(f) {
+			return access{}, false
+		}
+		a := access{folder: f, name: f.Name, perm: invitedPerm(f, g.share)}
+		for _, e := range ua.reached {
+			if e.folder.ID == f.ID {
+				a.name = e.name
+			}
+		}
+		return a, true
 	case meta.KindProject:
 		m, ok := ua.members[f.Owner.UUID]
 		if !ok {
 			return access{}, false
 		}
-		a := access{folder: f, name: f.Name, perm: f.Permission}
-		if m.Permission.Valid() {
-			a.perm = m.Permission
-		}
+		g, shared := ua.grants[f.ID]
+		a := access{folder: f, name: f.Name, perm: projectPerm(f, m, g.sharePtr(shared))}
 		if meta.IsAutomount(f.Name) {
 			a.localSub = ua.user
 			return a, true
@@ -537,7 +552,7 @@ func (s *Service) resolveMount(ctx context.Context, ua *userAccess, ref string) 
 	}
 	id, idErr := meta.ParseUUID(head)
 	if idErr != nil {
-		return access{}, "", fmt.Errorf("%w: user %s has no folder named %q (neither their own nor of a project they are a member of)", meta.ErrNotFound, ua.user, head)
+		return access{}, "", fmt.Errorf("%w: user %s has no folder named %q (neither their own, nor of a project they are a member of, nor shared with them)", meta.ErrNotFound, ua.user, head)
 	}
 	f, err := s.store.GetFolder(ctx, id)
 	if errors.Is(err, meta.ErrNotFound) {
@@ -548,7 +563,7 @@ func (s *Service) resolveMount(ctx context.Context, ua *userAccess, ref string) 
 	}
 	a, ok := ua.forFolder(f)
 	if !ok {
-		return access{}, "", fmt.Errorf("%w: user %s may not mount folder %q (%s): it is neither theirs nor of a project they are a member of", ErrForbidden, ua.user, f.Name, f.ID)
+		return access{}, "", fmt.Errorf("%w: user %s may not mount folder %q (%s): it is neither theirs, nor of a project they are a member of, nor shared with them", ErrForbidden, ua.user, f.Name, f.ID)
 	}
 	if !f.Status.Live() {
 		return access{}, "", errNotLive(f)

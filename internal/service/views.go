@@ -71,6 +71,9 @@ type reachEntry struct {
 	ns, key, name string
 	mode          meta.Permission
 	folder        meta.Folder
+	// via is how the user reaches the folder (ViaOwner, ViaProject,
+	// ViaShared, ViaInvited); set for users/<uuid>/ entries.
+	via string
 }
 
 // memberFolders are the folders of one project a user is a member of.
@@ -106,13 +109,23 @@ func projectTag(project string, full bool) string {
 //
 // Only live folders are reached. The result is sorted by name.
 func reach(user string, owned []meta.Folder, shared []memberFolders) []reachEntry {
+	return reachWith(user, owned, shared, nil)
+}
+
+// reachWith is reach with the shares the user holds (sharing.go): a share
+// of a project folder sets the member's permission on that one folder
+// (projectPerm); a share of another user's folder (an accepted
+// invitation) adds that folder at the share's permission, capped by the
+// folder's (invitedPerm), named like a project folder but tagged with its
+// owner's uuid on a clash. grants maps folder ids to the user's shares.
+func reachWith(user string, owned []meta.Folder, shared []memberFolders, grants map[string]grant) []reachEntry {
 	var out []reachEntry
 	taken := map[string]bool{}
 	for _, f := range owned {
 		if !f.Status.Live() || f.Owner.Kind != meta.KindUser || f.Owner.UUID != user {
 			continue
 		}
-		out = append(out, reachEntry{ns: vfs.NSUsers, key: user, name: f.Name, mode: f.Permission, folder: f})
+		out = append(out, reachEntry{ns: vfs.NSUsers, key: user, name: f.Name, mode: f.Permission, folder: f, via: ViaOwner})
 		taken[f.Name] = true
 	}
 	count := map[string]int{}
@@ -122,13 +135,23 @@ func reach(user string, owned []meta.Folder, shared []memberFolders) []reachEntr
 			if !f.Status.Live() || f.Owner.Kind != meta.KindProject || f.Owner.UUID != mf.m.Project || meta.IsAutomount(f.Name) {
 				continue
 			}
-			mode := f.Permission
-			if mf.m.Permission.Valid() {
-				mode = mf.m.Permission
+			g, ok := grants[f.ID]
+			via := ViaProject
+			if ok {
+				via = ViaShared
 			}
-			cands = append(cands, reachEntry{ns: vfs.NSUsers, key: user, name: f.Name, mode: mode, folder: f})
+			mode := projectPerm(f, mf.m, g.sharePtr(ok))
+			cands = append(cands, reachEntry{ns: vfs.NSUsers, key: user, name: f.Name, mode: mode, folder: f, via: via})
 			count[f.Name]++
 		}
+	}
+	for _, g := range sortedGrants(grants) {
+		f := g.folder
+		if !invitable(f) || f.Owner.UUID == user || !f.Status.Live() {
+			continue
+		}
+		cands = append(cands, reachEntry{ns: vfs.NSUsers, key: user, name: f.Name, mode: invitedPerm(f, g.share), folder: f, via: ViaInvited})
+		count[f.Name]++
 	}
 	plain := map[string]bool{}
 	for _, c := range cands {
@@ -192,6 +215,10 @@ func (s *Service) liveFolders(ctx context.Context, owner meta.ScopeID) ([]meta.F
 
 // userReach computes reach for one user from the store.
 func (s *Service) userReach(ctx context.Context, user string) ([]reachEntry, error) {
+	grants, err := s.grantsOf(ctx, user)
+	if err != nil {
+		return nil, err
+	}
 	owner := meta.ScopeID{Kind: meta.KindUser, UUID: user}
 	owned, err := s.liveFolders(ctx, owner)
 	if err != nil {
@@ -209,7 +236,7 @@ func (s *Service) userReach(ctx context.Context, user string) ([]reachEntry, err
 		}
 		shared = append(shared, memberFolders{m: m, folders: fs})
 	}
-	return reach(user, owned, shared), nil
+	return reachWith(user, owned, shared, grants), nil
 }
 
 // wantKey computes the standing views one key directory should hold.
@@ -361,6 +388,13 @@ func (s *Service) rebuildStanding(ctx context.Context) error {
 			}
 		}
 	}
+	sharers, err := s.sharerKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("list shares for the views: %w", err)
+	}
+	for _, k := range sharers {
+		keys[k] = true
+	}
 	want := map[viewPlace]vfs.ViewSpec{}
 	for k := range keys {
 		specs, err := s.wantKey(ctx, k)
@@ -420,7 +454,7 @@ func (p viewPlace) String() string { return p.ns + "/" + p.key + "/" + p.name }
 func (s *Service) ownerKeys(ctx context.Context, owner meta.ScopeID) ([]keyDir, error) {
 	switch owner.Kind {
 	case meta.KindUser:
-		return []keyDir{{vfs.NSUsers, owner.UUID}}, nil
+		return s.withSharers(ctx, owner, []keyDir{{vfs.NSUsers, owner.UUID}})
 	case meta.KindProject:
 		ms, err := s.store.ListMembers(ctx, owner.UUID)
 		if err != nil {
@@ -430,7 +464,7 @@ func (s *Service) ownerKeys(ctx context.Context, owner meta.ScopeID) ([]keyDir, 
 		for _, m := range ms {
 			keys = append(keys, keyDir{vfs.NSUsers, m.User})
 		}
-		return keys, nil
+		return s.withSharers(ctx, owner, keys)
 	}
 	return nil, nil
 }

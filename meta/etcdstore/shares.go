@@ -417,3 +417,9 @@ func (s *Store) verifyShares(byFam map[string]map[string][]byte) error {
 	}
 	return nil
 }
+
+// AllShares returns every share, ordered by folder, then user: one range
+// read.
+func (s *Store) AllShares(ctx context.Context) ([]meta.Share, error) {
+	return s.shares(ctx, "list every share", s.pfx+"share/")
+}

@@ -87,6 +87,12 @@ func testShares(t *testing.T, ctx context.Context, s meta.Store) {
 	meta.SortShares(want)
 	shareList(t, "SharesOf(u2) after replace", got, want...)
 
+	all, err := s.AllShares(ctx)
+	wantNoErr(t, "AllShares", err)
+	want = []meta.Share{a2, a3, b2}
+	meta.SortShares(want)
+	shareList(t, "AllShares", all, want...)
+
 	wantNoErr(t, "RemoveShare", s.RemoveShare(ctx, dashed(fa.ID), u2))
 	_, err = s.GetShare(ctx, fa.ID, u2)
 	wantErr(t, "GetShare(removed)", err, meta.ErrNotFound)
