@@ -105,7 +105,7 @@ func commands(st *state) []*cli.Command {
 		Usage:   "list the storage volumes (hosts) vfolderd serves",
 		Action:  st.volumeList,
 	}
-	return []*cli.Command{
+	return append([]*cli.Command{
 		{
 			Name:        "volume",
 			Usage:       "storage volumes",
@@ -263,7 +263,7 @@ func commands(st *state) []*cli.Command {
 		memberCommand(st),
 		mountCommand(st),
 		nodeCommand(st),
-	}
+	}, sharingCommands(st)...)
 }
 
 func scopeTypeFlag() cli.Flag {
@@ -347,6 +347,8 @@ func (st *state) list(c *cli.Context) error {
 	switch {
 	case c.Bool("all") && c.Bool("trash"):
 		return usagef(c, "give --all or --trash, not both")
+	case owner.Kind == meta.KindUser && !c.Bool("all") && !c.Bool("trash"):
+		return st.listReach(c, owner.UUID, opt.Volume)
 	case c.Bool("all"):
 		opt.Deleted = api.DeletedInclude
 	case c.Bool("trash"):

@@ -72,6 +72,7 @@ func startFakeAPI(t *testing.T) *fakeAPI {
 		reply(w, 200, []api.Volume{{Volume: meta.Volume{Name: "local", Path: "/vfroot/local", MountAllowed: true, CloneAllowed: true}, Status: api.VolumeReady}})
 	})
 	mux.HandleFunc("GET /v1/folders", f.list)
+	f.sharingRoutes(mux)
 	mux.HandleFunc("POST /v1/folders", f.create)
 	mux.HandleFunc("GET /v1/folders/{ref}", f.withFolder(func(w http.ResponseWriter, r *http.Request, fo api.Folder) {
 		reply(w, 200, fo)
