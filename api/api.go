@@ -223,6 +223,8 @@ type Folder struct {
 	// StatusReason says why Status is "error" (e.g. the folder's volume
 	// is unavailable).
 	StatusReason string `json:"status_reason,omitempty"`
+	// Progress is the clone or purge running on the folder (clone.go).
+	Progress *Progress `json:"progress,omitempty"`
 }
 
 // CreateFolderRequest creates a folder owned by Owner on Volume.

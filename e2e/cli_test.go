@@ -144,7 +144,7 @@ func TestCLIWorkflow(t *testing.T) {
 		t.Errorf("a refused purge changed the volume:\n%s", diff)
 	}
 	checkFolderDir(t, vol, uf)
-	d.OK("purge", uf.ID, "--confirm", "data2")
+	d.OK("purge", uf.ID, "--confirm", "data2", "--wait")
 	if _, err := os.Lstat(uf.Path); !os.IsNotExist(err) {
 		t.Errorf("after purge %s: %v, want it gone", uf.Path, err)
 	}

@@ -201,7 +201,7 @@ func TestClusterViewsInStep(t *testing.T) {
 	clChange(t, "restore through node3", []*clNode{n1, n2}, func() { n3.OK("restore", "results", "--user", clUser) },
 		func(n *clNode) bool { return clExists(n.view("results")) })
 	n2.OK("delete", "results", "--user", clUser)
-	clChange(t, "purge through node2", []*clNode{n1, n3}, func() { n2.OK("purge", "results", "--user", clUser, "--confirm", "results") },
+	clChange(t, "purge through node2", []*clNode{n1, n3}, func() { n2.OK("purge", "results", "--user", clUser, "--confirm", "results", "--wait") },
 		func(n *clNode) bool { return n.folderGone(t, "results") })
 	if r := n1.CLI("info", "results", "--user", clUser); r.Code != 1 {
 		t.Errorf("info of a purged folder through node1: %s", r)

@@ -315,7 +315,7 @@ func TestDaemonQuotaPolicyScope(t *testing.T) {
 	if q := dqScope(d, dqPolicy); q.UsedBytes != dqMiB {
 		t.Errorf("usage with the folder in the trash = %d; want %d", q.UsedBytes, dqMiB)
 	}
-	d.OK("purge", f.ID, "--confirm", "small")
+	d.OK("purge", f.ID, "--confirm", "small", "--wait")
 	if q := dqScope(d, dqPolicy); q.UsedBytes != 0 || q.UsedInodes != 0 {
 		t.Errorf("usage after purge = %d bytes, %d inodes; want 0", q.UsedBytes, q.UsedInodes)
 	}

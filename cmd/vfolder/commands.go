@@ -178,9 +178,11 @@ func commands(st *state) []*cli.Command {
 			Usage:     "delete a trashed folder and its files permanently",
 			ArgsUsage: "REF",
 			Description: refHelp + "\nThe folder must be in the trash. --confirm must be its exact name; without it,\n" +
-				"an interactive terminal is asked to type the name.",
+				"an interactive terminal is asked to type the name. The removal runs in the background\n" +
+				"(status delete-ongoing, progress in 'vfolder info'); --wait waits for its end.",
 			Flags: append(ownerFlags("a folder name of"),
 				&cli.StringFlag{Name: "confirm", Usage: "the folder's exact name"},
+				&cli.BoolFlag{Name: "wait", Usage: "wait until the folder is gone, showing the progress"},
 			),
 			Action: st.purge,
 		},
@@ -263,6 +265,7 @@ func commands(st *state) []*cli.Command {
 		memberCommand(st),
 		mountCommand(st),
 		nodeCommand(st),
+		cloneCommand(st),
 	}, sharingCommands(st)...)
 }
 
@@ -435,7 +438,10 @@ func (st *state) purge(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return st.outputLine(f, "Purged folder %q (%s): its files are gone and the name can be used again.", f.Name, f.ID)
+	if c.Bool("wait") {
+		return st.waitPurge(c, f)
+	}
+	return st.outputLine(f, "Purging folder %q (%s) in the background (status %s); 'vfolder info %s' shows the progress.", f.Name, f.ID, f.Status, f.ID)
 }
 
 func (st *state) usage(c *cli.Context) error {

@@ -110,8 +110,11 @@ func startFakeAPI(t *testing.T) *fakeAPI {
 			fail(w, 409, api.CodeConflict, "confirmation %q does not match the folder name; nothing was purged", req.Confirm)
 			return
 		}
+		// Like the daemon: the answer says delete-ongoing; the removal
+		// (instant here) runs on.
 		delete(f.folders, fo.ID)
-		fo.Status = meta.StatusDeleteComplete
+		fo.Status = meta.StatusDeleteOngoing
+		fo.Progress = &api.Progress{Op: api.OpPurge, FilesTotal: 7}
 		reply(w, 200, fo)
 	}))
 	mux.HandleFunc("GET /v1/folders/{ref}/usage", f.withFolder(func(w http.ResponseWriter, r *http.Request, fo api.Folder) {

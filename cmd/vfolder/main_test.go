@@ -263,9 +263,9 @@ func TestFolderLifecycle(t *testing.T) {
 	if _, err := f.folder(fo.ID); err != nil {
 		t.Fatal("a refused purge removed the folder")
 	}
-	r = mustOK(t, f.run(t, "purge", fo.ID, "--confirm", "data2"))
+	r = mustOK(t, f.run(t, "purge", fo.ID, "--confirm", "data2", "--wait"))
 	if !strings.Contains(r.stdout, "Purged") {
-		t.Errorf("purge printed %q", r.stdout)
+		t.Errorf("purge --wait printed %q", r.stdout)
 	}
 	if _, err := f.folder(fo.ID); err == nil {
 		t.Error("the purged folder is still there")

@@ -84,7 +84,7 @@ func folderKV(f api.Folder) []kv {
 	if f.StatusReason != "" {
 		status += " (" + f.StatusReason + ")"
 	}
-	return []kv{
+	kvs := []kv{
 		{"id", f.ID},
 		{"name", f.Name},
 		{"owner", f.Owner.String()},
@@ -97,6 +97,10 @@ func folderKV(f api.Folder) []kv {
 		{"created", fmtTime(f.CreatedAt)},
 		{"updated", fmtTime(f.UpdatedAt)},
 	}
+	if f.Progress != nil {
+		kvs = append(kvs, kv{"progress", progressText(*f.Progress)})
+	}
+	return kvs
 }
 
 // folderRows renders folders as table rows, ordered by owner and name.

@@ -501,6 +501,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/sessions/{session}/attach", s.attach)
 	s.handle("POST /v1/sessions/{session}/unpublish", s.unpublish)
 	s.sharingRoutes()
+	s.cloneRoutes()
 }
 
 func invalid(format string, a ...any) error {
@@ -676,7 +677,7 @@ func (s *Server) purge(r *http.Request, q url.Values) (int, any, error) {
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
 	}
-	f, err := s.svc.Purge(r.Context(), r.PathValue("ref"), owner, req.Confirm)
+	f, err := s.svc.StartPurge(r.Context(), r.PathValue("ref"), owner, req.Confirm)
 	return http.StatusOK, f, err
 }
 

@@ -260,7 +260,7 @@ func (s *Service) retryDrop(k quota.ScopeKey, id string) {
 // and belongs in a check: not while it is being created or removed.
 func checkable(st meta.Status) bool {
 	switch st {
-	case meta.StatusPerforming, meta.StatusDeleteOngoing, meta.StatusDeleteComplete:
+	case meta.StatusPerforming, meta.StatusDeleteOngoing, meta.StatusDeleteComplete, meta.StatusCloning:
 		return false
 	}
 	return true

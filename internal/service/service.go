@@ -9,7 +9,11 @@
 //	trash:   ready|error -> delete-pending (nothing changes on disk)
 //	restore: delete-pending -> ready
 //	purge:   delete-pending|delete-error -> delete-ongoing -> remove tree ->
-//	         record deleted (on failure: delete-error, retryable)
+//	         record deleted (on failure: delete-error, retryable); the API
+//	         answers at delete-ongoing and the removal runs in the
+//	         background (StartPurge, clone.go)
+//	clone:   record "cloning" -> mkdir -> copy in the background ->
+//	         "ready" (clone.go)
 //
 // The record is always written before the directory is touched, so a
 // crash (SIGKILL at any point) leaves a record that says what was going
@@ -20,7 +24,7 @@
 //   - delete-ongoing or delete-complete: the removal is resumed in the
 //     background (volume.RemoveFolder tolerates a half-removed tree), then
 //     the record is deleted;
-//   - cloning is left alone (cloning is not implemented).
+//   - cloning: the unfinished copy is rolled back (clone.go).
 //
 // Status changes are made inside Store.UpdateFolder callbacks that check
 // the current status, so two concurrent calls (trash and purge, two
@@ -217,6 +221,8 @@ type Service struct {
 	// checkMu guards checking: running checks per scope.
 	checkMu  sync.Mutex
 	checking map[quota.ScopeKey]int
+
+	ops sync.Map // folder id -> *folderOp: clones and purges running (clone.go)
 }
 
 // New returns a service over store. Attach volumes, then Recover, before
@@ -315,6 +321,15 @@ func (s *Service) recoverOn(ctx context.Context, volName string) error {
 		if !ok {
 			continue
 		}
+		if f.Status == meta.StatusCloning {
+			// An unfinished clone is rolled back (clone.go).
+			err := s.recoverClone(ctx, f)
+			release()
+			if err != nil {
+				return fmt.Errorf("recover folder %s: roll back the unfinished clone: %w", f.ID, err)
+			}
+			continue
+		}
 		if f.Status != meta.StatusPerforming {
 			purges = append(purges, purge{f, release})
 			continue
@@ -363,7 +378,8 @@ func (s *Service) recoverOn(ctx context.Context, volName string) error {
 // unfinished tells the statuses of a create or purge that recovery
 // finishes.
 func unfinished(st meta.Status) bool {
-	return st == meta.StatusPerforming || st == meta.StatusDeleteOngoing || st == meta.StatusDeleteComplete
+	return st == meta.StatusPerforming || st == meta.StatusDeleteOngoing || st == meta.StatusDeleteComplete ||
+		st == meta.StatusCloning
 }
 
 // takeOver takes the fence of an unfinished folder for recovery and reads
@@ -413,6 +429,7 @@ func (s *Service) toAPI(f meta.Folder) api.Folder {
 		}
 		out.StatusReason = u.err().Error()
 	}
+	out.Progress = s.progressOf(f.ID)
 	return out
 }
 
@@ -605,7 +622,9 @@ func (s *Service) Folder(ctx context.Context, ref string, owner meta.ScopeID) (a
 	if err != nil {
 		return api.Folder{}, err
 	}
-	return s.toAPI(f), nil
+	out := s.toAPI(f)
+	s.showMounted(&out)
+	return out, nil
 }
 
 // ListFilter selects folders for ListFolders.
@@ -648,6 +667,7 @@ func (s *Service) ListFolders(ctx context.Context, lf ListFilter) ([]api.Folder,
 	out := make([]api.Folder, len(fs))
 	for i, f := range fs {
 		out[i] = s.toAPI(f)
+		s.showMounted(&out[i])
 	}
 	return out, nil
 }
@@ -839,9 +859,12 @@ func (s *Service) finishPurge(f meta.Folder) error {
 		return err
 	}
 	start := time.Now()
+	op := s.purgeOp(f) // progress shown on the folder (clone.go)
+	defer s.ops.Delete(f.ID)
 	var removed int64
 	err = vol.RemoveFolder(ctx, f.Owner, f.ID, func(n int64) {
 		removed = n
+		op.removed.Store(n)
 		s.log.Debug().Str("folder", f.ID).Int64("removed", n).Msg("purging")
 	})
 	if err != nil {

@@ -253,7 +253,7 @@ func (s *Service) restoreSession(ctx context.Context, m Mounts, rec meta.Session
 		case err != nil:
 			log.Error().Err(err).Str("folder", sm.FolderID).Msg("cannot read a folder of the session; its mounts stay as they are")
 			return true
-		case !f.Status.Live():
+		case !usable(f.Status):
 			return clean(fmt.Sprintf("folder %q (%s) is %s", f.Name, f.ID, f.Status))
 		}
 		sp, err := s.sessionSpec(rec.ID, sm.Name, f, sm.Subpath, sm.Mode, rec.UID, rec.GID)
@@ -565,7 +565,7 @@ func (s *Service) resolveMount(ctx context.Context, ua *userAccess, ref string) 
 	if !ok {
 		return access{}, "", fmt.Errorf("%w: user %s may not mount folder %q (%s): it is neither theirs, nor of a project they are a member of, nor shared with them", ErrForbidden, ua.user, f.Name, f.ID)
 	}
-	if !f.Status.Live() {
+	if !usable(f.Status) {
 		return access{}, "", errNotLive(f)
 	}
 	return a, sub, nil
@@ -747,7 +747,7 @@ func (s *Service) writeRecord(ctx context.Context, rec meta.Session, news []plan
 		if err != nil {
 			return err
 		}
-		if !f.Status.Live() {
+		if !usable(f.Status) {
 			return errNotLive(f)
 		}
 	}

@@ -258,7 +258,7 @@ func (s *Service) wantKey(ctx context.Context, k keyDir) ([]vfs.ViewSpec, error)
 	}
 	out := make([]vfs.ViewSpec, 0, len(entries))
 	for _, e := range entries {
-		if e.folder.Status == meta.StatusPerforming {
+		if e.folder.Status == meta.StatusPerforming || e.folder.Status == meta.StatusCloning {
 			// Being created: its directory may not be there yet.
 			// The create adds the view once the folder is ready;
 			// until then it only keeps its name taken (reach).
@@ -337,6 +337,9 @@ func (s *Service) viewOwner(reqUID, reqGID *uint32) (uid, gid uint32, err error)
 
 // errNotLive refuses to mount a folder that is not live.
 func errNotLive(f meta.Folder) error {
+	if f.Status == meta.StatusCloning {
+		return fmt.Errorf("%w: folder %q is being cloned into; it can be mounted once it is ready", meta.ErrConflict, f.Name)
+	}
 	return fmt.Errorf("%w: folder %q is %s; a folder in the trash cannot be mounted (restore it first)", meta.ErrConflict, f.Name, f.Status)
 }
 
@@ -714,7 +717,7 @@ func (s *Service) AddSessionView(ctx context.Context, req api.CreateViewRequest)
 	if err != nil {
 		return api.View{}, false, err
 	}
-	if !f.Status.Live() {
+	if !usable(f.Status) {
 		return api.View{}, false, errNotLive(f)
 	}
 	mode := req.Mode
