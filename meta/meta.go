@@ -85,6 +85,7 @@ package meta
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"time"
@@ -270,8 +271,22 @@ type Policy struct {
 	// every volume (a policy set before volume permissions existed keeps
 	// working); a non-nil map allows on each volume exactly what it lists
 	// and nothing on a volume it does not name. The JSON form keeps the
-	// difference: nil is null, an empty map is {}.
+	// difference: nil leaves the field out (the form of a policy from
+	// before volume permissions), an empty map is {}.
 	Volumes map[string][]string `json:"allowed_volume_perms"`
+}
+
+// MarshalJSON leaves allowed_volume_perms out when Volumes is nil, so a
+// policy without volume permissions has its earlier form.
+func (p Policy) MarshalJSON() ([]byte, error) {
+	type plain Policy // without this method
+	if p.Volumes != nil {
+		return json.Marshal(plain(p))
+	}
+	return json.Marshal(struct {
+		MaxFolderCount    int   `json:"max_vfolder_count"`
+		MaxQuotaScopeSize int64 `json:"max_quota_scope_size"`
+	}{p.MaxFolderCount, p.MaxQuotaScopeSize})
 }
 
 // IsZero reports whether p is the zero Policy (no limit, every volume

@@ -109,7 +109,7 @@ func commands(st *state) []*cli.Command {
 		{
 			Name:        "volume",
 			Usage:       "storage volumes",
-			Subcommands: []*cli.Command{volumeList},
+			Subcommands: []*cli.Command{volumeList, volumeImportCommand(st)},
 		},
 		{
 			Name:   "list-hosts",
@@ -254,12 +254,15 @@ func commands(st *state) []*cli.Command {
 					Flags: append(ownerFlags("the policy of"),
 						&cli.StringFlag{Name: "max-folders", Usage: "how many folders the owner may have (0 or unlimited: no limit)"},
 						&cli.StringFlag{Name: "max-quota-scope-size", Usage: "initial limit of the owner's new quota scopes (SIZE; 0 or unlimited: none)"},
+						volumePermsFlag(), allVolumesFlag(),
 					),
+					Description: volumePermsHelp,
 					Action: st.policySet,
 				},
 			},
 		},
 		viewCommand(st),
+		updateOptionsCommand(st),
 		memberCommand(st),
 		mountCommand(st),
 		nodeCommand(st),
@@ -618,8 +621,12 @@ func (st *state) policySet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !c.IsSet("max-folders") && !c.IsSet("max-quota-scope-size") {
-		return usagef(c, "policy set needs --max-folders N, --max-quota-scope-size SIZE, or both")
+	if !c.IsSet("max-folders") && !c.IsSet("max-quota-scope-size") && !volumePermsSet(c) {
+		return usagef(c, "policy set needs --max-folders N, --max-quota-scope-size SIZE, --volume-perms VOL=PERM,... or --all-volumes")
+	}
+	perms, err := volumePermsOf(c)
+	if err != nil {
+		return err
 	}
 	var maxFolders, maxSize int64
 	if c.IsSet("max-folders") {
@@ -645,6 +652,7 @@ func (st *state) policySet(c *cli.Context) error {
 	if c.IsSet("max-quota-scope-size") {
 		p.MaxQuotaScopeSize = maxSize
 	}
+	p = perms.apply(p)
 	p, err = st.client.SetPolicy(ctxOf(c), owner, p)
 	if err != nil {
 		return err
