@@ -257,7 +257,7 @@ func commands(st *state) []*cli.Command {
 						volumePermsFlag(), allVolumesFlag(),
 					),
 					Description: volumePermsHelp,
-					Action: st.policySet,
+					Action:      st.policySet,
 				},
 			},
 		},

@@ -43,9 +43,9 @@ func TestScanLayout(t *testing.T) {
 		}
 	}
 	mk(filepath.Join(dir, "ABCDEF0123456789ABCDEF0123456789")) // upper case
-	mk(filepath.Join(scope, "0g"))                              // not hex
-	mk(filepath.Join(scope, "01", "234"))                       // wrong length
-	mk(filepath.Join(scope, "01", "23", "short"))               // wrong length
+	mk(filepath.Join(scope, "0g"))                             // not hex
+	mk(filepath.Join(scope, "01", "234"))                      // wrong length
+	mk(filepath.Join(scope, "01", "23", "short"))              // wrong length
 	if err := os.WriteFile(filepath.Join(scope, "01", "file"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
