@@ -126,6 +126,7 @@ func commands(st *state) []*cli.Command {
 				&cli.StringFlag{Name: "mode", Usage: "usage mode: general, model or data", Value: "general"},
 				&cli.StringFlag{Name: "permission", Usage: "permission the owner (or project members) get: ro, rw or wd", Value: "rw"},
 				&cli.BoolFlag{Name: "cloneable", Usage: "allow cloning (model folders)"},
+				&cli.StringFlag{Name: "id", Usage: "adopt this folder id (a UUID) instead of a new one; it must be free and have no directory on the volume yet"},
 			),
 			Action: st.create,
 		},
@@ -327,7 +328,7 @@ func (st *state) create(c *cli.Context) error {
 	}
 	f, err := st.client.CreateFolder(ctxOf(c), api.CreateFolderRequest{
 		Name: c.Args().Get(0), Volume: c.Args().Get(1), Owner: owner,
-		UsageMode: mode, Permission: perm, Cloneable: c.Bool("cloneable"),
+		UsageMode: mode, Permission: perm, Cloneable: c.Bool("cloneable"), ID: c.String("id"),
 	})
 	if err != nil {
 		return err
