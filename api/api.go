@@ -198,6 +198,9 @@ const (
 // Volume is one configured storage volume and whether it is attached.
 type Volume struct {
 	meta.Volume
+	// VolumeSpace is the backing file system's capacity (volopts.go);
+	// absent while the volume is unavailable.
+	*VolumeSpace
 	// Status is VolumeReady or VolumeUnavailable.
 	Status string `json:"status"`
 	// Reason says why an unavailable volume is not attached (its path is
@@ -235,6 +238,10 @@ type CreateFolderRequest struct {
 	UsageMode  meta.UsageMode  `json:"usage_mode,omitempty"` // default general
 	Permission meta.Permission `json:"permission,omitempty"` // default rw
 	Cloneable  bool            `json:"cloneable,omitempty"`
+	// ID, if set, is the id the folder gets (32 hex digits or a dashed
+	// UUID) instead of a new one: a platform that keeps its own ids
+	// adopts them (see the README's "create --id").
+	ID string `json:"id,omitempty"`
 }
 
 // RenameRequest renames a folder.

@@ -779,8 +779,9 @@ func (b *Badger) SetPolicy(ctx context.Context, owner ScopeID, p Policy) error {
 	if err := checkPolicy(p); err != nil {
 		return err
 	}
+	p = normPolicy(p)
 	return b.update(ctx, func(txn *badger.Txn) error {
-		if p == (Policy{}) {
+		if p.IsZero() {
 			return txn.Delete(policyKey(owner))
 		}
 		return setJSON(txn, policyKey(owner), p)

@@ -349,7 +349,7 @@ func (m *Memory) GetPolicy(ctx context.Context, owner ScopeID) (Policy, error) {
 	if err := checkOwner(owner); err != nil {
 		return Policy{}, err
 	}
-	return m.policies[owner], nil
+	return m.policies[owner].Clone(), nil
 }
 
 // SetPolicy sets the owner's policy; the zero Policy removes it.
@@ -364,10 +364,10 @@ func (m *Memory) SetPolicy(ctx context.Context, owner ScopeID, p Policy) error {
 	if err := checkPolicy(p); err != nil {
 		return err
 	}
-	if p == (Policy{}) {
+	if p.IsZero() {
 		delete(m.policies, owner)
 	} else {
-		m.policies[owner] = p
+		m.policies[owner] = normPolicy(p)
 	}
 	return nil
 }
@@ -727,7 +727,52 @@ func checkPolicy(p Policy) error {
 	if p.MaxFolderCount < 0 || p.MaxQuotaScopeSize < 0 {
 		return fmt.Errorf("%w: policy values must not be negative", ErrInvalid)
 	}
+	for vol, perms := range p.Volumes {
+		if err := checkVolumeName(vol); err != nil {
+			return fmt.Errorf("policy volume permissions: %w", err)
+		}
+		if len(perms) > maxVolumePerms {
+			return fmt.Errorf("%w: policy volume permissions on %q: %d names, at most %d", ErrInvalid, vol, len(perms), maxVolumePerms)
+		}
+		for _, x := range perms {
+			if !validPermName(x) {
+				return fmt.Errorf("%w: policy volume permission %q on %q: want 1..64 characters of a-z, 0-9 and '-'", ErrInvalid, x, vol)
+			}
+		}
+	}
+	if len(p.Volumes) > maxPolicyVolumes {
+		return fmt.Errorf("%w: policy names %d volumes, at most %d", ErrInvalid, len(p.Volumes), maxPolicyVolumes)
+	}
 	return nil
+}
+
+// Bounds of a policy's volume permissions.
+const (
+	maxPolicyVolumes = 1024
+	maxVolumePerms   = 64
+)
+
+func validPermName(x string) bool {
+	if len(x) == 0 || len(x) > 64 {
+		return false
+	}
+	for _, c := range x {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// normPolicy is the stored form of a checked policy: a deep copy whose
+// volume permission lists are sorted and free of duplicates.
+func normPolicy(p Policy) Policy {
+	p = p.Clone()
+	for k, v := range p.Volumes {
+		slices.Sort(v)
+		p.Volumes[k] = slices.Compact(v)
+	}
+	return p
 }
 
 func checkFolder(f Folder) error {

@@ -85,7 +85,9 @@ package meta
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -262,6 +264,79 @@ type Policy struct {
 	// MaxQuotaScopeSize is the initial limit given to a new quota scope of
 	// the owner; 0 = none.
 	MaxQuotaScopeSize int64 `json:"max_quota_scope_size"`
+	// Volumes are the owner's volume permissions (the reference system's
+	// allowed_vfolder_hosts): per volume name, the permission names the
+	// owner holds there (the service's VolumePerm names, such as
+	// "create-vfolder" or "mount-in-session"). nil allows everything on
+	// every volume (a policy set before volume permissions existed keeps
+	// working); a non-nil map allows on each volume exactly what it lists
+	// and nothing on a volume it does not name. The JSON form keeps the
+	// difference: nil leaves the field out (the form of a policy from
+	// before volume permissions), an empty map is {}.
+	Volumes map[string][]string `json:"allowed_volume_perms"`
+}
+
+// MarshalJSON leaves allowed_volume_perms out when Volumes is nil, so a
+// policy without volume permissions has its earlier form.
+func (p Policy) MarshalJSON() ([]byte, error) {
+	type plain Policy // without this method
+	if p.Volumes != nil {
+		return json.Marshal(plain(p))
+	}
+	return json.Marshal(struct {
+		MaxFolderCount    int   `json:"max_vfolder_count"`
+		MaxQuotaScopeSize int64 `json:"max_quota_scope_size"`
+	}{p.MaxFolderCount, p.MaxQuotaScopeSize})
+}
+
+// IsZero reports whether p is the zero Policy (no limit, every volume
+// permission): the policy of an owner who has none set.
+func (p Policy) IsZero() bool {
+	return p.MaxFolderCount == 0 && p.MaxQuotaScopeSize == 0 && p.Volumes == nil
+}
+
+// Clone returns a deep copy of p: changing the copy's Volumes never
+// changes p's. nil stays nil and an empty map stays an empty map.
+func (p Policy) Clone() Policy {
+	if p.Volumes == nil {
+		return p
+	}
+	vs := make(map[string][]string, len(p.Volumes))
+	for k, v := range p.Volumes {
+		vs[k] = append([]string{}, v...)
+	}
+	p.Volumes = vs
+	return p
+}
+
+// Equal reports whether p and q are the same policy (a nil Volumes map
+// differs from an empty one; the order of a volume's permissions does
+// not matter).
+func (p Policy) Equal(q Policy) bool {
+	if p.MaxFolderCount != q.MaxFolderCount || p.MaxQuotaScopeSize != q.MaxQuotaScopeSize ||
+		(p.Volumes == nil) != (q.Volumes == nil) || len(p.Volumes) != len(q.Volumes) {
+		return false
+	}
+	for k, a := range p.Volumes {
+		b, ok := q.Volumes[k]
+		if !ok || len(a) != len(b) {
+			return false
+		}
+		for _, x := range a {
+			if !slices.Contains(b, x) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// VolumeAllows reports whether the policy allows perm on volume vol.
+func (p Policy) VolumeAllows(vol, perm string) bool {
+	if p.Volumes == nil {
+		return true
+	}
+	return slices.Contains(p.Volumes[vol], perm)
 }
 
 // FolderFilter selects folders in ListFolders. Zero fields match anything.

@@ -15,8 +15,13 @@ func CheckVolume(v Volume) error { return checkVolume(v) }
 // "user" or "project" and 32 lowercase hex digits.
 func CheckOwner(id ScopeID) error { return checkOwner(id) }
 
-// CheckPolicy checks a policy as SetPolicy requires: no negative value.
+// CheckPolicy checks a policy as SetPolicy requires: no negative value,
+// valid volume names and permission names (a-z, 0-9, '-').
 func CheckPolicy(p Policy) error { return checkPolicy(p) }
+
+// PreparePolicy returns the stored form of a checked policy: a deep copy
+// whose volume permission lists are sorted, each name once.
+func PreparePolicy(p Policy) Policy { return normPolicy(p) }
 
 // CheckMembership checks a membership as SetMembership requires.
 func CheckMembership(m Membership) error { return checkMembership(m) }

@@ -109,7 +109,7 @@ func commands(st *state) []*cli.Command {
 		{
 			Name:        "volume",
 			Usage:       "storage volumes",
-			Subcommands: []*cli.Command{volumeList},
+			Subcommands: []*cli.Command{volumeList, volumeImportCommand(st)},
 		},
 		{
 			Name:   "list-hosts",
@@ -126,6 +126,7 @@ func commands(st *state) []*cli.Command {
 				&cli.StringFlag{Name: "mode", Usage: "usage mode: general, model or data", Value: "general"},
 				&cli.StringFlag{Name: "permission", Usage: "permission the owner (or project members) get: ro, rw or wd", Value: "rw"},
 				&cli.BoolFlag{Name: "cloneable", Usage: "allow cloning (model folders)"},
+				&cli.StringFlag{Name: "id", Usage: "adopt this folder id (a UUID) instead of a new one; it must be free and have no directory on the volume yet"},
 			),
 			Action: st.create,
 		},
@@ -256,12 +257,15 @@ func commands(st *state) []*cli.Command {
 					Flags: append(ownerFlags("the policy of"),
 						&cli.StringFlag{Name: "max-folders", Usage: "how many folders the owner may have (0 or unlimited: no limit)"},
 						&cli.StringFlag{Name: "max-quota-scope-size", Usage: "initial limit of the owner's new quota scopes (SIZE; 0 or unlimited: none)"},
+						volumePermsFlag(), allVolumesFlag(),
 					),
-					Action: st.policySet,
+					Description: volumePermsHelp,
+					Action:      st.policySet,
 				},
 			},
 		},
 		viewCommand(st),
+		updateOptionsCommand(st),
 		memberCommand(st),
 		mountCommand(st),
 		nodeCommand(st),
@@ -327,7 +331,7 @@ func (st *state) create(c *cli.Context) error {
 	}
 	f, err := st.client.CreateFolder(ctxOf(c), api.CreateFolderRequest{
 		Name: c.Args().Get(0), Volume: c.Args().Get(1), Owner: owner,
-		UsageMode: mode, Permission: perm, Cloneable: c.Bool("cloneable"),
+		UsageMode: mode, Permission: perm, Cloneable: c.Bool("cloneable"), ID: c.String("id"),
 	})
 	if err != nil {
 		return err
@@ -626,8 +630,12 @@ func (st *state) policySet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !c.IsSet("max-folders") && !c.IsSet("max-quota-scope-size") {
-		return usagef(c, "policy set needs --max-folders N, --max-quota-scope-size SIZE, or both")
+	if !c.IsSet("max-folders") && !c.IsSet("max-quota-scope-size") && !volumePermsSet(c) {
+		return usagef(c, "policy set needs --max-folders N, --max-quota-scope-size SIZE, --volume-perms VOL=PERM,... or --all-volumes")
+	}
+	perms, err := volumePermsOf(c)
+	if err != nil {
+		return err
 	}
 	var maxFolders, maxSize int64
 	if c.IsSet("max-folders") {
@@ -653,6 +661,7 @@ func (st *state) policySet(c *cli.Context) error {
 	if c.IsSet("max-quota-scope-size") {
 		p.MaxQuotaScopeSize = maxSize
 	}
+	p = perms.apply(p)
 	p, err = st.client.SetPolicy(ctxOf(c), owner, p)
 	if err != nil {
 		return err

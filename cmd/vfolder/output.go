@@ -138,12 +138,14 @@ func volumeRows(vs []api.Volume) [][]string {
 		if v.Reason != "" {
 			status += ": " + v.Reason
 		}
-		rows = append(rows, []string{v.Name, v.Path, yesNo(v.MountAllowed), yesNo(v.CloneAllowed), yesNo(v.RWCanDelete), string(chown), status})
+		row := []string{v.Name, v.Path}
+		row = append(row, spaceCells(v.VolumeSpace)...) // volopts.go
+		rows = append(rows, append(row, yesNo(v.MountAllowed), yesNo(v.CloneAllowed), yesNo(v.RWCanDelete), string(chown), status))
 	}
 	return rows
 }
 
-var volumeHeader = []string{"NAME", "PATH", "MOUNT", "CLONE", "RW-DELETES", "CHOWN", "STATUS"}
+var volumeHeader = []string{"NAME", "PATH", "SIZE", "USED", "FREE", "INODES-FREE", "MOUNT", "CLONE", "RW-DELETES", "CHOWN", "STATUS"}
 
 // scopeKV describes a quota scope: limit, used, free and percentage.
 func scopeKV(s api.QuotaScope) []kv {
@@ -181,6 +183,7 @@ func policyKV(owner string, p api.Policy) []kv {
 		{"owner", owner},
 		{"max folders", countLimitText(int64(p.MaxFolderCount))},
 		{"max quota scope size", limitText(p.MaxQuotaScopeSize)},
+		{"volume permissions", volumePermsText(p)}, // volopts.go
 	}
 }
 

@@ -502,6 +502,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/sessions/{session}/unpublish", s.unpublish)
 	s.sharingRoutes()
 	s.cloneRoutes()
+	s.optionsRoutes()
 }
 
 func invalid(format string, a ...any) error {
@@ -836,11 +837,13 @@ func decodePolicy(r *http.Request) (api.Policy, error) {
 	var raw struct {
 		MaxFolderCount    json.RawMessage `json:"max_vfolder_count"`
 		MaxQuotaScopeSize json.RawMessage `json:"max_quota_scope_size"`
+		// Absent or null: every volume permission; {}: none.
+		Volumes map[string][]string `json:"allowed_volume_perms"`
 	}
 	if err := decode(r, &raw); err != nil {
 		return api.Policy{}, err
 	}
-	var p api.Policy
+	p := api.Policy{Volumes: raw.Volumes}
 	n, err := parseLimit("max_vfolder_count", "folders", raw.MaxFolderCount)
 	if err != nil {
 		return p, err

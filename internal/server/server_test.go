@@ -321,7 +321,7 @@ func TestQuotaAndPolicy(t *testing.T) {
 
 	var p api.Policy
 	ts.ok(t, "GET", "/v1/policies/"+alice, nil, &p, 200)
-	if p != (api.Policy{}) {
+	if !p.IsZero() {
 		t.Errorf("default policy = %+v", p)
 	}
 	ts.ok(t, "PUT", "/v1/policies/"+alice, api.Policy{MaxFolderCount: 1}, &p, 200)

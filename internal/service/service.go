@@ -484,6 +484,13 @@ func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest)
 	if err != nil {
 		return api.Folder{}, err
 	}
+	if err := s.CheckVolumePerm(ctx, req.Volume, VolCreate, req.Owner); err != nil {
+		return api.Folder{}, err
+	}
+	id, err := s.newFolderID(ctx, a, req)
+	if err != nil {
+		return api.Folder{}, err
+	}
 	policy, err := s.store.GetPolicy(ctx, req.Owner)
 	if err != nil {
 		return api.Folder{}, err
@@ -492,7 +499,7 @@ func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest)
 		return api.Folder{}, err
 	}
 	f := meta.Folder{
-		ID:         meta.NewFolderID(),
+		ID:         id,
 		Name:       req.Name,
 		Owner:      req.Owner,
 		Volume:     req.Volume,
@@ -1033,11 +1040,14 @@ func (s *Service) SetPolicy(ctx context.Context, owner meta.ScopeID, p meta.Poli
 	if p.MaxQuotaScopeSize < 0 {
 		return meta.Policy{}, fmt.Errorf("%w: max_quota_scope_size %d is negative", meta.ErrInvalid, p.MaxQuotaScopeSize)
 	}
+	if err := checkPolicyVolumes(p); err != nil {
+		return meta.Policy{}, err
+	}
 	if err := s.store.SetPolicy(ctx, owner, p); err != nil {
 		return meta.Policy{}, err
 	}
 	s.log.Info().Str("owner", owner.String()).Int("max_vfolder_count", p.MaxFolderCount).
-		Int64("max_quota_scope_size", p.MaxQuotaScopeSize).Msg("policy set")
+		Int64("max_quota_scope_size", p.MaxQuotaScopeSize).Interface("allowed_volume_perms", p.Volumes).Msg("policy set")
 	return s.store.GetPolicy(ctx, owner)
 }
 

@@ -604,7 +604,7 @@ func (fakeUsage) FolderUsage(string) (int64, int64)              { return 3, 1 }
 func TestPolicy(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	if p, err := e.svc.Policy(ctx, alice); err != nil || p != (meta.Policy{}) {
+	if p, err := e.svc.Policy(ctx, alice); err != nil || !p.IsZero() {
 		t.Errorf("default policy = %+v, %v", p, err)
 	}
 	_, err := e.svc.SetPolicy(ctx, alice, meta.Policy{MaxFolderCount: -1})
@@ -614,10 +614,10 @@ func TestPolicy(t *testing.T) {
 	_, err = e.svc.Policy(ctx, meta.ScopeID{})
 	wantCode(t, err, api.CodeInvalid)
 	want := meta.Policy{MaxFolderCount: 3, MaxQuotaScopeSize: 1 << 30}
-	if p, err := e.svc.SetPolicy(ctx, alice, want); err != nil || p != want {
+	if p, err := e.svc.SetPolicy(ctx, alice, want); err != nil || !p.Equal(want) {
 		t.Errorf("SetPolicy = %+v, %v", p, err)
 	}
-	if p, err := e.svc.Policy(ctx, alice); err != nil || p != want {
+	if p, err := e.svc.Policy(ctx, alice); err != nil || !p.Equal(want) {
 		t.Errorf("Policy = %+v, %v", p, err)
 	}
 }

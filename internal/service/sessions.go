@@ -846,6 +846,9 @@ func (s *Service) plan(ctx context.Context, rec meta.Session, st sessionState, r
 		if _, err := s.mountableVolume(f); err != nil {
 			return err
 		}
+		if err := s.CheckVolumePerm(ctx, f.Volume, VolMount, folderScopes(ua.user, f)...); err != nil {
+			return fmt.Errorf("folder %q: %w", a.name, err)
+		}
 		var target string
 		if mr.Target == "" {
 			target, err = defaultTarget(a.name)

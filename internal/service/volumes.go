@@ -202,13 +202,20 @@ func (s *Service) VolumePath(name string) (string, bool) {
 func (s *Service) Volumes(ctx context.Context) ([]api.Volume, error) {
 	s.mu.RLock()
 	out := make([]api.Volume, 0, len(s.vols)+len(s.unavail))
+	var ready []*attached
 	for _, a := range s.vols {
 		out = append(out, api.Volume{Volume: a.rec, Status: api.VolumeReady})
+		ready = append(ready, a)
 	}
 	for _, u := range s.unavail {
 		out = append(out, api.Volume{Volume: u.rec, Status: api.VolumeUnavailable, Reason: u.reason})
 	}
 	s.mu.RUnlock()
+	// statfs outside the lock: a slow network file system delays only
+	// this call (volspace.go).
+	for i, a := range ready {
+		out[i].VolumeSpace = s.volumeSpace(a)
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }

@@ -469,12 +469,13 @@ func (s *Store) SetPolicy(ctx context.Context, owner meta.ScopeID, p meta.Policy
 	if err := meta.CheckPolicy(p); err != nil {
 		return err
 	}
+	p = meta.PreparePolicy(p)
 	val, err := encode(p)
 	if err != nil {
 		return err
 	}
 	return s.update(ctx, "set policy of "+owner.String(), func(t *txn) error {
-		if p == (meta.Policy{}) {
+		if p.IsZero() {
 			t.del(s.policyKey(owner))
 		} else {
 			t.put(s.policyKey(owner), val)

@@ -98,6 +98,7 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) meta.Store) {
 	su.run(t, "ListFolders", testListFolders)
 	su.run(t, "Copies", testCopies)
 	su.run(t, "Policies", testPolicies)
+	su.run(t, "PolicyVolumes", testPolicyVolumes)
 	su.run(t, "Closed", testClosed)
 	su.run(t, "RaceSameName", testRaceSameName)
 	su.run(t, "RaceLimit", testRaceLimit)
@@ -959,28 +960,28 @@ func testCopies(t *testing.T, ctx context.Context, s meta.Store) {
 
 func testPolicies(t *testing.T, ctx context.Context, s meta.Store) {
 	p, err := s.GetPolicy(ctx, User(1))
-	if err != nil || p != (meta.Policy{}) {
+	if err != nil || !p.IsZero() || p.Volumes != nil {
 		t.Errorf("GetPolicy(unknown) = %+v, %v; want the zero policy and no error", p, err)
 	}
 	want := meta.Policy{MaxFolderCount: 10, MaxQuotaScopeSize: 1 << 40}
 	wantNoErr(t, "SetPolicy", s.SetPolicy(ctx, User(1), want))
 	p, err = s.GetPolicy(ctx, User(1))
-	if err != nil || p != want {
+	if err != nil || !p.Equal(want) {
 		t.Errorf("GetPolicy = %+v, %v; want %+v", p, err, want)
 	}
 	// Other owners, including the project with the same UUID, are unaffected.
 	for _, o := range []meta.ScopeID{User(2), {Kind: meta.KindProject, UUID: User(1).UUID}} {
-		if p, err := s.GetPolicy(ctx, o); err != nil || p != (meta.Policy{}) {
+		if p, err := s.GetPolicy(ctx, o); err != nil || !p.IsZero() {
 			t.Errorf("GetPolicy(%s) = %+v, %v; want zero", o, p, err)
 		}
 	}
 	want2 := meta.Policy{MaxFolderCount: 3}
 	wantNoErr(t, "SetPolicy replace", s.SetPolicy(ctx, User(1), want2))
-	if p, _ := s.GetPolicy(ctx, User(1)); p != want2 {
+	if p, _ := s.GetPolicy(ctx, User(1)); !p.Equal(want2) {
 		t.Errorf("after replace GetPolicy = %+v, want %+v", p, want2)
 	}
 	wantNoErr(t, "SetPolicy zero", s.SetPolicy(ctx, User(1), meta.Policy{}))
-	if p, _ := s.GetPolicy(ctx, User(1)); p != (meta.Policy{}) {
+	if p, _ := s.GetPolicy(ctx, User(1)); !p.IsZero() {
 		t.Errorf("after setting the zero policy GetPolicy = %+v", p)
 	}
 
@@ -991,6 +992,68 @@ func testPolicies(t *testing.T, ctx context.Context, s meta.Store) {
 	sameSnapshot(t, "invalid SetPolicy", before, takeSnapshot(t, ctx, s))
 	_, err = s.GetPolicy(ctx, meta.ScopeID{Kind: "user", UUID: "x"})
 	wantErr(t, "GetPolicy(invalid owner)", err, meta.ErrInvalid)
+}
+
+// testPolicyVolumes checks the volume permissions of a policy: nil (all
+// allowed) and an empty map (nothing allowed) stay apart, lists come back
+// sorted without duplicates, returned and given maps are copies, and bad
+// names are refused without a change.
+func testPolicyVolumes(t *testing.T, ctx context.Context, s meta.Store) {
+	// An empty map is not the zero policy: it is stored and read back
+	// as an empty map (nothing allowed anywhere).
+	wantNoErr(t, "SetPolicy(empty map)", s.SetPolicy(ctx, User(1), meta.Policy{Volumes: map[string][]string{}}))
+	p, err := s.GetPolicy(ctx, User(1))
+	wantNoErr(t, "GetPolicy", err)
+	if p.Volumes == nil || len(p.Volumes) != 0 || p.IsZero() {
+		t.Errorf("after SetPolicy(empty map) GetPolicy = %+v (Volumes nil: %v); want an empty, non-nil map", p, p.Volumes == nil)
+	}
+	if p.VolumeAllows("v", "create-vfolder") {
+		t.Errorf("an empty volume map allows create-vfolder on v")
+	}
+
+	given := map[string][]string{
+		"v":  {"mount-in-session", "create-vfolder", "mount-in-session"},
+		"v2": {},
+	}
+	wantNoErr(t, "SetPolicy(volumes)", s.SetPolicy(ctx, User(1), meta.Policy{MaxFolderCount: 2, Volumes: given}))
+	// Mutating what was given must not change the store.
+	given["v"][0] = "clone"
+	given["v3"] = []string{"clone"}
+	p, err = s.GetPolicy(ctx, User(1))
+	wantNoErr(t, "GetPolicy", err)
+	want := meta.Policy{MaxFolderCount: 2, Volumes: map[string][]string{"v": {"create-vfolder", "mount-in-session"}, "v2": {}}}
+	if !p.Equal(want) || len(p.Volumes["v"]) != 2 || p.Volumes["v"][0] != "create-vfolder" {
+		t.Errorf("GetPolicy = %+v; want %+v (sorted, each name once)", p, want)
+	}
+	if !p.VolumeAllows("v", "create-vfolder") || p.VolumeAllows("v", "clone") || p.VolumeAllows("v2", "create-vfolder") || p.VolumeAllows("v3", "clone") {
+		t.Errorf("VolumeAllows disagrees with %+v", p.Volumes)
+	}
+	// Mutating what was returned must not change the store.
+	p.Volumes["v"][0] = "clone"
+	p.Volumes["v9"] = []string{"clone"}
+	again, _ := s.GetPolicy(ctx, User(1))
+	if !again.Equal(want) {
+		t.Errorf("mutating a returned policy changed the store: %+v", again)
+	}
+
+	before := takeSnapshot(t, ctx, s)
+	for name, bad := range map[string]map[string][]string{
+		"volume name with slash": {"a/b": {"clone"}},
+		"empty volume name":      {"": {"clone"}},
+		"upper-case permission":  {"v": {"Clone"}},
+		"empty permission":       {"v": {""}},
+		"permission with space":  {"v": {"mount in session"}},
+	} {
+		wantErr(t, "SetPolicy("+name+")", s.SetPolicy(ctx, User(1), meta.Policy{Volumes: bad}), meta.ErrInvalid)
+	}
+	sameSnapshot(t, "invalid volume permissions", before, takeSnapshot(t, ctx, s))
+
+	// Back to nil: everything allowed again, and the record is the zero
+	// policy once the counts are zero too.
+	wantNoErr(t, "SetPolicy(nil volumes)", s.SetPolicy(ctx, User(1), meta.Policy{MaxFolderCount: 2}))
+	if p, _ := s.GetPolicy(ctx, User(1)); p.Volumes != nil || !p.VolumeAllows("v", "clone") {
+		t.Errorf("after resetting the volumes GetPolicy = %+v; want nil Volumes", p)
+	}
 }
 
 func testClosed(t *testing.T, ctx context.Context, s meta.Store) {

@@ -28,7 +28,7 @@ func RunPersistenceSuite(t *testing.T, open func(t *testing.T, dir string) meta.
 
 func withoutPolicies(sn snapshot) snapshot {
 	for k, p := range sn.Policies {
-		if p == (meta.Policy{}) {
+		if p.IsZero() {
 			delete(sn.Policies, k)
 		}
 	}
@@ -70,8 +70,11 @@ func testReopen(t *testing.T, open func(t *testing.T, dir string) meta.Store) {
 	wantNoErr(t, "CreateScope", s.CreateScope(ctx, meta.QuotaScope{Volume: "v2", ID: Project(1), LimitInodes: 9}))
 	_, err := s.UpdateScope(ctx, "v1", User(1), func(q *meta.QuotaScope) error { q.LimitBytes = 2 << 20; return nil })
 	wantNoErr(t, "UpdateScope", err)
-	wantNoErr(t, "SetPolicy", s.SetPolicy(ctx, User(1), meta.Policy{MaxFolderCount: 4, MaxQuotaScopeSize: 1 << 30}))
+	wantNoErr(t, "SetPolicy", s.SetPolicy(ctx, User(1), meta.Policy{MaxFolderCount: 4, MaxQuotaScopeSize: 1 << 30,
+		Volumes: map[string][]string{"v1": {"create-vfolder", "mount-in-session"}}}))
 	wantNoErr(t, "SetPolicy", s.SetPolicy(ctx, Project(1), meta.Policy{MaxFolderCount: 1}))
+	// Nothing allowed anywhere: an empty map must come back empty, not nil.
+	wantNoErr(t, "SetPolicy", s.SetPolicy(ctx, Project(2), meta.Policy{Volumes: map[string][]string{}}))
 
 	keep := mustCreate(t, ctx, s, NewFolder(User(1), "v1", "keep"), 4)
 	renamed := mustCreate(t, ctx, s, NewFolder(User(1), "v2", "old-name"), 4)
