@@ -45,7 +45,9 @@ func TestClientSharingRequests(t *testing.T) {
 			recorded{Method: "POST", Path: "/v1/users/" + bob + "/leave", Body: `{"folder":"data@01234567"}`}},
 		{"shares", []Share{sh}, func() (any, error) { return c.Shares(ctx, "data", owner) },
 			recorded{Method: "GET", Path: "/v1/folders/data/shares", Ref: "data", Query: "owner=user%3A" + testUser.UUID}},
-		{"share", sh, func() (any, error) { return c.SetShare(ctx, "data", owner, ShareRequest{User: bob, Permission: meta.PermRO}) },
+		{"share", sh, func() (any, error) {
+			return c.SetShare(ctx, "data", owner, ShareRequest{User: bob, Permission: meta.PermRO})
+		},
 			recorded{Method: "POST", Path: "/v1/folders/data/shares", Ref: "data", Query: "owner=user%3A" + testUser.UUID, Body: `{"user":"` + bob + `","permission":"ro"}`}},
 		{"unshare", sh, func() (any, error) { return c.Unshare(ctx, "data", owner, bob) },
 			recorded{Method: "DELETE", Path: "/v1/folders/data/shares/" + bob, Query: "owner=user%3A" + testUser.UUID}},
