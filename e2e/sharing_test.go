@@ -258,3 +258,25 @@ func TestInvitationRoundTrips(t *testing.T) {
 		t.Errorf("invitations after the purge: %+v", all)
 	}
 }
+
+// TestSharingClusterInStep: an invitation accepted through one node, a
+// change of the granted permission through another and a revocation
+// through a third change the invitee's users/ view on every node.
+func TestSharingClusterInStep(t *testing.T) {
+	_, _, nodes := clStart(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	view := func(n *clNode) string { return filepath.Join(n.MountPoint, "users", shInvitee, "mine") }
+	var mine api.Folder
+	n1.JSON(&mine, "create", "mine", "local", "--user", shOwner, "--permission", "rw")
+	var inv api.Invitation
+	n1.JSON(&inv, "invite", mine.ID, "--to", shInvitee, "--perm", "ro")
+	clChange(t, "accept through node2", []*clNode{n1, n2}, func() { n2.OK("accept", inv.ID, "--user", shInvitee) },
+		func(n *clNode) bool { return clExists(view(n)) })
+	if err := os.WriteFile(filepath.Join(view(n1), "w"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("the ro invitee writes on node1: %v; want EROFS", err)
+	}
+	clChange(t, "share rw through node1", []*clNode{n2}, func() { n1.OK("share", mine.ID, "--user", shInvitee, "--perm", "rw") },
+		func(n *clNode) bool { return os.WriteFile(filepath.Join(view(n), "w"), nil, 0o644) == nil })
+	clChange(t, "unshare through node2", []*clNode{n1, n2}, func() { n2.OK("unshare", mine.ID, "--user", shInvitee) },
+		func(n *clNode) bool { return !clExists(view(n)) })
+}

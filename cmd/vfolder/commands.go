@@ -134,6 +134,8 @@ func commands(st *state) []*cli.Command {
 			Name:    "list",
 			Aliases: []string{"ls"},
 			Usage:   "list folders",
+			Description: "With --user U (and neither --all nor --trash): every folder U can reach, owned,\n" +
+				"of U's projects or shared with U, with how (VIA) and U's permission there (PERM).",
 			Flags: append(ownerFlags("only folders of"),
 				&cli.StringFlag{Name: "volume", Aliases: []string{"host"}, Usage: "only folders on this volume"},
 				&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "include folders in the trash"},

@@ -5,11 +5,13 @@ package service
 // Standing views (users/<uuid>/<name>, projects/<uuid>/<name>) are a
 // projection of the store, computed per key directory: projects/<p>/
 // holds the project's live folders; users/<u>/ holds what reach says the
-// user reaches (owned folders and the folders of the user's projects,
-// with the naming rule for clashes). After every change of a folder the
+// user reaches (owned folders, the folders of the user's projects and the
+// folders shared with the user, with the naming rule for clashes; see
+// sharing.go). After every change of a folder the
 // service recomputes the key directories that depend on its owner (the
-// owner's, and for a project every member's), and after a membership
-// change the member's (syncOwner, syncKeysLocked), then applies the
+// owner's, for a project every member's, and every sharer's), and after
+// a membership or share change the user's (syncOwner, syncKeysLocked),
+// then applies the
 // difference: removals first, then additions. At start it rebuilds all of
 // them (StartViews). The store stays the truth: a view that cannot be
 // made (the folder's directory is missing, say) is logged and the folder
@@ -453,7 +455,9 @@ func (s *Service) keepStanding(sp vfs.ViewSpec) {
 func (p viewPlace) String() string { return p.ns + "/" + p.key + "/" + p.name }
 
 // ownerKeys are the key directories whose views depend on the folders of
-// owner: the owner's own, and for a project every member's.
+// owner: the owner's own, for a project every member's, and the users/
+// of everyone holding a share of one of owner's folders (withSharers: one
+// store read per folder of the owner).
 func (s *Service) ownerKeys(ctx context.Context, owner meta.ScopeID) ([]keyDir, error) {
 	switch owner.Kind {
 	case meta.KindUser:

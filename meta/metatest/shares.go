@@ -399,3 +399,49 @@ func testShareCopies(t *testing.T, ctx context.Context, s meta.Store) {
 		t.Errorf("a returned share aliases the store: %s", again.Permission)
 	}
 }
+
+// testWatchShares: a share and an invitation through the writer reach the
+// watcher as events of their own (an accept as the invitation and the
+// share, at one revision), a removal carries the share, and Load holds
+// both kinds.
+func testWatchShares(t *testing.T, open func(t *testing.T) (meta.Store, WatchingStore)) {
+	w, r := open(t)
+	ctx := t.Context()
+	f := NewFolder(User(1), "v", "data")
+	wantNoErr(t, "CreateFolder", w.CreateFolder(ctx, f, 0))
+	snap, err := r.Load(ctx)
+	wantNoErr(t, "Load", err)
+	ch := r.Watch(ctx, snap.Rev)
+	u2 := User(2).UUID
+
+	inv := newInvitation(f.ID, User(1).UUID, u2, meta.PermRW)
+	wantNoErr(t, "CreateInvitation", w.CreateInvitation(ctx, inv))
+	ev := nextEvent(t, ch, "invitation created")
+	if ev.Kind != meta.EventInvitation || ev.Invitation.ID != inv.ID || ev.Invitation.State != meta.InvitePending {
+		t.Fatalf("after CreateInvitation: %+v", ev)
+	}
+	_, err = w.SettleInvitation(ctx, inv.ID, meta.InviteAccepted)
+	wantNoErr(t, "accept", err)
+	got := map[meta.EventKind]meta.Event{}
+	for range 2 {
+		ev := nextEvent(t, ch, "accept")
+		got[ev.Kind] = ev
+	}
+	shEv, invEv := got[meta.EventShare], got[meta.EventInvitation]
+	if shEv.Share == nil || shEv.Share.User != u2 || shEv.Share.Permission != meta.PermRW || shEv.Deleted {
+		t.Errorf("share event of the accept: %+v", shEv)
+	}
+	if invEv.Invitation == nil || invEv.Invitation.State != meta.InviteAccepted || invEv.Rev != shEv.Rev {
+		t.Errorf("invitation event of the accept: %+v (share at rev %d)", invEv, shEv.Rev)
+	}
+	loaded, err := r.Load(ctx)
+	wantNoErr(t, "Load", err)
+	if len(loaded.Shares) != 1 || loaded.Shares[0].User != u2 || len(loaded.Invitations) != 1 || loaded.Invitations[0].State != meta.InviteAccepted {
+		t.Errorf("Load: shares %+v, invitations %+v", loaded.Shares, loaded.Invitations)
+	}
+	wantNoErr(t, "RemoveShare", w.RemoveShare(ctx, f.ID, u2))
+	ev = nextEvent(t, ch, "share removed")
+	if ev.Kind != meta.EventShare || !ev.Deleted || ev.Share.Folder != f.ID || ev.Share.User != u2 {
+		t.Errorf("after RemoveShare: %+v", ev)
+	}
+}

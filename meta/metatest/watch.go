@@ -29,6 +29,7 @@ func RunWatcherSuite(t *testing.T, open func(t *testing.T) (writer meta.Store, w
 	t.Run("Events", func(t *testing.T) { testWatchEvents(t, open) })
 	t.Run("FromSnapshot", func(t *testing.T) { testWatchFromSnapshot(t, open) })
 	t.Run("Ends", func(t *testing.T) { testWatchEnds(t, open) })
+	t.Run("Shares", func(t *testing.T) { testWatchShares(t, open) })
 }
 
 // nextEvent returns the next event of ch, failing t if none comes.
