@@ -516,6 +516,9 @@ func (p *Publisher) Unpublish(sid string) error {
 	defer unlock()
 	dir := p.SessionDir(sid)
 	var errs []error
+	if err := p.clearParked(sid); err != nil {
+		errs = append(errs, err)
+	}
 
 	lastErr := map[string]error{}
 	for round := 0; round < 256; round++ {
