@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -95,6 +96,29 @@ func rsCheckContainer(t *testing.T, pid int, target, sessDir, sid, key, round st
 	return len(at)
 }
 
+// rsCheckNamespace checks the daemon's FUSE mount point after a restart:
+// every mount at or below it answers (no dead one of an earlier run) and
+// no two are stacked at one point.
+func rsCheckNamespace(t *testing.T, mnt, round string) {
+	t.Helper()
+	mi, err := mountInfosUnder(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, m := range mi {
+		seen[m.Point]++
+		if seen[m.Point] == 2 {
+			t.Errorf("%s: mounts stacked at %s", round, m.Point)
+		}
+		var st unix.Statx_t
+		err := unix.Statx(unix.AT_FDCWD, m.Point, unix.AT_STATX_FORCE_SYNC, unix.STATX_INO, &st)
+		if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
+			t.Errorf("%s: %s is dead: %v", round, m.Point, err)
+		}
+	}
+}
+
 func TestRestartReplacesDeadViews(t *testing.T) {
 	for _, rt := range ctrRuntimes {
 		t.Run(rt, func(t *testing.T) { testRestartReplaces(t, rt) })
@@ -154,6 +178,7 @@ func testRestartReplaces(t *testing.T, rt string) {
 		}
 		d.Start()
 		keys := rsCheckKeys(t, sessDir, sid, name)
+		rsCheckNamespace(t, d.MountPoint, name)
 		for _, k := range []string{"data", "ref", lateKey, "hot"} {
 			if !keys[k] {
 				t.Errorf("%s: key %s missing from the mount table (%v)", name, k, keys)
@@ -208,4 +233,101 @@ func testRestartReplaces(t *testing.T, rt string) {
 	if left := mdMountsBelow(sessDir); len(left) > 0 {
 		t.Errorf("mounts left below %s after unpublish: %v", sessDir, left)
 	}
+}
+
+// rsBuildUpgrade builds vfolderd again as a "new version" (its version
+// string set at link time) into a directory of the test.
+func rsBuildUpgrade(t *testing.T, ver string) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	out := filepath.Join(t.TempDir(), "vfolderd")
+	cmd := exec.Command(goBin, "build", "-ldflags", "-X main.version="+ver, "-o", out, "./cmd/vfolderd")
+	cmd.Dir = moduleRoot()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the new vfolderd: %v\n%s", err, b)
+	}
+	return out
+}
+
+// TestRestartUpgradeLiveSessions is the upgrade procedure of the README:
+// with a session published and its container running, the binary is
+// replaced and the daemon restarted by one SIGTERM (force_stop, as a
+// service manager's restart sends it). The new version serves the same
+// session: the container reads what it wrote before and writes again, and
+// every key holds the new view alone.
+func TestRestartUpgradeLiveSessions(t *testing.T) {
+	oci.Require(t, oci.Runc)
+	RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	newBin := rsBuildUpgrade(t, "e2e-upgraded")
+	sessDir := mdSessionsDir(t)
+	d := StartDaemon(t, DaemonOptions{ExtraArgs: []string{"--sessions-dir", sessDir, "--force-stop"}})
+	t.Cleanup(func() {
+		if d.PID() == 0 {
+			return
+		}
+		c := api.NewClient(d.Socket)
+		defer c.CloseIdleConnections()
+		ss, _ := c.Sessions(context.Background())
+		for _, s := range ss {
+			if r, err := c.Unpublish(context.Background(), s.ID); err != nil || len(r.Problems) > 0 {
+				t.Errorf("unpublishing %s at the end: %+v, %v", s.ID, r, err)
+			}
+		}
+	})
+	const sid = "sess-upgrade"
+	u := []string{"--user", mdUser}
+	var data, ref api.Folder
+	d.JSON(&data, append([]string{"create", "data", "local"}, u...)...)
+	d.JSON(&ref, append([]string{"create", "ref", "local", "--permission", "ro"}, u...)...)
+	mdWriteMarker(t, ref, "marker", "read-only")
+	var s api.Session
+	d.JSON(&s, append([]string{"mount", "publish", sid, "data", "ref", "--uid", "1000", "--gid", "1000"}, u...)...)
+	c := ctrStart(t, ctx, oci.Runc, oci.SpecOptions{UID: 1000, GID: 1000, Mounts: mdOCI(s)})
+	ctrRun(t, ctx, c, 1000, ctrSh("echo before > /home/work/data/before")...)
+	h, err := d.Client().Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Version == "e2e-upgraded" {
+		t.Fatalf("the first daemon already reports the new version")
+	}
+
+	// The upgrade: new binary in place, one SIGTERM, start.
+	d.mdSignal(t, syscall.SIGTERM)
+	if err := d.mdWaitExit(t, 60*time.Second); err != nil {
+		t.Fatalf("stop with force_stop exited with %v; log:\n%s", err, d.Log())
+	}
+	d.Bin = newBin
+	d.Start()
+	if h, err := d.Client().Health(ctx); err != nil || h.Version != "e2e-upgraded" {
+		t.Fatalf("after the upgrade: health %+v, %v; want version e2e-upgraded", h, err)
+	}
+	list, err := d.Client().Sessions(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != sid || len(list[0].Mounts) != len(s.Mounts) {
+		t.Fatalf("sessions after the upgrade: %+v, %v", list, err)
+	}
+	if got := mdWaitWorks(t, ctx, c, 1000, "cat /home/work/data/before"); got != "before\n" {
+		t.Errorf("data written before the upgrade reads %q", got)
+	}
+	ctrRun(t, ctx, c, 1000, ctrSh("echo after > /home/work/data/after")...)
+	if got := ctrReadHost(t, filepath.Join(data.Path, "after")); got != "after\n" {
+		t.Errorf("write after the upgrade reached the volume as %q", got)
+	}
+	if got := mdWaitWorks(t, ctx, c, 1000, "cat /home/work/ref/marker"); got != "read-only" {
+		t.Errorf("ro folder after the upgrade reads %q", got)
+	}
+	if out := ctrFails(t, ctx, c, 1000, ctrSh("echo no > /home/work/ref/z")...); !strings.Contains(out, "Read-only file system") {
+		t.Errorf("ro folder after the upgrade: %q", out)
+	}
+	rsCheckKeys(t, sessDir, sid, "after the upgrade")
+	rsCheckNamespace(t, d.MountPoint, "after the upgrade")
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mdUnpublish(t, d, sid, len(s.Mounts))
 }
