@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -216,6 +218,29 @@ func (e *dockerEngine) importBusybox() string {
 	return image
 }
 
+// dockerJQ is the README's jq program that turns `vfolder --json mount
+// publish` output into docker run flags, one a line.
+const dockerJQ = `(.mounts[].oci), ((.reserved // [])[] | .oci // empty)
+  | "--mount=type=bind,src=\(.source),dst=\(.destination),bind-propagation=rslave"
+    + (if any(.options[]; . == "ro") then ",readonly" else "" end)`
+
+// dockerFlagsJQ runs dockerJQ over a publish answer; ok is false when jq
+// is not installed.
+func dockerFlagsJQ(t *testing.T, publishJSON string) (flags []string, ok bool) {
+	t.Helper()
+	jq, err := exec.LookPath("jq")
+	if err != nil {
+		return nil, false
+	}
+	cmd := exec.Command(jq, "-r", dockerJQ)
+	cmd.Stdin = strings.NewReader(publishJSON)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("jq %s: %v", dockerJQ, err)
+	}
+	return strings.Fields(string(out)), true
+}
+
 // dockerMountFlags turns a publish answer into docker run flags, the way
 // the README tells a runtime to: one --mount per "oci" object,
 // type=bind, src and dst from it, bind-propagation=rslave, and readonly
@@ -229,7 +254,7 @@ func dockerMountFlags(s api.Session) []string {
 				f += ",readonly"
 			}
 		}
-		out = append(out, "--mount", f)
+		out = append(out, "--mount="+f)
 	}
 	for _, m := range s.Mounts {
 		add(m.OCI)
@@ -339,8 +364,20 @@ func TestDockerSession(t *testing.T) {
 	mdWriteMarker(t, hot, "marker", "hot")
 
 	var s api.Session
-	d.JSON(&s, append([]string{"mount", "publish", sid, "data", "ref", "--uid", "1000", "--gid", "1000", "--reserve", "late"}, u...)...)
+	r := d.OK(append([]string{"--json", "mount", "publish", sid, "data", "ref", "--uid", "1000", "--gid", "1000", "--reserve", "late"}, u...)...)
+	if err := json.Unmarshal([]byte(r.Stdout), &s); err != nil {
+		t.Fatalf("publish answer: %v\n%s", err, r.Stdout)
+	}
 	flags := dockerMountFlags(s)
+	if len(flags) != 3 {
+		t.Fatalf("docker flags %q from %+v; want 3 (data, ref, the reserved target)", flags, s)
+	}
+	// The README's jq line gives the same flags.
+	if fromJQ, ok := dockerFlagsJQ(t, r.Stdout); ok && !reflect.DeepEqual(fromJQ, flags) {
+		t.Errorf("the README's jq program gives %q; want %q", fromJQ, flags)
+	} else if !ok {
+		t.Log("jq is not installed: the README's jq line is not checked")
+	}
 	t.Logf("docker run %s", strings.Join(flags, " "))
 	run := append([]string{"run", "-d", "--name", "vf-work", "--network", "none", "--user", "1000:1000"}, flags...)
 	dk.ok(append(run, image, "sleep", "600")...)
