@@ -93,8 +93,9 @@ func (p *Publisher) Replace(sid, key, source string, ro bool) (string, error) {
 	defer unix.Close(parkFd)
 
 	// A view parked by a Replace that was cut short goes back on top.
-	if parked, err := isMountRoot(parkFd); err != nil {
-		return "", fmt.Errorf("%s: %w", parkPath, err)
+	// The mount table tells: a dead view cannot be asked.
+	if parked, err := isParked(parkPath); err != nil {
+		return "", err
 	} else if parked {
 		if err := unix.MoveMount(parkFd, "", sessFd, key, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 			return "", mountErr("move_mount", parkPath+" to "+hostPath, err)
@@ -167,6 +168,26 @@ func (p *Publisher) Replace(sid, key, source string, ro bool) (string, error) {
 	p.removeParkDir(sid, key)
 	p.log.Debug().Str("sid", sid).Str("key", key).Int("replaced", removed).Msg("replaced the dead views")
 	return hostPath, nil
+}
+
+// isParked reports whether something is mounted at parkPath.
+func isParked(parkPath string) (bool, error) {
+	mi, err := ReadMountInfo(0)
+	if err != nil {
+		return false, err
+	}
+	return len(stackAt(mi, parkPath)) > 0, nil
+}
+
+// Parked reports whether a Replace that was cut short left the view of
+// (sid, key) parked: Publish then hands the key to Replace, which puts it
+// back first, because running containers receive propagation through it.
+func (p *Publisher) Parked(sid, key string) bool {
+	if checkSessionKey(sid, key) != nil {
+		return false
+	}
+	parked, err := isParked(filepath.Join(p.root, parkedDir, sid, key))
+	return err == nil && parked
 }
 
 // cloneView returns a detached recursive clone of source: nosuid, nodev,

@@ -206,3 +206,43 @@ func TestMountdUnpublishClearsParked(t *testing.T) {
 		t.Errorf("parking directory left: %v", err)
 	}
 }
+
+// TestMountdPublishAfterCutReplace: a Replace cut short after it cleared
+// the key (the view parked, nothing at the key) is finished by the next
+// Publish of the key: the container that held the old view gets the new
+// one, and the key holds it alone.
+func TestMountdPublishAfterCutReplace(t *testing.T) {
+	p := newTestPublisher(t)
+	hp, err := p.Publish("s1", "data", replaceSource(t, "run1"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := filepath.Join(t.TempDir(), "home/work/data")
+	bindLikeRuntime(t, hp, ctr, false)
+	unstackLater(t, ctr)
+	parkLikeReplace(t, p, "s1", "data", replaceSource(t, "run2"), false)
+	for n := len(stackHere(t, hp)); n > 0; n-- {
+		if err := unix.Unmount(hp, unix.MNT_DETACH); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !p.Parked("s1", "data") {
+		t.Fatal("Parked does not see the parked view")
+	}
+	run3 := replaceSource(t, "run3")
+	if _, err := p.Publish("s1", "data", run3, false); err != nil {
+		t.Fatal(err)
+	}
+	if st := stackHere(t, hp); len(st) != 1 {
+		t.Fatalf("the key holds %d mounts; want the new view alone", len(st))
+	}
+	if got := mustRead(t, filepath.Join(ctr, "marker")); got != "run3" {
+		t.Errorf("the container's copy shows %q; want run3", got)
+	}
+	if p.Parked("s1", "data") {
+		t.Error("still parked after Publish")
+	}
+	if err := p.Unpublish("s1"); err != nil {
+		t.Fatal(err)
+	}
+}
