@@ -90,7 +90,7 @@ func (p *Publisher) Replace(sid, key, source string, ro bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer unix.Close(parkFd)
+	defer func() { unix.Close(parkFd) }() // reopened below
 
 	// A view parked by a Replace that was cut short goes back on top.
 	// The mount table tells: a dead view cannot be asked.
@@ -101,8 +101,10 @@ func (p *Publisher) Replace(sid, key, source string, ro bool) (string, error) {
 			return "", mountErr("move_mount", parkPath+" to "+hostPath, err)
 		}
 		p.log.Info().Str("sid", sid).Str("key", key).Msg("a view parked by an interrupted replace is back on its key")
+		// The fd named the parked mount's root; the directory is below.
 		unix.Close(parkFd)
-		if parkFd, parkPath, err = p.parkDir(sid, key); err != nil {
+		if parkFd, _, err = p.parkDir(sid, key); err != nil {
+			parkFd = -1
 			return "", err
 		}
 	}
