@@ -21,6 +21,8 @@
 //	                         below it propagates back to the host namespace
 //	<root>/<sid>             a shared mount (self-bind) per session
 //	<root>/<sid>/<key>       one view, or a read-only placeholder for one
+//	<root>/.parked/<sid>/<key>  a view Replace moved aside for a moment
+//	                         (see replace.go); normally absent
 //
 // The root, the session directories and the key directories are owned by
 // root and mode 0700 (tightened at start where an earlier version made
