@@ -109,6 +109,17 @@ func (p *Publisher) Replace(sid, key, source string, ro bool) (string, error) {
 		}
 	}
 
+	// Nothing at the key: nothing to replace, nothing to reach.
+	mi, err := ReadMountInfo(0)
+	if err != nil {
+		return "", err
+	}
+	if len(stackAt(mi, hostPath)) == 0 {
+		if err := attachView(sessFd, key, hostPath, source, ro); err != nil {
+			return "", err
+		}
+		return hostPath, nil
+	}
 	// The mount on top now (a dead view), for step 2.
 	below, err := unix.OpenTree(sessFd, key, unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
@@ -149,7 +160,7 @@ func (p *Publisher) Replace(sid, key, source string, ro bool) (string, error) {
 	}
 	// 3. Clear the key, topmost first. The mount table says how many
 	// mounts are stacked there: a dead view cannot be asked.
-	mi, err := ReadMountInfo(0)
+	mi, err = ReadMountInfo(0)
 	if err != nil {
 		return putBack(err)
 	}

@@ -246,3 +246,26 @@ func TestMountdPublishAfterCutReplace(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMountdReplaceBareKey: Replace of a key with nothing mounted mounts
+// the view there and touches nothing else (the session mount stays
+// shared).
+func TestMountdReplaceBareKey(t *testing.T) {
+	p := newTestPublisher(t)
+	hp, err := p.Replace("s1", "data", replaceSource(t, "run1"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := stackHere(t, hp); len(st) != 1 || !st[0].Shared() {
+		t.Fatalf("the key holds %+v; want the view alone, shared", st)
+	}
+	if got := mustRead(t, filepath.Join(hp, "marker")); got != "run1" {
+		t.Fatalf("view shows %q", got)
+	}
+	if sess := topAt(t, p.SessionDir("s1")); sess == nil || !sess.Shared() {
+		t.Fatalf("session mount after Replace: %+v", sess)
+	}
+	if err := p.Unpublish("s1"); err != nil {
+		t.Fatal(err)
+	}
+}
