@@ -472,12 +472,13 @@ func TestDockerSession(t *testing.T) {
 		t.Errorf("attached folder inside: %q", got)
 	}
 
-	// vfolderd restarts (killed, then stopped with two SIGTERMs) under
-	// the running container: its folders work again, and each key holds
-	// the new view alone.
-	for round := 1; round <= 2; round++ {
+	// vfolderd restarts (killed, then stopped with two SIGTERMs, then
+	// killed) under the running container: its folders work again, the
+	// live view is on top of each of its targets, and each key on the
+	// host holds that view alone.
+	for round := 1; round <= 3; round++ {
 		name := fmt.Sprintf("restart %d", round)
-		if round == 1 {
+		if round != 2 {
 			d.Kill()
 		} else {
 			d.mdSignal(t, syscall.SIGTERM)
@@ -508,6 +509,14 @@ func TestDockerSession(t *testing.T) {
 			}
 		}
 		rsCheckKeys(t, sessDir, sid, name)
+		cpid, err := strconv.Atoi(dk.ok("inspect", "-f", "{{.State.Pid}}", "vf-work"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for tgt, key := range map[string]string{"/home/work/data": "data", "/home/work/ref": "ref", "/home/work/hot": "hot"} {
+			n := rsCheckContainer(t, cpid, tgt, sessDir, sid, key, name)
+			t.Logf("%s: %d mounts at %s in the container", name, n, tgt)
+		}
 	}
 
 	dk.ok("rm", "-f", "vf-work")

@@ -39,11 +39,13 @@ package mountd
 // The placeholder goes too: a key whose view was published has no
 // further use for it (reserved keys that never got a view keep theirs).
 //
-// A failure in steps 2-4 moves the new view back on top of whatever is at
-// the key, which leaves things as plain stacking would. A crash between
-// steps 2 and 4 leaves the (then dead) view parked: the next Replace of
-// that key finds it and puts it back on top of the key before it starts,
-// because it is the mount the containers receive propagation from.
+// A failure in step 2 or 3 leaves (or moves back) the new view on top of
+// whatever is at the key, which is where plain stacking would have put
+// it: it works, and the dead mounts stay below it. A failure in step 4,
+// or a crash between steps 2 and 4, leaves the view parked: the next
+// Publish or Replace of that key finds it and puts it back on top of the
+// key before anything else, because it is the mount the containers
+// receive propagation from.
 
 import (
 	"errors"
