@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 
 # Debian packages the tests and the benchmark harness use (etcd-server: the
-# cluster tests start private etcd processes; it is not started as a service).
-APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng)
+# cluster tests start private etcd processes; it is not started as a service;
+# docker.io: the Docker tests start a private dockerd of their own, the
+# packaged service is not started either; jq: they check the README's jq line).
+APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng docker.io jq)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -21,6 +21,8 @@
 //	                         below it propagates back to the host namespace
 //	<root>/<sid>             a shared mount (self-bind) per session
 //	<root>/<sid>/<key>       one view, or a read-only placeholder for one
+//	<root>/.parked/<sid>/<key>  a view Replace moved aside for a moment
+//	                         (see replace.go); normally absent
 //
 // The root, the session directories and the key directories are owned by
 // root and mode 0700 (tightened at start where an earlier version made
@@ -67,9 +69,10 @@
 //
 // The mount table is the state: a restarted daemon finds what an earlier
 // run published (Publish is idempotent per (sid, key) and recognises its
-// own earlier mounts; PublishOver mounts a new view on top of one whose
-// FUSE connection is gone, which reaches every copy of the dead one in
-// running containers). A self-bind of the root that an earlier Publisher
+// own earlier mounts; Replace puts a new view in the place of one whose
+// FUSE connection is gone: it reaches every copy of the dead one in
+// running containers, and the dead mounts are taken away from under it,
+// see replace.go; PublishOver only stacks the new view on top). A self-bind of the root that an earlier Publisher
 // left (its daemon was killed) is recognised as a bind of the directory it
 // covers (SelfBinds) and released by Close like one this Publisher made; a
 // mount of the operator's there (a tmpfs, say) is left alone. Methods of a Publisher are safe for concurrent use;

@@ -406,7 +406,13 @@ func sameObject(a, b string) (bool, error) {
 //
 // Idempotent per (sid, key): publishing the same source with the same
 // mode again returns the path; a different source or mode is ErrConflict.
+// A key whose view an interrupted Replace left parked is published
+// through Replace (see replace.go).
 func (p *Publisher) Publish(sid, key, source string, ro bool) (string, error) {
+	if p.Parked(sid, key) {
+		// An interrupted Replace left the key's view aside.
+		return p.Replace(sid, key, source, ro)
+	}
 	return p.publish(sid, key, source, ro, false)
 }
 
@@ -516,6 +522,9 @@ func (p *Publisher) Unpublish(sid string) error {
 	defer unlock()
 	dir := p.SessionDir(sid)
 	var errs []error
+	if err := p.clearParked(sid); err != nil {
+		errs = append(errs, err)
+	}
 
 	lastErr := map[string]error{}
 	for round := 0; round < 256; round++ {

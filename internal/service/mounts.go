@@ -39,8 +39,9 @@ func (h *hostMounts) Attach(pid int, hostPath, target string, ro bool) error {
 
 // Publish is mountd's Publish; when the key holds a view of a FUSE
 // connection that is gone (the daemon that served it was restarted), the
-// new view is mounted on top of the dead one, so that it reaches every
-// copy of the dead one (see sessions.go).
+// new view replaces the dead one (mountd.Publisher.Replace): it reaches
+// every copy of the dead one in running containers, and the dead mounts
+// below it are taken away (see sessions.go).
 func (h *hostMounts) Publish(sid, key, source string, ro bool) (string, error) {
 	hp, err := h.p.Publish(sid, key, source, ro)
 	if err == nil {
@@ -50,10 +51,10 @@ func (h *hostMounts) Publish(sid, key, source string, ro bool) (string, error) {
 	if !deadMount(hostPath) {
 		return "", err
 	}
-	if _, err := h.p.PublishOver(sid, key, source, ro); err != nil {
-		return "", fmt.Errorf("publish over the dead view at %s: %w", hostPath, err)
+	if _, err := h.p.Replace(sid, key, source, ro); err != nil {
+		return "", fmt.Errorf("replace the dead view at %s: %w", hostPath, err)
 	}
-	h.log.Info().Str("sid", sid).Str("key", key).Msg("published over a view of an earlier FUSE connection")
+	h.log.Info().Str("sid", sid).Str("key", key).Msg("replaced the view of an earlier FUSE connection")
 	return hostPath, nil
 }
 

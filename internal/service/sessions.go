@@ -61,10 +61,14 @@ package service
 // container that bound one holds a copy of that dead mount. Detaching it
 // on the host would not reach those copies (a container binds the topmost
 // mount of the key, not the placeholder below it), so the new view is
-// mounted on top of the dead one instead (Mounts.Publish does that): the
-// kernel propagates it onto every copy, and the container sees a working
-// view at the same path. Each restart leaves one dead mount below the
-// live one; unpublish removes the whole stack. A session whose folders
+// mounted on top of the dead one first (Mounts.Publish does that through
+// mountd's Replace): the kernel propagates it onto every copy, and the
+// container sees a working view at the same path. Then the dead mounts
+// are taken away from under it on the host, so each key holds exactly
+// the live view however often the daemon restarts. Inside a container
+// the copy it started with stays below the live view (it is the
+// container's own mount), with at most one dead copy per restart between
+// them, until the container stops. A session whose folders
 // are gone (record deleted, not live, volume not configured, directory
 // missing) is reported and cleaned (unpublished, record deleted).
 // Session directories without a record are leftovers and are removed.
@@ -102,8 +106,8 @@ type Mounts interface {
 	// something is mounted there, and returns that host path.
 	Reserve(sid, key string) (string, error)
 	// Publish mounts source (a view) at <root>/<sid>/<key> and returns
-	// that host path; idempotent. Over a view whose FUSE connection is
-	// dead it mounts the new view on top (see the file comment).
+	// that host path; idempotent. A view whose FUSE connection is dead
+	// is replaced by the new one (see the file comment).
 	Publish(sid, key, source string, ro bool) (string, error)
 	// Unpublish takes away every mount of a session and its directory;
 	// it does all it can and reports the rest.
