@@ -88,7 +88,10 @@ type Options struct {
 	// NodeGrants returns the quota grants each node holds, by node id
 	// (cluster quota); nil lists none.
 	NodeGrants func(ctx context.Context) (map[string][]api.NodeGrant, error)
-	Log        zerolog.Logger
+	// Audit, when set, gets a line for every request that may change
+	// something and every refused one (audit.go).
+	Audit *AuditLog
+	Log   zerolog.Logger
 }
 
 // Server serves the API.
@@ -108,7 +111,7 @@ func New(svc *service.Service, opts Options) *Server {
 	s := &Server{svc: svc, opts: opts, log: opts.Log, mux: http.NewServeMux()}
 	s.routes()
 	s.http = &http.Server{
-		Handler:           s.Handler(),
+		Handler:           s.audit(s.Handler()),
 		ConnContext:       s.connContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -217,6 +217,8 @@ type Service struct {
 	// checkMu guards checking: running checks per scope.
 	checkMu  sync.Mutex
 	checking map[quota.ScopeKey]int
+	// act lists the running checks and purges (activity.go).
+	act activities
 }
 
 // New returns a service over store. Attach volumes, then Recover, before
@@ -839,9 +841,12 @@ func (s *Service) finishPurge(f meta.Folder) error {
 		return err
 	}
 	start := time.Now()
+	act, actID := s.startActivity(ActivityPurge, f.Volume, f.Owner.String(), f.ID)
+	defer s.endActivity(actID)
 	var removed int64
 	err = vol.RemoveFolder(ctx, f.Owner, f.ID, func(n int64) {
 		removed = n
+		act.progress(n, 0)
 		s.log.Debug().Str("folder", f.ID).Int64("removed", n).Msg("purging")
 	})
 	if err != nil {
