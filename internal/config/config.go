@@ -144,7 +144,8 @@ type Config struct {
 	// owner's policy has no max_quota_scope_size; 0 = none.
 	DefaultScopeLimit int64
 	// Cluster is the [cluster] table; cluster mode when it has endpoints.
-	Cluster Cluster	// Metrics and Audit are the [metrics] and [audit] tables (observe.go).
+	Cluster Cluster
+	// Metrics and Audit are the [metrics] and [audit] tables (observe.go).
 	Metrics Metrics
 	Audit   Audit
 }
