@@ -105,6 +105,7 @@ type Metrics struct {
 	commit        prometheus.Histogram
 	commitRecords prometheus.Counter
 
+	own    []prometheus.Collector // the vfolder_* collectors
 	closed atomic.Bool
 }
 
@@ -139,15 +140,16 @@ func New(src Sources) *Metrics {
 	}, []string{"version", "goversion", "node"})
 	build.WithLabelValues(src.Version, runtime.Version(), src.Node).Set(1)
 
-	m.reg.MustRegister(fuseHist, m.fuseErrs, m.commit, m.commitRecords, build,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.own = []prometheus.Collector{fuseHist, m.fuseErrs, m.commit, m.commitRecords, build}
 	if src.Ledger != nil {
-		m.reg.MustRegister(&scopeCollector{m: m})
+		m.own = append(m.own, &scopeCollector{m: m})
 		src.Ledger.SetCommitObserver(m.observeCommit)
 	}
 	if src.Service != nil {
-		m.reg.MustRegister(&serviceCollector{m: m})
+		m.own = append(m.own, &serviceCollector{m: m})
 	}
+	m.reg.MustRegister(m.own...)
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	fs.SetObserver(fuseObserver{m})
 	return m
 }
