@@ -120,6 +120,17 @@
 // the node stops growing, a survivor settles its open files and takes its
 // grant back, and the node rejoins under a new lease.
 //
+// # Metrics and audit log
+//
+// With [metrics] listen (--metrics-listen) the daemon serves Prometheus
+// metrics at /metrics on that address (package internal/metrics, started
+// right after the service is made, before the FUSE namespace is mounted,
+// so that every FUSE request is observed). With [audit] file
+// (--audit-log) every API request that may change something is appended
+// to that file as a JSON line (internal/server audit.go); SIGHUP reopens
+// it. Both are stopped after the API server, before the service closes
+// (observe.go).
+//
 // # Stop
 //
 // On SIGTERM or SIGINT while sessions are published (and without

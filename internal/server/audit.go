@@ -9,6 +9,9 @@ package server
 //
 //	time         when the request arrived (RFC 3339, UTC, nanoseconds)
 //	uid gid pid  the caller, from SO_PEERCRED on its connection
+//	remote       the peer address, for a connection that is not a unix
+//	             socket's; client_cert the subject of the certificate a
+//	             TLS client presented
 //	method       the HTTP method
 //	route        the route pattern ("POST /v1/folders/{ref}/trash"); the
 //	             request path when no route matches
@@ -123,6 +126,8 @@ type auditEntry struct {
 	UID        uint32         `json:"uid"`
 	GID        uint32         `json:"gid"`
 	PID        int32          `json:"pid"`
+	Remote     string         `json:"remote,omitempty"`
+	ClientCert string         `json:"client_cert,omitempty"`
 	Method     string         `json:"method"`
 	Route      string         `json:"route"`
 	Action     string         `json:"action"`
@@ -225,6 +230,12 @@ func (s *Server) writeAudit(a *AuditLog, r *http.Request, rec *auditWriter, star
 		Time: start.UTC(), UID: p.uid, GID: p.gid, PID: p.pid,
 		Method: r.Method, Route: route, Status: status,
 		DurationMS: float64(a.now().Sub(start).Microseconds()) / 1000,
+	}
+	if ra := r.RemoteAddr; ra != "" && ra != "@" {
+		e.Remote = ra
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		e.ClientCert = r.TLS.PeerCertificates[0].Subject.String()
 	}
 	if route == "" {
 		e.Route = r.URL.Path

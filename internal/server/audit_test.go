@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -194,5 +196,57 @@ func TestRouteParams(t *testing.T) {
 	}
 	if got := routeParams("POST /v1/folders", "/v1/folders"); got != nil {
 		t.Errorf("no params: %v", got)
+	}
+}
+
+// TestAuditRefusedCaller checks that a read refused to a caller outside
+// root and the admin group is logged, with that caller's uid and gid.
+func TestAuditRefusedCaller(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a client as another uid")
+	}
+	base, err := os.MkdirTemp("", "vfolder-audit-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(base, "audit.log")
+	al, err := OpenAudit(path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { al.Close() })
+	ts := startWith(t, base, -1, meta.NewMemory(), nil, func(o *Options) { o.Audit = al })
+	if err := os.Chmod(ts.socket, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(base, "server.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// TestPeerIdentity's client mode: GET /v1/health on the socket.
+	cmd := exec.Command(exe, "-test.run=^TestPeerIdentity$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "VFOLDER_TEST_CLIENT_SOCKET="+ts.socket)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "STATUS 403") {
+		t.Fatalf("client: %v\n%s", err, out)
+	}
+	ts.ok(t, "GET", "/v1/health", nil, nil, 200) // allowed: no line
+	lines := readAudit(t, path)
+	if len(lines) != 1 {
+		t.Fatalf("%d audit lines; want the refused read alone: %+v", len(lines), lines)
+	}
+	e := lines[0]
+	if e.UID != 65534 || e.GID != 65534 || e.PID != int32(cmd.Process.Pid) || e.Method != "GET" || e.Route != "GET /v1/health" ||
+		e.Action != "health.get" || e.Status != 403 || e.Code != api.CodeForbidden || !strings.Contains(e.Error, "uid 65534") || e.Remote != "" {
+		t.Errorf("refused read line %+v", e)
 	}
 }

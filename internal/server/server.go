@@ -22,7 +22,9 @@
 // error, including unknown paths (404) and wrong methods (405), is an
 // api.Error JSON body; its HTTP status follows from the code
 // (service.Code maps errors to codes, statusOf codes to statuses).
-// Requests are logged at debug level; internal errors at error level. A
+// Requests are logged at debug level; internal errors at error level;
+// with Options.Audit, every request that may change something and every
+// refused one also gets a JSON line in the audit log (audit.go). A
 // quota check runs as long as its walk takes (no write timeout); the
 // service ends it when the daemon stops.
 //
