@@ -78,3 +78,32 @@ func TestValidateObserve(t *testing.T) {
 		t.Errorf("Validate created the audit log: %v", err)
 	}
 }
+
+// TestSampleObserveTables: the sample's commented [metrics] and [audit]
+// tables parse once uncommented, so that their keys are the real ones.
+func TestSampleObserveTables(t *testing.T) {
+	data, err := os.ReadFile("../../contrib/vfolderd.toml.sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	in := false
+	for _, l := range strings.Split(string(data), "\n") {
+		switch {
+		case l == "# [metrics]" || l == "# [audit]":
+			in = true
+		case !strings.HasPrefix(l, "# "):
+			in = false
+		}
+		if in {
+			lines = append(lines, strings.TrimPrefix(l, "# "))
+		}
+	}
+	c, err := Parse(strings.Join(lines, "\n"))
+	if err != nil {
+		t.Fatalf("the uncommented tables: %v\n%s", err, strings.Join(lines, "\n"))
+	}
+	if !c.Metrics.Enabled() || !c.Audit.Enabled() {
+		t.Errorf("the sample's tables give %+v %+v", c.Metrics, c.Audit)
+	}
+}
