@@ -272,7 +272,8 @@ func BenchmarkObserveRequest(b *testing.B) {
 // each iteration does the same operation on both, alternately, so that
 // the machine's load hits both alike. Reported: the median time of one
 // operation on each (without-ns, with-ns) and the median of the paired
-// differences (delta-ns).
+// differences (delta-ns). VFOLDER_BENCH_CONTROL=1 compares two mounts
+// without metrics instead (the order's own effect).
 //
 //	go test -run '^$' -bench FUSEMetrics -benchtime 5000x ./internal/metrics/
 func BenchmarkFUSEMetrics(b *testing.B) {
@@ -307,10 +308,15 @@ func BenchmarkFUSEMetrics(b *testing.B) {
 		return filepath.Join(mnt, "sessions", "s1", "q")
 	}
 	fs.SetObserver(nil)
-	plain := mountView(b)
+	plain, plain2 := mountView(b), mountView(b)
 	m := New(Sources{Version: "bench", Log: zerolog.Nop()})
 	defer m.Close()
 	observed := mountView(b)
+	if os.Getenv("VFOLDER_BENCH_CONTROL") != "" {
+		// A/A control: two mounts without metrics, to see the order's
+		// own effect on the paired difference.
+		observed = plain2
+	}
 
 	paired := func(b *testing.B, op func(view string, i int)) {
 		var without, with, delta []time.Duration
