@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -100,5 +101,49 @@ func TestFsObserver(t *testing.T) {
 	}
 	if OpCopyFileRange.String() != "copy_file_range" || Op(200).String() != "unknown" {
 		t.Errorf("op names: %q %q", OpCopyFileRange, Op(200))
+	}
+}
+
+// TestFsObserverMatchesTrace: with the wrapper in place, the observer
+// counts exactly the WRITE, READ and CREATE requests go-fuse's own trace
+// shows, and ro views still read through passthrough where the kernel
+// offers it (the wrapper hides nothing go-fuse needs).
+func TestFsObserverMatchesTrace(t *testing.T) {
+	o := &countingObserver{}
+	SetObserver(o)
+	t.Cleanup(func() { SetObserver(nil) })
+	m := testLedger(t)
+	f, dir, ops := countingMount(t, m)
+	rw := testFolder(t, dir, 1, "rw")
+	rw.Mode = meta.PermRW
+	ro := rw
+	ro.Name, ro.Mode = "ro", meta.PermRO
+	for _, s := range []ViewSpec{rw, ro} {
+		if err := f.AddView(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := make([]byte, 3<<20+100)
+	rwPath := filepath.Join(f.MountPoint(), "sessions", "s1", "rw", "f")
+	if err := os.WriteFile(rwPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.ReadFile(rwPath); err != nil {
+		t.Fatal(err)
+	}
+	roReads := ops.count("READ")
+	if _, err := os.ReadFile(filepath.Join(f.MountPoint(), "sessions", "s1", "ro", "f")); err != nil {
+		t.Fatal(err)
+	}
+	if ops.passthroughNegotiated() && ops.count("READ") != roReads {
+		t.Errorf("ro view read through the daemon (%d READ requests) with the observer in place; want passthrough", ops.count("READ")-roReads)
+	}
+	for _, c := range []struct {
+		op    Op
+		trace string
+	}{{OpWrite, "WRITE"}, {OpRead, "READ"}, {OpCreate, "CREATE"}} {
+		if got, want := o.reqs[c.op].Load(), int64(ops.count(c.trace)); got != want || want == 0 {
+			t.Errorf("observer counted %d %s requests; go-fuse's trace shows %d", got, c.trace, want)
+		}
 	}
 }
