@@ -103,6 +103,7 @@ func (q *quotaHook) errno(v *view, op string, err error) syscall.Errno {
 	case err == nil:
 		return 0
 	case errors.Is(err, quota.ErrExceeded):
+		quotaRefused(q.scope)
 		return syscall.EDQUOT
 	case errors.Is(err, quota.ErrStoreFull):
 		return syscall.ENOSPC

@@ -298,6 +298,13 @@
 // return errors wrapping the meta sentinels (meta.ErrInvalid,
 // meta.ErrExists, meta.ErrNotFound, meta.ErrLimitExceeded) or ErrClosed.
 //
+// # Observation
+//
+// With an Observer set (SetObserver, observe.go) before a mount is made,
+// the mount's raw file system is wrapped: every request is timed and
+// reported with its status, and every EDQUOT with its scope. Without one
+// nothing is wrapped. The daemon's metrics are built on it.
+//
 // # Shutdown
 //
 // Close closes the session superblocks, then unmounts. When the mount is

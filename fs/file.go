@@ -178,6 +178,7 @@ func (f *file) write(ctx context.Context, iov [][]byte, off int64) (uint32, sysc
 		if want <= 0 {
 			// Room for less than one aligned block: nothing is written.
 			r.Done(oi.size)
+			quotaRefused(v.q.scope)
 			return 0, syscall.EDQUOT
 		}
 		iov = cutIov(iov, want)

@@ -249,7 +249,7 @@ func mount(opts Options, session string) (*FS, error) {
 		RootStableAttr:    &gofs.StableAttr{Ino: fuse.FUSE_ROOT_ID},
 		Logger:            goLog,
 	}
-	server, err := fuse.NewServer(gofs.NewNodeFS(f.root, fopts), mnt, &fopts.MountOptions)
+	server, err := fuse.NewServer(observeRaw(gofs.NewNodeFS(f.root, fopts)), mnt, &fopts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mnt, err)
 	}

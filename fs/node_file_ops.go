@@ -317,6 +317,7 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 			}
 			if cut <= 0 {
 				r.Done(oi.size)
+				quotaRefused(v.q.scope)
 				return 0, syscall.EDQUOT
 			}
 			length = uint64(cut)

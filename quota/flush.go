@@ -305,7 +305,11 @@ func (m *Manager) settleRound(ents []entry, ok bool) {
 // finds it too big, applies the new persisted state in memory and returns
 // how many entries were committed. its and corr go with the first part.
 func (m *Manager) commitChunk(ents []entry, its []itEntry, corr []corrEntry) (int, error) {
+	t := time.Now()
 	err := m.writeChunk(ents, its, corr)
+	if err == nil {
+		m.observeCommit(time.Since(t), len(ents))
+	}
 	if errors.Is(err, badger.ErrTxnTooBig) && len(ents) > 1 {
 		h := len(ents) / 2
 		n, err := m.commitChunk(ents[:h], its, corr)

@@ -49,6 +49,7 @@ type Manager struct {
 	reqs        chan func()
 	stop        chan struct{}
 	loopDone    chan struct{}
+	commitObs   atomic.Pointer[CommitObserver] // metrics (observe.go)
 
 	// hook, when set (tests), runs with the scope's lock held after every
 	// change of the scope's counters.

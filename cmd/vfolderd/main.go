@@ -120,6 +120,17 @@
 // the node stops growing, a survivor settles its open files and takes its
 // grant back, and the node rejoins under a new lease.
 //
+// # Metrics and audit log
+//
+// With [metrics] listen (--metrics-listen) the daemon serves Prometheus
+// metrics at /metrics on that address (package internal/metrics, started
+// right after the service is made, before the FUSE namespace is mounted,
+// so that every FUSE request is observed). With [audit] file
+// (--audit-log) every API request that may change something is appended
+// to that file as a JSON line (internal/server audit.go); SIGHUP reopens
+// it. Both are stopped after the API server, before the service closes
+// (observe.go).
+//
 // # Stop
 //
 // On SIGTERM or SIGINT while sessions are published (and without
@@ -235,6 +246,8 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "sessions-dir", EnvVars: env("SESSIONS_DIR"), Usage: "`DIR` where published sessions are mounted for containers", DefaultText: config.DefaultSessionsDir},
 			&cli.BoolFlag{Name: "force-stop", EnvVars: env("FORCE_STOP"), Usage: "stop on the first SIGTERM even while sessions are published (config: force_stop)"},
 			&cli.StringFlag{Name: "log-level", EnvVars: env("LOG_LEVEL"), Usage: "`LEVEL`: trace, debug, info, warn, error", DefaultText: config.DefaultLogLevel},
+			&cli.StringFlag{Name: "metrics-listen", EnvVars: env("METRICS_LISTEN"), Usage: "serve Prometheus metrics at /metrics on `HOST:PORT` (config: [metrics] listen)", DefaultText: "off"},
+			&cli.StringFlag{Name: "audit-log", EnvVars: env("AUDIT_LOG"), Usage: "append a JSON line per API change to `FILE`; SIGHUP reopens it (config: [audit] file)", DefaultText: "off"},
 			&cli.StringSliceFlag{Name: "etcd-endpoints", EnvVars: env("ETCD_ENDPOINTS"), Category: "cluster", Usage: "cluster mode: etcd client `URL`s (comma-separated or repeated; config: [cluster] etcd_endpoints)"},
 			&cli.StringFlag{Name: "etcd-ca", EnvVars: env("ETCD_CA"), Category: "cluster", Usage: "PEM `FILE` of the CA that signed etcd's server certificates ([cluster] ca_file)"},
 			&cli.StringFlag{Name: "etcd-cert", EnvVars: env("ETCD_CERT"), Category: "cluster", Usage: "PEM `FILE` of the node's client certificate for etcd ([cluster] cert_file)"},
@@ -299,6 +312,8 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		cfg.FUSE = !c.Bool("no-fuse")
 	}
 	str("log-level", &cfg.LogLevel)
+	str("metrics-listen", &cfg.Metrics.Listen)
+	str("audit-log", &cfg.Audit.File)
 	if c.IsSet("etcd-endpoints") {
 		var eps []string
 		for _, v := range c.StringSlice("etcd-endpoints") {
@@ -549,6 +564,13 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		Log:          log,
 	})
 	defer svc.Close()
+	// Metrics and the audit log, as configured (observe.go); before the
+	// FUSE namespace is mounted, so that its requests are observed.
+	obs, err := startObserve(cfg, ver, ledger, svc, log)
+	if err != nil {
+		return err
+	}
+	defer obs.Close()
 	// A volume of another layout needs the operator: refuse to start. A
 	// missing one (and any other failure) may come back by itself: serve
 	// the others and try it again.
@@ -642,7 +664,7 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if gr != nil {
 		nodeGrants = grantsByNode(store, gr, cfg.VolumeNames())
 	}
-	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Log: log})
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Audit: obs.Audit(), Log: log})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	ready := log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).

@@ -145,6 +145,9 @@ type Config struct {
 	DefaultScopeLimit int64
 	// Cluster is the [cluster] table; cluster mode when it has endpoints.
 	Cluster Cluster
+	// Metrics and Audit are the [metrics] and [audit] tables (observe.go).
+	Metrics Metrics
+	Audit   Audit
 }
 
 // Cluster is the [cluster] table (see the package comment). Zero fields
@@ -261,6 +264,8 @@ type file struct {
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
 	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
 	Cluster           *fileCluster          `toml:"cluster"`
+	Metrics           *fileMetrics          `toml:"metrics"`
+	Audit             *fileAudit            `toml:"audit"`
 }
 
 type fileCluster struct {
@@ -478,6 +483,7 @@ func (c *Config) merge(text string) error {
 		}
 		setIf(&c.Cluster.NodeID, fc.NodeID)
 	}
+	c.mergeObserve(f.Metrics, f.Audit)
 	return nil
 }
 
@@ -659,6 +665,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Cluster.validate(add)
+	c.validateObserve(add, checkLocal)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
 	}

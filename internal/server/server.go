@@ -22,7 +22,9 @@
 // error, including unknown paths (404) and wrong methods (405), is an
 // api.Error JSON body; its HTTP status follows from the code
 // (service.Code maps errors to codes, statusOf codes to statuses).
-// Requests are logged at debug level; internal errors at error level. A
+// Requests are logged at debug level; internal errors at error level;
+// with Options.Audit, every request that may change something and every
+// refused one also gets a JSON line in the audit log (audit.go). A
 // quota check runs as long as its walk takes (no write timeout); the
 // service ends it when the daemon stops.
 //
@@ -88,7 +90,10 @@ type Options struct {
 	// NodeGrants returns the quota grants each node holds, by node id
 	// (cluster quota); nil lists none.
 	NodeGrants func(ctx context.Context) (map[string][]api.NodeGrant, error)
-	Log        zerolog.Logger
+	// Audit, when set, gets a line for every request that may change
+	// something and every refused one (audit.go).
+	Audit *AuditLog
+	Log   zerolog.Logger
 }
 
 // Server serves the API.
@@ -108,7 +113,7 @@ func New(svc *service.Service, opts Options) *Server {
 	s := &Server{svc: svc, opts: opts, log: opts.Log, mux: http.NewServeMux()}
 	s.routes()
 	s.http = &http.Server{
-		Handler:           s.Handler(),
+		Handler:           s.audit(s.Handler()),
 		ConnContext:       s.connContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

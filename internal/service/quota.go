@@ -331,6 +331,8 @@ func (s *Service) CheckQuota(ctx context.Context, vol string, id meta.ScopeID, r
 
 	s.beginCheck(k)
 	defer s.endCheck(k)
+	act, actID := s.startActivity(ActivityCheck, vol, id.String(), "")
+	defer s.endActivity(actID)
 	start := time.Now()
 	out := api.QuotaCheck{Volume: vol, Scope: id, Repair: repair, Complete: true, Counts: map[string]int{},
 		Folders: []api.QuotaCheckFolder{}, Findings: []api.QuotaFinding{}, StartedAt: start.UTC()}
@@ -340,7 +342,7 @@ func (s *Service) CheckQuota(ctx context.Context, vol string, id meta.ScopeID, r
 	}
 	log.Info().Int("folders", len(folders)).Msg("quota check started")
 
-	var total int64
+	var total, walked int64 // entries and bytes walked in the folders done
 	last := start
 	drift := 0
 	inRecords := map[string]bool{}
@@ -358,13 +360,15 @@ func (s *Service) CheckQuota(ctx context.Context, vol string, id meta.ScopeID, r
 			log.Warn().Err(err).Str("folder", f.ID).Msg("quota check: folder directory cannot be opened")
 			continue
 		}
-		base := total
+		base, bbase := total, walked
+		act.setFolder(f.ID)
 		rep, err := l.Check(ctx, k, []quota.FolderRoot{{FolderID: f.ID, Dir: dir}}, quota.CheckOptions{
 			Repair:      repair,
 			MaxFindings: api.MaxFindings,
 			Progress: func(p quota.Progress) {
+				act.progress(base+p.Entries, bbase+p.Bytes)
 				if p.Done {
-					total = base + p.Entries
+					total, walked = base+p.Entries, bbase+p.Bytes
 					return
 				}
 				if now := time.Now(); now.Sub(last) >= progressEvery {

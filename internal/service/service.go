@@ -223,6 +223,8 @@ type Service struct {
 	checking map[quota.ScopeKey]int
 
 	ops sync.Map // folder id -> *folderOp: clones and purges running (clone.go)
+	// act lists the running checks and purges (activity.go).
+	act activities
 }
 
 // New returns a service over store. Attach volumes, then Recover, before
@@ -868,10 +870,13 @@ func (s *Service) finishPurge(f meta.Folder) error {
 	start := time.Now()
 	op := s.purgeOp(f) // progress shown on the folder (clone.go)
 	defer s.ops.Delete(f.ID)
+	act, actID := s.startActivity(ActivityPurge, f.Volume, f.Owner.String(), f.ID)
+	defer s.endActivity(actID)
 	var removed int64
 	err = vol.RemoveFolder(ctx, f.Owner, f.ID, func(n int64) {
 		removed = n
 		op.removed.Store(n)
+		act.progress(n, 0)
 		s.log.Debug().Str("folder", f.ID).Int64("removed", n).Msg("purging")
 	})
 	if err != nil {
