@@ -429,7 +429,7 @@ func (s *Service) toAPI(f meta.Folder) api.Folder {
 		}
 		out.StatusReason = u.err().Error()
 	}
-	out.Progress = s.progressOf(f.ID)
+	out.Progress = s.progressOf(f.ID, out.Status)
 	return out
 }
 
@@ -859,7 +859,7 @@ func (s *Service) finishPurge(f meta.Folder) error {
 		return err
 	}
 	start := time.Now()
-	op := s.purgeOp(f) // progress shown on the folder (clone.go)
+	op, _ := s.purgeOp(f) // progress shown on the folder (clone.go)
 	defer s.ops.Delete(f.ID)
 	var removed int64
 	err = vol.RemoveFolder(ctx, f.Owner, f.ID, func(n int64) {
