@@ -116,6 +116,35 @@ func (s *Service) showMounted(f *api.Folder) {
 	}
 }
 
+// markMounted is showMounted for a list, with one read of the stored
+// sessions for all of it.
+func (s *Service) markMounted(ctx context.Context, fs []api.Folder) {
+	stored, err := s.store.ListSessions(ctx)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cannot read the sessions to tell mounted folders")
+	}
+	used := map[string]bool{}
+	for _, rec := range stored {
+		for _, m := range rec.Mounts {
+			used[m.FolderID] = true
+		}
+	}
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	for _, sp := range s.sessions {
+		used[sp.FolderID] = true
+	}
+	for i := range fs {
+		f := &fs[i]
+		if f.Status != meta.StatusReady {
+			continue
+		}
+		if used[f.ID] || (s.opts.MountedBy != nil && len(s.opts.MountedBy(f.ID)) > 0) {
+			f.Status = meta.StatusMounted
+		}
+	}
+}
+
 // holder is the part of the ledger that holds room (*quota.Manager).
 type holder interface {
 	HoldRoom(s quota.ScopeKey, bytes, inodes int64) (*quota.Hold, error)

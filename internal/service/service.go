@@ -667,8 +667,8 @@ func (s *Service) ListFolders(ctx context.Context, lf ListFilter) ([]api.Folder,
 	out := make([]api.Folder, len(fs))
 	for i, f := range fs {
 		out[i] = s.toAPI(f)
-		s.showMounted(&out[i])
 	}
+	s.markMounted(ctx, out)
 	return out, nil
 }
 
