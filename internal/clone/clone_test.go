@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vfolder/vfolder/internal/backing"
 )
 
 // entry is what a test compares of one object.
@@ -352,5 +354,72 @@ func TestRootOfCopyIsNotFollowed(t *testing.T) {
 	st := copyTree(t, src, filepath.Join(dir, "dst"), Options{})
 	if st.Objects != 1 || st.Bytes != 0 {
 		t.Errorf("copy of a tree holding one symlink: %+v", st)
+	}
+}
+
+// TestSwappedEntryRefused: the window the race test aims at, made
+// deterministic: an entry listed as a directory (or a file) and swapped
+// for a symlink to outside before it is opened is refused, never
+// followed, and nothing of outside reaches the copy.
+func TestSwappedEntryRefused(t *testing.T) {
+	for _, kind := range []string{"dir", "file"} {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			src, dst, outside := filepath.Join(dir, "src"), filepath.Join(dir, "dst"), filepath.Join(dir, "outside")
+			for _, d := range []string{src, dst, outside} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("OUTSIDE"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			name := filepath.Join(src, "x")
+			target := outside
+			if kind == "dir" {
+				if err := os.Mkdir(name, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if err := os.WriteFile(name, []byte("inside"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				target = filepath.Join(outside, "secret")
+			}
+			sfd, sst, err := rootOf(openDir(t, src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(sfd)
+			dfd, _, err := rootOf(openDir(t, dst))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(dfd)
+			st, err := backing.Lstat(sfd, "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The swap, between the listing and the copy.
+			if err := os.Rename(name, name+".old"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, name); err != nil {
+				t.Fatal(err)
+			}
+			c := &copier{ctx: context.Background(), o: Options{UID: os.Getuid(), GID: os.Getgid()}, dstRoot: dfd, dev: sst.Dev, links: map[inoKey]string{}}
+			err = c.entry(sfd, dfd, "x", "x", &st)
+			if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) && !errors.Is(err, ErrChanged) {
+				t.Fatalf("copy of a swapped entry: %v; want ELOOP, ENOTDIR or ErrChanged", err)
+			}
+			_ = filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && d.Type().IsRegular() {
+					if b, _ := os.ReadFile(p); strings.Contains(string(b), "OUTSIDE") {
+						t.Errorf("%s holds data from outside", p)
+					}
+				}
+				return nil
+			})
+		})
 	}
 }

@@ -49,6 +49,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"POST", "/v1/sessions/%s/attach"},
 	{"POST", "/v1/sessions/%s/unpublish"},
 	{"GET", "/v1/folders"},
+	{"POST", "/v1/folders/%s/clone"},
 }
 
 // FuzzAPIRequest sends fuzzed path segments, query strings and bodies to

@@ -27,6 +27,13 @@ package service
 // or leaves no trace; it is never "ready" half copied. The hold lives in
 // memory only and goes with the process.
 //
+// The hold is what the source measured. A source written during the copy
+// (it may stay mounted) can make the copy differ: entries that vanish are
+// skipped, files that grew are copied as they are then, and new
+// directories may be a little larger or smaller than the source's; the
+// copy is charged as it is on storage, which may then differ from the
+// hold by that much. A source purged during the copy fails the clone.
+//
 // Clones are refused in cluster mode (the room of a scope there is a
 // node's grant, which a hold cannot take yet).
 //
@@ -78,12 +85,21 @@ func (o *folderOp) progress() *api.Progress {
 	return p
 }
 
-// progressOf is the progress of what runs on a folder, nil when nothing.
-func (s *Service) progressOf(id string) *api.Progress {
-	if v, ok := s.ops.Load(id); ok {
-		return v.(*folderOp).progress()
+// progressOf is the progress of what runs on a folder in status st, nil
+// when nothing does. An operation shows only while the folder is in its
+// status (cloning, delete-ongoing): it is registered before the status is
+// written and ends after the next one is, so that a reader never sees a
+// clone cloning without progress or ready with progress.
+func (s *Service) progressOf(id string, st meta.Status) *api.Progress {
+	v, ok := s.ops.Load(id)
+	if !ok {
+		return nil
 	}
-	return nil
+	o := v.(*folderOp)
+	if (o.op == api.OpClone && st != meta.StatusCloning) || (o.op == api.OpPurge && st != meta.StatusDeleteOngoing) {
+		return nil
+	}
+	return o.progress()
 }
 
 // usable reports whether a folder in this status may be shown in views
@@ -97,6 +113,35 @@ func usable(st meta.Status) bool {
 func (s *Service) showMounted(f *api.Folder) {
 	if f.Status == meta.StatusReady && len(s.MountedBy(f.ID)) > 0 {
 		f.Status = meta.StatusMounted
+	}
+}
+
+// markMounted is showMounted for a list, with one read of the stored
+// sessions for all of it.
+func (s *Service) markMounted(ctx context.Context, fs []api.Folder) {
+	stored, err := s.store.ListSessions(ctx)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cannot read the sessions to tell mounted folders")
+	}
+	used := map[string]bool{}
+	for _, rec := range stored {
+		for _, m := range rec.Mounts {
+			used[m.FolderID] = true
+		}
+	}
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	for _, sp := range s.sessions {
+		used[sp.FolderID] = true
+	}
+	for i := range fs {
+		f := &fs[i]
+		if f.Status != meta.StatusReady {
+			continue
+		}
+		if used[f.ID] || (s.opts.MountedBy != nil && len(s.opts.MountedBy(f.ID)) > 0) {
+			f.Status = meta.StatusMounted
+		}
 	}
 }
 
@@ -203,6 +248,13 @@ func (s *Service) Clone(ctx context.Context, ref string, caller meta.ScopeID, re
 		Permission: src.Permission,
 		Status:     meta.StatusCloning,
 	}
+	op := &folderOp{op: api.OpClone, source: src.ID, started: time.Now().UTC(), bytesTotal: tot.DataBytes, filesTotal: tot.Objects}
+	s.ops.Store(f.ID, op)
+	defer func() {
+		if !ok {
+			s.ops.Delete(f.ID)
+		}
+	}()
 	if err := s.store.CreateFolder(ctx, f, policy.MaxFolderCount); err != nil {
 		return api.Folder{}, err
 	}
@@ -223,8 +275,6 @@ func (s *Service) Clone(ctx context.Context, ref string, caller meta.ScopeID, re
 			s.log.Warn().Err(err).Str("folder", f.ID).Msg("cannot record the clone's root in the ledger; the clone's check will")
 		}
 	}
-	op := &folderOp{op: api.OpClone, source: src.ID, started: time.Now().UTC(), bytesTotal: tot.DataBytes, filesTotal: tot.Objects}
-	s.ops.Store(f.ID, op)
 	ok = true
 	s.bg.Add(1)
 	go s.runClone(f, src, srcA, dstA, hold, op)
@@ -286,6 +336,15 @@ func (s *Service) copyClone(f, src meta.Folder, srcA, dstA *attached, op *folder
 	st, err := clone.Tree(ctx, sdir, ddir, clone.Options{UID: s.opts.StorageUID, GID: s.opts.StorageGID, Counters: &op.ctr})
 	if err != nil {
 		return st, err
+	}
+	// Entries that vanish during the copy are skipped (a live source is
+	// written meanwhile); a source purged meanwhile would leave a partial
+	// copy, so the source must still be there, ready.
+	if cur, err := s.store.GetFolder(ctx, src.ID); err != nil || cur.Status != meta.StatusReady {
+		if err == nil {
+			err = fmt.Errorf("the source folder %q became %s during the copy", src.Name, cur.Status)
+		}
+		return st, fmt.Errorf("clone of %q: %w", src.Name, err)
 	}
 	if s.opts.Quota == nil {
 		return st, nil
@@ -352,11 +411,15 @@ func (s *Service) StartPurge(ctx context.Context, ref string, owner meta.ScopeID
 	if _, err := s.folderVolume(f); err != nil {
 		return api.Folder{}, err
 	}
+	op, fresh := s.purgeOp(f) // before the status, see progressOf
+	id := f.ID
 	f, release, err := s.startPurge(ctx, f)
 	if err != nil {
+		if fresh {
+			s.ops.CompareAndDelete(id, op)
+		}
 		return api.Folder{}, err
 	}
-	s.purgeOp(f)
 	out := s.toAPI(f)
 	s.bg.Add(1)
 	go func() {
@@ -371,13 +434,13 @@ func (s *Service) StartPurge(ctx context.Context, ref string, owner meta.ScopeID
 }
 
 // purgeOp registers the progress of a purge about to run on f, unless one
-// is registered; finishPurge ends it.
-func (s *Service) purgeOp(f meta.Folder) *folderOp {
+// is registered (fresh is false then); finishPurge ends it.
+func (s *Service) purgeOp(f meta.Folder) (op *folderOp, fresh bool) {
 	var files int64 = 1 // the root
 	if s.opts.Quota != nil {
 		files += s.opts.Quota.FolderUsage(f.ID).UsedInodes
 	}
-	op := &folderOp{op: api.OpPurge, started: time.Now().UTC(), filesTotal: files}
-	v, _ := s.ops.LoadOrStore(f.ID, op)
-	return v.(*folderOp)
+	op = &folderOp{op: api.OpPurge, started: time.Now().UTC(), filesTotal: files}
+	v, loaded := s.ops.LoadOrStore(f.ID, op)
+	return v.(*folderOp), !loaded
 }

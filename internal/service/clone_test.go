@@ -160,3 +160,40 @@ func TestStartPurgeAnswersAtOnce(t *testing.T) {
 		t.Errorf("the purged directory is still there")
 	}
 }
+
+// TestMountedShown: a ready folder that sessions mount shows "mounted" in
+// info and list; the stored status stays ready.
+func TestMountedShown(t *testing.T) {
+	var busy string
+	e := newEnv(t, func(o *Options) {
+		o.MountedBy = func(id string) []string {
+			if id == busy {
+				return []string{"job-1"}
+			}
+			return nil
+		}
+	})
+	ctx := context.Background()
+	a := e.create(t, "a", alice)
+	e.create(t, "b", alice)
+	busy = a.ID
+	if got, err := e.svc.Folder(ctx, a.ID, alice); err != nil || got.Status != meta.StatusMounted {
+		t.Errorf("info of a mounted folder: %+v, %v", got.Folder, err)
+	}
+	fs, err := e.svc.ListFolders(ctx, ListFilter{Owner: alice})
+	if err != nil || len(fs) != 2 {
+		t.Fatalf("list: %v, %v", fs, err)
+	}
+	for _, f := range fs {
+		want := meta.StatusReady
+		if f.ID == a.ID {
+			want = meta.StatusMounted
+		}
+		if f.Status != want {
+			t.Errorf("list shows %s as %s; want %s", f.Name, f.Status, want)
+		}
+	}
+	if st, _ := e.store.GetFolder(ctx, a.ID); st.Status != meta.StatusReady {
+		t.Errorf("stored status %s; want ready", st.Status)
+	}
+}

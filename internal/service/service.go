@@ -431,7 +431,7 @@ func (s *Service) toAPI(f meta.Folder) api.Folder {
 		}
 		out.StatusReason = u.err().Error()
 	}
-	out.Progress = s.progressOf(f.ID)
+	out.Progress = s.progressOf(f.ID, out.Status)
 	return out
 }
 
@@ -676,8 +676,8 @@ func (s *Service) ListFolders(ctx context.Context, lf ListFilter) ([]api.Folder,
 	out := make([]api.Folder, len(fs))
 	for i, f := range fs {
 		out[i] = s.toAPI(f)
-		s.showMounted(&out[i])
 	}
+	s.markMounted(ctx, out)
 	return out, nil
 }
 
@@ -868,7 +868,7 @@ func (s *Service) finishPurge(f meta.Folder) error {
 		return err
 	}
 	start := time.Now()
-	op := s.purgeOp(f) // progress shown on the folder (clone.go)
+	op, _ := s.purgeOp(f) // progress shown on the folder (clone.go)
 	defer s.ops.Delete(f.ID)
 	act, actID := s.startActivity(ActivityPurge, f.Volume, f.Owner.String(), f.ID)
 	defer s.endActivity(actID)
