@@ -417,6 +417,11 @@ func TestVolOptsImport(t *testing.T) {
 		t.Fatalf("import: %+v", rep)
 	}
 	voSameSums(t, "the import", before, voSums(t, old))
+	c := d.Client()
+	prog, err := c.ImportProgress(context.Background(), "old")
+	if err != nil || prog.Running || prog.Phase != api.ImportDone || prog.Registered != 3 || prog.Scopes != 2 || prog.Counted != 2 {
+		t.Errorf("import progress after the import: %+v, %v", prog, err)
+	}
 
 	d.JSON(&fs, "list", "--volume", "old")
 	got := map[string]api.Folder{}

@@ -278,6 +278,13 @@ func TestImportVolume(t *testing.T) {
 		t.Errorf("imported project folder: %+v, %v", f, err)
 	}
 
+	if p, err := e.svc.ImportProgress("local"); err != nil || p.Running || p.Phase != api.ImportDone ||
+		p.Folders != 3 || p.Registered != 3 || p.Scopes != 2 || p.Counted != 2 {
+		t.Errorf("progress after the import: %+v, %v", p, err)
+	}
+	if _, err := e.svc.ImportProgress("other"); Code(err) != api.CodeNotFound {
+		t.Errorf("progress of a volume never imported: %v", err)
+	}
 	// A rerun registers nothing.
 	rep, err = e.svc.ImportVolume(ctx, "local", req)
 	if err != nil || len(rep.Imported) != 0 || len(rep.Skipped) != 3 {
@@ -291,4 +298,7 @@ func TestImportVolume(t *testing.T) {
 	// A names line for a folder not on the volume is a problem.
 	_, err = e.svc.ImportVolume(ctx, "local", api.ImportRequest{Names: []api.ImportName{{FolderID: "b1000000000000000000000000000001", Name: "x"}}})
 	wantCode(t, err, api.CodeInvalid)
+	if p, _ := e.svc.ImportProgress("local"); p.Phase != api.ImportFailed || !strings.Contains(p.Error, "b1000000000000000000000000000001") {
+		t.Errorf("progress after a refused import: %+v", p)
+	}
 }
