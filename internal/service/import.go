@@ -143,7 +143,9 @@ func (s *Service) ImportVolume(ctx context.Context, vol string, req api.ImportRe
 	}
 	importMu.Lock()
 	defer importMu.Unlock()
-	s.setProgress(vol, func(p *api.ImportProgress) { *p = api.ImportProgress{Volume: vol, Running: true, Phase: api.ImportReading} })
+	s.setProgress(vol, func(p *api.ImportProgress) {
+		*p = api.ImportProgress{Volume: vol, Running: true, Phase: api.ImportReading}
+	})
 	rep, err = s.importVolume(ctx, a, vol, req, names, rep)
 	s.setProgress(vol, func(p *api.ImportProgress) {
 		p.Running, p.Phase, p.Scope = false, api.ImportDone, meta.ScopeID{}
