@@ -302,3 +302,15 @@ func TestImportVolume(t *testing.T) {
 		t.Errorf("progress after a refused import: %+v", p)
 	}
 }
+
+func TestVolumeSpace(t *testing.T) {
+	e := newEnv(t)
+	vs, err := e.svc.Volumes(context.Background())
+	if err != nil || len(vs) != 1 || vs[0].VolumeSpace == nil {
+		t.Fatalf("Volumes = %+v, %v", vs, err)
+	}
+	sp := vs[0].VolumeSpace
+	if sp.SpaceError != "" || sp.CapacityBytes <= 0 || sp.FreeBytes <= 0 || sp.UsedBytes+sp.FreeBytes > sp.CapacityBytes {
+		t.Errorf("space of local: %+v", *sp)
+	}
+}
