@@ -224,8 +224,8 @@ blank lines and lines starting with # are skipped; the id may be dashed; the nam
 one word (no spaces). A folder the file does not name is called by its id.
 
 The owner kind (user or project) is not on the volume: it comes from the file's third
-column, else from what the daemon already knows of that UUID on the volume (its quota
-scope or folders), else from --owner-kind. A folder whose owner kind none of these
+column, else from what the daemon already knows of that UUID (a quota scope on the
+volume, folders on any volume, project memberships), else from --owner-kind. A folder whose owner kind none of these
 gives is refused.
 
 Anything the import does not understand (a stray file or symlink, a name that is not

@@ -8,8 +8,8 @@ package service
 // spells, its owner the scope directory's UUID. The kind of that owner
 // (user or project) is not on the volume, so it comes, in this order,
 // from the names file's third column, from what the store already knows
-// of that UUID on the volume (its quota scope or folders), or from the
-// request's owner kind; a folder whose owner kind none of these gives is
+// of that UUID (a quota scope on the volume, folders on any volume, or
+// project memberships), or from the request's owner kind; a folder whose owner kind none of these gives is
 // refused. Its name is the names file's, else its id.
 //
 // Nothing is registered unless the whole plan is understood: a stray
@@ -203,7 +203,10 @@ func (s *Service) importVolume(ctx context.Context, a *attached, vol string, req
 			return rep, err
 		}
 		kind := meta.OwnerKind(n.OwnerKind)
-		kk := known[fd.ScopeHex]
+		kk, err := s.kindsOf(ctx, known, fd.ScopeHex)
+		if err != nil {
+			return rep, err
+		}
 		switch {
 		case kind == "" && len(kk) == 1:
 			kind = kk[0]
@@ -324,8 +327,8 @@ func (s *Service) importVolume(ctx context.Context, a *attached, vol string, req
 	return rep, nil
 }
 
-// knownKinds maps each owner UUID (32-hex) the store knows on vol, by a
-// quota scope or a folder, to its kinds.
+// knownKinds maps each owner UUID (32-hex) the store knows, by a quota
+// scope on vol or a folder on any volume, to its kinds.
 func (s *Service) knownKinds(ctx context.Context, vol string) (map[string][]meta.OwnerKind, error) {
 	out := map[string][]meta.OwnerKind{}
 	add := func(id meta.ScopeID) {
@@ -340,7 +343,7 @@ func (s *Service) knownKinds(ctx context.Context, vol string) (map[string][]meta
 	for _, sc := range scs {
 		add(sc.ID)
 	}
-	fs, err := s.store.ListFolders(ctx, meta.FolderFilter{Volume: vol, IncludeDeleted: true})
+	fs, err := s.store.ListFolders(ctx, meta.FolderFilter{IncludeDeleted: true})
 	if err != nil {
 		return nil, err
 	}
@@ -348,6 +351,30 @@ func (s *Service) knownKinds(ctx context.Context, vol string) (map[string][]meta
 		add(f.Owner)
 	}
 	return out, nil
+}
+
+// kindsOf is known[hex], completed (once per hex) by the memberships: a
+// UUID with members is a project, one that is a member is a user.
+func (s *Service) kindsOf(ctx context.Context, known map[string][]meta.OwnerKind, hex string) ([]meta.OwnerKind, error) {
+	if kk, ok := known[hex]; ok {
+		return kk, nil
+	}
+	var kk []meta.OwnerKind
+	ms, err := s.store.ListMembers(ctx, hex)
+	if err != nil {
+		return nil, err
+	}
+	if len(ms) > 0 {
+		kk = append(kk, meta.KindProject)
+	}
+	if ms, err = s.store.ProjectsOf(ctx, hex); err != nil {
+		return nil, err
+	}
+	if len(ms) > 0 {
+		kk = append(kk, meta.KindUser)
+	}
+	known[hex] = kk
+	return kk, nil
 }
 
 func containsKind(ks []meta.OwnerKind, k meta.OwnerKind) bool {

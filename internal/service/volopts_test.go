@@ -314,3 +314,40 @@ func TestVolumeSpace(t *testing.T) {
 		t.Errorf("space of local: %+v", *sp)
 	}
 }
+
+// TestImportOwnerKinds: an owner kind the names file does not give comes
+// from what the store knows (folders, memberships); a names file that
+// contradicts it is refused.
+func TestImportOwnerKinds(t *testing.T) {
+	e := newQuotaEnv(t, "", "")
+	ctx := context.Background()
+	e.create(t, "known", alice) // alice is known as a user by her folder
+	if _, err := e.svc.SetMember(ctx, project.UUID, bob.UUID, ""); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		idA = "e1000000000000000000000000000001"
+		idP = "e2000000000000000000000000000002"
+		idB = "e3000000000000000000000000000003"
+	)
+	mkFolder(t, e.vol, alice.UUID, idA, 10)
+	mkFolder(t, e.vol, project.UUID, idP, 20)
+	mkFolder(t, e.vol, bob.UUID, idB, 30)
+	// bob is a member, hence a user: the names file saying project is refused.
+	_, err := e.svc.ImportVolume(ctx, "local", api.ImportRequest{Names: []api.ImportName{{FolderID: idB, Name: "b", OwnerKind: "project"}}})
+	wantCode(t, err, api.CodeInvalid)
+	if err == nil || !strings.Contains(err.Error(), "knows "+bob.UUID+" as a user") {
+		t.Errorf("contradicting kind refused with %v", err)
+	}
+	rep, err := e.svc.ImportVolume(ctx, "local", api.ImportRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]meta.ScopeID{}
+	for _, f := range rep.Imported {
+		owners[f.ID] = f.Owner
+	}
+	if owners[idA] != alice || owners[idP] != project || owners[idB] != bob || len(rep.Skipped) != 1 {
+		t.Errorf("owners %v, skipped %d", owners, len(rep.Skipped))
+	}
+}
