@@ -310,22 +310,22 @@ func (p Policy) Clone() Policy {
 }
 
 // Equal reports whether p and q are the same policy (a nil Volumes map
-// differs from an empty one; the order of a volume's permissions does
-// not matter).
+// differs from an empty one; the order of a volume's permissions and
+// repeated names do not matter).
 func (p Policy) Equal(q Policy) bool {
 	if p.MaxFolderCount != q.MaxFolderCount || p.MaxQuotaScopeSize != q.MaxQuotaScopeSize ||
 		(p.Volumes == nil) != (q.Volumes == nil) || len(p.Volumes) != len(q.Volumes) {
 		return false
 	}
+	set := func(xs []string) []string {
+		xs = slices.Clone(xs)
+		slices.Sort(xs)
+		return slices.Compact(xs)
+	}
 	for k, a := range p.Volumes {
 		b, ok := q.Volumes[k]
-		if !ok || len(a) != len(b) {
+		if !ok || !slices.Equal(set(a), set(b)) {
 			return false
-		}
-		for _, x := range a {
-			if !slices.Contains(b, x) {
-				return false
-			}
 		}
 	}
 	return true
