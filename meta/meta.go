@@ -10,7 +10,10 @@
 //   - Folder: one vfolder. Its id is a UUID; on the volume it lives at
 //     <volume>/<scope-hex>/<id[0:2]>/<id[2:4]>/<id[4:]>.
 //   - Policy: the resource policy of a user or project (max folder count,
-//     default quota scope size).
+//     default quota scope size, volume permissions). Its Volumes map makes
+//     it non-comparable: stores deep-copy it (Clone) and compare with
+//     Equal/IsZero; nil and an empty map differ (everything allowed vs
+//     nothing) and both survive every store.
 //
 // # Contract of a Store
 //
