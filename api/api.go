@@ -12,6 +12,8 @@
 // # Paths (all under /v1)
 //
 //	GET    /v1/volumes                              -> []Volume
+//	POST   /v1/volumes/{volume}/import ImportRequest -> ImportReport (volopts.go)
+//	GET    /v1/volumes/{volume}/import              -> ImportProgress
 //	GET    /v1/folders?owner=&volume=&deleted=      -> []Folder   (deleted: "", "include", "only")
 //	POST   /v1/folders              CreateFolderRequest -> Folder (201)
 //	GET    /v1/folders/{ref}?owner=                 -> Folder
@@ -20,6 +22,7 @@
 //	POST   /v1/folders/{ref}/restore                -> Folder     (status ready)
 //	POST   /v1/folders/{ref}/purge  PurgeRequest    -> Folder     (record gone afterwards)
 //	GET    /v1/folders/{ref}/usage?owner=           -> FolderUsage
+//	PATCH  /v1/folders/{ref}/options?owner= UpdateOptionsRequest -> Folder (volopts.go)
 //	GET    /v1/quota-scopes/{volume}/{scope}        -> QuotaScope
 //	PUT    /v1/quota-scopes/{volume}/{scope}  SetQuotaRequest -> QuotaScope
 //	DELETE /v1/quota-scopes/{volume}/{scope}        -> QuotaScope (limit removed)

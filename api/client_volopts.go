@@ -26,3 +26,13 @@ func (c *Client) ImportVolume(ctx context.Context, volume string, req ImportRequ
 	err := c.do(ctx, http.MethodPost, "/volumes/"+url.PathEscape(volume)+"/import", nil, req, &r)
 	return r, err
 }
+
+// ImportProgress calls GET /v1/volumes/{volume}/import.
+func (c *Client) ImportProgress(ctx context.Context, volume string) (ImportProgress, error) {
+	if err := checkSegment("volume name", volume); err != nil {
+		return ImportProgress{}, err
+	}
+	var p ImportProgress
+	err := c.do(ctx, http.MethodGet, "/volumes/"+url.PathEscape(volume)+"/import", nil, nil, &p)
+	return p, err
+}

@@ -4,6 +4,7 @@ package api
 //
 //	PATCH  /v1/folders/{ref}/options?owner=   UpdateOptionsRequest -> Folder
 //	POST   /v1/volumes/{volume}/import        ImportRequest        -> ImportReport
+//	GET    /v1/volumes/{volume}/import                             -> ImportProgress
 //
 // GET /v1/volumes adds the fields of VolumeSpace to each attached volume.
 
@@ -94,4 +95,35 @@ type ImportProblem struct {
 	// Path is relative to the volume root.
 	Path   string `json:"path"`
 	Reason string `json:"reason"`
+}
+
+// Import phases (ImportProgress.Phase).
+const (
+	ImportReading  = "reading-layout"
+	ImportRegister = "registering"
+	ImportCounting = "counting-usage"
+	ImportDone     = "done"
+	ImportFailed   = "failed"
+)
+
+// ImportProgress is how far the running (or the last) import of a volume
+// is: GET /v1/volumes/{volume}/import.
+type ImportProgress struct {
+	Volume  string `json:"volume"`
+	Running bool   `json:"running"`
+	// Phase is one of the Import* phases.
+	Phase string `json:"phase"`
+	// Folders is how many folders the import registers; Registered how
+	// many it has.
+	Folders    int `json:"folders"`
+	Registered int `json:"registered"`
+	// Scopes is how many quota scopes the import counts; Counted how many
+	// it has; Scope is the one being counted and ScopeBytes its usage so
+	// far.
+	Scopes     int          `json:"scopes"`
+	Counted    int          `json:"counted"`
+	Scope      meta.ScopeID `json:"scope,omitzero"`
+	ScopeBytes int64        `json:"scope_bytes"`
+	// Error is why a failed import stopped.
+	Error string `json:"error,omitempty"`
 }

@@ -10,7 +10,10 @@
 //   - Folder: one vfolder. Its id is a UUID; on the volume it lives at
 //     <volume>/<scope-hex>/<id[0:2]>/<id[2:4]>/<id[4:]>.
 //   - Policy: the resource policy of a user or project (max folder count,
-//     default quota scope size).
+//     default quota scope size, volume permissions). Its Volumes map makes
+//     it non-comparable: stores deep-copy it (Clone) and compare with
+//     Equal/IsZero; nil and an empty map differ (everything allowed vs
+//     nothing) and both survive every store.
 //
 // # Contract of a Store
 //
@@ -310,22 +313,22 @@ func (p Policy) Clone() Policy {
 }
 
 // Equal reports whether p and q are the same policy (a nil Volumes map
-// differs from an empty one; the order of a volume's permissions does
-// not matter).
+// differs from an empty one; the order of a volume's permissions and
+// repeated names do not matter).
 func (p Policy) Equal(q Policy) bool {
 	if p.MaxFolderCount != q.MaxFolderCount || p.MaxQuotaScopeSize != q.MaxQuotaScopeSize ||
 		(p.Volumes == nil) != (q.Volumes == nil) || len(p.Volumes) != len(q.Volumes) {
 		return false
 	}
+	set := func(xs []string) []string {
+		xs = slices.Clone(xs)
+		slices.Sort(xs)
+		return slices.Compact(xs)
+	}
 	for k, a := range p.Volumes {
 		b, ok := q.Volumes[k]
-		if !ok || len(a) != len(b) {
+		if !ok || !slices.Equal(set(a), set(b)) {
 			return false
-		}
-		for _, x := range a {
-			if !slices.Contains(b, x) {
-				return false
-			}
 		}
 	}
 	return true

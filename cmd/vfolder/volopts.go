@@ -6,11 +6,13 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -222,8 +224,8 @@ blank lines and lines starting with # are skipped; the id may be dashed; the nam
 one word (no spaces). A folder the file does not name is called by its id.
 
 The owner kind (user or project) is not on the volume: it comes from the file's third
-column, else from what the daemon already knows of that UUID on the volume (its quota
-scope or folders), else from --owner-kind. A folder whose owner kind none of these
+column, else from what the daemon already knows of that UUID (a quota scope on the
+volume, folders on any volume, project memberships), else from --owner-kind. A folder whose owner kind none of these
 gives is refused.
 
 Anything the import does not understand (a stray file or symlink, a name that is not
@@ -311,14 +313,70 @@ func (st *state) volumeImport(c *cli.Context) error {
 		st.client.Timeout = api.CheckTimeout
 	}
 	host := c.Args().First()
+	var stop func()
 	if !st.json {
-		fmt.Fprintf(st.stderr, "Importing the folders of volume %s (the daemon logs the walk's progress)...\n", host)
+		fmt.Fprintf(st.stderr, "Importing the folders of volume %s...\n", host)
+		stop = st.showImportProgress(c, host)
 	}
 	rep, err := st.client.ImportVolume(ctxOf(c), host, req)
+	if stop != nil {
+		stop()
+	}
 	if err != nil {
 		return err
 	}
 	return st.output(rep, func() error { return printImport(st.stdout, rep) })
+}
+
+// importPollEvery is how often the CLI asks for an import's progress.
+var importPollEvery = time.Second
+
+// showImportProgress prints the progress of the import of host to stderr,
+// one line whenever it changed, until the returned stop is called.
+func (st *state) showImportProgress(c *cli.Context, host string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(importPollEvery)
+		defer tick.Stop()
+		last := ""
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(ctxOf(c), 5*time.Second)
+			p, err := st.client.ImportProgress(ctx, host)
+			cancel()
+			if err != nil || !p.Running {
+				continue
+			}
+			line := importProgressLine(p)
+			if line != last {
+				fmt.Fprintln(st.stderr, line)
+				last = line
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+// importProgressLine renders an import's progress.
+func importProgressLine(p api.ImportProgress) string {
+	switch p.Phase {
+	case api.ImportReading:
+		return "  reading the volume's layout"
+	case api.ImportRegister:
+		return fmt.Sprintf("  registered %d of %d folder(s)", p.Registered, p.Folders)
+	case api.ImportCounting:
+		return fmt.Sprintf("  counting usage: scope %d of %d (%s): %s so far", p.Counted+1, p.Scopes, p.Scope, units.FormatSize(p.ScopeBytes))
+	}
+	return "  " + p.Phase
 }
 
 func printImport(w io.Writer, rep api.ImportReport) error {

@@ -83,3 +83,17 @@ func TestParseNames(t *testing.T) {
 		}
 	}
 }
+
+func TestImportProgressLine(t *testing.T) {
+	scope := api.ImportProgress{Phase: api.ImportCounting, Scopes: 4, Counted: 1, ScopeBytes: 3 << 30}
+	scope.Scope.Kind, scope.Scope.UUID = "user", "0123456789abcdef0123456789abcdef"
+	for p, want := range map[*api.ImportProgress]string{
+		{Phase: api.ImportReading}:                              "reading the volume's layout",
+		{Phase: api.ImportRegister, Folders: 10, Registered: 3}: "registered 3 of 10 folder(s)",
+		&scope: "counting usage: scope 2 of 4 (user:0123456789abcdef0123456789abcdef): 3 GiB so far",
+	} {
+		if got := importProgressLine(*p); !strings.Contains(got, want) {
+			t.Errorf("progress line %q; want %q in it", got, want)
+		}
+	}
+}

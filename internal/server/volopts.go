@@ -13,6 +13,12 @@ import (
 func (s *Server) optionsRoutes() {
 	s.handle("PATCH /v1/folders/{ref}/options", s.updateOptions, "owner")
 	s.handle("POST /v1/volumes/{volume}/import", s.importVolume)
+	s.handle("GET /v1/volumes/{volume}/import", s.importProgress)
+}
+
+func (s *Server) importProgress(r *http.Request, _ url.Values) (int, any, error) {
+	p, err := s.svc.ImportProgress(r.PathValue("volume"))
+	return http.StatusOK, p, err
 }
 
 func (s *Server) updateOptions(r *http.Request, q url.Values) (int, any, error) {

@@ -8,8 +8,8 @@ package service
 // spells, its owner the scope directory's UUID. The kind of that owner
 // (user or project) is not on the volume, so it comes, in this order,
 // from the names file's third column, from what the store already knows
-// of that UUID on the volume (its quota scope or folders), or from the
-// request's owner kind; a folder whose owner kind none of these gives is
+// of that UUID (a quota scope on the volume, folders on any volume, or
+// project memberships), or from the request's owner kind; a folder whose owner kind none of these gives is
 // refused. Its name is the names file's, else its id.
 //
 // Nothing is registered unless the whole plan is understood: a stray
@@ -54,6 +54,49 @@ import (
 
 // importMu serialises imports.
 var importMu sync.Mutex
+
+// importProgress holds the progress of the running or last import per
+// service and volume (ImportProgress); progMu guards the records.
+var (
+	progMu         sync.Mutex
+	importProgress = map[progKey]*api.ImportProgress{}
+)
+
+type progKey struct {
+	s   *Service
+	vol string
+}
+
+// setProgress changes the progress record of an import under progMu.
+func (s *Service) setProgress(vol string, fn func(p *api.ImportProgress)) {
+	progMu.Lock()
+	defer progMu.Unlock()
+	p := importProgress[progKey{s, vol}]
+	if p == nil {
+		p = &api.ImportProgress{Volume: vol}
+		importProgress[progKey{s, vol}] = p
+	}
+	fn(p)
+}
+
+// ImportProgress reports the running or the last import of a volume
+// since the daemon started; ErrNotFound when there was none.
+func (s *Service) ImportProgress(vol string) (api.ImportProgress, error) {
+	progMu.Lock()
+	p := importProgress[progKey{s, vol}]
+	var out api.ImportProgress
+	if p != nil {
+		out = *p
+	}
+	progMu.Unlock()
+	if p == nil {
+		return out, fmt.Errorf("%w: no import of volume %q ran since the daemon started", meta.ErrNotFound, vol)
+	}
+	if out.Running && out.Phase == api.ImportCounting && !out.Scope.IsZero() {
+		out.ScopeBytes, _ = s.scopeUsage(context.Background(), vol, out.Scope)
+	}
+	return out, nil
+}
 
 // maxListedProblems bounds the problems an error message lists.
 const maxListedProblems = 50
@@ -100,6 +143,22 @@ func (s *Service) ImportVolume(ctx context.Context, vol string, req api.ImportRe
 	}
 	importMu.Lock()
 	defer importMu.Unlock()
+	s.setProgress(vol, func(p *api.ImportProgress) {
+		*p = api.ImportProgress{Volume: vol, Running: true, Phase: api.ImportReading}
+	})
+	rep, err = s.importVolume(ctx, a, vol, req, names, rep)
+	s.setProgress(vol, func(p *api.ImportProgress) {
+		p.Running, p.Phase, p.Scope = false, api.ImportDone, meta.ScopeID{}
+		if err != nil {
+			p.Phase, p.Error = api.ImportFailed, err.Error()
+		}
+	})
+	return rep, err
+}
+
+// importVolume is ImportVolume once the request is checked and importMu
+// held.
+func (s *Service) importVolume(ctx context.Context, a *attached, vol string, req api.ImportRequest, names map[string]api.ImportName, rep api.ImportReport) (api.ImportReport, error) {
 
 	start := s.log.Info().Str("volume", vol).Str("path", a.vol.Path())
 	start.Msg("import: reading the volume's layout")
@@ -144,7 +203,10 @@ func (s *Service) ImportVolume(ctx context.Context, vol string, req api.ImportRe
 			return rep, err
 		}
 		kind := meta.OwnerKind(n.OwnerKind)
-		kk := known[fd.ScopeHex]
+		kk, err := s.kindsOf(ctx, known, fd.ScopeHex)
+		if err != nil {
+			return rep, err
+		}
 		switch {
 		case kind == "" && len(kk) == 1:
 			kind = kk[0]
@@ -218,6 +280,7 @@ func (s *Service) ImportVolume(ctx context.Context, vol string, req api.ImportRe
 
 	// From here on a client going away must not stop halfway.
 	ctx = context.WithoutCancel(ctx)
+	s.setProgress(vol, func(p *api.ImportProgress) { p.Phase, p.Folders = api.ImportRegister, len(plans) })
 	owners := map[meta.ScopeID]bool{}
 	for i, p := range plans {
 		if err := s.importScope(ctx, vol, p.folder.Owner); err != nil {
@@ -227,6 +290,7 @@ func (s *Service) ImportVolume(ctx context.Context, vol string, req api.ImportRe
 			return rep, fmt.Errorf("import volume %q: %d of %d folders registered; folder %s: %w (run the import again to finish)", vol, i, len(plans), p.folder.ID, err)
 		}
 		owners[p.folder.Owner] = true
+		s.setProgress(vol, func(pr *api.ImportProgress) { pr.Registered = i + 1 })
 		s.log.Info().Str("volume", vol).Str("folder", p.folder.ID).Str("name", p.folder.Name).Str("owner", p.folder.Owner.String()).
 			Int("done", i+1).Int("of", len(plans)).Msg("import: folder registered")
 	}
@@ -240,13 +304,16 @@ func (s *Service) ImportVolume(ctx context.Context, vol string, req api.ImportRe
 			ids = append(ids, id)
 		}
 		sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+		s.setProgress(vol, func(p *api.ImportProgress) { p.Phase, p.Scopes = api.ImportCounting, len(ids) })
 		for i, id := range ids {
+			s.setProgress(vol, func(p *api.ImportProgress) { p.Counted, p.Scope = i, id })
 			s.log.Info().Str("volume", vol).Str("scope", id.String()).Int("scope_no", i+1).Int("of", len(ids)).Msg("import: counting usage")
 			chk, err := s.CheckQuota(ctx, vol, id, true)
 			if err != nil {
 				return rep, fmt.Errorf("import volume %q: every folder is registered, but counting the usage of %s failed: %w (run 'vfolder quota-scope check %s %s --repair')", vol, id, err, vol, id)
 			}
 			rep.Checks = append(rep.Checks, chk)
+			s.setProgress(vol, func(p *api.ImportProgress) { p.Counted = i + 1 })
 			s.log.Info().Str("volume", vol).Str("scope", id.String()).Int64("used_bytes", chk.UsedBytes).Int64("used_inodes", chk.UsedInodes).
 				Bool("drift", chk.Drift).Msg("import: usage counted")
 		}
@@ -260,8 +327,8 @@ func (s *Service) ImportVolume(ctx context.Context, vol string, req api.ImportRe
 	return rep, nil
 }
 
-// knownKinds maps each owner UUID (32-hex) the store knows on vol, by a
-// quota scope or a folder, to its kinds.
+// knownKinds maps each owner UUID (32-hex) the store knows, by a quota
+// scope on vol or a folder on any volume, to its kinds.
 func (s *Service) knownKinds(ctx context.Context, vol string) (map[string][]meta.OwnerKind, error) {
 	out := map[string][]meta.OwnerKind{}
 	add := func(id meta.ScopeID) {
@@ -276,7 +343,7 @@ func (s *Service) knownKinds(ctx context.Context, vol string) (map[string][]meta
 	for _, sc := range scs {
 		add(sc.ID)
 	}
-	fs, err := s.store.ListFolders(ctx, meta.FolderFilter{Volume: vol, IncludeDeleted: true})
+	fs, err := s.store.ListFolders(ctx, meta.FolderFilter{IncludeDeleted: true})
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +351,30 @@ func (s *Service) knownKinds(ctx context.Context, vol string) (map[string][]meta
 		add(f.Owner)
 	}
 	return out, nil
+}
+
+// kindsOf is known[hex], completed (once per hex) by the memberships: a
+// UUID with members is a project, one that is a member is a user.
+func (s *Service) kindsOf(ctx context.Context, known map[string][]meta.OwnerKind, hex string) ([]meta.OwnerKind, error) {
+	if kk, ok := known[hex]; ok {
+		return kk, nil
+	}
+	var kk []meta.OwnerKind
+	ms, err := s.store.ListMembers(ctx, hex)
+	if err != nil {
+		return nil, err
+	}
+	if len(ms) > 0 {
+		kk = append(kk, meta.KindProject)
+	}
+	if ms, err = s.store.ProjectsOf(ctx, hex); err != nil {
+		return nil, err
+	}
+	if len(ms) > 0 {
+		kk = append(kk, meta.KindUser)
+	}
+	known[hex] = kk
+	return kk, nil
 }
 
 func containsKind(ks []meta.OwnerKind, k meta.OwnerKind) bool {

@@ -278,6 +278,13 @@ func TestImportVolume(t *testing.T) {
 		t.Errorf("imported project folder: %+v, %v", f, err)
 	}
 
+	if p, err := e.svc.ImportProgress("local"); err != nil || p.Running || p.Phase != api.ImportDone ||
+		p.Folders != 3 || p.Registered != 3 || p.Scopes != 2 || p.Counted != 2 {
+		t.Errorf("progress after the import: %+v, %v", p, err)
+	}
+	if _, err := e.svc.ImportProgress("other"); Code(err) != api.CodeNotFound {
+		t.Errorf("progress of a volume never imported: %v", err)
+	}
 	// A rerun registers nothing.
 	rep, err = e.svc.ImportVolume(ctx, "local", req)
 	if err != nil || len(rep.Imported) != 0 || len(rep.Skipped) != 3 {
@@ -291,4 +298,56 @@ func TestImportVolume(t *testing.T) {
 	// A names line for a folder not on the volume is a problem.
 	_, err = e.svc.ImportVolume(ctx, "local", api.ImportRequest{Names: []api.ImportName{{FolderID: "b1000000000000000000000000000001", Name: "x"}}})
 	wantCode(t, err, api.CodeInvalid)
+	if p, _ := e.svc.ImportProgress("local"); p.Phase != api.ImportFailed || !strings.Contains(p.Error, "b1000000000000000000000000000001") {
+		t.Errorf("progress after a refused import: %+v", p)
+	}
+}
+
+func TestVolumeSpace(t *testing.T) {
+	e := newEnv(t)
+	vs, err := e.svc.Volumes(context.Background())
+	if err != nil || len(vs) != 1 || vs[0].VolumeSpace == nil {
+		t.Fatalf("Volumes = %+v, %v", vs, err)
+	}
+	sp := vs[0].VolumeSpace
+	if sp.SpaceError != "" || sp.CapacityBytes <= 0 || sp.FreeBytes <= 0 || sp.UsedBytes+sp.FreeBytes > sp.CapacityBytes {
+		t.Errorf("space of local: %+v", *sp)
+	}
+}
+
+// TestImportOwnerKinds: an owner kind the names file does not give comes
+// from what the store knows (folders, memberships); a names file that
+// contradicts it is refused.
+func TestImportOwnerKinds(t *testing.T) {
+	e := newQuotaEnv(t, "", "")
+	ctx := context.Background()
+	e.create(t, "known", alice) // alice is known as a user by her folder
+	if _, err := e.svc.SetMember(ctx, project.UUID, bob.UUID, ""); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		idA = "e1000000000000000000000000000001"
+		idP = "e2000000000000000000000000000002"
+		idB = "e3000000000000000000000000000003"
+	)
+	mkFolder(t, e.vol, alice.UUID, idA, 10)
+	mkFolder(t, e.vol, project.UUID, idP, 20)
+	mkFolder(t, e.vol, bob.UUID, idB, 30)
+	// bob is a member, hence a user: the names file saying project is refused.
+	_, err := e.svc.ImportVolume(ctx, "local", api.ImportRequest{Names: []api.ImportName{{FolderID: idB, Name: "b", OwnerKind: "project"}}})
+	wantCode(t, err, api.CodeInvalid)
+	if err == nil || !strings.Contains(err.Error(), "knows "+bob.UUID+" as a user") {
+		t.Errorf("contradicting kind refused with %v", err)
+	}
+	rep, err := e.svc.ImportVolume(ctx, "local", api.ImportRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]meta.ScopeID{}
+	for _, f := range rep.Imported {
+		owners[f.ID] = f.Owner
+	}
+	if owners[idA] != alice || owners[idP] != project || owners[idB] != bob || len(rep.Skipped) != 1 {
+		t.Errorf("owners %v, skipped %d", owners, len(rep.Skipped))
+	}
 }
