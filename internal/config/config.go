@@ -145,6 +145,8 @@ type Config struct {
 	DefaultScopeLimit int64
 	// Cluster is the [cluster] table; cluster mode when it has endpoints.
 	Cluster Cluster
+	// API is the [api] table: the optional TLS listener (api.go).
+	API API
 }
 
 // Cluster is the [cluster] table (see the package comment). Zero fields
@@ -261,6 +263,7 @@ type file struct {
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
 	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
 	Cluster           *fileCluster          `toml:"cluster"`
+	API               *fileAPI              `toml:"api"`
 }
 
 type fileCluster struct {
@@ -459,6 +462,7 @@ func (c *Config) merge(text string) error {
 	if f.DefaultScopeLimit != nil {
 		c.DefaultScopeLimit = int64(*f.DefaultScopeLimit)
 	}
+	c.API.merge(f.API)
 	if fc := f.Cluster; fc != nil {
 		if fc.EtcdEndpoints != nil {
 			c.Cluster.EtcdEndpoints = *fc.EtcdEndpoints
@@ -659,6 +663,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Cluster.validate(add)
+	c.API.validate(add)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
 	}
