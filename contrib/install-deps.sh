@@ -8,6 +8,8 @@ export PATH=/usr/local/go/bin:$PATH
 # Debian packages the tests and the benchmark harness use (etcd-server: the
 # cluster tests start private etcd processes; it is not started as a service).
 APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng)
+# dpkg: make package's test installs the .deb into a private root.
+APT_PACKAGES+=(dpkg)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -39,6 +41,8 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 go mod download
+# The packager (make package) is a module of its own.
+(cd contrib/package && go mod download)
 mkdir -p bin/tools
 if ! [ -x bin/tools/staticcheck ]; then
 	echo "install-deps: installing staticcheck"

@@ -3,7 +3,8 @@ package main
 // vfolder completion bash: a bash completion script generated from the
 // command tree itself, so it always knows the commands, subcommands and
 // flags of this build. It completes words only (no folder names: that
-// would call the daemon on every TAB).
+// would call the daemon on every TAB). The hidden "completion man" prints
+// the man page vfolder(1) that the package ships.
 
 import (
 	"fmt"
@@ -28,6 +29,20 @@ func completionCommand(st *state) *cli.Command {
 					return err
 				}
 				_, err := fmt.Fprint(st.stdout, bashCompletion(c.App))
+				return err
+			},
+		}, {
+			// The man page (roff), for packages: vfolder(1).
+			Name:   "man",
+			Hidden: true,
+			Action: func(c *cli.Context) error {
+				if err := needArgs(c, 0, 0); err != nil {
+					return err
+				}
+				page, err := c.App.ToMan()
+				if err == nil {
+					_, err = fmt.Fprint(st.stdout, page)
+				}
 				return err
 			},
 		}},
