@@ -4,6 +4,8 @@ package main
 // a client certificate, instead of the unix socket.
 
 import (
+	"net/url"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/vfolder/vfolder/api"
@@ -24,6 +26,12 @@ func remoteFlags() []cli.Flag {
 func newClient(c *cli.Context) (*api.Client, error) {
 	var cl *api.Client
 	if u := c.String("api-url"); u != "" {
+		if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" || (pu.Path != "" && pu.Path != "/") || pu.RawQuery != "" {
+			return nil, usagef(nil, "--api-url %q: want https://HOST:PORT", u)
+		}
+		if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
+			return nil, usagef(nil, "give --tls-cert and --tls-key together")
+		}
 		var err error
 		cl, err = api.NewTLSClient(u, api.TLSFiles{CertFile: c.String("tls-cert"), KeyFile: c.String("tls-key"), CAFile: c.String("tls-ca")})
 		if err != nil {

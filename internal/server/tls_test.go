@@ -221,3 +221,45 @@ func TestRoutesList(t *testing.T) {
 		t.Errorf("DELETE view: %+v", r)
 	}
 }
+
+// TestSocketCaller: over the socket, CallerOf tells the peer's credentials.
+func TestSocketCaller(t *testing.T) {
+	dir, err := os.MkdirTemp("", "vfolder-caller-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	store := meta.NewMemory()
+	defer store.Close()
+	svc := service.New(store, service.Options{StorageUID: os.Geteuid(), StorageGID: os.Getegid(), Log: zerolog.Nop()})
+	defer svc.Close()
+	srv := New(svc, Options{AdminGID: os.Getegid(), Log: zerolog.Nop()})
+	var got Caller
+	srv.handle("GET /v1/test/whoami", func(r *http.Request, _ url.Values) (int, any, error) {
+		got, _ = CallerOf(r)
+		return http.StatusOK, struct{}{}, nil
+	})
+	l, err := Listen(filepath.Join(dir, "s.sock"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	defer func() {
+		srv.Close()
+		<-done
+	}()
+	c := unixClient(filepath.Join(dir, "s.sock"))
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://vfolderd/v1/test/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got.Transport != TransportSocket || got.UID != uint32(os.Geteuid()) || got.PID != int32(os.Getpid()) || !got.Admin || got.Err != nil {
+		t.Errorf("socket caller: %+v (uid %d, pid %d)", got, os.Geteuid(), os.Getpid())
+	}
+}
