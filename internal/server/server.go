@@ -356,7 +356,7 @@ func (s *Server) Handler() http.Handler {
 				}
 			}
 			s.log.Debug().Str("method", r.Method).Str("path", r.URL.RequestURI()).Int("status", rec.status).
-				Uint32("uid", p.uid).Int32("pid", p.pid).Dur("took", time.Since(start)).Msg("request")
+				Func(p.logFields).Dur("took", time.Since(start)).Msg("request")
 		}()
 		switch {
 		case p.err != nil:

@@ -33,6 +33,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+
+	"github.com/rs/zerolog"
 )
 
 // Transports of a caller.
@@ -170,4 +172,14 @@ func (s *Server) handlePublic(pattern string, h handlerFunc, params ...string) {
 	}
 	s.public[pattern] = true
 	s.handle(pattern, h, params...)
+}
+
+// logFields names the caller in a log line: the socket peer's uid and pid,
+// or the TLS client's certificate.
+func (p peer) logFields(e *zerolog.Event) {
+	if p.tls {
+		e.Str("transport", TransportTLS).Str("cert_subject", p.subject).Str("cert_serial", p.serial)
+		return
+	}
+	e.Uint32("uid", p.uid).Int32("pid", p.pid)
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +31,25 @@ type tlsFixture struct {
 	roots           *x509.CertPool
 	admin, intruder tls.Certificate
 	srv             *Server
+	log             *lockedBuffer
+}
+
+// lockedBuffer is a log sink the server's goroutines write to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startTLS(t *testing.T) *tlsFixture {
@@ -51,7 +72,8 @@ func startTLS(t *testing.T) *tlsFixture {
 	}
 	store := meta.NewMemory()
 	svc := service.New(store, service.Options{StorageUID: os.Geteuid(), StorageGID: os.Getegid(), Log: zerolog.Nop()})
-	srv := New(svc, Options{AdminGID: -1, Version: "test", Log: zerolog.Nop()})
+	logs := &lockedBuffer{}
+	srv := New(svc, Options{AdminGID: -1, Version: "test", Log: zerolog.New(logs).Level(zerolog.DebugLevel)})
 	whoami := func(r *http.Request, _ url.Values) (int, any, error) {
 		c, ok := CallerOf(r)
 		if !ok {
@@ -83,7 +105,7 @@ func startTLS(t *testing.T) *tlsFixture {
 		svc.Close()
 		store.Close()
 	})
-	f := &tlsFixture{url: "https://" + l.Addr().String(), roots: x509.NewCertPool(), srv: srv}
+	f := &tlsFixture{url: "https://" + l.Addr().String(), roots: x509.NewCertPool(), srv: srv, log: logs}
 	pem, _ := os.ReadFile(filepath.Join(ca, "ca.crt"))
 	f.roots.AppendCertsFromPEM(pem)
 	if f.admin, err = tls.LoadX509KeyPair(filepath.Join(ca, "manager.crt"), filepath.Join(ca, "manager.key")); err != nil {
@@ -133,6 +155,15 @@ func TestTLSCallers(t *testing.T) {
 	var vols []api.Volume
 	if st, err := getJSON(t, admin, f.url+"/v1/volumes", &vols); err != nil || st != 200 {
 		t.Errorf("GET /v1/volumes with the admin certificate: %d %v", st, err)
+	}
+
+	// The request log names the certificate, not a uid.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(f.log.String(), `"cert_subject":"CN=manager`) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if logs := f.log.String(); !strings.Contains(logs, `"cert_subject":"CN=manager`) || strings.Contains(logs, `"uid"`) {
+		t.Errorf("request log of a TLS caller:\n%s", logs)
 	}
 
 	// No certificate: 403 naming the certificate, except public routes.
