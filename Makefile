@@ -9,7 +9,7 @@ GOFLAGS_T ?= -count=1
 DEMO      := $(CURDIR)/.vfolder-demo
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: help deps build test test-race e2e lint fuzz soak check run cluster-demo bench clean
+.PHONY: help deps build test test-race e2e lint fuzz soak check run cluster-demo bench clean package
 
 help:
 	@echo "make run        install what is needed, build, and run vfolderd on a local demo volume"
@@ -23,6 +23,7 @@ help:
 	@echo "make fuzz       every fuzz target for FUZZTIME (default 5s) each"
 	@echo "make soak       stress-ng and fio with verification through a view with a quota, SOAK_TIME (default 10m)"
 	@echo "make bench      the benchmark harness (writes BENCHMARKS.md)"
+	@echo "make package    the Debian package bin/vfolder_VERSION_ARCH.deb (VERSION=...)"
 
 deps:
 	@bash contrib/install-deps.sh
@@ -74,3 +75,18 @@ bench: deps build
 
 clean:
 	rm -rf $(BIN)
+
+# The .deb (nfpm, driven by contrib/package, a module of its own): the
+# binaries built with the version stamped in, the systemd unit, the sample
+# config as a conffile, bash completion, man pages, the docs.
+# VERSION: the last v<N> tag (v1.2.3-4-gabcdef: 1.2.3-4-gabcdef), else
+# 0.0.0+git<commit>.
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//')
+ifeq ($(VERSION),)
+VERSION := 0.0.0+git$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+endif
+package:
+	mkdir -p $(BIN)/pkg
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/pkg/vfolderd ./cmd/vfolderd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/pkg/vfolder ./cmd/vfolder
+	cd contrib/package && $(GO) run . -root $(CURDIR) -bin $(BIN)/pkg -version "$(VERSION)"

@@ -8,6 +8,13 @@
 // configured admin group, may do everything; anyone else gets 403. The
 // platform (Backend.AI's manager, an operator) authenticates its own users
 // and passes the acting identity explicitly (the "user"/"project" fields).
+// Optionally the same routes are served on a TCP port with mutual TLS
+// (vfolderd --api-listen; NewTLSClient): a client certificate of the
+// admin's CA has the rights of root on the socket, a caller without one
+// gets 403.
+//
+// openapi.yaml beside this file describes every route for client
+// generators; a test keeps it equal to the routes the server registers.
 //
 // # Paths (all under /v1)
 //

@@ -66,10 +66,14 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // Is makes errors.Is(err, ErrUnreachable) true.
 func (e *UnreachableError) Is(target error) bool { return target == ErrUnreachable }
 
-// Client calls vfolderd's API over its unix socket.
+// Client calls vfolderd's API over its unix socket, or over its TLS
+// listener (NewTLSClient).
 type Client struct {
-	// Socket is the daemon's socket path.
+	// Socket is the daemon's socket path (for a TLS client, its URL); it
+	// names the daemon in error messages.
 	Socket string
+	// BaseURL is the TLS listener's https://HOST:PORT; "" for the socket.
+	BaseURL string
 	// HTTP is the underlying client; its transport dials Socket.
 	HTTP *http.Client
 	// Timeout bounds each call whose context has no deadline; 0 means
@@ -421,7 +425,11 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	u := "http://vfolderd/" + Version + path
+	base := c.BaseURL
+	if base == "" {
+		base = "http://vfolderd"
+	}
+	u := base + "/" + Version + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}

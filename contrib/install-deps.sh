@@ -10,6 +10,8 @@ export PATH=/usr/local/go/bin:$PATH
 # docker.io: the Docker tests start a private dockerd of their own, the
 # packaged service is not started either; jq: they check the README's jq line).
 APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng docker.io jq)
+# dpkg: make package's test installs the .deb into a private root.
+APT_PACKAGES+=(dpkg)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -41,6 +43,8 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 go mod download
+# The packager (make package) is a module of its own.
+(cd contrib/package && go mod download)
 mkdir -p bin/tools
 if ! [ -x bin/tools/staticcheck ]; then
 	echo "install-deps: installing staticcheck"

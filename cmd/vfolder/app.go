@@ -121,16 +121,15 @@ func newApp(st *state) *cli.App {
 		Reader:               st.stdin,
 		Writer:               st.stdout,
 		ErrWriter:            st.stderr,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "socket", Usage: "vfolderd's API socket", EnvVars: []string{"VFOLDER_SOCKET"}, Value: api.DefaultSocket},
 			&cli.BoolFlag{Name: "json", Usage: "print results as JSON (the API's objects)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up on a request after this long", Value: api.DefaultTimeout},
-		},
+		}, remoteFlags()...),
 		Before: func(c *cli.Context) error {
-			st.client = api.NewClient(c.String("socket"))
-			st.client.Timeout = c.Duration("timeout")
-			if st.client.Timeout <= 0 {
-				st.client.Timeout = -1 // no bound
+			var err error
+			if st.client, err = newClient(c); err != nil {
+				return err
 			}
 			st.json = c.Bool("json")
 			return nil
@@ -143,7 +142,7 @@ func newApp(st *state) *cli.App {
 			return usagef(nil, "no command given")
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run() maps errors to exit codes
-		Commands:       commands(st),
+		Commands:       append(commands(st), certCommand(st), completionCommand(st)),
 	}
 	app.OnUsageError = onUsageError
 	for _, cmd := range app.Commands {

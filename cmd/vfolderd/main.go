@@ -70,7 +70,8 @@
 //     creates and removals cut by the crash. The pending file is removed
 //     when every scope was checked and no volume is unavailable;
 //  10. bind the socket (refusing one something still answers on, replacing
-//     a stale one) and serve; from here on the unavailable volumes are
+//     a stale one), and the TLS listener when [api] listen (--api-listen)
+//     is set, and serve; from here on the unavailable volumes are
 //     tried every 3 s, and one that attaches is brought into service
 //     (limits, interrupted creates and purges, views, and a quota check
 //     after an unclean start) without a restart.
@@ -231,7 +232,7 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 		Version: daemonVersion(),
 		// Values stay unset (the file and the built-in defaults fill what no
 		// flag sets); DefaultText shows those defaults in --help.
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: env("CONFIG"), Usage: "TOML configuration `FILE`"},
 			&cli.StringSliceFlag{Name: "volume", EnvVars: env("VOLUMES"), Usage: "a volume as `NAME=PATH` (repeatable; VFOLDER_VOLUMES takes a comma-separated list)"},
 			&cli.StringFlag{Name: "state-dir", EnvVars: env("STATE_DIR"), Usage: "node-local state `DIR`", DefaultText: config.DefaultStateDir},
@@ -257,7 +258,7 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "lease-ttl", EnvVars: env("LEASE_TTL"), Category: "cluster", Usage: "the node's lease in etcd, whole seconds (`DURATION`; [cluster] lease_ttl)", DefaultText: config.DefaultLeaseTTL.String()},
 			&cli.StringFlag{Name: "quota-wait", EnvVars: env("QUOTA_WAIT"), Category: "cluster", Usage: "how long growth beyond the node's quota grant waits for room before EDQUOT, a `DURATION` ([cluster] quota_wait)", DefaultText: config.DefaultQuotaWait.String()},
 			&cli.StringFlag{Name: "node-id", EnvVars: env("NODE_ID"), Category: "cluster", Usage: "this node's `NAME` in the cluster ([cluster] node_id)", DefaultText: "the hostname"},
-		},
+		}, apiFlags(env)...),
 		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -326,6 +327,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	str("etcd-key", &cfg.Cluster.KeyFile)
 	str("etcd-prefix", &cfg.Cluster.Prefix)
 	str("node-id", &cfg.Cluster.NodeID)
+	apiConfig(c, cfg)
 	for _, d := range []struct {
 		flag string
 		dst  *time.Duration
@@ -665,8 +667,17 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		nodeGrants = grantsByNode(store, gr, cfg.VolumeNames())
 	}
 	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Audit: obs.Audit(), Log: log})
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(l) }()
+	apiL, err := listenAPI(cfg, log)
+	if err != nil {
+		srv.Close()
+		<-served
+		return err
+	}
+	if apiL != nil {
+		go func() { served <- srv.Serve(apiL) }()
+	}
 	ready := log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).
 		Str("version", ver)
 	if clusterMode {
@@ -676,6 +687,9 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 
 	if err := waitForStop(parent, served, sigs, svc, cfg.ForceStop, log); err != nil {
 		l.Close()
+		if apiL != nil {
+			apiL.Close()
+		}
 		return err
 	}
 	// A further signal during the shutdown kills the process at once.
@@ -691,6 +705,9 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 		srv.Close()
 	}
 	<-served
+	if apiL != nil {
+		<-served
+	}
 	return nil
 }
 

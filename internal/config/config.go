@@ -148,6 +148,8 @@ type Config struct {
 	// Metrics and Audit are the [metrics] and [audit] tables (observe.go).
 	Metrics Metrics
 	Audit   Audit
+	// API is the [api] table: the optional TLS listener (api.go).
+	API API
 }
 
 // Cluster is the [cluster] table (see the package comment). Zero fields
@@ -266,6 +268,7 @@ type file struct {
 	Cluster           *fileCluster          `toml:"cluster"`
 	Metrics           *fileMetrics          `toml:"metrics"`
 	Audit             *fileAudit            `toml:"audit"`
+	API               *fileAPI              `toml:"api"`
 }
 
 type fileCluster struct {
@@ -464,6 +467,7 @@ func (c *Config) merge(text string) error {
 	if f.DefaultScopeLimit != nil {
 		c.DefaultScopeLimit = int64(*f.DefaultScopeLimit)
 	}
+	c.API.merge(f.API)
 	if fc := f.Cluster; fc != nil {
 		if fc.EtcdEndpoints != nil {
 			c.Cluster.EtcdEndpoints = *fc.EtcdEndpoints
@@ -666,6 +670,7 @@ func (c *Config) Validate() error {
 	}
 	c.Cluster.validate(add)
 	c.validateObserve(add, checkLocal)
+	c.API.validate(add)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
 	}

@@ -8,7 +8,10 @@
 // group (the peer's primary gid, or a supplementary group read from
 // /proc/<pid>/status); anyone else gets 403 on every path. The socket
 // itself is created 0660 with the admin group as its group, so the check
-// is a second line.
+// is a second line. The optional TLS listener (tls.go) serves the same
+// handler: a verified client certificate of the admin's CA makes an admin
+// caller, no certificate an anonymous one; CallerOf tells either kind to a
+// handler or middleware.
 //
 // # Requests and errors
 //
@@ -39,6 +42,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,6 +107,10 @@ type Server struct {
 	log  zerolog.Logger
 	mux  *http.ServeMux
 	http *http.Server
+	// public are the patterns registered with handlePublic; registered
+	// lists every route (Routes). Both are written by routes() only.
+	public     map[string]bool
+	registered []Route
 }
 
 // New returns a server over svc.
@@ -192,6 +200,10 @@ type peer struct {
 	pid      int32
 	allowed  bool
 	err      error
+	// tls: the caller came over the TLS listener (tls.go); subject and
+	// serial name its verified client certificate.
+	tls             bool
+	subject, serial string
 }
 
 type peerKey struct{}
@@ -200,6 +212,9 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 	p := peer{err: errors.New("not a unix socket connection")}
 	if uc, ok := c.(*net.UnixConn); ok {
 		p = identify(uc)
+	} else if _, ok := c.(*tls.Conn); ok {
+		// Identified per request, once the handshake is done (tls.go).
+		return context.WithValue(ctx, peerKey{}, peer{tls: true})
 	}
 	if p.err == nil {
 		p.allowed = s.allowed(p)
@@ -334,6 +349,7 @@ func (s *Server) Handler() http.Handler {
 		start := time.Now()
 		rec := &statusWriter{ResponseWriter: w}
 		p, _ := r.Context().Value(peerKey{}).(peer)
+		r, p = withPeer(r, p)
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -345,14 +361,14 @@ func (s *Server) Handler() http.Handler {
 				}
 			}
 			s.log.Debug().Str("method", r.Method).Str("path", r.URL.RequestURI()).Int("status", rec.status).
-				Uint32("uid", p.uid).Int32("pid", p.pid).Dur("took", time.Since(start)).Msg("request")
+				Func(p.logFields).Dur("took", time.Since(start)).Msg("request")
 		}()
 		switch {
 		case p.err != nil:
 			s.writeError(rec, r, api.CodeForbidden, "cannot identify the caller: "+p.err.Error())
 			return
-		case !p.allowed:
-			s.writeError(rec, r, api.CodeForbidden, fmt.Sprintf("uid %d may not use the vfolderd API: only root and members of the admin group may", p.uid))
+		case !p.allowed && !s.isPublic(r):
+			s.writeError(rec, r, api.CodeForbidden, refusal(p))
 			return
 		}
 		if !canonicalPath(r.URL.Path) {
@@ -461,6 +477,7 @@ type handlerFunc func(r *http.Request, q url.Values) (int, any, error)
 // route takes; any other parameter, or one given twice, is refused before
 // h runs.
 func (s *Server) handle(pattern string, h handlerFunc, params ...string) {
+	s.registered = append(s.registered, newRoute(pattern, params, s.public[pattern]))
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		var status int
 		var body any

@@ -1,0 +1,210 @@
+package api_test
+
+// The OpenAPI description (openapi.yaml) must be a valid OpenAPI 3
+// document and describe exactly the routes the server registers: the same
+// paths and methods, the same path parameters and the same query
+// parameters (both directions). The schemas of the wire types must name
+// the same JSON fields as the Go types.
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/vfolder/vfolder/api"
+	"github.com/vfolder/vfolder/internal/server"
+)
+
+func loadSpec(t *testing.T) *openapi3.T {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromFile("openapi.yaml")
+	if err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi.yaml is not a valid OpenAPI 3 document: %v", err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Fatalf("openapi.yaml declares version %q, want 3.x", doc.OpenAPI)
+	}
+	return doc
+}
+
+type specOp struct {
+	path, query []string
+}
+
+// specRoutes lists "METHOD /path" with the operation's parameters (the
+// path item's and its own).
+func specRoutes(t *testing.T, doc *openapi3.T) map[string]specOp {
+	out := map[string]specOp{}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			var so specOp
+			params := append(slices.Clone(item.Parameters), op.Parameters...)
+			for _, p := range params {
+				switch p.Value.In {
+				case openapi3.ParameterInPath:
+					so.path = append(so.path, p.Value.Name)
+				case openapi3.ParameterInQuery:
+					so.query = append(so.query, p.Value.Name)
+				default:
+					t.Errorf("%s %s: parameter %q in %s: the API takes only path and query parameters", method, path, p.Value.Name, p.Value.In)
+				}
+			}
+			sort.Strings(so.query)
+			out[method+" "+path] = so
+			if op.Responses.Default() == nil {
+				t.Errorf("%s %s: no default (Error) response", method, path)
+			}
+		}
+	}
+	return out
+}
+
+func TestOpenAPIMatchesServerRoutes(t *testing.T) {
+	doc := loadSpec(t)
+	spec := specRoutes(t, doc)
+	routes := server.New(nil, server.Options{}).Routes()
+	if len(routes) == 0 {
+		t.Fatal("the server registers no route")
+	}
+	served := map[string]bool{}
+	for _, r := range routes {
+		key := r.Method + " " + r.Path
+		served[key] = true
+		so, ok := spec[key]
+		if !ok {
+			t.Errorf("%s is served but not in api/openapi.yaml", key)
+			continue
+		}
+		// Path parameters: the same set (OpenAPI does not order them).
+		sp := slices.Sorted(slices.Values(so.path))
+		rp := slices.Sorted(slices.Values(r.PathParams))
+		if !slices.Equal(sp, rp) {
+			t.Errorf("%s: path parameters in the spec %v, served %v", key, sp, rp)
+		}
+		q := r.QueryParams
+		if q == nil {
+			q = []string{}
+		}
+		if so.query == nil {
+			so.query = []string{}
+		}
+		if !slices.Equal(so.query, q) {
+			t.Errorf("%s: query parameters in the spec %v, served %v", key, so.query, q)
+		}
+	}
+	for key := range spec {
+		if !served[key] {
+			t.Errorf("%s is in api/openapi.yaml but not served", key)
+		}
+	}
+}
+
+// jsonFields lists the JSON names of a struct's fields, those of embedded
+// structs included.
+func jsonFields(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			out = append(out, jsonFields(f.Type)...)
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestOpenAPISchemasMatchTypes(t *testing.T) {
+	doc := loadSpec(t)
+	types := map[string]any{
+		"Error": api.Error{}, "Health": api.Health{}, "Volume": api.Volume{}, "Folder": api.Folder{},
+		"CreateFolderRequest": api.CreateFolderRequest{}, "RenameRequest": api.RenameRequest{},
+		"PurgeRequest": api.PurgeRequest{}, "FolderUsage": api.FolderUsage{},
+		"SetQuotaRequest": api.SetQuotaRequest{}, "QuotaScope": api.QuotaScope{},
+		"QuotaCheckRequest": api.QuotaCheckRequest{}, "QuotaCheck": api.QuotaCheck{},
+		"QuotaCheckFolder": api.QuotaCheckFolder{}, "QuotaFinding": api.QuotaFinding{},
+		"Policy": api.Policy{}, "Node": api.Node{}, "NodeSession": api.NodeSession{}, "NodeGrant": api.NodeGrant{},
+		"View": api.View{}, "CreateViewRequest": api.CreateViewRequest{}, "Membership": api.Membership{},
+		"SetMemberRequest": api.SetMemberRequest{}, "MountRequest": api.MountRequest{},
+		"PublishRequest": api.PublishRequest{}, "OCIMount": api.OCIMount{}, "PublishedMount": api.PublishedMount{},
+		"ReservedTarget": api.ReservedTarget{}, "Session": api.Session{}, "AttachRequest": api.AttachRequest{},
+		"UnpublishResult": api.UnpublishResult{},
+	}
+	for name, v := range types {
+		ref, ok := doc.Components.Schemas[name]
+		if !ok || ref.Value == nil {
+			t.Errorf("schema %s is missing", name)
+			continue
+		}
+		var props []string
+		for p := range ref.Value.Properties {
+			props = append(props, p)
+		}
+		sort.Strings(props)
+		if want := jsonFields(reflect.TypeOf(v)); !slices.Equal(props, want) {
+			t.Errorf("schema %s has properties %v; the Go type %T has JSON fields %v", name, props, v, want)
+		}
+	}
+	// Every object schema is checked (schemas of plain values aside).
+	for name, ref := range doc.Components.Schemas {
+		if _, ok := types[name]; !ok && ref.Value.Type.Is(openapi3.TypeObject) {
+			t.Errorf("object schema %s is not compared with a Go type", name)
+		}
+	}
+}
+
+// TestOpenAPIValidatesRealObjects: objects the daemon sends validate
+// against their schemas (formats, enums, nullable fields).
+func TestOpenAPIValidatesRealObjects(t *testing.T) {
+	doc := loadSpec(t)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	check := func(schema string, v any) {
+		t.Helper()
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var generic any
+		if err := json.Unmarshal(b, &generic); err != nil {
+			t.Fatal(err)
+		}
+		if err := doc.Components.Schemas[schema].Value.VisitJSON(generic); err != nil {
+			t.Errorf("%s %s does not validate: %v", schema, b, err)
+		}
+	}
+	var f api.Folder
+	if err := json.Unmarshal([]byte(`{"id":"0123456789abcdef0123456789abcdef","name":"data","owner":"user:2b1a7c4e5d3f4a8e9c0b1f2e3d4c5b6a",
+		"volume":"local","usage_mode":"general","permission":"rw","cloneable":false,"status":"ready","path":"/vol/x"}`), &f); err != nil {
+		t.Fatal(err)
+	}
+	f.CreatedAt, f.UpdatedAt = now, now
+	check("Folder", f)
+	check("Error", api.Error{Code: api.CodeStateFull, Message: "state disk full"})
+	check("Node", api.Node{ID: "n1", Status: api.NodeAlive, StartedAt: now, Sessions: []api.NodeSession{{ID: "s", Folders: []string{"a"}}}})
+	check("UnpublishResult", api.UnpublishResult{Session: "s", Removed: []api.PublishedMount{}, Problems: []string{}})
+	lim := int64(0)
+	check("SetQuotaRequest", api.SetQuotaRequest{LimitBytes: &lim})
+	// And a wrong one fails.
+	if err := doc.Components.Schemas["Error"].Value.VisitJSON(map[string]any{"code": "nope", "message": "x"}); err == nil {
+		t.Error("an Error with an unknown code validates")
+	}
+}
