@@ -37,6 +37,8 @@ type Memory struct {
 	// sessions by id; folderSessions[folder id][session id] is the index.
 	sessions       map[string]Session
 	folderSessions map[string]map[string]bool
+	// sshKeys by key id (SSHKeyID), made on first use (memory_sshkeys.go).
+	sshKeys map[string]SSHKey
 }
 
 type scopeKey struct {

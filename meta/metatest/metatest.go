@@ -114,6 +114,9 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) meta.Store) {
 	su.run(t, "SessionValidation", testSessionValidation)
 	su.run(t, "SessionCopies", testSessionCopies)
 	su.run(t, "RaceSessions", testRaceSessions)
+	su.run(t, "SSHKeys", testSSHKeys)
+	su.run(t, "SSHKeyValidation", testSSHKeyValidation)
+	su.run(t, "RaceSSHKeys", testRaceSSHKeys)
 }
 
 // ---- helpers ----
