@@ -263,6 +263,7 @@ func commands(st *state) []*cli.Command {
 		memberCommand(st),
 		mountCommand(st),
 		nodeCommand(st),
+		sshkeyCommand(st),
 	}
 }
 

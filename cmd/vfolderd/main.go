@@ -244,6 +244,8 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "lease-ttl", EnvVars: env("LEASE_TTL"), Category: "cluster", Usage: "the node's lease in etcd, whole seconds (`DURATION`; [cluster] lease_ttl)", DefaultText: config.DefaultLeaseTTL.String()},
 			&cli.StringFlag{Name: "quota-wait", EnvVars: env("QUOTA_WAIT"), Category: "cluster", Usage: "how long growth beyond the node's quota grant waits for room before EDQUOT, a `DURATION` ([cluster] quota_wait)", DefaultText: config.DefaultQuotaWait.String()},
 			&cli.StringFlag{Name: "node-id", EnvVars: env("NODE_ID"), Category: "cluster", Usage: "this node's `NAME` in the cluster ([cluster] node_id)", DefaultText: "the hostname"},
+			&cli.StringFlag{Name: "sftp-listen", EnvVars: env("SFTP_LISTEN"), Category: "sftp", Usage: "serve SFTP on this `HOST:PORT` ([sftp] listen)", DefaultText: "off"},
+			&cli.StringFlag{Name: "sftp-host-key", EnvVars: env("SFTP_HOST_KEY"), Category: "sftp", Usage: "the SFTP host key `FILE`, made when absent ([sftp] host_key)", DefaultText: "state_dir/" + config.DefaultHostKeyName},
 		},
 		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
@@ -311,6 +313,8 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	str("etcd-key", &cfg.Cluster.KeyFile)
 	str("etcd-prefix", &cfg.Cluster.Prefix)
 	str("node-id", &cfg.Cluster.NodeID)
+	str("sftp-listen", &cfg.SFTP.Listen)
+	str("sftp-host-key", &cfg.SFTP.HostKey)
 	for _, d := range []struct {
 		flag string
 		dst  *time.Duration
@@ -623,6 +627,13 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	}
 	startQuotaRecovery(svc, ledger.WasUnclean(), cfg.StateDir, log)
 	svc.WatchVolumes(service.VolumeRetryInterval)
+
+	// Deferred after the file system's Close: sessions end before it goes.
+	stopSFTP, err := startSFTP(cfg, svc, log)
+	if err != nil {
+		return err
+	}
+	defer stopSFTP()
 
 	adminGID, err := cfg.AdminGID()
 	if err != nil {

@@ -145,6 +145,8 @@ type Config struct {
 	DefaultScopeLimit int64
 	// Cluster is the [cluster] table; cluster mode when it has endpoints.
 	Cluster Cluster
+	// SFTP is the [sftp] table (sftp.go).
+	SFTP SFTP
 }
 
 // Cluster is the [cluster] table (see the package comment). Zero fields
@@ -261,6 +263,7 @@ type file struct {
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
 	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
 	Cluster           *fileCluster          `toml:"cluster"`
+	SFTP              *fileSFTP             `toml:"sftp"`
 }
 
 type fileCluster struct {
@@ -478,6 +481,7 @@ func (c *Config) merge(text string) error {
 		}
 		setIf(&c.Cluster.NodeID, fc.NodeID)
 	}
+	c.mergeSFTP(f.SFTP)
 	return nil
 }
 
@@ -659,6 +663,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Cluster.validate(add)
+	c.validateSFTP(add)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
 	}

@@ -500,6 +500,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/sessions/{session}/publish", s.publish)
 	s.handle("POST /v1/sessions/{session}/attach", s.attach)
 	s.handle("POST /v1/sessions/{session}/unpublish", s.unpublish)
+	s.sshkeyRoutes()
 }
 
 func invalid(format string, a ...any) error {

@@ -1,0 +1,334 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vfolder/vfolder/api"
+)
+
+// The SFTP endpoint, driven by OpenSSH's own clients (sftp -b, scp -s).
+
+const (
+	sftpUser   = "3f2e1d0c-9b8a-4765-8432-10fedcba9876"
+	sftpUserHx = "3f2e1d0c9b8a4765843210fedcba9876"
+)
+
+// sftpEnv is a daemon with the SFTP endpoint on a loopback port, a user
+// with a registered key and a second, unregistered key.
+type sftpEnv struct {
+	d             *Daemon
+	port          string
+	key, wrongKey string // private key files
+	dir           string // scratch files of the test
+}
+
+func requireOpenSSH(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"sftp", "scp", "ssh-keygen"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs OpenSSH's %s (package openssh-client): %v", tool, err)
+		}
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+func keygen(t *testing.T, path string) {
+	t.Helper()
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e", "-f", path).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+}
+
+func startSFTP(t *testing.T, volumeConfig string) *sftpEnv {
+	t.Helper()
+	RequireRoot(t)
+	requireOpenSSH(t)
+	port := freePort(t)
+	opt := DaemonOptions{ExtraArgs: []string{"--sftp-listen", "127.0.0.1:" + port}}
+	if volumeConfig != "" {
+		opt.VolumeConfig = map[string]string{"local": volumeConfig}
+	}
+	d := StartDaemon(t, opt)
+	e := &sftpEnv{d: d, port: port, dir: t.TempDir()}
+	e.key, e.wrongKey = filepath.Join(e.dir, "id"), filepath.Join(e.dir, "wrong")
+	keygen(t, e.key)
+	keygen(t, e.wrongKey)
+	d.OK("sshkey", "add", "--user", sftpUser, e.key+".pub")
+	return e
+}
+
+// sftp runs a batch with key as user; it returns the exit code and output.
+func (e *sftpEnv) sftp(t *testing.T, key, user string, batch ...string) (int, string) {
+	t.Helper()
+	bf := filepath.Join(e.dir, "batch")
+	if err := os.WriteFile(bf, []byte(strings.Join(batch, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e.run(t, "sftp", "-b", bf, "-i", key, "-P", e.port, user+"@127.0.0.1")
+}
+
+func (e *sftpEnv) run(t *testing.T, tool string, args ...string) (int, string) {
+	t.Helper()
+	common := []string{"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+		"-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-F", "/dev/null"}
+	cmd := exec.Command(tool, append(common, args...)...)
+	cmd.Dir = e.dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s %v: still running after 2 minutes\n%s", tool, args, out.String())
+	}
+	return cmd.ProcessState.ExitCode(), out.String()
+}
+
+func (e *sftpEnv) ok(t *testing.T, batch ...string) string {
+	t.Helper()
+	code, out := e.sftp(t, e.key, sftpUser, batch...)
+	if code != 0 {
+		t.Fatalf("sftp batch %q: exit %d\n%s\ndaemon log:\n%s", batch, code, out, tail(e.d.Log(), 20))
+	}
+	return out
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func randomFile(t *testing.T, path string, size int) []byte {
+	t.Helper()
+	b := make([]byte, size)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sameFile(t *testing.T, path string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(want) {
+		t.Fatalf("%s: %d bytes, sha256 %x; want %d bytes, sha256 %x", path, len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
+	}
+}
+
+func (e *sftpEnv) view(name string) string {
+	return filepath.Join(e.d.MountPoint, "users", sftpUserHx, name)
+}
+
+func TestSFTPTransfers(t *testing.T) {
+	e := startSFTP(t, "")
+	var data api.Folder
+	e.d.JSON(&data, "create", "data", "local", "--user", sftpUser, "--permission", "wd")
+	src := randomFile(t, filepath.Join(e.dir, "src.bin"), 3<<20+12345)
+	small := randomFile(t, filepath.Join(e.dir, "small.bin"), 777)
+
+	out := e.ok(t,
+		"ls /",
+		"put src.bin /data/a.bin",
+		"mkdir /data/sub",
+		"put small.bin /data/sub/c.bin",
+		"get /data/a.bin got-a.bin",
+		"rename /data/a.bin /data/b.bin",
+		"get /data/b.bin got-b.bin",
+		"get /data/sub/c.bin got-c.bin",
+		"ls -l /data",
+		"rm /data/sub/c.bin",
+		"rmdir /data/sub",
+		"cd /data/../data/./",
+		"get ../data/b.bin got-rel.bin",
+	)
+	if !strings.Contains(out, "data") || !strings.Contains(out, "b.bin") {
+		t.Errorf("listings do not show the folder and the file:\n%s", out)
+	}
+	sameFile(t, filepath.Join(e.dir, "got-a.bin"), src)
+	sameFile(t, filepath.Join(e.dir, "got-b.bin"), src)
+	sameFile(t, filepath.Join(e.dir, "got-c.bin"), small)
+	sameFile(t, filepath.Join(e.dir, "got-rel.bin"), src)
+	// What the views show is what was written, at the storage owner.
+	sameFile(t, filepath.Join(data.Path, "b.bin"), src)
+	for _, gone := range []string{"a.bin", "sub"} {
+		if _, err := os.Lstat(filepath.Join(data.Path, gone)); !os.IsNotExist(err) {
+			t.Errorf("%s still on the volume: %v", gone, err)
+		}
+	}
+	st, err := os.Stat(filepath.Join(data.Path, "b.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid := statUID(st); uid != StorageID {
+		t.Errorf("b.bin on storage is owned by uid %d, want the storage uid %d", uid, StorageID)
+	}
+
+	// scp over the SFTP protocol, with the plain-hex login name.
+	if code, out := e.run(t, "scp", "-s", "-i", e.key, "-P", e.port, "small.bin", sftpUserHx+"@127.0.0.1:/data/scp.bin"); code != 0 {
+		t.Fatalf("scp -s: exit %d\n%s", code, out)
+	}
+	sameFile(t, filepath.Join(data.Path, "scp.bin"), small)
+	if code, out := e.run(t, "scp", "-s", "-i", e.key, "-P", e.port, sftpUserHx+"@127.0.0.1:/data/b.bin", "scp-back.bin"); code != 0 {
+		t.Fatalf("scp -s back: exit %d\n%s", code, out)
+	}
+	sameFile(t, filepath.Join(e.dir, "scp-back.bin"), src)
+
+	// A key nobody registered is refused, and writes nothing.
+	if code, out := e.sftp(t, e.wrongKey, sftpUser, "put small.bin /data/wrong.bin"); code == 0 {
+		t.Fatalf("an unregistered key logged in:\n%s", out)
+	}
+	// The registered key of another login name is refused too.
+	if code, out := e.sftp(t, e.key, "11111111222233334444555555555555", "ls /"); code == 0 {
+		t.Fatalf("a key logged in as another user:\n%s", out)
+	}
+	if _, err := os.Lstat(filepath.Join(data.Path, "wrong.bin")); !os.IsNotExist(err) {
+		t.Errorf("a refused login wrote a file: %v", err)
+	}
+
+	// Paths cannot leave the folder, and links on the volume are never
+	// followed: listed, readable as links, refused as files.
+	if err := os.Symlink("b.bin", filepath.Join(e.view("data"), "lnk")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(".", filepath.Join(e.view("data"), "dlnk")); err != nil {
+		t.Fatal(err)
+	}
+	out = e.ok(t, "ls -l /data")
+	if !strings.Contains(out, "lnk -> b.bin") && !strings.Contains(out, "lnk") {
+		t.Errorf("the link is not listed:\n%s", out)
+	}
+	// A ".." is cleaned on the path, never resolved through a link.
+	e.ok(t, "get /data/lnk/../b.bin y.bin")
+	sameFile(t, filepath.Join(e.dir, "y.bin"), src)
+	os.Remove(filepath.Join(e.dir, "y.bin"))
+	for _, refused := range [][]string{
+		{"get /data/lnk x.bin"},
+		{"put small.bin /data/lnk"},
+		{"get /data/dlnk/b.bin y.bin"},
+		{"put small.bin /data/dlnk/y.bin"},
+		{"put small.bin /newtop.bin"},
+		{"mkdir /newfolder"},
+		{"rm /data"},
+		{"get /../../etc/passwd z.bin"},
+	} {
+		if code, out := e.sftp(t, e.key, sftpUser, refused...); code == 0 {
+			t.Errorf("sftp %q succeeded:\n%s", refused, out)
+		}
+	}
+	// Listing a link to a directory shows the link, not what it points at.
+	if out := e.ok(t, "ls /data/dlnk/"); strings.Contains(out, "b.bin") || strings.Contains(out, "scp.bin") {
+		t.Errorf("listing a link to a directory listed the directory:\n%s", out)
+	}
+	sameFile(t, filepath.Join(data.Path, "b.bin"), src)
+	if _, err := os.Stat(filepath.Join(e.dir, "z.bin")); err == nil {
+		t.Error("a path with .. reached outside the folders")
+	}
+
+	// After the key is removed, it is refused.
+	e.d.OK("sshkey", "remove", "--user", sftpUser, e.key+".pub")
+	if code, out := e.sftp(t, e.key, sftpUser, "ls /"); code == 0 {
+		t.Fatalf("a removed key logged in:\n%s", out)
+	}
+}
+
+func TestSFTPReadOnlyAndQuota(t *testing.T) {
+	e := startSFTP(t, "")
+	var ro, data api.Folder
+	e.d.JSON(&ro, "create", "shelf", "local", "--user", sftpUser, "--permission", "ro")
+	e.d.JSON(&data, "create", "data", "local", "--user", sftpUser)
+	if err := os.WriteFile(filepath.Join(ro.Path, "kept.txt"), []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	small := randomFile(t, filepath.Join(e.dir, "small.bin"), 1000)
+	e.ok(t, "put small.bin /data/s.bin", "get /shelf/kept.txt kept.txt")
+	for _, refused := range []string{
+		"put small.bin /shelf/new.bin", "put small.bin /shelf/kept.txt", "mkdir /shelf/d",
+		"rm /shelf/kept.txt", "rename /shelf/kept.txt /shelf/k2.txt", "chmod 600 /shelf/kept.txt",
+	} {
+		if code, out := e.sftp(t, e.key, sftpUser, refused); code == 0 {
+			t.Errorf("ro folder: %q succeeded:\n%s", refused, out)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(ro.Path, "kept.txt")); string(got) != "kept\n" {
+		t.Errorf("ro folder's file changed: %q", got)
+	}
+	entries, _ := os.ReadDir(ro.Path)
+	if len(entries) != 1 {
+		t.Errorf("ro folder holds %d entries, want 1", len(entries))
+	}
+
+	// Quota: room for part of the next upload only.
+	before := dqScope(e.d, sftpUserHx)
+	const room = 1<<20 + 4321
+	e.d.OK("quota-scope", "set", "local", sftpUserHx, strconv.FormatInt(before.UsedBytes+room, 10), "-t", "user")
+	big := randomFile(t, filepath.Join(e.dir, "big.bin"), 3<<20)
+	code, out := e.sftp(t, e.key, sftpUser, "put big.bin /data/big.bin")
+	if code == 0 {
+		t.Fatalf("an upload past the quota succeeded:\n%s", out)
+	}
+	// The partial upload keeps exactly what fit: a prefix of the source,
+	// never more than the room; the usage counts exactly those bytes.
+	got, err := os.ReadFile(filepath.Join(data.Path, "big.bin"))
+	if err != nil {
+		t.Fatalf("the partial upload: %v", err)
+	}
+	if len(got) != room || !bytes.Equal(got, big[:len(got)]) {
+		t.Errorf("partial upload holds %d bytes (prefix of the source: %v), want the %d bytes that fit", len(got), bytes.Equal(got, big[:min(len(got), len(big))]), room)
+	}
+	after := dqScope(e.d, sftpUserHx)
+	if after.UsedBytes != before.UsedBytes+int64(len(got)) || after.UsedBytes > after.LimitBytes {
+		t.Errorf("usage %d after the refused upload, limit %d; want %d (before %d + %d stored)", after.UsedBytes, after.LimitBytes, before.UsedBytes+int64(len(got)), before.UsedBytes, len(got))
+	}
+	// A full scope refuses the next upload outright, and a delete makes
+	// room again.
+	if code, out := e.sftp(t, e.key, sftpUser, "put small.bin /data/s2.bin"); code == 0 {
+		t.Errorf("an upload into a full scope succeeded:\n%s", out)
+	}
+	e.ok(t, "rm /data/big.bin", "put small.bin /data/s3.bin", "get /data/s3.bin s3.bin")
+	sameFile(t, filepath.Join(e.dir, "s3.bin"), small)
+	final := dqScope(e.d, sftpUserHx)
+	fmt.Fprintf(os.Stderr, "usage: before %d, after refused put %d (limit %d), final %d\n", before.UsedBytes, after.UsedBytes, after.LimitBytes, final.UsedBytes)
+}
+
+func statUID(fi os.FileInfo) int {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
+}
