@@ -74,6 +74,11 @@ func (h *handlers) prepare(ctx context.Context, p string, what op, open bool) (l
 	}
 	l, err := h.locate(ctx, p)
 	if err != nil {
+		if _, rel := split(cleanPath(p)); rel == "" && what != opRead && what != opList {
+			// A new entry at the top level: refused as a change of "/".
+			top := loc{p: cleanPath(p), top: true}
+			return top, h.fail(ctx, what, top, unix.EROFS)
+		}
 		return loc{}, err
 	}
 	if l.top {
