@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 
 # Debian packages the tests and the benchmark harness use (etcd-server: the
-# cluster tests start private etcd processes; it is not started as a service).
-APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng)
+# cluster tests start private etcd processes; it is not started as a service;
+# openssh-client and rclone: the SFTP tests drive the endpoint with them).
+APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng openssh-client rclone)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do

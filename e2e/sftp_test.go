@@ -332,3 +332,45 @@ func statUID(fi os.FileInfo) int {
 	}
 	return -1
 }
+
+// TestSFTPRclone copies a tree up and back with rclone's sftp backend.
+func TestSFTPRclone(t *testing.T) {
+	if _, err := exec.LookPath("rclone"); err != nil {
+		t.Skipf("needs rclone (package rclone): %v", err)
+	}
+	e := startSFTP(t, "")
+	var data api.Folder
+	e.d.JSON(&data, "create", "data", "local", "--user", sftpUser)
+	up := filepath.Join(e.dir, "up")
+	want := map[string][]byte{}
+	for i, size := range []int{0, 1, 4096, 1<<20 + 3} {
+		name := filepath.Join(fmt.Sprintf("d%d", i%2), fmt.Sprintf("f%d", i))
+		if err := os.MkdirAll(filepath.Join(up, filepath.Dir(name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = randomFile(t, filepath.Join(up, name), size)
+	}
+	rclone := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("rclone", append([]string{"--config", "/dev/null", "--low-level-retries", "1", "--retries", "1"}, args...)...)
+		cmd.Env = append(os.Environ(),
+			"RCLONE_CONFIG_VF_TYPE=sftp", "RCLONE_CONFIG_VF_HOST=127.0.0.1", "RCLONE_CONFIG_VF_PORT="+e.port,
+			"RCLONE_CONFIG_VF_USER="+sftpUser, "RCLONE_CONFIG_VF_KEY_FILE="+e.key,
+			// No shell on the endpoint: no remote hash commands.
+			"RCLONE_CONFIG_VF_DISABLE_HASHCHECK=true", "RCLONE_CONFIG_VF_SHELL_TYPE=none")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("rclone %v: %v\n%s", args, err, out)
+		}
+	}
+	rclone("copy", up, "vf:/data/tree")
+	down := filepath.Join(e.dir, "down")
+	rclone("copy", "vf:/data/tree", down)
+	for name, b := range want {
+		sameFile(t, filepath.Join(data.Path, "tree", name), b)
+		sameFile(t, filepath.Join(down, name), b)
+	}
+	rclone("purge", "vf:/data/tree")
+	if _, err := os.Lstat(filepath.Join(data.Path, "tree")); !os.IsNotExist(err) {
+		t.Errorf("rclone purge left the tree: %v", err)
+	}
+}
