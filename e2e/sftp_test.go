@@ -260,8 +260,23 @@ func TestSFTPTransfers(t *testing.T) {
 		t.Error("a path with .. reached outside the folders")
 	}
 
-	// After the key is removed, it is refused.
-	e.d.OK("sshkey", "remove", "--user", sftpUser, e.key+".pub")
+	// The CLI: --json lists, usage errors exit 2, refusals 1.
+	var keys []api.SSHKey
+	e.d.JSON(&keys, "sshkey", "list", "--user", sftpUserHx)
+	if len(keys) != 1 || keys[0].Type != "ssh-ed25519" || !strings.HasPrefix(keys[0].Fingerprint, "SHA256:") {
+		t.Errorf("sshkey list: %+v", keys)
+	}
+	if r := e.d.CLI("sshkey", "add", e.wrongKey+".pub"); r.Code != 2 {
+		t.Errorf("sshkey add without --user: %s", r)
+	}
+	if r := e.d.CLI("sshkey", "add", "--user", "11111111222233334444555555555555", e.key+".pub"); r.Code != 1 || !strings.Contains(r.Stderr, "registered") {
+		t.Errorf("the same key for another user: %s", r)
+	}
+	if r := e.d.CLI("sshkey", "add", "--user", sftpUser, e.wrongKey); r.Code != 1 {
+		t.Errorf("a private key file: %s", r)
+	}
+	// After the key is removed (by its fingerprint), it is refused.
+	e.d.OK("sshkey", "remove", "--user", sftpUser, keys[0].Fingerprint)
 	if code, out := e.sftp(t, e.key, sftpUser, "ls /"); code == 0 {
 		t.Fatalf("a removed key logged in:\n%s", out)
 	}
@@ -320,10 +335,19 @@ func TestSFTPReadOnlyAndQuota(t *testing.T) {
 	if code, out := e.sftp(t, e.key, sftpUser, "put small.bin /data/s2.bin"); code == 0 {
 		t.Errorf("an upload into a full scope succeeded:\n%s", out)
 	}
+	// df shows the quota: size about the limit (in KiB), nothing available.
+	out = e.ok(t, "df /data")
+	var size, used, avail int64
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) < 3 {
+		t.Errorf("df /data:\n%s", out)
+	} else if _, err := fmt.Sscan(lines[len(lines)-1], &size, &used, &avail); err != nil || avail != 0 || size > after.LimitBytes/1024 || size < after.LimitBytes/1024-4 {
+		t.Errorf("df /data shows size %d KiB, %d available (%v); want about %d KiB, none available:\n%s", size, avail, err, after.LimitBytes/1024, out)
+	}
 	e.ok(t, "rm /data/big.bin", "put small.bin /data/s3.bin", "get /data/s3.bin s3.bin")
 	sameFile(t, filepath.Join(e.dir, "s3.bin"), small)
-	final := dqScope(e.d, sftpUserHx)
-	fmt.Fprintf(os.Stderr, "usage: before %d, after refused put %d (limit %d), final %d\n", before.UsedBytes, after.UsedBytes, after.LimitBytes, final.UsedBytes)
+	if final := dqScope(e.d, sftpUserHx); final.UsedBytes != before.UsedBytes+int64(len(small)) {
+		t.Errorf("final usage %d, want %d (before + s3.bin)", final.UsedBytes, before.UsedBytes+int64(len(small)))
+	}
 }
 
 func statUID(fi os.FileInfo) int {

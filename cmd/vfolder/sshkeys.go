@@ -25,7 +25,7 @@ authorized_keys form (id_ed25519.pub); "-" reads it from standard input.
 'remove' takes a KEYFILE, "-", a fingerprint (SHA256:...) or a key's ID.`
 
 func sshkeyCommand(st *state) *cli.Command {
-	user := &cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "the user's `UUID`", Required: true}
+	user := &cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "the user's `UUID` (required)"}
 	return &cli.Command{
 		Name:        "sshkey",
 		Usage:       "users' SSH keys for the SFTP endpoint",
@@ -59,6 +59,15 @@ func sshkeyCommand(st *state) *cli.Command {
 	}
 }
 
+// userFlag is the required --user (a usage error when missing).
+func userFlag(c *cli.Context) (string, error) {
+	u := c.String("user")
+	if u == "" {
+		return "", usagef(c, "%s needs --user UUID", commandPath(c))
+	}
+	return u, nil
+}
+
 // readKeyArg reads the key text named by arg: a file, or "-" for stdin.
 func (st *state) readKeyArg(arg string) (string, error) {
 	var r io.Reader
@@ -86,11 +95,15 @@ func (st *state) sshkeyAdd(c *cli.Context) error {
 	if err := needArgs(c, 1, 1); err != nil {
 		return err
 	}
+	user, err := userFlag(c)
+	if err != nil {
+		return err
+	}
 	text, err := st.readKeyArg(c.Args().First())
 	if err != nil {
 		return err
 	}
-	k, err := st.client.AddSSHKey(ctxOf(c), c.String("user"), api.AddSSHKeyRequest{Key: text, Comment: c.String("comment")})
+	k, err := st.client.AddSSHKey(ctxOf(c), user, api.AddSSHKeyRequest{Key: text, Comment: c.String("comment")})
 	if err != nil {
 		return err
 	}
@@ -104,7 +117,11 @@ func (st *state) sshkeyList(c *cli.Context) error {
 	if err := needArgs(c, 0, 0); err != nil {
 		return err
 	}
-	ks, err := st.client.SSHKeys(ctxOf(c), c.String("user"))
+	user, err := userFlag(c)
+	if err != nil {
+		return err
+	}
+	ks, err := st.client.SSHKeys(ctxOf(c), user)
 	if err != nil {
 		return err
 	}
@@ -121,12 +138,15 @@ func (st *state) sshkeyRemove(c *cli.Context) error {
 	if err := needArgs(c, 1, 1); err != nil {
 		return err
 	}
-	arg := c.Args().First()
-	id, err := st.keyID(arg)
+	user, err := userFlag(c)
 	if err != nil {
 		return err
 	}
-	k, err := st.client.RemoveSSHKey(ctxOf(c), c.String("user"), id)
+	id, err := st.keyID(c.Args().First())
+	if err != nil {
+		return err
+	}
+	k, err := st.client.RemoveSSHKey(ctxOf(c), user, id)
 	if err != nil {
 		return err
 	}
