@@ -69,8 +69,10 @@
 //     before it (step 4); what it settles is the inode bookkeeping of
 //     creates and removals cut by the crash. The pending file is removed
 //     when every scope was checked and no volume is unavailable;
-//  10. bind the socket (refusing one something still answers on, replacing
-//     a stale one) and serve; from here on the unavailable volumes are
+//  10. with [sftp] listen (--sftp-listen), start the SFTP endpoint (package
+//     sftpd: the host key is made when absent; the address must bind or
+//     the start fails); bind the socket (refusing one something still
+//     answers on, replacing a stale one) and serve; from here on the unavailable volumes are
 //     tried every 3 s, and one that attaches is brought into service
 //     (limits, interrupted creates and purges, views, and a quota check
 //     after an unclean start) without a restart.
@@ -132,7 +134,8 @@
 //
 // Stopping: stop accepting API calls, let in-flight ones finish (up to
 // shutdownTimeout, after which they are cut and interrupted purges resume
-// at the next start), release the sessions directory when no session is
+// at the next start), close the SFTP endpoint (its listener and every
+// session, closing their files), release the sessions directory when no session is
 // left, unmount the FUSE namespace, the sessions' mounts first (aborting a
 // connection when copies of the mount live on elsewhere: published
 // sessions hold such copies),
