@@ -398,3 +398,23 @@ func TestSFTPRclone(t *testing.T) {
 		t.Errorf("rclone purge left the tree: %v", err)
 	}
 }
+
+// TestSFTPNoDelete: on a volume with rw_can_delete = false a rw folder
+// takes new files and renames onto new names, and refuses deletes.
+func TestSFTPNoDelete(t *testing.T) {
+	e := startSFTP(t, "rw_can_delete = false")
+	var data api.Folder
+	e.d.JSON(&data, "create", "data", "local", "--user", sftpUser, "--permission", "rw")
+	small := randomFile(t, filepath.Join(e.dir, "small.bin"), 4321)
+	e.ok(t, "put small.bin /data/a.bin", "mkdir /data/d", "rename /data/a.bin /data/b.bin", "put small.bin /data/c.bin")
+	for _, refused := range []string{"rm /data/b.bin", "rmdir /data/d", "rename /data/c.bin /data/b.bin"} {
+		if code, out := e.sftp(t, e.key, sftpUser, refused); code == 0 {
+			t.Errorf("rw without delete: %q succeeded:\n%s", refused, out)
+		}
+	}
+	sameFile(t, filepath.Join(data.Path, "b.bin"), small)
+	sameFile(t, filepath.Join(data.Path, "c.bin"), small)
+	if st, err := os.Stat(filepath.Join(data.Path, "d")); err != nil || !st.IsDir() {
+		t.Errorf("the directory: %v %v", st, err)
+	}
+}
