@@ -117,6 +117,7 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) meta.Store) {
 	su.run(t, "SSHKeys", testSSHKeys)
 	su.run(t, "SSHKeyValidation", testSSHKeyValidation)
 	su.run(t, "RaceSSHKeys", testRaceSSHKeys)
+	su.run(t, "SSHKeysClosed", testSSHKeysClosed)
 }
 
 // ---- helpers ----

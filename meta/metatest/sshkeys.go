@@ -157,3 +157,17 @@ func testRaceSSHKeys(t *testing.T, ctx context.Context, s meta.Store) {
 		t.Errorf("the winner lists %d keys, want 1", len(ks))
 	}
 }
+
+// testSSHKeysClosed: after Close every key method fails with ErrClosed.
+func testSSHKeysClosed(t *testing.T, ctx context.Context, s meta.Store) {
+	k := SSHKey(1, User(1))
+	wantNoErr(t, "PutSSHKey", s.PutSSHKey(ctx, k))
+	wantNoErr(t, "Close", s.Close())
+	wantErr(t, "PutSSHKey after Close", s.PutSSHKey(ctx, SSHKey(2, User(1))), meta.ErrClosed)
+	_, err := s.GetSSHKey(ctx, k.Fingerprint)
+	wantErr(t, "GetSSHKey after Close", err, meta.ErrClosed)
+	_, err = s.ListSSHKeys(ctx, k.User)
+	wantErr(t, "ListSSHKeys after Close", err, meta.ErrClosed)
+	_, err = s.DeleteSSHKey(ctx, k.User, k.Fingerprint)
+	wantErr(t, "DeleteSSHKey after Close", err, meta.ErrClosed)
+}
