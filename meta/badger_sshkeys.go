@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"encoding/json"
 
 	"strings"
 
@@ -120,4 +121,44 @@ func (b *Badger) DeleteSSHKey(ctx context.Context, user, fingerprint string) (SS
 		return SSHKey{}, err
 	}
 	return k, nil
+}
+
+// verifySSHKeys checks that every key record is well-formed and stored
+// under its own id, and that the user index holds exactly one entry per
+// key (part of Verify).
+func verifySSHKeys(txn *badger.Txn) error {
+	want := map[string]bool{} // "<user>/<id>"
+	err := scan(txn, []byte(prefixSSHKey), func(key, val []byte) error {
+		var k SSHKey
+		if err := json.Unmarshal(val, &k); err != nil {
+			return errorf(ErrCorrupt, "key %q: %v", key, err)
+		}
+		if err := CheckSSHKey(k); err != nil {
+			return errorf(ErrCorrupt, "key %q: %v", key, err)
+		}
+		id, _ := SSHKeyID(k.Fingerprint)
+		if string(key) != prefixSSHKey+id {
+			return errorf(ErrCorrupt, "ssh key %s stored under %q", k.Fingerprint, key)
+		}
+		want[k.User+"/"+id] = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	seen := 0
+	err = scanKeys(txn, []byte(prefixSSHKeyOf), func(key []byte) error {
+		if !want[strings.TrimPrefix(string(key), prefixSSHKeyOf)] {
+			return errorf(ErrCorrupt, "ssh key index %q has no key", key)
+		}
+		seen++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if seen != len(want) {
+		return errorf(ErrCorrupt, "%d ssh key index entries for %d keys", seen, len(want))
+	}
+	return nil
 }

@@ -128,3 +128,27 @@ func (s *Store) DeleteSSHKey(ctx context.Context, user, fingerprint string) (met
 	}
 	return k, nil
 }
+
+// verifySSHKeys checks that every key is well-formed, stored under its own
+// id, and has exactly its copy under its user (part of Verify).
+func (s *Store) verifySSHKeys(byFam map[string]map[string][]byte) error {
+	for id, val := range byFam["sshkey"] {
+		k, err := decode[meta.SSHKey]([]byte(s.sshKeyKey(id)), val)
+		if err != nil {
+			return err
+		}
+		if err := meta.CheckSSHKey(k); err != nil {
+			return corrupt("ssh key %q: %v", id, err)
+		}
+		if want, _ := meta.SSHKeyID(k.Fingerprint); want != id {
+			return corrupt("ssh key %s stored under %q", k.Fingerprint, id)
+		}
+		if cp := byFam["sshkeyof"][k.User+"/"+id]; string(cp) != string(val) {
+			return corrupt("the copy of ssh key %q under its user is %q", id, cp)
+		}
+	}
+	if len(byFam["sshkeyof"]) != len(byFam["sshkey"]) {
+		return corrupt("%d ssh key copies under users for %d keys", len(byFam["sshkeyof"]), len(byFam["sshkey"]))
+	}
+	return nil
+}
