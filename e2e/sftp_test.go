@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+
 	"github.com/vfolder/vfolder/api"
 )
 
@@ -416,5 +419,58 @@ func TestSFTPNoDelete(t *testing.T) {
 	sameFile(t, filepath.Join(data.Path, "c.bin"), small)
 	if st, err := os.Stat(filepath.Join(data.Path, "d")); err != nil || !st.IsDir() {
 		t.Errorf("the directory: %v %v", st, err)
+	}
+}
+
+// TestSFTPStopWithOpenSession: SIGTERM while a session holds a file open
+// for writing ends the session, and the daemon exits cleanly with its
+// mounts gone; the bytes written so far are on the volume and counted.
+func TestSFTPStopWithOpenSession(t *testing.T) {
+	e := startSFTP(t, "")
+	var data api.Folder
+	e.d.JSON(&data, "create", "data", "local", "--user", sftpUser)
+	before := dqScope(e.d, sftpUserHx)
+	keyPEM, err := os.ReadFile(e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ssh.Dial("tcp", "127.0.0.1:"+e.port, &ssh.ClientConfig{
+		User: sftpUser, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := sftp.NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := cl.OpenFile("/data/open.bin", os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("v"), 100000)
+	if _, err := f.Write(chunk); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	e.d.Stop() // fails the test on an unclean exit or mounts left behind
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("stopping with an open SFTP session took %v", took)
+	}
+	if _, err := cl.Stat("/data"); err == nil {
+		t.Error("the SFTP session survived the daemon")
+	}
+	if got, err := os.ReadFile(filepath.Join(data.Path, "open.bin")); err != nil || !bytes.Equal(got, chunk) {
+		t.Errorf("open.bin holds %d bytes (%v), want the %d written", len(got), err, len(chunk))
+	}
+	e.d.Start()
+	if after := dqScope(e.d, sftpUserHx); after.UsedBytes != before.UsedBytes+int64(len(chunk)) {
+		t.Errorf("usage after the restart %d, want %d", after.UsedBytes, before.UsedBytes+int64(len(chunk)))
 	}
 }
