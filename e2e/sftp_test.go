@@ -263,6 +263,26 @@ func TestSFTPTransfers(t *testing.T) {
 		t.Error("a path with .. reached outside the folders")
 	}
 
+	// A project's folder shows for its members, at the membership's
+	// permission, and is gone once the membership is.
+	const project = "6a5b4c3d2e1f40918273645546372819"
+	var pf api.Folder
+	e.d.JSON(&pf, "create", "shared", "local", "--project", project)
+	if err := os.WriteFile(filepath.Join(pf.Path, "readme"), []byte("shared\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.d.OK("member", "add", "--project", project, "--user", sftpUser, "--permission", "ro")
+	if out := e.ok(t, "ls /", "get /shared/readme readme"); !strings.Contains(out, "shared") {
+		t.Errorf("the project folder is not listed:\n%s", out)
+	}
+	if code, out := e.sftp(t, e.key, sftpUser, "put small.bin /shared/x"); code == 0 {
+		t.Errorf("a ro member wrote into the project folder:\n%s", out)
+	}
+	e.d.OK("member", "remove", "--project", project, "--user", sftpUser)
+	if code, out := e.sftp(t, e.key, sftpUser, "get /shared/readme readme2"); code == 0 {
+		t.Errorf("a former member read the project folder:\n%s", out)
+	}
+
 	// The CLI: --json lists, usage errors exit 2, refusals 1.
 	var keys []api.SSHKey
 	e.d.JSON(&keys, "sshkey", "list", "--user", sftpUserHx)
