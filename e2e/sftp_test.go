@@ -340,6 +340,10 @@ func TestSFTPReadOnlyAndQuota(t *testing.T) {
 	if code == 0 {
 		t.Fatalf("an upload past the quota succeeded:\n%s", out)
 	}
+	// The client gets (and the daemon logs) a message with the numbers.
+	if want := "disk quota exceeded: quota scope user:" + sftpUserHx + " on volume local holds"; !strings.Contains(e.d.Log(), want) {
+		t.Errorf("the daemon log does not say %q:\n%s", want, tail(e.d.Log(), 10))
+	}
 	// The partial upload keeps exactly what fit: a prefix of the source,
 	// never more than the room; the usage counts exactly those bytes.
 	got, err := os.ReadFile(filepath.Join(data.Path, "big.bin"))

@@ -18,6 +18,7 @@ import (
 	"github.com/pkg/sftp"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/internal/service"
@@ -508,5 +509,42 @@ func TestHostKey(t *testing.T) {
 	}
 	if _, _, err := LoadHostKey(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("a world-readable key: %v", err)
+	}
+}
+
+// TestErrorMapping: each errno reaches the client as the right SFTP code
+// with a message that says what happened.
+func TestErrorMapping(t *testing.T) {
+	fx := newFixture(t)
+	h := &handlers{s: fx.srv, user: testUser, pub: fx.pub, log: zerolog.Nop()}
+	rw := loc{p: "/other/f", r: fx.svc.reach[1], rel: "f"}
+	ro := loc{p: "/shelf/f", r: fx.svc.reach[2], rel: "f"}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		l    loc
+		what op
+		err  error
+		code error
+		msg  string
+	}{
+		{rw, opWrite, unix.ENOENT, sftp.ErrSSHFxNoSuchFile, "no such file"},
+		{ro, opWrite, unix.EROFS, sftp.ErrSSHFxPermissionDenied, `folder "shelf" is read-only for you (permission ro)`},
+		{rw, opDelete, unix.EPERM, sftp.ErrSSHFxPermissionDenied, "deleting and replacing are not allowed"},
+		{rw, opRead, unix.ELOOP, sftp.ErrSSHFxPermissionDenied, "never followed"},
+		{rw, opWrite, unix.EDQUOT, sftp.ErrSSHFxFailure, "disk quota exceeded: quota scope user:" + testUser + " on volume local holds 100 of its 100 bytes"},
+		{rw, opWrite, unix.EXDEV, sftp.ErrSSHFxFailure, "between folders"},
+		{rw, opWrite, unix.EEXIST, sftp.ErrSSHFxFailure, "already exists"},
+		{rw, opDelete, unix.ENOTEMPTY, sftp.ErrSSHFxFailure, "not empty"},
+		{rw, opWrite, fmt.Errorf("%w: upload-file", service.ErrForbidden), sftp.ErrSSHFxPermissionDenied, "upload-file"},
+		{rw, opWrite, fmt.Errorf("x: %w", meta.ErrUnavailable), sftp.ErrSSHFxFailure, "try again"},
+	} {
+		err := h.fail(ctx, tc.what, tc.l, tc.err)
+		var oe *opError
+		if !errors.As(err, &oe) || oe.code != tc.code || !strings.Contains(err.Error(), tc.msg) || !strings.HasPrefix(err.Error(), tc.l.p+": ") {
+			t.Errorf("%v: %v (code %v), want %v with %q", tc.err, err, oe, tc.code, tc.msg)
+		}
+		if !errors.Is(err, tc.err) {
+			t.Errorf("%v: the mapped error does not wrap the cause", tc.err)
+		}
 	}
 }
