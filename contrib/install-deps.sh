@@ -12,6 +12,8 @@ export PATH=/usr/local/go/bin:$PATH
 APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng docker.io jq)
 # dpkg: make package's test installs the .deb into a private root.
 APT_PACKAGES+=(dpkg)
+# openssh-client and rclone: the SFTP tests drive the endpoint with them.
+APT_PACKAGES+=(openssh-client rclone)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1030,6 +1030,9 @@ func (b *Badger) Verify(ctx context.Context) error {
 		if err := verifySessions(txn); err != nil {
 			return err
 		}
+		if err := verifySSHKeys(txn); err != nil {
+			return err
+		}
 		folders := map[string]Folder{}
 		counts := map[string]int{}
 		err := scan(txn, []byte(prefixFolder), func(key, val []byte) error {

@@ -39,6 +39,8 @@ type Memory struct {
 	folderSessions map[string]map[string]bool
 	// shares and invitations (memory_shares.go)
 	sh memShares
+	// sshKeys by key id (SSHKeyID), made on first use (memory_sshkeys.go).
+	sshKeys map[string]SSHKey
 }
 
 type scopeKey struct {

@@ -468,6 +468,19 @@ type Store interface {
 	// index, not every session.
 	SessionsUsingFolder(ctx context.Context, folderID string) ([]string, error)
 
+	// SSH keys (sshkeys.go): a fingerprint belongs to at most one user.
+	// PutSSHKey registers a key (CheckSSHKey); ErrExists when its
+	// fingerprint is registered already, to this user or another.
+	PutSSHKey(ctx context.Context, k SSHKey) error
+	// GetSSHKey returns the key of that fingerprint; ErrNotFound if none.
+	GetSSHKey(ctx context.Context, fingerprint string) (SSHKey, error)
+	// ListSSHKeys returns a user's keys ordered by fingerprint (an empty
+	// list for a user without keys).
+	ListSSHKeys(ctx context.Context, user string) ([]SSHKey, error)
+	// DeleteSSHKey removes the user's key of that fingerprint and returns
+	// it; ErrNotFound if the user has no such key.
+	DeleteSSHKey(ctx context.Context, user, fingerprint string) (SSHKey, error)
+
 	// Close releases the store. Other methods then return ErrClosed.
 	Close() error
 

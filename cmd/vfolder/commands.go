@@ -272,6 +272,7 @@ func commands(st *state) []*cli.Command {
 		mountCommand(st),
 		nodeCommand(st),
 		cloneCommand(st),
+		sshkeyCommand(st),
 	}, sharingCommands(st)...)
 }
 

@@ -69,9 +69,11 @@
 //     before it (step 4); what it settles is the inode bookkeeping of
 //     creates and removals cut by the crash. The pending file is removed
 //     when every scope was checked and no volume is unavailable;
-//  10. bind the socket (refusing one something still answers on, replacing
-//     a stale one), and the TLS listener when [api] listen (--api-listen)
-//     is set, and serve; from here on the unavailable volumes are
+//  10. with [sftp] listen (--sftp-listen), start the SFTP endpoint (package
+//     sftpd: the host key is made when absent; the address must bind or
+//     the start fails); bind the socket (refusing one something still
+//     answers on, replacing a stale one), and the TLS listener when [api]
+//     listen (--api-listen) is set, and serve; from here on the unavailable volumes are
 //     tried every 3 s, and one that attaches is brought into service
 //     (limits, interrupted creates and purges, views, and a quota check
 //     after an unclean start) without a restart.
@@ -144,7 +146,8 @@
 //
 // Stopping: stop accepting API calls, let in-flight ones finish (up to
 // shutdownTimeout, after which they are cut and interrupted purges resume
-// at the next start), release the sessions directory when no session is
+// at the next start), close the SFTP endpoint (its listener and every
+// session, closing their files), release the sessions directory when no session is
 // left, unmount the FUSE namespace, the sessions' mounts first (aborting a
 // connection when copies of the mount live on elsewhere: published
 // sessions hold such copies),
@@ -258,6 +261,8 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "lease-ttl", EnvVars: env("LEASE_TTL"), Category: "cluster", Usage: "the node's lease in etcd, whole seconds (`DURATION`; [cluster] lease_ttl)", DefaultText: config.DefaultLeaseTTL.String()},
 			&cli.StringFlag{Name: "quota-wait", EnvVars: env("QUOTA_WAIT"), Category: "cluster", Usage: "how long growth beyond the node's quota grant waits for room before EDQUOT, a `DURATION` ([cluster] quota_wait)", DefaultText: config.DefaultQuotaWait.String()},
 			&cli.StringFlag{Name: "node-id", EnvVars: env("NODE_ID"), Category: "cluster", Usage: "this node's `NAME` in the cluster ([cluster] node_id)", DefaultText: "the hostname"},
+			&cli.StringFlag{Name: "sftp-listen", EnvVars: env("SFTP_LISTEN"), Category: "sftp", Usage: "serve SFTP on this `HOST:PORT` ([sftp] listen)", DefaultText: "off"},
+			&cli.StringFlag{Name: "sftp-host-key", EnvVars: env("SFTP_HOST_KEY"), Category: "sftp", Usage: "the SFTP host key `FILE`, made when absent ([sftp] host_key)", DefaultText: "state_dir/" + config.DefaultHostKeyName},
 		}, apiFlags(env)...),
 		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
@@ -328,6 +333,8 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	str("etcd-prefix", &cfg.Cluster.Prefix)
 	str("node-id", &cfg.Cluster.NodeID)
 	apiConfig(c, cfg)
+	str("sftp-listen", &cfg.SFTP.Listen)
+	str("sftp-host-key", &cfg.SFTP.HostKey)
 	for _, d := range []struct {
 		flag string
 		dst  *time.Duration
@@ -647,6 +654,13 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	}
 	startQuotaRecovery(svc, ledger.WasUnclean(), cfg.StateDir, log)
 	svc.WatchVolumes(service.VolumeRetryInterval)
+
+	// Deferred after the file system's Close: sessions end before it goes.
+	stopSFTP, err := startSFTP(cfg, svc, log)
+	if err != nil {
+		return err
+	}
+	defer stopSFTP()
 
 	adminGID, err := cfg.AdminGID()
 	if err != nil {

@@ -150,6 +150,8 @@ type Config struct {
 	Audit   Audit
 	// API is the [api] table: the optional TLS listener (api.go).
 	API API
+	// SFTP is the [sftp] table (sftp.go).
+	SFTP SFTP
 }
 
 // Cluster is the [cluster] table (see the package comment). Zero fields
@@ -269,6 +271,7 @@ type file struct {
 	Metrics           *fileMetrics          `toml:"metrics"`
 	Audit             *fileAudit            `toml:"audit"`
 	API               *fileAPI              `toml:"api"`
+	SFTP              *fileSFTP             `toml:"sftp"`
 }
 
 type fileCluster struct {
@@ -488,6 +491,7 @@ func (c *Config) merge(text string) error {
 		setIf(&c.Cluster.NodeID, fc.NodeID)
 	}
 	c.mergeObserve(f.Metrics, f.Audit)
+	c.mergeSFTP(f.SFTP)
 	return nil
 }
 
@@ -671,6 +675,7 @@ func (c *Config) Validate() error {
 	c.Cluster.validate(add)
 	c.validateObserve(add, checkLocal)
 	c.API.validate(add)
+	c.validateSFTP(add)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
 	}

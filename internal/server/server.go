@@ -525,6 +525,7 @@ func (s *Server) routes() {
 	s.sharingRoutes()
 	s.cloneRoutes()
 	s.optionsRoutes()
+	s.sshkeyRoutes()
 }
 
 func invalid(format string, a ...any) error {

@@ -31,7 +31,7 @@ func (s *Store) Verify(ctx context.Context) error {
 			}
 			byFam[fam][rest] = kv.Value
 		}
-		for _, check := range []func(map[string]map[string][]byte) error{s.verifyFolders, s.verifyMembers, s.verifySessions, s.verifyShares} {
+		for _, check := range []func(map[string]map[string][]byte) error{s.verifyFolders, s.verifyMembers, s.verifySessions, s.verifyShares, s.verifySSHKeys} {
 			if err := check(byFam); err != nil {
 				return err
 			}

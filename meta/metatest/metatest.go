@@ -116,6 +116,10 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) meta.Store) {
 	su.run(t, "SessionCopies", testSessionCopies)
 	su.run(t, "RaceSessions", testRaceSessions)
 	runShareSuite(su, t)
+	su.run(t, "SSHKeys", testSSHKeys)
+	su.run(t, "SSHKeyValidation", testSSHKeyValidation)
+	su.run(t, "RaceSSHKeys", testRaceSSHKeys)
+	su.run(t, "SSHKeysClosed", testSSHKeysClosed)
 }
 
 // ---- helpers ----
