@@ -59,8 +59,8 @@ func sshkeyCommand(st *state) *cli.Command {
 	}
 }
 
-// userFlag is the required --user (a usage error when missing).
-func userFlag(c *cli.Context) (string, error) {
+// requiredUser is the required --user (a usage error when missing).
+func requiredUser(c *cli.Context) (string, error) {
 	u := c.String("user")
 	if u == "" {
 		return "", usagef(c, "%s needs --user UUID", commandPath(c))
@@ -95,7 +95,7 @@ func (st *state) sshkeyAdd(c *cli.Context) error {
 	if err := needArgs(c, 1, 1); err != nil {
 		return err
 	}
-	user, err := userFlag(c)
+	user, err := requiredUser(c)
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func (st *state) sshkeyList(c *cli.Context) error {
 	if err := needArgs(c, 0, 0); err != nil {
 		return err
 	}
-	user, err := userFlag(c)
+	user, err := requiredUser(c)
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (st *state) sshkeyRemove(c *cli.Context) error {
 	if err := needArgs(c, 1, 1); err != nil {
 		return err
 	}
-	user, err := userFlag(c)
+	user, err := requiredUser(c)
 	if err != nil {
 		return err
 	}
