@@ -105,7 +105,7 @@ func commands(st *state) []*cli.Command {
 		Usage:   "list the storage volumes (hosts) vfolderd serves",
 		Action:  st.volumeList,
 	}
-	return []*cli.Command{
+	return append([]*cli.Command{
 		{
 			Name:        "volume",
 			Usage:       "storage volumes",
@@ -130,9 +130,8 @@ func commands(st *state) []*cli.Command {
 			Action: st.create,
 		},
 		{
-			Name:    "list",
-			Aliases: []string{"ls"},
-			Usage:   "list folders",
+			Name:  "list",
+			Usage: "list folders",
 			Flags: append(ownerFlags("only folders of"),
 				&cli.StringFlag{Name: "volume", Aliases: []string{"host"}, Usage: "only folders on this volume"},
 				&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "include folders in the trash"},
@@ -158,7 +157,7 @@ func commands(st *state) []*cli.Command {
 		},
 		{
 			Name:        "delete",
-			Aliases:     []string{"trash", "rm"},
+			Aliases:     []string{"trash"},
 			Usage:       "move a folder to the trash (it can be restored until it is purged)",
 			ArgsUsage:   "REF",
 			Description: refHelp,
@@ -263,7 +262,7 @@ func commands(st *state) []*cli.Command {
 		memberCommand(st),
 		mountCommand(st),
 		nodeCommand(st),
-	}
+	}, fileCommands(st)...)
 }
 
 func scopeTypeFlag() cli.Flag {

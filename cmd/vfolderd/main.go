@@ -642,7 +642,12 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if gr != nil {
 		nodeGrants = grantsByNode(store, gr, cfg.VolumeNames())
 	}
-	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Log: log})
+	fileAPI, err := newFileAPI(cfg, svc, log)
+	if err != nil {
+		return err
+	}
+	defer fileAPI.Close()
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Files: fileAPI, Log: log})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	ready := log.Info().Str("socket", cfg.Socket).Str("state_dir", cfg.StateDir).Strs("volumes", cfg.VolumeNames()).

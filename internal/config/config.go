@@ -145,6 +145,9 @@ type Config struct {
 	DefaultScopeLimit int64
 	// Cluster is the [cluster] table; cluster mode when it has endpoints.
 	Cluster Cluster
+	// TokenKeyFile is the file API's token signing key; empty means
+	// <StateDir>/token.key (created 0600 when absent).
+	TokenKeyFile string
 }
 
 // Cluster is the [cluster] table (see the package comment). Zero fields
@@ -261,6 +264,7 @@ type file struct {
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
 	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
 	Cluster           *fileCluster          `toml:"cluster"`
+	TokenKeyFile      *string               `toml:"token_key_file"`
 }
 
 type fileCluster struct {
@@ -452,6 +456,7 @@ func (c *Config) merge(text string) error {
 	}
 	setIf(&c.MountPoint, f.MountPoint)
 	setIf(&c.SessionsDir, f.SessionsDir)
+	setIf(&c.TokenKeyFile, f.TokenKeyFile)
 	setIf(&c.ForceStop, f.ForceStop)
 	setIf(&c.FUSE, f.FUSE)
 	setIf(&c.LogLevel, f.LogLevel)

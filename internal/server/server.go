@@ -59,6 +59,7 @@ import (
 
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/internal/cluster"
+	"github.com/vfolder/vfolder/internal/files"
 	"github.com/vfolder/vfolder/internal/service"
 	"github.com/vfolder/vfolder/meta"
 )
@@ -88,7 +89,9 @@ type Options struct {
 	// NodeGrants returns the quota grants each node holds, by node id
 	// (cluster quota); nil lists none.
 	NodeGrants func(ctx context.Context) (map[string][]api.NodeGrant, error)
-	Log        zerolog.Logger
+	// Files is the file API (package files); nil serves none.
+	Files *files.API
+	Log   zerolog.Logger
 }
 
 // Server serves the API.
@@ -343,10 +346,10 @@ func (s *Server) Handler() http.Handler {
 				Uint32("uid", p.uid).Int32("pid", p.pid).Dur("took", time.Since(start)).Msg("request")
 		}()
 		switch {
-		case p.err != nil:
+		case p.err != nil && !tokenRequest(r):
 			s.writeError(rec, r, api.CodeForbidden, "cannot identify the caller: "+p.err.Error())
 			return
-		case !p.allowed:
+		case !p.allowed && !tokenRequest(r):
 			s.writeError(rec, r, api.CodeForbidden, fmt.Sprintf("uid %d may not use the vfolderd API: only root and members of the admin group may", p.uid))
 			return
 		}
@@ -500,6 +503,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/sessions/{session}/publish", s.publish)
 	s.handle("POST /v1/sessions/{session}/attach", s.attach)
 	s.handle("POST /v1/sessions/{session}/unpublish", s.unpublish)
+	s.filesRoutes()
 }
 
 func invalid(format string, a ...any) error {
