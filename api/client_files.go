@@ -178,12 +178,12 @@ func (c *Client) MoveFile(ctx context.Context, ref string, owner meta.ScopeID, r
 // DeleteFile removes a path; a recursive delete returns its job (poll it
 // with FileJob), a plain one nil.
 func (c *Client) DeleteFile(ctx context.Context, ref string, owner meta.ScopeID, req DeleteRequest) (*FileJob, error) {
+	if !req.Recursive {
+		return nil, c.fileCall(ctx, http.MethodPost, ref, "delete", owner, nil, req, nil)
+	}
 	var j FileJob
 	if err := c.fileCall(ctx, http.MethodPost, ref, "delete", owner, nil, req, &j); err != nil {
 		return nil, err
-	}
-	if j.ID == "" {
-		return nil, nil
 	}
 	return &j, nil
 }

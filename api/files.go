@@ -94,6 +94,7 @@ const (
 	UploadMetaOwner     = "owner"     // owner of a folder given by name (admin callers)
 	UploadMetaPath      = "path"      // target path inside the folder
 	UploadMetaOverwrite = "overwrite" // "1" replaces an existing file
+	UploadMetaMode      = "mode"      // octal permission bits, default 0644
 )
 
 // UploadsPath is the base path of the tus endpoint.

@@ -45,7 +45,14 @@ func tokenFlag() cli.Flag {
 }
 
 func fileFlags(extra ...cli.Flag) []cli.Flag {
-	return append(append(ownerFlags("a folder name of"), tokenFlag()), extra...)
+	owner := ownerFlags("a folder name of")
+	for _, f := range extra {
+		if bf, ok := f.(*cli.BoolFlag); ok && bf.Name == "parents" {
+			// mkdir -p is --parents; --project keeps its long form.
+			owner[1] = &cli.StringFlag{Name: "project", Usage: "a folder name of the project with this UUID", Category: "owner"}
+		}
+	}
+	return append(append(owner, tokenFlag()), extra...)
 }
 
 func fileCommands(st *state) []*cli.Command {
@@ -426,6 +433,7 @@ func (st *state) uploadOne(c *cli.Context, cl *api.Client, ref string, owner met
 		if overwrite {
 			md[api.UploadMetaOverwrite] = "1"
 		}
+		md[api.UploadMetaMode] = fmt.Sprintf("%04o", it.info.Mode().Perm())
 		loc, err = cl.CreateUpload(ctx, it.info.Size(), md)
 		if err != nil {
 			return res, err

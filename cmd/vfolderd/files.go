@@ -17,5 +17,5 @@ func newFileAPI(cfg *config.Config, svc *service.Service, log zerolog.Logger) (*
 	if key == "" {
 		key = filepath.Join(cfg.StateDir, "token.key")
 	}
-	return files.New(svc, files.Options{KeyFile: key, Log: log.With().Str("component", "files").Logger()})
+	return files.New(svc, files.Options{KeyFile: key, RecordDir: filepath.Join(cfg.StateDir, "uploads"), Log: log.With().Str("component", "files").Logger()})
 }

@@ -40,9 +40,10 @@
 //
 // POST /v1/uploads creates a tus upload whose Upload-Metadata names the
 // folder, the target path and whether to overwrite. The partial data
-// lives in <folder>/.vfolder-uploads/<id>.part (with <id>.json, the
-// upload's record), written through the view: it counts against the
-// folder's quota while it exists. An upload of known length that does not
+// lives in <folder>/.vfolder-uploads/<id>.part, written through the view:
+// it counts against the folder's quota while it exists. The upload's
+// record (target, size, metadata, user) is node-local, in RecordDir
+// (<state_dir>/uploads): an upload resumes on the node that started it. An upload of known length that does not
 // fit in the scope's free bytes (the ledger's figures) is refused before
 // a byte is written; one that crosses the limit while it streams
 // (another writer filled the scope) stops with 507 (code quota-exceeded,
@@ -103,18 +104,22 @@ import (
 type Options struct {
 	// KeyFile is the token signing key (LoadKey creates it when absent).
 	KeyFile string
-	Log     zerolog.Logger
+	// RecordDir holds the records of unfinished uploads (node-local,
+	// e.g. <state_dir>/uploads).
+	RecordDir string
+	Log       zerolog.Logger
 }
 
 // API serves the file routes over a service.
 type API struct {
-	svc  *service.Service
-	key  []byte
-	log  zerolog.Logger
-	tus  *handler.UnroutedHandler
-	jobs jobs
-	ctx  context.Context
-	stop context.CancelFunc
+	svc       *service.Service
+	key       []byte
+	recordDir string
+	log       zerolog.Logger
+	tus       *handler.UnroutedHandler
+	jobs      jobs
+	ctx       context.Context
+	stop      context.CancelFunc
 }
 
 // New loads the token key and sets up the tus handler.
@@ -123,7 +128,10 @@ func New(svc *service.Service, opts Options) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &API{svc: svc, key: key, log: opts.Log}
+	if opts.RecordDir == "" {
+		return nil, errors.New("files: no directory for upload records")
+	}
+	a := &API{svc: svc, key: key, recordDir: opts.RecordDir, log: opts.Log}
 	a.ctx, a.stop = context.WithCancel(context.Background())
 	if a.tus, err = newTus(a); err != nil {
 		return nil, err

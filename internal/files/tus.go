@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/tus/tusd/v2/pkg/handler"
@@ -100,6 +101,7 @@ type uploadRecord struct {
 	Info      handler.FileInfo `json:"info"`
 	Path      string           `json:"path"`
 	Overwrite bool             `json:"overwrite"`
+	Mode      uint32           `json:"mode"`
 	User      string           `json:"user,omitempty"`
 }
 
@@ -179,7 +181,7 @@ func (s *tusStore) newUpload(ctx context.Context, info handler.FileInfo) (*tusUp
 	md := info.MetaData
 	for k := range md {
 		switch k {
-		case api.UploadMetaFolder, api.UploadMetaOwner, api.UploadMetaPath, api.UploadMetaOverwrite, "filename", "filetype":
+		case api.UploadMetaFolder, api.UploadMetaOwner, api.UploadMetaPath, api.UploadMetaOverwrite, api.UploadMetaMode, "filename", "filetype":
 		default:
 			return nil, fmt.Errorf("%w: unknown upload metadata %q (known: folder, owner, path, overwrite)", meta.ErrInvalid, k)
 		}
@@ -198,6 +200,10 @@ func (s *tusStore) newUpload(ctx context.Context, info handler.FileInfo) (*tusUp
 		overwrite = true
 	default:
 		return nil, fmt.Errorf("%w: upload metadata \"overwrite\" is %q; use 1 or 0", meta.ErrInvalid, md[api.UploadMetaOverwrite])
+	}
+	mode, err := ParseMode(md[api.UploadMetaMode])
+	if err != nil {
+		return nil, err
 	}
 	owner, err := parseOwner(md[api.UploadMetaOwner])
 	if err != nil {
@@ -236,24 +242,46 @@ func (s *tusStore) newUpload(ctx context.Context, info handler.FileInfo) (*tusUp
 	u.id = ac.folder.ID + "-" + hex.EncodeToString(b)
 	info.ID = u.id
 	info.Offset = 0
-	u.rec = uploadRecord{Info: info, Path: p, Overwrite: overwrite, User: c.user()}
+	u.rec = uploadRecord{Info: info, Path: p, Overwrite: overwrite, Mode: mode, User: c.user()}
 	sfd, err := ac.openStaging(true)
 	if err != nil {
 		return u, err
 	}
 	defer unix.Close(sfd)
-	fd, err := unix.Openat(sfd, u.id+".part", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	fd, err := unix.Openat(sfd, u.id+".part", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode)
 	if err != nil {
 		return u, fsErr("create", "upload "+u.id, err)
 	}
 	unix.Close(fd)
-	if err := u.writeRecord(sfd); err != nil {
-		_ = unix.Unlinkat(sfd, u.id+".part", 0)
+	if err := u.writeRecord(); err != nil {
+		u.removeStaged(sfd)
 		return u, err
 	}
 	s.a.log.Info().Str("upload", u.id).Str("folder", ac.folder.ID).Str("path", "/"+p).Int64("size", info.Size).
 		Str("user", c.user()).Msg("upload created")
 	return u, nil
+}
+
+// ParseMode reads an upload's mode metadata: octal permission bits (no
+// suid, sgid or sticky), default 0644.
+func ParseMode(s string) (uint32, error) {
+	if s == "" {
+		return 0o644, nil
+	}
+	if len(s) > 4 {
+		return 0, fmt.Errorf("%w: upload mode %q is not octal permission bits (e.g. 0644)", meta.ErrInvalid, s)
+	}
+	var m uint32
+	for _, c := range []byte(s) {
+		if c < '0' || c > '7' {
+			return 0, fmt.Errorf("%w: upload mode %q is not octal permission bits (e.g. 0644)", meta.ErrInvalid, s)
+		}
+		m = m<<3 | uint32(c-'0')
+	}
+	if m > 0o777 {
+		return 0, fmt.Errorf("%w: upload mode %q sets more than permission bits", meta.ErrInvalid, s)
+	}
+	return m, nil
 }
 
 // refuseExisting refuses an upload onto an existing entry.
@@ -273,27 +301,25 @@ func (ac *access) refuseExisting(p string) error {
 	return err
 }
 
-func (u *tusUpload) writeRecord(sfd int) error {
+// recordPath is where an upload's record lives: the daemon's state
+// directory (node-local metadata; the volume holds only the data).
+func (a *API) recordPath(id string) string { return filepath.Join(a.recordDir, id+".json") }
+
+func (u *tusUpload) writeRecord() error {
 	b, err := json.Marshal(u.rec)
 	if err != nil {
 		return err
 	}
-	tmp := u.id + ".json.tmp"
-	fd, err := unix.Openat(sfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return fsErr("create", "upload record", err)
+	if err := os.MkdirAll(u.a.recordDir, 0o700); err != nil {
+		return fmt.Errorf("upload records: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), tmp)
-	_, werr := f.Write(b)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
+	p := u.a.recordPath(u.id)
+	if err := os.WriteFile(p+".tmp", b, 0o600); err != nil {
+		return fmt.Errorf("upload record: %w", err)
 	}
-	if werr == nil {
-		werr = unix.Renameat(sfd, tmp, sfd, u.id+".json")
-	}
-	if werr != nil {
-		_ = unix.Unlinkat(sfd, tmp, 0)
-		return fsErr("write", "upload record", werr)
+	if err := os.Rename(p+".tmp", p); err != nil {
+		os.Remove(p + ".tmp")
+		return fmt.Errorf("upload record: %w", err)
 	}
 	return nil
 }
@@ -333,18 +359,12 @@ func (s *tusStore) getUpload(ctx context.Context, id string) (*tusUpload, error)
 		return nil, err
 	}
 	defer unix.Close(sfd)
-	fd, err := openAt(sfd, id+".json", unix.O_RDONLY, 0)
-	if err == unix.ENOENT {
+	b, err := os.ReadFile(s.a.recordPath(id))
+	if errors.Is(err, os.ErrNotExist) {
 		return nil, handler.ErrNotFound
 	}
 	if err != nil {
-		return nil, fsErr("open", "upload record", err)
-	}
-	f := os.NewFile(uintptr(fd), id)
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
-	f.Close()
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("upload record: %w", err)
 	}
 	u := &tusUpload{a: s.a, ac: ac, id: id}
 	if err := json.Unmarshal(b, &u.rec); err != nil {
@@ -420,9 +440,21 @@ func (u *tusUpload) WriteChunk(ctx context.Context, offset int64, src io.Reader)
 	return n, err
 }
 
+// removeStaged drops an unfinished upload: its record, and its data. Where
+// the view refuses the unlink (rw on a volume that does not let rw
+// delete) the data is truncated to nothing instead, so that no byte of it
+// stays charged; the empty file stays in the staging directory.
 func (u *tusUpload) removeStaged(sfd int) {
-	_ = unix.Unlinkat(sfd, u.id+".part", 0)
-	_ = unix.Unlinkat(sfd, u.id+".json", 0)
+	_ = os.Remove(u.a.recordPath(u.id))
+	err := unix.Unlinkat(sfd, u.id+".part", 0)
+	if err == nil || err == unix.ENOENT {
+		return
+	}
+	fd, oerr := openAt(sfd, u.id+".part", unix.O_WRONLY|unix.O_TRUNC, 0)
+	if oerr == nil {
+		unix.Close(fd)
+	}
+	u.a.log.Warn().Err(err).Str("upload", u.id).Msg("the view refuses to remove a dropped upload's data: truncated to 0 bytes instead")
 }
 
 // FinishUpload moves the complete file into place: missing parents are
@@ -450,10 +482,14 @@ func (u *tusUpload) FinishUpload(ctx context.Context) error {
 		return tusError(fsErr("open", "/"+dir, err))
 	}
 	defer unix.Close(pfd)
+	// The mode asked for, whatever the umask made of it at creation.
+	if err := unix.Fchmodat(sfd, u.id+".part", u.rec.Mode, 0); err != nil {
+		return tusError(fsErr("chmod", "/"+u.rec.Path, err))
+	}
 	if err := renameAt(sfd, u.id+".part", pfd, base, u.rec.Overwrite, "/"+u.rec.Path); err != nil {
 		return tusError(err)
 	}
-	_ = unix.Unlinkat(sfd, u.id+".json", 0)
+	_ = os.Remove(u.a.recordPath(u.id))
 	u.a.log.Info().Str("upload", u.id).Str("folder", u.ac.folder.ID).Str("path", "/"+u.rec.Path).
 		Int64("size", u.rec.Info.Size).Msg("upload complete")
 	return nil
