@@ -105,9 +105,11 @@ type TokenRequest struct {
 	User string `json:"user"`
 	// Folder limits the token to one folder (REF: an id, or a name the
 	// user reaches); empty: every folder the user reaches.
-	Folder string          `json:"folder,omitempty"`
-	Owner  meta.ScopeID    `json:"owner,omitempty"`
-	Perm   meta.Permission `json:"perm,omitempty"` // default rw; never more than the user's own
+	Folder string `json:"folder,omitempty"`
+	// Owner is the owner of a Folder given by name (user:<uuid> or
+	// project:<uuid>).
+	Owner string          `json:"owner,omitempty"`
+	Perm  meta.Permission `json:"perm,omitempty"` // default rw; never more than the user's own
 	// TTLSeconds is the lifetime; 0 means DefaultTokenTTL.
 	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
 }

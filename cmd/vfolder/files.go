@@ -691,10 +691,9 @@ func (st *state) tokenIssue(c *cli.Context) error {
 	if err := needArgs(c, 0, 0); err != nil {
 		return err
 	}
-	var owner meta.ScopeID
-	if o := c.String("owner"); o != "" {
-		var err error
-		if owner, err = meta.ParseScopeID(o); err != nil {
+	owner := c.String("owner")
+	if owner != "" {
+		if _, err := meta.ParseScopeID(owner); err != nil {
 			return fmt.Errorf("--owner: %w", err)
 		}
 	}

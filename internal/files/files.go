@@ -598,9 +598,13 @@ func (a *API) Issue(ctx context.Context, req api.TokenRequest, now time.Time) (a
 	if req.TTLSeconds > 0 {
 		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
+	owner, err := parseOwner(req.Owner)
+	if err != nil {
+		return api.Token{}, err
+	}
 	var folder string
 	if req.Folder != "" {
-		ac, err := a.resolve(ctx, caller{claims: &Claims{RegisteredClaims: jwtSubject(user), Perm: perm}}, req.Folder, req.Owner)
+		ac, err := a.resolve(ctx, caller{claims: &Claims{RegisteredClaims: jwtSubject(user), Perm: perm}}, req.Folder, owner)
 		if err != nil {
 			return api.Token{}, err
 		}

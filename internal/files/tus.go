@@ -243,16 +243,24 @@ func (s *tusStore) newUpload(ctx context.Context, info handler.FileInfo) (*tusUp
 	info.ID = u.id
 	info.Offset = 0
 	u.rec = uploadRecord{Info: info, Path: p, Overwrite: overwrite, Mode: mode, User: c.user()}
-	sfd, err := ac.openStaging(true)
-	if err != nil {
-		return u, err
+	var sfd int
+	for try := 0; ; try++ {
+		// The staging directory goes when its last upload does
+		// (dropStaging): make it again if it went meanwhile.
+		if sfd, err = ac.openStaging(true); err != nil {
+			return u, err
+		}
+		fd, err := unix.Openat(sfd, u.id+".part", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode)
+		if err == nil {
+			unix.Close(fd)
+			break
+		}
+		unix.Close(sfd)
+		if err != unix.ENOENT || try == 3 {
+			return u, fsErr("create", "upload "+u.id, err)
+		}
 	}
 	defer unix.Close(sfd)
-	fd, err := unix.Openat(sfd, u.id+".part", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode)
-	if err != nil {
-		return u, fsErr("create", "upload "+u.id, err)
-	}
-	unix.Close(fd)
 	if err := u.writeRecord(); err != nil {
 		u.removeStaged(sfd)
 		return u, err
@@ -440,6 +448,11 @@ func (u *tusUpload) WriteChunk(ctx context.Context, offset int64, src io.Reader)
 	return n, err
 }
 
+// dropStaging removes the staging directory when it is empty, so that a
+// folder without unfinished uploads holds (and is charged for) nothing
+// of them. A refusal (not empty, rw without delete) leaves it.
+func dropStaging(root int) { _ = unix.Unlinkat(root, StagingDir, unix.AT_REMOVEDIR) }
+
 // removeStaged drops an unfinished upload: its record, and its data. Where
 // the view refuses the unlink (rw on a volume that does not let rw
 // delete) the data is truncated to nothing instead, so that no byte of it
@@ -448,6 +461,10 @@ func (u *tusUpload) removeStaged(sfd int) {
 	_ = os.Remove(u.a.recordPath(u.id))
 	err := unix.Unlinkat(sfd, u.id+".part", 0)
 	if err == nil || err == unix.ENOENT {
+		if root, rerr := u.ac.openRoot(); rerr == nil {
+			dropStaging(root)
+			unix.Close(root)
+		}
 		return
 	}
 	fd, oerr := openAt(sfd, u.id+".part", unix.O_WRONLY|unix.O_TRUNC, 0)
@@ -490,6 +507,7 @@ func (u *tusUpload) FinishUpload(ctx context.Context) error {
 		return tusError(err)
 	}
 	_ = os.Remove(u.a.recordPath(u.id))
+	dropStaging(root)
 	u.a.log.Info().Str("upload", u.id).Str("folder", u.ac.folder.ID).Str("path", "/"+u.rec.Path).
 		Int64("size", u.rec.Info.Size).Msg("upload complete")
 	return nil
