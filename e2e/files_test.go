@@ -599,3 +599,98 @@ func vmRSS(t *testing.T, pid int) int64 {
 	t.Fatal("no VmRSS")
 	return 0
 }
+
+// TestFilesUploadResumeAfterKill: an upload of a 2 GiB file (256 MiB
+// with -short) whose client is SIGKILLed at about half resumes on rerun
+// from the daemon's offset; the result matches the source's checksum and
+// the folder's usage is exact to the byte.
+func TestFilesUploadResumeAfterKill(t *testing.T) {
+	d := StartDaemon(t, DaemonOptions{})
+	var f api.Folder
+	d.JSON(&f, "create", "data", "local", "--user", flUser)
+	base := usageOf(t, d, f)
+	size := int64(2 << 30)
+	if testing.Short() {
+		size = 256 << 20
+	}
+	src := filepath.Join(t.TempDir(), "big.bin")
+	out, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make([]byte, 1<<20)
+	rng := rand.New(rand.NewSource(42))
+	for w := int64(0); w < size; w += int64(len(block)) {
+		rng.Read(block[:4096]) // every MiB differs
+		if _, err := out.Write(block); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := sha(t, src)
+	env := append(cleanEnv(), "XDG_CACHE_HOME="+t.TempDir())
+
+	cmd := exec.Command(d.CLIBin, "--socket", d.Socket, "upload", f.ID, src)
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var partSize int64
+	deadline := time.Now().Add(5 * time.Minute)
+	for partSize < size/2 {
+		select {
+		case err := <-done:
+			t.Fatalf("the upload ended before it could be killed (%v): %s", err, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("the upload did not reach half in time (at %d)", partSize)
+		}
+		for _, n := range stagingLeft(t, f) {
+			if st, err := os.Stat(filepath.Join(f.Path, ".vfolder-uploads", n)); err == nil && strings.HasSuffix(n, ".part") {
+				partSize = st.Size()
+			}
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	t.Logf("client killed with %d of %d bytes staged", partSize, size)
+	if _, err := os.Stat(filepath.Join(f.Path, "big.bin")); !os.IsNotExist(err) {
+		t.Fatalf("the target exists before the upload completed: %v", err)
+	}
+
+	rerun := exec.Command(d.CLIBin, "--socket", d.Socket, "--json", "upload", f.ID, src)
+	rerun.Env = env
+	res, err := rerun.Output()
+	if err != nil {
+		t.Fatalf("rerun: %v", err)
+	}
+	var results []struct {
+		Size    int64 `json:"size"`
+		Resumed int64 `json:"resumed_at"`
+	}
+	if err := json.Unmarshal(res, &results); err != nil || len(results) != 1 {
+		t.Fatalf("rerun output %q: %v", res, err)
+	}
+	if results[0].Resumed < partSize || results[0].Resumed >= size {
+		t.Errorf("rerun resumed at %d; want at least %d (what was staged at the kill)", results[0].Resumed, partSize)
+	}
+	if got := sha(t, filepath.Join(f.Path, "big.bin")); got != want {
+		t.Errorf("uploaded file's sha256 %s, source's %s", got, want)
+	}
+	if left := stagingLeft(t, f); len(left) > 0 {
+		t.Errorf("staging holds %v after the upload", left)
+	}
+	if n := usageOf(t, d, f); n != base+size {
+		t.Errorf("usage = %d, want %d + %d", n, base, size)
+	}
+}
