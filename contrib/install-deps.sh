@@ -7,7 +7,7 @@ export PATH=/usr/local/go/bin:$PATH
 
 # Debian packages the tests and the benchmark harness use (etcd-server: the
 # cluster tests start private etcd processes; it is not started as a service).
-APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng)
+APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs mergerfs etcd-server rsync stress-ng curl)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do

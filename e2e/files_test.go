@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"archive/tar"
+	"archive/zip"
 	"bufio"
 	"bytes"
 	"context"
@@ -201,6 +202,38 @@ func TestFilesOps(t *testing.T) {
 	}
 	if diff := DiffTrees(Tree(t, filepath.Join(src, "tree")), Tree(t, filepath.Join(dst, "tree"))); diff != "" {
 		t.Errorf("downloaded tree differs:\n%s", diff)
+	}
+
+	// A directory as a zip.
+	d.OK("download", f.ID, "/in/tree", "--out", dst, "--archive", "zip")
+	zr, err := zip.OpenReader(filepath.Join(dst, "tree.zip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zfiles := map[string]string{}
+	for _, zf := range zr.File {
+		if zf.Mode().IsRegular() {
+			rc, _ := zf.Open()
+			b, _ := io.ReadAll(rc)
+			rc.Close()
+			zfiles[zf.Name] = string(b)
+		}
+	}
+	zr.Close()
+	if len(zfiles) != 2 || zfiles["a.txt"] != "alpha\n" || zfiles["sub/b.txt"] != "beta\n" {
+		t.Errorf("zip of /in/tree holds %v", zfiles)
+	}
+
+	// A project's folder, by name with its owner.
+	const project = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c"
+	var pf api.Folder
+	d.JSON(&pf, "create", "shared", "local", "--project", project)
+	d.OK("mkdir", "shared", "/p/q", "--parents", "--project", project)
+	if r := cliEnv(t, d, cache, "upload", "shared", filepath.Join(src, "tree", "a.txt"), "--to", "/p/q", "--project", project); r.Code != 0 {
+		t.Fatalf("upload into a project's folder: %s", r)
+	}
+	if b, err := os.ReadFile(filepath.Join(pf.Path, "p", "q", "a.txt")); err != nil || string(b) != "alpha\n" {
+		t.Errorf("project folder's file: %q, %v", b, err)
 	}
 
 	// mv and rm.
