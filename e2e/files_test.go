@@ -727,3 +727,50 @@ func TestFilesUploadResumeAfterKill(t *testing.T) {
 		t.Errorf("usage = %d, want %d + %d", n, base, size)
 	}
 }
+
+// TestFilesUploadExpiry: an upload abandoned for longer than the expiry
+// is dropped when the daemon next sweeps (at start), and its staged bytes
+// go back to the quota.
+func TestFilesUploadExpiry(t *testing.T) {
+	d := StartDaemon(t, DaemonOptions{})
+	var f api.Folder
+	d.JSON(&f, "create", "data", "local", "--user", flUser)
+	base := usageOf(t, d, f)
+	c := d.Client()
+	ctx := context.Background()
+	loc, err := c.CreateUpload(ctx, 4<<20, map[string]string{api.UploadMetaFolder: f.ID, api.UploadMetaPath: "x.bin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PatchUpload(ctx, loc, 0, 1<<20, bytes.NewReader(make([]byte, 1<<20))); err != nil {
+		t.Fatal(err)
+	}
+	if n := usageOf(t, d, f); n < base+1<<20 {
+		t.Fatalf("staged bytes are not charged: usage %d, base %d", n, base)
+	}
+	c.CloseIdleConnections()
+	id := loc[strings.LastIndexByte(loc, '/')+1:]
+	record := filepath.Join(d.StateDir, "uploads", id+".json")
+	d.Stop()
+	old := time.Now().Add(-8 * 24 * time.Hour)
+	if err := os.Chtimes(record, old, old); err != nil {
+		t.Fatal(err)
+	}
+	d.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(stagingLeft(t, f)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left := stagingLeft(t, f); len(left) > 0 {
+		t.Fatalf("the abandoned upload is still staged: %v", left)
+	}
+	if _, err := os.Stat(record); !os.IsNotExist(err) {
+		t.Errorf("the record is still there: %v", err)
+	}
+	if n := usageOf(t, d, f); n != base {
+		t.Errorf("usage after the expiry = %d, want %d", n, base)
+	}
+	if _, _, err := d.Client().UploadOffset(ctx, loc); err == nil {
+		t.Errorf("the expired upload can still be resumed")
+	}
+}

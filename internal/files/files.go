@@ -52,6 +52,8 @@
 // existing target unless overwrite), creating missing parent
 // directories: nothing partial ever shows at the target. An interrupted
 // upload continues from the size of its .part (HEAD gives the offset).
+// An upload nobody wrote to for UploadExpiry (7 days) is dropped, its
+// bytes given back (expire.go).
 // Upload ids are "<folder id>-<random>", so every request on an upload
 // is authorised against its folder; a token user resumes only uploads
 // the same user started.
@@ -136,6 +138,7 @@ func New(svc *service.Service, opts Options) (*API, error) {
 	if a.tus, err = newTus(a); err != nil {
 		return nil, err
 	}
+	go a.sweepLoop()
 	return a, nil
 }
 

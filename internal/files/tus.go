@@ -430,6 +430,7 @@ func (u *tusUpload) WriteChunk(ctx context.Context, offset int64, src io.Reader)
 	}
 	f := os.NewFile(uintptr(fd), u.id)
 	defer f.Close()
+	defer u.a.touchRecord(u.id)
 	n, err := io.CopyBuffer(&offsetWriter{f: f, off: offset}, src, make([]byte, 1<<20))
 	var we writeErr
 	if errors.As(err, &we) {
