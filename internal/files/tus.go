@@ -419,6 +419,11 @@ func (w *offsetWriter) Write(b []byte) (int, error) {
 }
 
 func (u *tusUpload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
+	// The volume permission is asked again for every chunk: a resume after
+	// it was withdrawn is refused.
+	if err := u.a.checkVolume(ctx, u.ac, service.VolUpload); err != nil {
+		return 0, tusError(err)
+	}
 	sfd, err := u.ac.openStaging(false)
 	if err != nil {
 		return 0, tusError(err)
