@@ -646,7 +646,9 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if err != nil {
 		return err
 	}
-	defer fileAPI.Close()
+	if fileAPI != nil {
+		defer fileAPI.Close()
+	}
 	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Files: fileAPI, Log: log})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

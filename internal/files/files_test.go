@@ -62,14 +62,14 @@ func TestLoadKey(t *testing.T) {
 	if err := os.Chmod(p, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadKey(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+	if _, err := LoadKey(p); !errors.Is(err, ErrKeyUnsafe) || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("a group/world-readable key was accepted: %v", err)
 	}
 	short := filepath.Join(t.TempDir(), "short.key")
 	if err := os.WriteFile(short, []byte("abc"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadKey(short); err == nil {
+	if _, err := LoadKey(short); !errors.Is(err, ErrKeyUnsafe) {
 		t.Errorf("a 3-byte key was accepted")
 	}
 }

@@ -14,6 +14,10 @@ import (
 	"github.com/vfolder/vfolder/meta"
 )
 
+// ErrKeyUnsafe: the token key file exists but may not be used (readable
+// by others, too short).
+var ErrKeyUnsafe = errors.New("token key unsafe")
+
 // ErrUnauthorized: a bearer token is missing, malformed, expired, signed
 // with another key or names nothing valid (HTTP 401).
 var ErrUnauthorized = errors.New("unauthorized")
@@ -71,10 +75,10 @@ func LoadKey(path string) ([]byte, error) {
 		return nil, err
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("token key %s has mode %#o: it must not be readable by group or others (chmod 600)", path, st.Mode().Perm())
+		return nil, fmt.Errorf("%w: %s has mode %#o: it must not be readable by group or others (chmod 600)", ErrKeyUnsafe, path, st.Mode().Perm())
 	}
 	if len(b) < keyBytes {
-		return nil, fmt.Errorf("token key %s holds %d bytes; at least %d are needed", path, len(b), keyBytes)
+		return nil, fmt.Errorf("%w: %s holds %d bytes; at least %d are needed", ErrKeyUnsafe, path, len(b), keyBytes)
 	}
 	return b, nil
 }
