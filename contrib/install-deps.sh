@@ -14,6 +14,8 @@ APT_PACKAGES=(util-linux mount procps crun runc busybox-static fio fuse bindfs m
 APT_PACKAGES+=(dpkg)
 # openssh-client and rclone: the SFTP tests drive the endpoint with them.
 APT_PACKAGES+=(openssh-client rclone)
+# curl: the file API tests send range requests over the socket.
+APT_PACKAGES+=(curl)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -27,6 +27,10 @@
 //     the rootfs); host users try to reach published sessions; what a
 //     killed daemon leaves mounted; the log under concurrent folder
 //     changes.
+//   - files: the file API through the daemon and the CLI (uploads resumed
+//     after the client is SIGKILLed, the quota, ro folders, ranges with
+//     curl, tar downloads, tokens with a non-admin peer, a streamed
+//     100k-entry listing, expiry of abandoned uploads).
 //
 // # Rules the helpers keep
 //

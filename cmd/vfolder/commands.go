@@ -132,7 +132,6 @@ func commands(st *state) []*cli.Command {
 		},
 		{
 			Name:    "list",
-			Aliases: []string{"ls"},
 			Usage:   "list folders",
 			Description: "With --user U (and neither --all nor --trash): every folder U can reach, owned,\n" +
 				"of U's projects or shared with U, with how (VIA) and U's permission there (PERM).",
@@ -161,7 +160,7 @@ func commands(st *state) []*cli.Command {
 		},
 		{
 			Name:        "delete",
-			Aliases:     []string{"trash", "rm"},
+			Aliases:     []string{"trash"},
 			Usage:       "move a folder to the trash (it can be restored until it is purged)",
 			ArgsUsage:   "REF",
 			Description: refHelp,
@@ -273,7 +272,7 @@ func commands(st *state) []*cli.Command {
 		nodeCommand(st),
 		cloneCommand(st),
 		sshkeyCommand(st),
-	}, sharingCommands(st)...)
+	}, append(sharingCommands(st), fileCommands(st)...)...)
 }
 
 func scopeTypeFlag() cli.Flag {

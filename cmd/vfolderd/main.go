@@ -680,7 +680,14 @@ func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	if gr != nil {
 		nodeGrants = grantsByNode(store, gr, cfg.VolumeNames())
 	}
-	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Audit: obs.Audit(), Log: log})
+	fileAPI, err := newFileAPI(cfg, svc, log)
+	if err != nil {
+		return err
+	}
+	if fileAPI != nil {
+		defer fileAPI.Close()
+	}
+	srv := server.New(svc, server.Options{AdminGID: adminGID, Version: ver, StateDisk: guard.Err, Nodes: nodes, NodeGrants: nodeGrants, Files: fileAPI, Audit: obs.Audit(), Log: log})
 	served := make(chan error, 2)
 	go func() { served <- srv.Serve(l) }()
 	apiL, err := listenAPI(cfg, log)

@@ -152,6 +152,9 @@ type Config struct {
 	API API
 	// SFTP is the [sftp] table (sftp.go).
 	SFTP SFTP
+	// TokenKeyFile is the file API's token signing key; empty means
+	// <StateDir>/token.key (created 0600 when absent).
+	TokenKeyFile string
 }
 
 // Cluster is the [cluster] table (see the package comment). Zero fields
@@ -272,6 +275,7 @@ type file struct {
 	Audit             *fileAudit            `toml:"audit"`
 	API               *fileAPI              `toml:"api"`
 	SFTP              *fileSFTP             `toml:"sftp"`
+	TokenKeyFile      *string               `toml:"token_key_file"`
 }
 
 type fileCluster struct {
@@ -463,6 +467,7 @@ func (c *Config) merge(text string) error {
 	}
 	setIf(&c.MountPoint, f.MountPoint)
 	setIf(&c.SessionsDir, f.SessionsDir)
+	setIf(&c.TokenKeyFile, f.TokenKeyFile)
 	setIf(&c.ForceStop, f.ForceStop)
 	setIf(&c.FUSE, f.FUSE)
 	setIf(&c.LogLevel, f.LogLevel)

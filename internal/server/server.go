@@ -65,6 +65,7 @@ import (
 
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/internal/cluster"
+	"github.com/vfolder/vfolder/internal/files"
 	"github.com/vfolder/vfolder/internal/service"
 	"github.com/vfolder/vfolder/meta"
 )
@@ -97,6 +98,8 @@ type Options struct {
 	// Audit, when set, gets a line for every request that may change
 	// something and every refused one (audit.go).
 	Audit *AuditLog
+	// Files is the file API (package files); nil serves none.
+	Files *files.API
 	Log   zerolog.Logger
 }
 
@@ -364,10 +367,10 @@ func (s *Server) Handler() http.Handler {
 				Func(p.logFields).Dur("took", time.Since(start)).Msg("request")
 		}()
 		switch {
-		case p.err != nil:
+		case p.err != nil && !tokenRequest(r):
 			s.writeError(rec, r, api.CodeForbidden, "cannot identify the caller: "+p.err.Error())
 			return
-		case !p.allowed && !s.isPublic(r):
+		case !p.allowed && !s.isPublic(r) && !tokenRequest(r):
 			s.writeError(rec, r, api.CodeForbidden, refusal(p))
 			return
 		}
@@ -526,6 +529,7 @@ func (s *Server) routes() {
 	s.cloneRoutes()
 	s.optionsRoutes()
 	s.sshkeyRoutes()
+	s.filesRoutes()
 }
 
 func invalid(format string, a ...any) error {
