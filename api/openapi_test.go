@@ -156,7 +156,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"PublishRequest": api.PublishRequest{}, "OCIMount": api.OCIMount{}, "PublishedMount": api.PublishedMount{},
 		"ReservedTarget": api.ReservedTarget{}, "Session": api.Session{}, "AttachRequest": api.AttachRequest{},
 		"UnpublishResult": api.UnpublishResult{},
-		"Progress": api.Progress{}, "CloneRequest": api.CloneRequest{}, "UpdateOptionsRequest": api.UpdateOptionsRequest{},
+		"Progress":        api.Progress{}, "CloneRequest": api.CloneRequest{}, "UpdateOptionsRequest": api.UpdateOptionsRequest{},
 		"ImportRequest": api.ImportRequest{}, "ImportName": api.ImportName{}, "ImportReport": api.ImportReport{},
 		"ImportedFolder": api.ImportedFolder{}, "ImportProblem": api.ImportProblem{}, "ImportProgress": api.ImportProgress{},
 		"InviteRequest": api.InviteRequest{}, "Invitation": api.Invitation{},
