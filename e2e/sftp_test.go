@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,16 +45,6 @@ func requireOpenSSH(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
-
 func keygen(t *testing.T, path string) {
 	t.Helper()
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e", "-f", path).CombinedOutput(); err != nil {
@@ -67,7 +56,7 @@ func startSFTP(t *testing.T, volumeConfig string) *sftpEnv {
 	t.Helper()
 	RequireRoot(t)
 	requireOpenSSH(t)
-	port := freePort(t)
+	port := strconv.Itoa(freePort(t)) // remote_api_test.go
 	opt := DaemonOptions{ExtraArgs: []string{"--sftp-listen", "127.0.0.1:" + port}}
 	if volumeConfig != "" {
 		opt.VolumeConfig = map[string]string{"local": volumeConfig}
