@@ -20,6 +20,7 @@ import (
 
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/internal/server"
+	"github.com/vfolder/vfolder/meta"
 )
 
 func loadSpec(t *testing.T) *openapi3.T {
@@ -111,7 +112,8 @@ func TestOpenAPIMatchesServerRoutes(t *testing.T) {
 }
 
 // jsonFields lists the JSON names of a struct's fields, those of embedded
-// structs included.
+// structs included: as encoding/json does, an untagged embedded struct or
+// pointer to a struct contributes its own fields, not a field of its name.
 func jsonFields(t reflect.Type) []string {
 	var out []string
 	for i := range t.NumField() {
@@ -120,9 +122,15 @@ func jsonFields(t reflect.Type) []string {
 		if name == "-" || !f.IsExported() {
 			continue
 		}
-		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
-			out = append(out, jsonFields(f.Type)...)
-			continue
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				out = append(out, jsonFields(ft)...)
+				continue
+			}
 		}
 		if name == "" {
 			name = f.Name
@@ -148,6 +156,13 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"PublishRequest": api.PublishRequest{}, "OCIMount": api.OCIMount{}, "PublishedMount": api.PublishedMount{},
 		"ReservedTarget": api.ReservedTarget{}, "Session": api.Session{}, "AttachRequest": api.AttachRequest{},
 		"UnpublishResult": api.UnpublishResult{},
+		"Progress":        api.Progress{}, "CloneRequest": api.CloneRequest{}, "UpdateOptionsRequest": api.UpdateOptionsRequest{},
+		"ImportRequest": api.ImportRequest{}, "ImportName": api.ImportName{}, "ImportReport": api.ImportReport{},
+		"ImportedFolder": api.ImportedFolder{}, "ImportProblem": api.ImportProblem{}, "ImportProgress": api.ImportProgress{},
+		"InviteRequest": api.InviteRequest{}, "Invitation": api.Invitation{},
+		"InvitationActionRequest": api.InvitationActionRequest{}, "ShareRequest": api.ShareRequest{}, "Share": api.Share{},
+		"LeaveRequest": api.LeaveRequest{}, "ReachedFolder": api.ReachedFolder{}, "UserStatus": api.UserStatus{},
+		"ScopeUsage": api.ScopeUsage{}, "SSHKey": api.SSHKey{}, "AddSSHKeyRequest": api.AddSSHKeyRequest{},
 	}
 	for name, v := range types {
 		ref, ok := doc.Components.Schemas[name]
@@ -201,6 +216,26 @@ func TestOpenAPIValidatesRealObjects(t *testing.T) {
 	check("Error", api.Error{Code: api.CodeStateFull, Message: "state disk full"})
 	check("Node", api.Node{ID: "n1", Status: api.NodeAlive, StartedAt: now, Sessions: []api.NodeSession{{ID: "s", Folders: []string{"a"}}}})
 	check("UnpublishResult", api.UnpublishResult{Session: "s", Removed: []api.PublishedMount{}, Problems: []string{}})
+	check("Volume", api.Volume{Volume: meta.Volume{Name: "local", Path: "/vol"}, Status: api.VolumeReady,
+		VolumeSpace: &api.VolumeSpace{CapacityBytes: 1 << 30, UsedBytes: 1 << 20, FreeBytes: 1<<30 - 1<<20}})
+	check("Volume", api.Volume{Volume: meta.Volume{Name: "gone"}, Status: api.VolumeUnavailable, Reason: "missing"})
+	f.Status, f.Progress = meta.StatusCloning, &api.Progress{Op: api.OpClone, BytesDone: 1, StartedAt: now, Source: f.ID}
+	check("Folder", f)
+	check("ReachedFolder", api.ReachedFolder{Folder: f, ViewName: "data", Via: "invited", EffectivePermission: meta.PermRO})
+	check("Policy", meta.Policy{MaxFolderCount: 3})
+	check("Policy", meta.Policy{Volumes: map[string][]string{"local": {"create-vfolder", "clone"}}})
+	check("Invitation", api.Invitation{Invitation: meta.Invitation{ID: f.ID, Folder: f.ID, Permission: meta.PermRO,
+		State: meta.InvitePending, CreatedAt: now, UpdatedAt: now}, FolderName: "data", Direction: api.DirIncoming})
+	check("Share", api.Share{Share: meta.Share{Folder: f.ID, Permission: meta.PermRW, CreatedAt: now, UpdatedAt: now},
+		FolderName: "data", Owner: f.Owner, Via: "shared"})
+	check("ImportProgress", api.ImportProgress{Volume: "local", Phase: api.ImportReading})
+	check("ImportReport", api.ImportReport{Volume: "local", Imported: []api.ImportedFolder{{ID: f.ID, Owner: f.Owner}},
+		Skipped: []api.ImportedFolder{}, Problems: []api.ImportProblem{}, Checks: []api.QuotaCheck{}})
+	check("SSHKey", api.SSHKey{ID: "ab", Type: "ssh-ed25519", CreatedAt: now})
+	// A wrong volume permission name fails.
+	if err := doc.Components.Schemas["Policy"].Value.VisitJSON(map[string]any{"allowed_volume_perms": map[string]any{"local": []any{"fly"}}}); err == nil {
+		t.Error("a Policy with an unknown volume permission validates")
+	}
 	lim := int64(0)
 	check("SetQuotaRequest", api.SetQuotaRequest{LimitBytes: &lim})
 	// And a wrong one fails.

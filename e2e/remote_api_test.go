@@ -3,7 +3,9 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -75,7 +77,9 @@ func TestRemoteAPI(t *testing.T) {
 	}
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	auditPath := filepath.Join(newDir(t), "audit.log")
 	d := StartDaemon(t, DaemonOptions{ExtraArgs: []string{"--no-fuse",
+		"--audit-log", auditPath,
 		"--api-listen", addr,
 		"--api-tls-cert", filepath.Join(caDir, "server.crt"),
 		"--api-tls-key", filepath.Join(caDir, "server.key"),
@@ -192,7 +196,65 @@ func TestRemoteAPI(t *testing.T) {
 	if out := d.OK("list", "--all").Stdout; strings.Count(out, "remote1") != 1 {
 		t.Errorf("folders after the refused calls:\n%s", out)
 	}
+	checkTLSAudit(t, auditPath, filepath.Join(caDir, "manager.crt"))
 	if t.Failed() {
 		t.Log(d.Log())
+	}
+}
+
+// checkTLSAudit: the audit log names the TLS callers by their certificate
+// (subject and serial of manager.crt for the create, nothing for the
+// refused anonymous calls) and never by a uid.
+func checkTLSAudit(t *testing.T, path, certFile string) {
+	t.Helper()
+	pemBytes, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil {
+		t.Fatalf("%s holds no PEM block", certFile)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := hex.EncodeToString(cert.SerialNumber.Bytes())
+	var create, refused map[string]any
+	var raw []byte
+	// A line is written when its request ends; poll briefly.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if raw, err = os.ReadFile(path); err != nil {
+			t.Fatal(err)
+		}
+		create, refused = nil, nil
+		for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			var e map[string]any
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Fatalf("audit line %q: %v", line, err)
+			}
+			if _, ok := e["uid"]; ok && e["transport"] == "tls" {
+				t.Errorf("a TLS caller is logged with a uid: %s", line)
+			}
+			switch {
+			case e["route"] == "POST /v1/folders" && e["status"] == float64(201):
+				create = e
+			case e["status"] == float64(403) && refused == nil:
+				refused = e
+			}
+		}
+		if create != nil && refused != nil {
+			break
+		}
+	}
+	if create == nil || refused == nil {
+		t.Fatalf("the audit log lacks the create over TLS or a refused call:\n%s", raw)
+	}
+	if create["transport"] != "tls" || create["admin"] != true || create["cert_subject"] != cert.Subject.String() ||
+		create["cert_serial"] != serial || create["remote"] == nil || create["action"] != "folders.create" {
+		t.Errorf("create line %v; want transport tls, admin, subject %q, serial %s", create, cert.Subject.String(), serial)
+	}
+	if refused["transport"] != "tls" || refused["admin"] != false || refused["cert_subject"] != nil || refused["code"] != api.CodeForbidden {
+		t.Errorf("refused anonymous line %v", refused)
 	}
 }

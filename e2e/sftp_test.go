@@ -56,7 +56,7 @@ func startSFTP(t *testing.T, volumeConfig string) *sftpEnv {
 	t.Helper()
 	RequireRoot(t)
 	requireOpenSSH(t)
-	port := strconv.Itoa(freePort(t))
+	port := strconv.Itoa(freePort(t)) // remote_api_test.go
 	opt := DaemonOptions{ExtraArgs: []string{"--sftp-listen", "127.0.0.1:" + port}}
 	if volumeConfig != "" {
 		opt.VolumeConfig = map[string]string{"local": volumeConfig}

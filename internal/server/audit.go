@@ -8,10 +8,22 @@ package server
 // A line holds:
 //
 //	time         when the request arrived (RFC 3339, UTC, nanoseconds)
-//	uid gid pid  the caller, from SO_PEERCRED on its connection
-//	remote       the peer address, for a connection that is not a unix
-//	             socket's; client_cert the subject of the certificate a
-//	             TLS client presented
+//	transport    how the caller came: "socket" (the unix socket) or
+//	             "tls" (the TLS listener, tls.go); the caller is what
+//	             CallerOf says, the same identity the API authorized
+//	uid gid pid  a socket caller, from SO_PEERCRED on its connection
+//	             (absent over TLS: a TLS caller has no uid, and a 0 there
+//	             would read as root)
+//	remote       the peer address of a TLS connection
+//	cert_subject cert_serial
+//	             the verified client certificate of a TLS caller (its
+//	             subject, and its serial number in hex); absent for a
+//	             TLS caller that presented none
+//	admin        whether the caller had the admin's rights (root or the
+//	             admin group on the socket, a certificate of the admin's
+//	             CA over TLS)
+//	caller_error why the caller could not be identified (then every
+//	             route answered 403)
 //	method       the HTTP method
 //	route        the route pattern ("POST /v1/folders/{ref}/trash"); the
 //	             request path when no route matches
@@ -122,20 +134,24 @@ func (a *AuditLog) Close() error {
 
 // auditEntry is one line.
 type auditEntry struct {
-	Time       time.Time      `json:"time"`
-	UID        uint32         `json:"uid"`
-	GID        uint32         `json:"gid"`
-	PID        int32          `json:"pid"`
-	Remote     string         `json:"remote,omitempty"`
-	ClientCert string         `json:"client_cert,omitempty"`
-	Method     string         `json:"method"`
-	Route      string         `json:"route"`
-	Action     string         `json:"action"`
-	Object     map[string]any `json:"object,omitempty"`
-	Status     int            `json:"status"`
-	Code       string         `json:"code,omitempty"`
-	Error      string         `json:"error,omitempty"`
-	DurationMS float64        `json:"duration_ms"`
+	Time        time.Time      `json:"time"`
+	Transport   string         `json:"transport"`
+	UID         *uint32        `json:"uid,omitempty"`
+	GID         *uint32        `json:"gid,omitempty"`
+	PID         *int32         `json:"pid,omitempty"`
+	Remote      string         `json:"remote,omitempty"`
+	CertSubject string         `json:"cert_subject,omitempty"`
+	CertSerial  string         `json:"cert_serial,omitempty"`
+	Admin       bool           `json:"admin"`
+	CallerError string         `json:"caller_error,omitempty"`
+	Method      string         `json:"method"`
+	Route       string         `json:"route"`
+	Action      string         `json:"action"`
+	Object      map[string]any `json:"object,omitempty"`
+	Status      int            `json:"status"`
+	Code        string         `json:"code,omitempty"`
+	Error       string         `json:"error,omitempty"`
+	DurationMS  float64        `json:"duration_ms"`
 }
 
 func (a *AuditLog) write(e *auditEntry) {
@@ -195,6 +211,11 @@ func (s *Server) audit(h http.Handler) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Resolve the caller here, as Handler does (a TLS caller's
+		// certificate is known only after the handshake), so that the
+		// line names the caller the API authorized.
+		p, _ := r.Context().Value(peerKey{}).(peer)
+		r, _ = withPeer(r, p)
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			// A line only when refused; no body to keep.
 			rec := &auditWriter{ResponseWriter: w}
@@ -214,7 +235,6 @@ func (s *Server) audit(h http.Handler) http.Handler {
 }
 
 func (s *Server) writeAudit(a *AuditLog, r *http.Request, rec *auditWriter, start time.Time, body map[string]any) {
-	p, _ := r.Context().Value(peerKey{}).(peer)
 	route := r.Pattern
 	if route == "" {
 		// Refused before the mux ran: find the route it would take.
@@ -227,16 +247,10 @@ func (s *Server) writeAudit(a *AuditLog, r *http.Request, rec *auditWriter, star
 		status = http.StatusOK
 	}
 	e := &auditEntry{
-		Time: start.UTC(), UID: p.uid, GID: p.gid, PID: p.pid,
-		Method: r.Method, Route: route, Status: status,
+		Time: start.UTC(), Method: r.Method, Route: route, Status: status,
 		DurationMS: float64(a.now().Sub(start).Microseconds()) / 1000,
 	}
-	if ra := r.RemoteAddr; ra != "" && ra != "@" {
-		e.Remote = ra
-	}
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		e.ClientCert = r.TLS.PeerCertificates[0].Subject.String()
-	}
+	setCaller(e, r)
 	if route == "" {
 		e.Route = r.URL.Path
 		e.Action = "unknown"
@@ -259,6 +273,28 @@ func (s *Server) writeAudit(a *AuditLog, r *http.Request, rec *auditWriter, star
 		}
 	}
 	a.write(e)
+}
+
+// setCaller fills in the caller of r as CallerOf tells it.
+func setCaller(e *auditEntry, r *http.Request) {
+	c, ok := CallerOf(r)
+	if !ok {
+		e.CallerError = "the request did not come through a listener of the server"
+		return
+	}
+	e.Transport, e.Admin = c.Transport, c.Admin
+	if c.Err != nil {
+		e.CallerError = clip(c.Err.Error())
+	}
+	switch c.Transport {
+	case TransportTLS:
+		e.Remote = r.RemoteAddr
+		e.CertSubject, e.CertSerial = clip(c.Subject), c.Serial
+	default:
+		if c.Err == nil {
+			e.UID, e.GID, e.PID = &c.UID, &c.GID, &c.PID
+		}
+	}
 }
 
 func setObj(m map[string]any, k string, v any) map[string]any {

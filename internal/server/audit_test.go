@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,8 +86,12 @@ func TestAuditLog(t *testing.T) {
 		t.Fatalf("%d audit lines; want 5 (no line for the GET):\n%s", len(lines), raw)
 	}
 	for _, e := range lines {
-		if e.UID != uint32(os.Geteuid()) || e.GID != uint32(os.Getegid()) || e.PID != int32(os.Getpid()) {
-			t.Errorf("caller %d/%d/%d; want %d/%d/%d", e.UID, e.GID, e.PID, os.Geteuid(), os.Getegid(), os.Getpid())
+		if e.Transport != TransportSocket || e.UID == nil || e.GID == nil || e.PID == nil ||
+			*e.UID != uint32(os.Geteuid()) || *e.GID != uint32(os.Getegid()) || *e.PID != int32(os.Getpid()) {
+			t.Errorf("caller %s %s/%s/%s; want socket %d/%d/%d", e.Transport, ptr(e.UID), ptr(e.GID), ptr(e.PID), os.Geteuid(), os.Getegid(), os.Getpid())
+		}
+		if e.Admin != (os.Geteuid() == 0) || e.CertSubject != "" || e.Remote != "" || e.CallerError != "" {
+			t.Errorf("socket caller line %+v", e)
 		}
 		if e.Time.IsZero() || e.DurationMS < 0 {
 			t.Errorf("time %v, duration %v", e.Time, e.DurationMS)
@@ -245,8 +250,17 @@ func TestAuditRefusedCaller(t *testing.T) {
 		t.Fatalf("%d audit lines; want the refused read alone: %+v", len(lines), lines)
 	}
 	e := lines[0]
-	if e.UID != 65534 || e.GID != 65534 || e.PID != int32(cmd.Process.Pid) || e.Method != "GET" || e.Route != "GET /v1/health" ||
+	if ptr(e.UID) != "65534" || ptr(e.GID) != "65534" || ptr(e.PID) != fmt.Sprint(cmd.Process.Pid) || e.Admin || e.Transport != TransportSocket ||
+		e.Method != "GET" || e.Route != "GET /v1/health" ||
 		e.Action != "health.get" || e.Status != 403 || e.Code != api.CodeForbidden || !strings.Contains(e.Error, "uid 65534") || e.Remote != "" {
 		t.Errorf("refused read line %+v", e)
 	}
+}
+
+// ptr prints what p points to, or "absent".
+func ptr[T any](p *T) string {
+	if p == nil {
+		return "absent"
+	}
+	return fmt.Sprint(*p)
 }

@@ -52,7 +52,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func startTLS(t *testing.T) *tlsFixture {
+// startTLS starts the fixture; opts change the server's options.
+func startTLS(t *testing.T, opts ...func(*Options)) *tlsFixture {
 	t.Helper()
 	dir := t.TempDir()
 	ca, other := filepath.Join(dir, "ca"), filepath.Join(dir, "other")
@@ -73,7 +74,11 @@ func startTLS(t *testing.T) *tlsFixture {
 	store := meta.NewMemory()
 	svc := service.New(store, service.Options{StorageUID: os.Geteuid(), StorageGID: os.Getegid(), Log: zerolog.Nop()})
 	logs := &lockedBuffer{}
-	srv := New(svc, Options{AdminGID: -1, Version: "test", Log: zerolog.New(logs).Level(zerolog.DebugLevel)})
+	o := Options{AdminGID: -1, Version: "test", Log: zerolog.New(logs).Level(zerolog.DebugLevel)}
+	for _, f := range opts {
+		f(&o)
+	}
+	srv := New(svc, o)
 	whoami := func(r *http.Request, _ url.Values) (int, any, error) {
 		c, ok := CallerOf(r)
 		if !ok {
