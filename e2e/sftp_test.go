@@ -46,7 +46,7 @@ func requireOpenSSH(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
+func sftpFreePort(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,7 +67,7 @@ func startSFTP(t *testing.T, volumeConfig string) *sftpEnv {
 	t.Helper()
 	RequireRoot(t)
 	requireOpenSSH(t)
-	port := freePort(t)
+	port := sftpFreePort(t)
 	opt := DaemonOptions{ExtraArgs: []string{"--sftp-listen", "127.0.0.1:" + port}}
 	if volumeConfig != "" {
 		opt.VolumeConfig = map[string]string{"local": volumeConfig}
