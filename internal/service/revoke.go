@@ -21,8 +21,9 @@ package service
 //  2. the session view sessions/<sid>/<name> (fs.RemoveView): a container
 //     that bound the view directly (published before it started) keeps
 //     that bind, but the view behind it is gone: lookups answer ENOENT,
-//     new opens and changes ESTALE, the directory lists empty; files it
-//     already has open keep working until closed (fs package comment);
+//     new opens (the directory itself included) and changes ESTALE;
+//     files it already has open keep working until closed (fs package
+//     comment);
 //  3. the record, without those mounts.
 //
 // The publish answer lists them (api.Session.Revoked) with the reason.
