@@ -132,3 +132,33 @@ func TestPublishRevokes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRevocationStandsWhenPublishIsRefused: the revocation a publish
+// makes first stays even when the rest of the request is refused.
+func TestRevocationStandsWhenPublishIsRefused(t *testing.T) {
+	e, fv, fm := newSessionEnv(t)
+	ctx := context.Background()
+	data := e.createAs(t, "data", alice, meta.PermRW)
+	e.createAs(t, "own", bob, meta.PermRW)
+	inv := e.invite(t, data.ID, bob, meta.PermRO)
+	if _, err := e.svc.SettleInvitation(ctx, inv.ID, bob.UUID, meta.InviteAccepted); err != nil {
+		t.Fatal(err)
+	}
+	no := false
+	e.publish(t, "s1", api.PublishRequest{User: bob.UUID, Automount: &no, Mounts: []api.MountRequest{{Folder: "data"}, {Folder: "own"}}})
+	if _, err := e.svc.Leave(ctx, bob.UUID, "data"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.svc.Publish(ctx, "s1", api.PublishRequest{User: bob.UUID, Automount: &no, Mounts: []api.MountRequest{{Folder: "nosuch"}}})
+	wantCode(t, err, api.CodeNotFound)
+	got, err := e.svc.Session(ctx, "s1")
+	if err != nil || len(got.Mounts) != 1 || got.Mounts[0].Name != "own" {
+		t.Errorf("session after a refused publish: %+v, %v", got, err)
+	}
+	if hasPlace(fv, "sessions/s1/data ro") || fm.top("s1", "data") != "" {
+		t.Errorf("the revoked mount is still there: %v", fv.places())
+	}
+	if _, err := e.svc.Unpublish(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+}
