@@ -553,6 +553,9 @@ type Session struct {
 	GID      uint32           `json:"gid"`
 	Mounts   []PublishedMount `json:"mounts"`
 	Reserved []ReservedTarget `json:"reserved,omitempty"`
+	// Revoked lists the mounts this publish took out of the session
+	// (api/revoke.go); only in the answer of a publish.
+	Revoked []RevokedMount `json:"revoked,omitempty"`
 	// CreatedAt and UpdatedAt are those of the session's record (zero
 	// for a session that only holds reservations).
 	CreatedAt time.Time `json:"created_at"`

@@ -544,3 +544,107 @@ func TestPurgeBackground(t *testing.T) {
 		}
 	}
 }
+
+const (
+	crProject  = "c10e0a0b0c0d4e0f8a9b0c1d2e3f4a5b"
+	crMember   = "c20e0a0b0c0d4e0f8a9b0c1d2e3f4a5b" // member of crProject
+	crOutsider = "c30e0a0b0c0d4e0f8a9b0c1d2e3f4a5b" // no membership, no invitation
+	crOwner    = "c40e0a0b0c0d4e0f8a9b0c1d2e3f4a5b" // owns "amodel"
+	crInvitee  = "c50e0a0b0c0d4e0f8a9b0c1d2e3f4a5b" // invited to "amodel", ro
+)
+
+// crScope is the ledger's figure of a scope ("user:<uuid>" or
+// "project:<uuid>").
+func crScope(d *Daemon, scope string) api.QuotaScope {
+	d.t.Helper()
+	var q api.QuotaScope
+	d.JSON(&q, "quota-scope", "get", "local", scope)
+	return q
+}
+
+// crFill writes a small tree into a folder's directory on the volume, as
+// the storage owner, and records it in the ledger.
+func crFill(t *testing.T, d *Daemon, dir, scope, kind string, seed int) {
+	t.Helper()
+	for i := 0; i < 5; i++ {
+		sub := filepath.Join(dir, fmt.Sprintf("d%d", i%2))
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 1000*(i+seed)+17)
+		for j := range b {
+			b[j] = byte(i + j + seed)
+		}
+		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%d", i)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, StorageID, StorageID)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d.OK("quota-scope", "check", "local", scope, "-t", kind, "--repair")
+}
+
+// TestCloneFromReach: a project member clones the project's cloneable
+// model folder into their own scope, an outsider is refused, an invitee
+// clones the folder they were invited to; each copy is charged to the
+// cloner's scope to the byte and the source's scope does not change.
+func TestCloneFromReach(t *testing.T) {
+	d := StartDaemon(t, DaemonOptions{})
+	var pm, am api.Folder
+	d.JSON(&pm, "create", "pmodel", "local", "--project", crProject, "--mode", "model", "--cloneable")
+	crFill(t, d, pm.Path, crProject, "project", 1)
+	d.JSON(&am, "create", "amodel", "local", "--user", crOwner, "--mode", "model", "--cloneable")
+	crFill(t, d, am.Path, crOwner, "user", 3)
+	d.OK("create", "plain", "local", "--project", crProject)
+	d.OK("member", "add", "--project", crProject, "--user", crMember)
+	var inv api.Invitation
+	d.JSON(&inv, "invite", "amodel", "--user", crOwner, "--to", crInvitee, "--perm", "ro")
+	d.OK("accept", inv.ID, "--user", crInvitee)
+	// The cloners' scopes exist (each has a folder of their own).
+	d.OK("create", "own", "local", "--user", crMember)
+	d.OK("create", "own", "local", "--user", crInvitee)
+
+	// Refusals: nothing reached, not cloneable, not accepted.
+	shFail(t, d, "may not clone", "clone", pm.ID, "x", "--user", crOutsider)
+	shFail(t, d, "reaches no folder named", "clone", "pmodel", "x", "--user", crOutsider)
+	shFail(t, d, "not cloneable", "clone", "plain", "x", "--user", crMember)
+	shFail(t, d, "may not clone", "clone", am.ID, "x", "--user", crMember)
+
+	for _, c := range []struct {
+		who, ref, name, srcScope string
+		src                      api.Folder
+	}{
+		{crMember, "pmodel", "mymodel", "project:" + crProject, pm},
+		{crInvitee, "amodel", "acopy", "user:" + crOwner, am},
+	} {
+		srcBefore := crScope(d, c.srcScope)
+		before := crScope(d, "user:"+c.who)
+		var cp api.Folder
+		d.JSON(&cp, "clone", c.ref, c.name, "--user", c.who, "--wait")
+		if cp.Status != "ready" || cp.Owner.String() != "user:"+c.who {
+			t.Fatalf("clone of %s by %s: %+v", c.ref, c.who, cp)
+		}
+		want, _ := cloneSnapshot(t, c.src.Path)
+		got, _ := cloneSnapshot(t, cp.Path)
+		compareSnaps(t, want, got)
+		cpBytes, cpInodes, _ := charge(t, cp.Path)
+		if after := crScope(d, "user:"+c.who); after.UsedBytes != before.UsedBytes+cpBytes || after.UsedInodes != before.UsedInodes+cpInodes {
+			t.Errorf("%s's scope after cloning %s: %d bytes / %d inodes; want %d / %d", c.who, c.ref,
+				after.UsedBytes, after.UsedInodes, before.UsedBytes+cpBytes, before.UsedInodes+cpInodes)
+		}
+		if after := crScope(d, c.srcScope); after.UsedBytes != srcBefore.UsedBytes || after.UsedInodes != srcBefore.UsedInodes {
+			t.Errorf("the source scope %s changed: %+v -> %+v", c.srcScope, srcBefore, after)
+		}
+	}
+	// The clone is the cloner's own folder: it shows in their reach as owned.
+	shWant(t, "the member reaches", shReach(t, d, crMember), map[string]string{"own": "owner rw", "mymodel": "owner rw", "pmodel": "project rw", "plain": "project rw"})
+	// Revoked, the invitee clones no more.
+	d.OK("leave", "amodel", "--user", crInvitee)
+	shFail(t, d, "may not clone", "clone", am.ID, "again", "--user", crInvitee)
+}

@@ -280,3 +280,119 @@ func TestSharingClusterInStep(t *testing.T) {
 	clChange(t, "unshare through node2", []*clNode{n1, n2}, func() { n2.OK("unshare", mine.ID, "--user", shInvitee) },
 		func(n *clNode) bool { return !clExists(view(n)) })
 }
+
+// rvBind binds source at dest the way a container runtime binds an OCI
+// mount ("rbind", "rslave"); the bind is taken away at the end.
+func rvBind(t *testing.T, source, dest string) {
+	t.Helper()
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(source, dest, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+		t.Fatalf("bind %s at %s: %v", source, dest, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dest, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dest, err)
+		}
+	})
+	if err := syscall.Mount("", dest, "", syscall.MS_SLAVE|syscall.MS_REC, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRevokedOnNextPublish: after the owner unshares, the invited folder
+// leaves the invitee's users/ view at once, while the invitee's running
+// session keeps its mount until the session's next publish (of another
+// folder), which takes it out of the session (view, host mounts, record)
+// and says so. What a "container" sees: one that bound the reserved
+// placeholder (the view arrived later) shows the empty placeholder again;
+// one that bound the published view directly keeps its bind, but the
+// view behind it is gone (nothing listed, nothing found).
+func TestRevokedOnNextPublish(t *testing.T) {
+	d, _ := mdStartDaemon(t)
+	var mine, other api.Folder
+	d.JSON(&mine, "create", "mine", "local", "--user", shOwner, "--permission", "rw")
+	if err := os.WriteFile(filepath.Join(mine.Path, "marker"), []byte("shared"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(filepath.Join(mine.Path, "marker"), StorageID, StorageID); err != nil {
+		t.Fatal(err)
+	}
+	d.JSON(&other, "create", "other", "local", "--user", shInvitee)
+	var inv api.Invitation
+	d.JSON(&inv, "invite", "mine", "--user", shOwner, "--to", shInvitee, "--perm", "rw")
+	d.OK("accept", inv.ID, "--user", shInvitee)
+
+	// A "container" started with the reserved target bound; the view is
+	// published into it afterwards.
+	var s api.Session
+	d.JSON(&s, "mount", "publish", "rv", "--user", shInvitee, "--no-automount", "--reserve", "mine")
+	if len(s.Reserved) != 1 || s.Reserved[0].HostPath == "" {
+		t.Fatalf("reservation: %+v", s)
+	}
+	ctr := newDir(t)
+	late, direct := filepath.Join(ctr, "late"), filepath.Join(ctr, "direct")
+	rvBind(t, s.Reserved[0].HostPath, late)
+	d.JSON(&s, "mount", "publish", "rv", "--user", shInvitee, "--no-automount", "mine:rw")
+	if len(s.Mounts) != 1 || s.Mounts[0].FolderID != mine.ID || s.Mounts[0].Target != "/home/work/mine" {
+		t.Fatalf("publish of the invited folder: %+v", s)
+	}
+	pub := s.Mounts[0]
+	// A "container" started after the publish binds the view directly.
+	rvBind(t, pub.HostPath, direct)
+	view := filepath.Join(d.MountPoint, "sessions", "rv", pub.Name)
+	for _, p := range []string{late, direct, view} {
+		if b, err := os.ReadFile(filepath.Join(p, "marker")); err != nil || string(b) != "shared" {
+			t.Fatalf("%s/marker before the unshare: %q, %v", p, b, err)
+		}
+	}
+
+	d.OK("unshare", "mine", "--owner", shOwner, "--user", shInvitee)
+	// The standing view goes at once; the session keeps the mount.
+	if got := memberLs(t, filepath.Join(d.MountPoint, "users", shInvitee)); strings.Join(got, " ") != "other" {
+		t.Errorf("users/ of the invitee after unshare: %v", got)
+	}
+	for _, p := range []string{late, direct, view} {
+		if b, err := os.ReadFile(filepath.Join(p, "marker")); err != nil || string(b) != "shared" {
+			t.Errorf("%s/marker before the next publish: %q, %v", p, b, err)
+		}
+	}
+
+	// The next publish, of another folder, takes it out and says so.
+	r := d.OK("mount", "publish", "rv", "--user", shInvitee, "--no-automount", "other")
+	if !strings.Contains(r.Stdout, "Revoked "+pub.Name+" at /home/work/mine") || !strings.Contains(r.Stdout, "no longer reaches folder \"mine\"") {
+		t.Errorf("publish did not report the revocation: %s", r)
+	}
+	d.JSON(&s, "mount", "list", "rv")
+	if len(s.Mounts) != 1 || s.Mounts[0].FolderID != other.ID {
+		t.Errorf("session after the revocation: %+v", s.Mounts)
+	}
+	// The session view is gone, and so is everything at its key on the host.
+	if _, err := os.Lstat(view); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the revoked session view: %v; want ENOENT", err)
+	}
+	if left, err := mountInfosUnder(pub.HostPath); err != nil || len(left) != 0 {
+		t.Errorf("mounts left at the revoked key %s: %+v, %v", pub.HostPath, left, err)
+	}
+	if _, err := os.Lstat(pub.HostPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the revoked key directory: %v; want ENOENT", err)
+	}
+	// The "container" that bound the placeholder shows it empty again.
+	if got := memberLs(t, late); len(got) != 0 {
+		t.Errorf("the late-bound target after the revocation lists %v; want nothing", got)
+	}
+	// The one that bound the view keeps a bind to a view that is gone.
+	_, rerr := os.ReadFile(filepath.Join(direct, "marker"))
+	if !errors.Is(rerr, syscall.ENOENT) {
+		t.Errorf("the directly bound target reads the revoked folder's file: %v; want ENOENT", rerr)
+	}
+	ents, lerr := os.ReadDir(direct)
+	if !errors.Is(lerr, syscall.ESTALE) && (lerr != nil || len(ents) > 0) {
+		t.Errorf("the directly bound target lists %d entries, %v; want ESTALE or nothing", len(ents), lerr)
+	}
+	t.Logf("the directly bound target after the revocation: read marker: %v; list: %d entries, %v", rerr, len(ents), lerr)
+	// The owner's folder is no longer in use by a session: it can be trashed.
+	d.OK("delete", mine.ID)
+	mdUnpublish(t, d, "rv", 1)
+}

@@ -32,8 +32,10 @@ func cloneCommand(st *state) *cli.Command {
 		Name:      "clone",
 		Usage:     "copy a cloneable folder into a new folder",
 		ArgsUsage: "REF NEWNAME",
-		Description: refHelp + "\n--user/--project is the caller: it resolves REF and owns the copy (without it,\n" +
-			"REF must be an id and the copy gets the source's owner). The copy runs in the\n" +
+		Description: refHelp + "\n--user/--project is the caller: it owns the copy (without it, REF must be an id\n" +
+			"and the copy gets the source's owner). With --user, REF is any folder the user\n" +
+			"reaches (their own, a project's, one shared with or invited to them), by the\n" +
+			"name they see or by id; with --project, a folder of that project. The copy runs in the\n" +
 			"background (status cloning, then ready); its room in the caller's quota scope is\n" +
 			"checked and held before anything is copied. --wait follows it to the end.",
 		Flags: append(ownerFlags("the caller is"),

@@ -275,7 +275,13 @@ func (st *state) printSession(s api.Session) error {
 		}
 		rows = append(rows, []string{r.Name, t, "-", "(reserved)", r.HostPath})
 	}
-	return printTable(st.stdout, []string{"NAME", "TARGET", "MODE", "FOLDER", "HOST PATH"}, rows)
+	if err := printTable(st.stdout, []string{"NAME", "TARGET", "MODE", "FOLDER", "HOST PATH"}, rows); err != nil {
+		return err
+	}
+	for _, r := range s.Revoked {
+		fmt.Fprintf(st.stdout, "Revoked %s at %s (%s, folder %s): %s.\n", r.Name, r.Target, r.Mode, r.FolderID, r.Reason)
+	}
+	return nil
 }
 
 func (st *state) mountUnpublish(c *cli.Context) error {

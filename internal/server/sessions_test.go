@@ -57,6 +57,13 @@ func (m *memMounts) Unpublish(sid string) error {
 	return nil
 }
 
+func (m *memMounts) Withdraw(sid, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.keys[sid], key)
+	return nil
+}
+
 func (m *memMounts) Attach(pid int, hostPath, target string, ro bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

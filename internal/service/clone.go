@@ -150,14 +150,15 @@ type holder interface {
 	HoldRoom(s quota.ScopeKey, bytes, inodes int64) (*quota.Hold, error)
 }
 
-// Clone starts a copy of a cloneable folder into a new folder named
-// req.Name of caller (the source's owner when caller is zero) and returns
+// Clone starts a copy of a cloneable folder the caller reaches
+// (clonesource.go) into a new folder named req.Name of caller (the
+// source's owner when caller is zero) and returns
 // the new folder, status cloning, at once (see the file comment).
 func (s *Service) Clone(ctx context.Context, ref string, caller meta.ScopeID, req api.CloneRequest) (api.Folder, error) {
 	if err := meta.ValidateName(req.Name); err != nil {
 		return api.Folder{}, err
 	}
-	src, err := s.resolve(ctx, ref, caller)
+	src, err := s.cloneSource(ctx, ref, caller)
 	if err != nil {
 		return api.Folder{}, err
 	}

@@ -29,6 +29,7 @@ func NewMounts(root string, log zerolog.Logger) (Mounts, error) {
 
 func (h *hostMounts) Reserve(sid, key string) (string, error) { return h.p.Reserve(sid, key) }
 func (h *hostMounts) Unpublish(sid string) error              { return h.p.Unpublish(sid) }
+func (h *hostMounts) Withdraw(sid, key string) error          { return h.p.Withdraw(sid, key) }
 func (h *hostMounts) HostPath(sid, key string) string         { return h.p.HostPath(sid, key) }
 func (h *hostMounts) Sessions() ([]string, error)             { return h.p.Sessions() }
 func (h *hostMounts) Close() error                            { return h.p.Close() }

@@ -10,9 +10,10 @@ package service
 // changed is replaced (a standing rw view becomes ro, and writes through
 // it get EROFS from the daemon from then on). New publishes are capped by
 // the new permission. Session views already published keep the mode they
-// were published with until the session is unpublished (a view fixes its
-// mode at creation, and a running container keeps what it was given); a
-// lower permission is never raised for them either.
+// were published with (a view fixes its mode at creation, and a running
+// container keeps what it was given) until the session's next publish,
+// which takes out a mount whose mode is now above the user's permission
+// (revoke.go); a lower permission is never raised for them either.
 
 import (
 	"context"

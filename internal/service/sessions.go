@@ -19,6 +19,10 @@ package service
 // mode), else ErrConflict; it is not published again. The steps that
 // change things then run in this order:
 //
+//  0. in a session that exists, the mounts the user may no longer have
+//     (unshared, left, membership removed or lowered, volume permission
+//     taken) are taken out first: host side, view, record (revoke.go;
+//     this stands even when the request is then refused);
 //  1. missing per-user subfolders of project ".local" folders are made
 //     on the volume (idempotent);
 //  2. under viewMu, with the folders read again (a trash may have won):
@@ -109,6 +113,10 @@ type Mounts interface {
 	// that host path; idempotent. A view whose FUSE connection is dead
 	// is replaced by the new one (see the file comment).
 	Publish(sid, key, source string, ro bool) (string, error)
+	// Withdraw takes the mounts of one key of a session and its
+	// directory away (a revoked mount, revoke.go); it does all it can
+	// and reports the rest.
+	Withdraw(sid, key string) error
 	// Unpublish takes away every mount of a session and its directory;
 	// it does all it can and reports the rest.
 	Unpublish(sid string) error
@@ -645,6 +653,15 @@ func (s *Service) Publish(ctx context.Context, sid string, req api.PublishReques
 	default:
 		return api.Session{}, err
 	}
+	// Mounts the user may no longer have leave first (revoke.go).
+	var revoked []api.RevokedMount
+	if old != nil {
+		if rec, revoked, err = s.revokeLocked(ctx, rec); err != nil {
+			return api.Session{}, err
+		}
+		cur := rec
+		old = &cur
+	}
 
 	// The host side exists once a session does; it is not made for a
 	// request that is refused.
@@ -657,7 +674,9 @@ func (s *Service) Publish(ctx context.Context, sid string, req api.PublishReques
 		return api.Session{}, err
 	}
 	if len(news) == 0 && len(newSlots) == 0 && old != nil {
-		return s.sessionAPI(s.mounts, rec), nil
+		out := s.sessionAPI(s.mounts, rec)
+		out.Revoked = revoked
+		return out, nil
 	}
 	m, err := s.mountsLocked()
 	if err != nil {
@@ -713,7 +732,9 @@ func (s *Service) Publish(ctx context.Context, sid string, req api.PublishReques
 	if err != nil {
 		return api.Session{}, err
 	}
-	return s.sessionAPI(m, cur), nil
+	out := s.sessionAPI(m, cur)
+	out.Revoked = revoked
+	return out, nil
 }
 
 func mountsOf(ps []planned) []meta.SessionMount {

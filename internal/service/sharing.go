@@ -26,8 +26,8 @@ package service
 //   - Revocation (Unshare by the owner, Leave by the invitee, a removed
 //     share of a project folder) changes the user's users/<uuid>/ at once
 //     and every publish from then on. A session already running keeps the
-//     mount it was given until it is unpublished: the container holds a
-//     bind mount of the view, and the view is not taken from under it.
+//     mount it was given until its next publish, which takes the mount out
+//     of the session (revoke.go), or until it is unpublished.
 //   - A purged folder's shares and invitations go with it (dropShares,
 //     after the record); a share whose folder record is gone is ignored.
 //

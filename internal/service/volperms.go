@@ -16,7 +16,8 @@ package service
 // ErrForbidden (API code forbidden, HTTP 403) and names the permission,
 // the volume and the scope that lacks it. Sessions published before a
 // permission was taken away keep their mounts (a running container keeps
-// what it was given); the next publish is checked.
+// what it was given) until their next publish, which takes those mounts
+// out (revoke.go).
 
 import (
 	"context"
