@@ -163,6 +163,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"InvitationActionRequest": api.InvitationActionRequest{}, "ShareRequest": api.ShareRequest{}, "Share": api.Share{},
 		"LeaveRequest": api.LeaveRequest{}, "ReachedFolder": api.ReachedFolder{}, "UserStatus": api.UserStatus{},
 		"ScopeUsage": api.ScopeUsage{}, "SSHKey": api.SSHKey{}, "AddSSHKeyRequest": api.AddSSHKeyRequest{},
+		"RevokedMount": api.RevokedMount{},
 	}
 	for name, v := range types {
 		ref, ok := doc.Components.Schemas[name]
