@@ -160,23 +160,6 @@ func IsFileRoute(p string) bool {
 	return false
 }
 
-// Routes registers the file API with handle (a ServeMux's Handle, say).
-func (a *API) Routes(handle func(pattern string, h http.Handler)) {
-	v := "/" + api.Version
-	handle("GET "+v+"/files/{ref}/list", a.folderRoute(a.list, "path", "owner"))
-	handle("GET "+v+"/files/{ref}/stat", a.folderRoute(a.stat, "path", "owner"))
-	handle("GET "+v+"/files/{ref}/download", a.folderRoute(a.download, "path", "owner", "format"))
-	handle("POST "+v+"/files/{ref}/mkdir", a.folderRoute(a.mkdir, "owner"))
-	handle("POST "+v+"/files/{ref}/move", a.folderRoute(a.move, "owner"))
-	handle("POST "+v+"/files/{ref}/delete", a.folderRoute(a.delete, "owner"))
-	handle("GET "+v+"/file-jobs/{id}", http.HandlerFunc(a.getJob))
-	handle("POST "+v+"/tokens", http.HandlerFunc(a.issue))
-	handle("POST "+api.UploadsPath, a.tusRoute(a.tus.PostFile))
-	handle("HEAD "+api.UploadsPath+"/{id}", a.tusRoute(a.tus.HeadFile))
-	handle("PATCH "+api.UploadsPath+"/{id}", a.tusRoute(a.tus.PatchFile))
-	handle("DELETE "+api.UploadsPath+"/{id}", a.tusRoute(a.tus.DelFile))
-}
-
 // codeOf is the API code of an error.
 func codeOf(err error) string {
 	var qe *QuotaError

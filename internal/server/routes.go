@@ -23,6 +23,9 @@ type Route struct {
 	// Public routes are reachable by callers without admin rights; they
 	// authorize each request themselves.
 	Public bool
+	// Token routes (the file API's) also let through a caller without
+	// admin rights who presents a bearer token; the file API checks it.
+	Token bool
 }
 
 var wildcard = regexp.MustCompile(`\{([^{}.]+)(\.\.\.)?\}`)
