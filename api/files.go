@@ -61,7 +61,7 @@ type MoveRequest struct {
 
 // DeleteRequest removes Path (POST .../delete). A directory needs
 // Recursive unless it is empty; a recursive delete runs in the background
-// and answers 202 with the job to poll (GET /v1/files/jobs/{id}).
+// and answers 202 with the job to poll (GET /v1/file-jobs/{id}).
 type DeleteRequest struct {
 	Path      string `json:"path"`
 	Recursive bool   `json:"recursive,omitempty"`

@@ -9,6 +9,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -40,7 +41,10 @@ func loadSpec(t *testing.T) *openapi3.T {
 }
 
 type specOp struct {
-	path, query []string
+	path, query, header []string
+	// security is the operation's own security requirements (nil: none
+	// given).
+	security *openapi3.SecurityRequirements
 }
 
 // specRoutes lists "METHOD /path" with the operation's parameters (the
@@ -57,11 +61,15 @@ func specRoutes(t *testing.T, doc *openapi3.T) map[string]specOp {
 					so.path = append(so.path, p.Value.Name)
 				case openapi3.ParameterInQuery:
 					so.query = append(so.query, p.Value.Name)
+				case openapi3.ParameterInHeader:
+					// The tus upload protocol speaks in headers.
+					so.header = append(so.header, p.Value.Name)
 				default:
-					t.Errorf("%s %s: parameter %q in %s: the API takes only path and query parameters", method, path, p.Value.Name, p.Value.In)
+					t.Errorf("%s %s: parameter %q in %s: the API takes only path, query and (tus) header parameters", method, path, p.Value.Name, p.Value.In)
 				}
 			}
 			sort.Strings(so.query)
+			so.security = op.Security
 			out[method+" "+path] = so
 			if op.Responses.Default() == nil {
 				t.Errorf("%s %s: no default (Error) response", method, path)
@@ -103,11 +111,71 @@ func TestOpenAPIMatchesServerRoutes(t *testing.T) {
 		if !slices.Equal(so.query, q) {
 			t.Errorf("%s: query parameters in the spec %v, served %v", key, so.query, q)
 		}
+		// Header parameters: the tus routes' own, and Tus-Resumable on
+		// each of them.
+		tus := r.Path == api.UploadsPath || strings.HasPrefix(r.Path, api.UploadsPath+"/")
+		if len(so.header) > 0 && !tus {
+			t.Errorf("%s: header parameters %v in the spec; only the tus upload routes take headers", key, so.header)
+		}
+		if tus && !slices.Contains(so.header, "Tus-Resumable") {
+			t.Errorf("%s: a tus route without the Tus-Resumable header parameter", key)
+		}
+		checkSecurity(t, key, r.Token, so.security)
 	}
 	for key := range spec {
 		if !served[key] {
 			t.Errorf("%s is in api/openapi.yaml but not served", key)
 		}
+	}
+}
+
+// checkSecurity: a route that accepts a bearer token (the file API's)
+// says so, with the alternative of no token (admin callers); no other
+// route names the bearer scheme.
+func checkSecurity(t *testing.T, key string, token bool, sec *openapi3.SecurityRequirements) {
+	t.Helper()
+	var reqs []string
+	if sec != nil {
+		for _, req := range *sec {
+			names := slices.Sorted(maps.Keys(req))
+			reqs = append(reqs, "{"+strings.Join(names, ",")+"}")
+		}
+	}
+	sort.Strings(reqs)
+	if token {
+		if want := []string{"{bearerAuth}", "{}"}; !slices.Equal(reqs, want) {
+			t.Errorf("%s accepts a bearer token: security in the spec %v, want %v (a token, or none for admins)", key, reqs, want)
+		}
+	} else if reqs != nil {
+		t.Errorf("%s takes no token, but the spec gives it security %v", key, reqs)
+	}
+}
+
+func TestOpenAPISecurity(t *testing.T) {
+	doc := loadSpec(t)
+	if len(doc.Security) != 0 {
+		t.Errorf("the spec has document-wide security %v: only the file routes take a token", doc.Security)
+	}
+	ref := doc.Components.SecuritySchemes["bearerAuth"]
+	if ref == nil || ref.Value == nil {
+		t.Fatal("no bearerAuth security scheme")
+	}
+	if s := ref.Value; s.Type != "http" || s.Scheme != "bearer" || s.BearerFormat != "JWT" {
+		t.Errorf("bearerAuth is %s %s %s, want http bearer JWT", s.Type, s.Scheme, s.BearerFormat)
+	}
+	if len(doc.Components.SecuritySchemes) != 1 {
+		t.Errorf("security schemes %v, want bearerAuth alone", slices.Sorted(maps.Keys(doc.Components.SecuritySchemes)))
+	}
+	// Some route takes a token: the check in
+	// TestOpenAPIMatchesServerRoutes is not vacuous.
+	n := 0
+	for _, r := range server.New(nil, server.Options{}).Routes() {
+		if r.Token {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Error("the server lists no route that accepts a token")
 	}
 }
 
@@ -164,6 +232,9 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"LeaveRequest": api.LeaveRequest{}, "ReachedFolder": api.ReachedFolder{}, "UserStatus": api.UserStatus{},
 		"ScopeUsage": api.ScopeUsage{}, "SSHKey": api.SSHKey{}, "AddSSHKeyRequest": api.AddSSHKeyRequest{},
 		"RevokedMount": api.RevokedMount{},
+		"FileEntry":    api.FileEntry{}, "FileListEnd": api.FileListEnd{}, "MkdirRequest": api.MkdirRequest{},
+		"MoveRequest": api.MoveRequest{}, "DeleteRequest": api.DeleteRequest{}, "FileJob": api.FileJob{},
+		"TokenRequest": api.TokenRequest{}, "Token": api.Token{},
 	}
 	for name, v := range types {
 		ref, ok := doc.Components.Schemas[name]
@@ -236,6 +307,19 @@ func TestOpenAPIValidatesRealObjects(t *testing.T) {
 	// A wrong volume permission name fails.
 	if err := doc.Components.Schemas["Policy"].Value.VisitJSON(map[string]any{"allowed_volume_perms": map[string]any{"local": []any{"fly"}}}); err == nil {
 		t.Error("a Policy with an unknown volume permission validates")
+	}
+	check("FileEntry", api.FileEntry{Name: "a", Type: api.FileRegular, Size: 3, Mtime: now, Mode: "4755"})
+	check("FileEntry", api.FileEntry{Name: "l", Type: api.FileSymlink, Mtime: now, Mode: "0777", Target: "../x"})
+	check("FileListEnd", api.FileListEnd{End: true, Count: 2})
+	check("FileListEnd", api.FileListEnd{End: true, Error: &api.Error{Code: api.CodeInternal, Message: "EIO"}})
+	check("FileJob", api.FileJob{ID: "j", Op: "delete", FolderID: f.ID, Path: "/a", State: api.JobRunning, Started: now})
+	check("FileJob", api.FileJob{ID: "j", Op: "delete", FolderID: f.ID, Path: "/a", State: api.JobFailed, Started: now,
+		Finished: &now, Error: &api.Error{Code: api.CodeQuotaExceeded, Message: "x"}})
+	check("Token", api.Token{Token: "a.b.c", User: "u", Perm: meta.PermRO, ExpiresAt: now})
+	check("TokenRequest", api.TokenRequest{User: "u", Owner: f.Owner.String(), Perm: meta.PermWD, TTLSeconds: 60})
+	if err := doc.Components.Schemas["FileEntry"].Value.VisitJSON(map[string]any{"name": "a", "type": "file", "size": 1.0,
+		"mtime": "2026-01-02T03:04:05Z", "mode": "644"}); err == nil {
+		t.Error("a FileEntry with a three-digit mode validates")
 	}
 	lim := int64(0)
 	check("SetQuotaRequest", api.SetQuotaRequest{LimitBytes: &lim})
