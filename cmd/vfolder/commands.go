@@ -131,8 +131,8 @@ func commands(st *state) []*cli.Command {
 			Action: st.create,
 		},
 		{
-			Name:    "list",
-			Usage:   "list folders",
+			Name:  "list",
+			Usage: "list folders",
 			Description: "With --user U (and neither --all nor --trash): every folder U can reach, owned,\n" +
 				"of U's projects or shared with U, with how (VIA) and U's permission there (PERM).",
 			Flags: append(ownerFlags("only folders of"),
