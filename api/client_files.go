@@ -74,7 +74,11 @@ func ownerQuery(owner meta.ScopeID, q url.Values) url.Values {
 // 2xx (the caller closes the body), else the API error. No timeout is
 // applied beyond ctx.
 func (c *Client) raw(ctx context.Context, method, path string, q url.Values, hdr http.Header, body io.Reader) (*http.Response, error) {
-	u := "http://vfolderd/" + Version + path
+	base := c.BaseURL
+	if base == "" {
+		base = "http://vfolderd"
+	}
+	u := base + "/" + Version + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
