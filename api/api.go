@@ -169,6 +169,7 @@
 package api
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/vfolder/vfolder/meta"
@@ -204,6 +205,30 @@ const (
 	// later).
 	CodeStateFull = "state-disk-full" // 507
 )
+
+// StatusOf is the HTTP status an error code travels with (the codes of
+// files.go included); an unknown code is 500.
+func StatusOf(code string) int {
+	switch code {
+	case CodeInvalid:
+		return http.StatusBadRequest
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeExists, CodeConflict:
+		return http.StatusConflict
+	case CodeLimitExceeded:
+		return http.StatusUnprocessableEntity
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case CodeStateFull, CodeQuotaExceeded:
+		return http.StatusInsufficientStorage
+	}
+	return http.StatusInternalServerError
+}
 
 // Volume is one configured storage volume and whether it is attached.
 type Volume struct {

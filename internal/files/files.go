@@ -172,29 +172,6 @@ func codeOf(err error) string {
 	return service.Code(err)
 }
 
-// statusOf is the HTTP status of a code.
-func statusOf(code string) int {
-	switch code {
-	case api.CodeInvalid:
-		return http.StatusBadRequest
-	case api.CodeUnauthorized:
-		return http.StatusUnauthorized
-	case api.CodeForbidden:
-		return http.StatusForbidden
-	case api.CodeNotFound:
-		return http.StatusNotFound
-	case api.CodeExists, api.CodeConflict:
-		return http.StatusConflict
-	case api.CodeLimitExceeded:
-		return http.StatusUnprocessableEntity
-	case api.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case api.CodeStateFull, api.CodeQuotaExceeded:
-		return http.StatusInsufficientStorage
-	}
-	return http.StatusInternalServerError
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -203,7 +180,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := codeOf(err)
-	status := statusOf(code)
+	status := api.StatusOf(code)
 	if status >= 500 && code != api.CodeUnavailable && code != api.CodeQuotaExceeded {
 		a.log.Error().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("file request failed")
 	}

@@ -87,7 +87,7 @@ func tusError(err error) error {
 		ErrorCode: code,
 		Message:   err.Error(),
 		HTTPResponse: handler.HTTPResponse{
-			StatusCode: statusOf(code),
+			StatusCode: api.StatusOf(code),
 			Body:       string(b) + "\n",
 			Header:     handler.HTTPHeader{"Content-Type": "application/json"},
 		},

@@ -24,7 +24,7 @@
 // non-numeric limit gets a message naming the field and the rule. Every
 // error, including unknown paths (404) and wrong methods (405), is an
 // api.Error JSON body; its HTTP status follows from the code
-// (service.Code maps errors to codes, statusOf codes to statuses).
+// (service.Code maps errors to codes, api.StatusOf codes to statuses).
 // Requests are logged at debug level; internal errors at error level;
 // with Options.Audit, every request that may change something and every
 // refused one also gets a JSON line in the audit log (audit.go). A
@@ -294,27 +294,6 @@ func procGroups(pid int32) ([]uint32, error) {
 	return nil, sc.Err()
 }
 
-// statusOf is the HTTP status of each error code.
-func statusOf(code string) int {
-	switch code {
-	case api.CodeInvalid:
-		return http.StatusBadRequest
-	case api.CodeForbidden:
-		return http.StatusForbidden
-	case api.CodeNotFound:
-		return http.StatusNotFound
-	case api.CodeExists, api.CodeConflict:
-		return http.StatusConflict
-	case api.CodeLimitExceeded:
-		return http.StatusUnprocessableEntity
-	case api.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case api.CodeStateFull:
-		return http.StatusInsufficientStorage
-	}
-	return http.StatusInternalServerError
-}
-
 // codeOf is the code of a status the mux produced itself.
 func codeOf(status int) string {
 	switch status {
@@ -334,7 +313,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, code, msg string) {
-	s.writeErrorStatus(w, r, statusOf(code), code, msg)
+	s.writeErrorStatus(w, r, api.StatusOf(code), code, msg)
 }
 
 func (s *Server) writeErrorStatus(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
