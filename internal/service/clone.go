@@ -50,7 +50,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -260,21 +259,8 @@ func (s *Service) Clone(ctx context.Context, ref string, caller meta.ScopeID, re
 		return api.Folder{}, err
 	}
 	ctx = context.WithoutCancel(ctx)
-	if err := dstA.vol.CreateFolder(f.Owner, f.ID, s.opts.StorageUID, s.opts.StorageGID); err != nil {
-		if !errors.Is(err, os.ErrExist) {
-			if rerr := dstA.vol.RemoveFolder(ctx, f.Owner, f.ID, nil); rerr != nil {
-				s.log.Error().Err(rerr).Str("folder", f.ID).Msg("cannot remove the directory of a failed clone")
-			}
-		}
-		if derr := s.store.DeleteFolder(ctx, f.ID); derr != nil {
-			s.log.Error().Err(derr).Str("folder", f.ID).Msg("cannot drop the record of a failed clone; the next start will")
-		}
+	if err := s.makeFolderDir(ctx, dstA, f, "clone"); err != nil {
 		return api.Folder{}, fmt.Errorf("clone folder %q: %w", src.Name, err)
-	}
-	if s.opts.Quota != nil {
-		if err := s.opts.Quota.RecordRoot(key, f.ID); err != nil {
-			s.log.Warn().Err(err).Str("folder", f.ID).Msg("cannot record the clone's root in the ledger; the clone's check will")
-		}
 	}
 	ok = true
 	s.bg.Add(1)

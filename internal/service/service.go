@@ -522,25 +522,8 @@ func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest)
 	}
 	// From here on a client going away must not leave a half-made folder.
 	ctx = context.WithoutCancel(ctx)
-	if err := a.vol.CreateFolder(f.Owner, f.ID, s.opts.StorageUID, s.opts.StorageGID); err != nil {
-		// Take back a directory this call made before failing (never one
-		// that was there already: that is not ours).
-		if !errors.Is(err, os.ErrExist) {
-			if rerr := a.vol.RemoveFolder(ctx, f.Owner, f.ID, nil); rerr != nil {
-				s.log.Error().Err(rerr).Str("folder", f.ID).Msg("cannot remove the directory of a failed create")
-			}
-		}
-		if derr := s.store.DeleteFolder(ctx, f.ID); derr != nil {
-			s.log.Error().Err(derr).Str("folder", f.ID).Msg("cannot drop the record of a failed create; the next start will")
-		}
+	if err := s.makeFolderDir(ctx, a, f, "create"); err != nil {
 		return api.Folder{}, fmt.Errorf("create folder %q: %w", f.Name, err)
-	}
-	if s.opts.Quota != nil {
-		// The new root's size is charged once, here (on every other node
-		// of a cluster it is adopted at first contact).
-		if err := s.opts.Quota.RecordRoot(scopeKey(f.Volume, f.Owner), f.ID); err != nil {
-			s.log.Warn().Err(err).Str("folder", f.ID).Msg("cannot record the new folder root in the ledger; the next check will")
-		}
 	}
 	f, err = s.store.UpdateFolder(ctx, f.ID, func(x *meta.Folder) error {
 		x.Status = meta.StatusReady
@@ -552,6 +535,33 @@ func (s *Service) CreateFolder(ctx context.Context, req api.CreateFolderRequest)
 	s.log.Info().Str("folder", f.ID).Str("name", f.Name).Str("owner", f.Owner.String()).Str("volume", f.Volume).Msg("folder created")
 	s.syncOwner(ctx, f.Owner)
 	return s.toAPI(f), nil
+}
+
+// makeFolderDir makes the directory of a folder whose record was just
+// stored and charges its root, for a create or a clone (what names it in
+// the logs). If the directory cannot be made, the record is taken back,
+// and so is a directory this call made before failing (never one that was
+// there already: that is not ours); the error is returned as it came.
+func (s *Service) makeFolderDir(ctx context.Context, a *attached, f meta.Folder, what string) error {
+	if err := a.vol.CreateFolder(f.Owner, f.ID, s.opts.StorageUID, s.opts.StorageGID); err != nil {
+		if !errors.Is(err, os.ErrExist) {
+			if rerr := a.vol.RemoveFolder(ctx, f.Owner, f.ID, nil); rerr != nil {
+				s.log.Error().Err(rerr).Str("folder", f.ID).Msgf("cannot remove the directory of a failed %s", what)
+			}
+		}
+		if derr := s.store.DeleteFolder(ctx, f.ID); derr != nil {
+			s.log.Error().Err(derr).Str("folder", f.ID).Msgf("cannot drop the record of a failed %s; the next start will", what)
+		}
+		return err
+	}
+	if s.opts.Quota != nil {
+		// The new root's size is charged once, here (on every other node
+		// of a cluster it is adopted at first contact).
+		if err := s.opts.Quota.RecordRoot(scopeKey(f.Volume, f.Owner), f.ID); err != nil {
+			s.log.Warn().Err(err).Str("folder", f.ID).Msg("cannot record the new folder root in the ledger; the next check will")
+		}
+	}
+	return nil
 }
 
 // ensureScope makes sure the owner has a quota scope on the volume,
