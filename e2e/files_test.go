@@ -41,23 +41,7 @@ const (
 // token) and returns the result.
 func cliEnv(t *testing.T, d *Daemon, env []string, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, d.CLIBin, append([]string{"--socket", d.Socket}, args...)...)
-	cmd.Env = append(cleanEnv(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := Result{Args: args, Stdout: out.String(), Stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.Exited():
-		r.Code = ee.ExitCode()
-	default:
-		t.Fatalf("running vfolder %v: %v (stderr %q)", args, err, r.Stderr)
-	}
-	return r
+	return runCLIEnv(t, d.CLIBin, d.Socket, 10*time.Minute, env, args...)
 }
 
 func mustFail(t *testing.T, r Result, want string) {

@@ -442,10 +442,16 @@ func (d *Daemon) CLI(args ...string) Result {
 // RunCLI runs the vfolder binary at bin with --socket socket.
 func RunCLI(t testing.TB, bin, socket string, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return runCLIEnv(t, bin, socket, 2*time.Minute, nil, args...)
+}
+
+// runCLIEnv is RunCLI with extra environment and a bound of its own.
+func runCLIEnv(t testing.TB, bin, socket string, bound time.Duration, env []string, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--socket", socket}, args...)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
