@@ -31,6 +31,12 @@
 //     after the client is SIGKILLed, the quota, ro folders, ranges with
 //     curl, tar downloads, tokens with a non-admin peer, a streamed
 //     100k-entry listing, expiry of abandoned uploads).
+//   - perm_matrix: the errnos (and, after chmod and chown, the modes and
+//     owners) of permission-relevant system calls through a view of a
+//     real daemon, as root and as other callers, against a native
+//     directory showing the same owner and modes; rw and ro views. The
+//     list of mounts under test (permMounts) is where the daemon's own
+//     permission checks (issue 15) join.
 //
 // # Rules the helpers keep
 //
