@@ -25,6 +25,29 @@ func (c *cell) median() (float64, bool) {
 	return median(vals), true
 }
 
+// spread of the successful runs: the smallest and the largest value, and
+// their difference relative to the median; ok is false with fewer than two
+// runs.
+func (c *cell) spread() (lo, hi, rel float64, ok bool) {
+	if len(c.runs) < 2 {
+		return 0, 0, 0, false
+	}
+	first := true
+	for _, v := range c.runs {
+		if first || v < lo {
+			lo = v
+		}
+		if first || v > hi {
+			hi = v
+		}
+		first = false
+	}
+	if m, _ := c.median(); m != 0 {
+		rel = (hi - lo) / m
+	}
+	return lo, hi, rel, true
+}
+
 func median(vals []float64) float64 {
 	s := slices.Clone(vals)
 	sort.Float64s(s)
