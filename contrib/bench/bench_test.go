@@ -581,7 +581,8 @@ func TestQuickQuota(t *testing.T) {
 	}
 	// | quota overhead | unit | rw vs nolimit | rw vs untracked | nolimit vs untracked |
 	var got []string
-	for _, l := range strings.Split(report, "\n") {
+	main, _, _ := strings.Cut(report, "## Every run") // whose rows have 5 cells too
+	for _, l := range strings.Split(main, "\n") {
 		cells := strings.Split(strings.Trim(l, "|"), "|")
 		if len(cells) != 5 {
 			continue
