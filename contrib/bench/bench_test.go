@@ -537,6 +537,14 @@ func TestUntarArgs(t *testing.T) {
 	if got := strings.Join(untarArgs("t.tar", "d", true), " "); got != "-xf t.tar -C d" {
 		t.Errorf("untar with chown: %q", got)
 	}
+	e := &env{opts: &options{}, res: newResults([]string{"untar"}, []string{cfgNative, cfgBindfs, cfgMergerfs})}
+	if got := e.peerCommands(); got != "" {
+		t.Errorf("peer commands with none set up = %q", got)
+	}
+	e.res.commands[cfgBindfs] = "/usr/bin/bindfs -f BACKING MOUNTPOINT"
+	if got := e.peerCommands(); got != "bindfs: `/usr/bin/bindfs -f BACKING MOUNTPOINT`" {
+		t.Errorf("peer commands = %q", got)
+	}
 	c := newConfig(cfgBindfs).(*daemonConfig)
 	if got := commandLine(append([]string{"/usr/bin/bindfs"}, c.args("/b", "/m")...), map[string]string{"/b": "BACKING", "/m": "MOUNTPOINT"}); got != "/usr/bin/bindfs -f BACKING MOUNTPOINT" {
 		t.Errorf("bindfs command = %q (only -f: its defaults, single-threaded)", got)

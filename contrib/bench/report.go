@@ -435,6 +435,18 @@ func hasVfolder(configs []string) bool {
 	return false
 }
 
+// peerCommands lists the command line of every peer run as a child
+// process, in table order ("" if none was set up).
+func (e *env) peerCommands() string {
+	var out []string
+	for _, c := range e.res.allConfigs() {
+		if cmd, ok := e.res.commands[c]; ok {
+			out = append(out, c+": `"+cmd+"`")
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
 // renderReport is the whole BENCHMARKS.md.
 func (e *env) renderReport() string {
 	o := e.opts
@@ -495,7 +507,9 @@ func (e *env) renderReport() string {
 			o.treeSrc, filepath.Dir(o.treeSrc), filepath.Base(o.treeSrc),
 			strings.Join(untarArgs("TARBALL", "DIR", false), " "), strings.Join(untarArgs("TARBALL", "DIR", true), " "), o.statPasses)
 	}
-	b.WriteString("- Peers are run with the exact commands or mount options listed under Configurations (BACKING: the shared backing directory, MOUNTPOINT: the configuration's mount point); nothing else is passed to them.\n")
+	if cmds := e.peerCommands(); cmds != "" {
+		b.WriteString("- Peers run as child processes, exactly as (BACKING: the shared backing directory, MOUNTPOINT: the configuration's mount point; nothing else is passed): " + cmds + ". go-fuse's loopback and vfolder are mounted in the harness process with the options under Configurations.\n")
+	}
 	b.WriteString("- Before every measurement the harness syncs and waits until none of its FUSE connections has a request in flight (/sys/fs/fuse/connections/N/waiting): the kernel sends RELEASE asynchronously, so a server may still be working on files the previous configuration closed (mergerfs's dropcacheonclose drops the page cache of the backing files every configuration shares).\n")
 	b.WriteString("- Every timed operation runs in its own process (a worker, fio, tar, find, du, rm), never in the process serving the FUSE mounts. Everything runs in a private mount namespace.\n")
 	if len(e.res.ablated) > 0 {

@@ -65,6 +65,7 @@ type results struct {
 	ablated   []string // ablation configurations (--ablate), report order
 	cells     map[string]map[string]*cell
 	describe  map[string]string
+	commands  map[string]string // command lines of the peers run as child processes
 	setupErr  map[string]string
 
 	treeEntries int
@@ -82,6 +83,7 @@ func newResults(workloads, configs []string) *results {
 		configs:   configs,
 		cells:     map[string]map[string]*cell{},
 		describe:  map[string]string{},
+		commands:  map[string]string{},
 		setupErr:  map[string]string{},
 	}
 	for _, w := range workloads {
