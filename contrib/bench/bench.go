@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Fixture names below <data>/fixtures.
@@ -64,7 +62,7 @@ func (e *env) prepareFixtures(ctx context.Context, want map[string]bool) error {
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return err
 		}
-		if _, err := timeCmd(ctx, "tar", "-xf", e.tarball, "-C", dir, "--no-same-owner"); err != nil {
+		if _, err := timeCmd(ctx, "tar", untarArgs(e.tarball, dir, false)...); err != nil {
 			return err
 		}
 		var list strings.Builder
@@ -323,19 +321,22 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 				if err := dropCaches(); err != nil {
 					return 0, err
 				}
-				d, err := timeCmd(ctx, "tar", "-xf", e.tarball, "-C", root, "--no-same-owner")
+				d, err := timeCmd(ctx, "tar", untarArgs(e.tarball, root, false)...)
 				uerr = err
 				return d, err
 			}); err != nil {
 				return err
 			}
 			if !want["untar"] && uerr == nil {
-				_, uerr = timeCmd(ctx, "tar", "-xf", e.tarball, "-C", root, "--no-same-owner")
+				_, uerr = timeCmd(ctx, "tar", untarArgs(e.tarball, root, false)...)
 			}
 			if uerr != nil {
 				uerr = fmt.Errorf("untar failed: %w", uerr)
 				for _, id := range []string{"find", "du", "statstorm", "rm"} {
 					measure(id, func() (float64, error) { return 0, uerr })
+				}
+				if err := e.untarChown(ctx, t, scratch, measure); err != nil {
+					return err
 				}
 				return ctx.Err()
 			}
@@ -360,12 +361,50 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 		})); err != nil {
 			return err
 		}
-		return measure("rm", func() (float64, error) {
-			unix.Sync()
-			return timeCmd(ctx, "rm", "-rf", root)
-		})
+		if err := measure("rm", cold(func() (float64, error) { return timeCmd(ctx, "rm", "-rf", root) })); err != nil {
+			return err
+		}
+		if ro {
+			return nil
+		}
+		return e.untarChown(ctx, t, scratch, measure)
 	}
 	return errors.New("unknown group " + g)
+}
+
+// untarArgs is tar's command line for the untar workloads: extract
+// tarball into dir, as root, either with the owners recorded in the
+// archive (tar's default for root: one chown per entry) or with
+// --no-same-owner (no chown: entries belong to the extracting user).
+func untarArgs(tarball, dir string, chown bool) []string {
+	a := []string{"-xf", tarball, "-C", dir}
+	if !chown {
+		a = append(a, "--no-same-owner")
+	}
+	return a
+}
+
+// untarChown measures untar-chown on t: caches dropped, then the tarball
+// extracted into a directory of its own below scratch by a plain
+// `tar -xf` as root, which chowns every entry to its owner in the
+// archive. The extracted tree is then removed through the backing path
+// (untimed; the scratch directory's removal would do it too, but the next
+// group must not find it in the page cache).
+func (e *env) untarChown(ctx context.Context, t *target, scratch string, measure func(string, func() (float64, error)) error) error {
+	dir := filepath.Join(scratch, "tree-chown")
+	err := measure("untar-chown", func() (float64, error) {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return 0, err
+		}
+		if err := dropCaches(); err != nil {
+			return 0, err
+		}
+		return timeCmd(ctx, "tar", untarArgs(e.tarball, dir, true)...)
+	})
+	if rerr := os.RemoveAll(e.backing(t, dir)); rerr != nil && err == nil && ctx.Err() == nil {
+		e.notef("untar-chown on %s: removing the extracted tree: %v", t.c.name(), rerr)
+	}
+	return err
 }
 
 // randReadHit is one page cache hit run of fio on rf. A process first

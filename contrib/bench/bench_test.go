@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -178,6 +179,19 @@ func TestQuickRun(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "`seqwrite-new`") {
 		t.Errorf("the table was not printed:\n%s", stdout)
+	}
+	// Both untar forms, the cache rule and every run's spread are in the
+	// report.
+	for _, want := range []string{"`untar`: `tar -xf TARBALL -C DIR --no-same-owner`", "`untar-chown`: `tar -xf TARBALL -C DIR`",
+		"`echo 3 > /proc/sys/vm/drop_caches`", "| workload | configuration | runs | median | spread |"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	for _, id := range []string{"untar", "untar-chown", "find", "rm"} {
+		if !regexp.MustCompile(`(?m)^\| ` + id + ` \| loopback \| [0-9.e-]+, [0-9.e-]+ s \| [0-9.e-]+ \| [0-9.e-]+\.\.[0-9.e-]+ \([0-9]+%\) \|$`).MatchString(report) {
+			t.Errorf("Every run lacks the two runs, median and spread of %s on loopback", id)
+		}
 	}
 }
 
@@ -498,6 +512,45 @@ func TestMedianAndRatio(t *testing.T) {
 	}
 }
 
+func TestSpread(t *testing.T) {
+	c := &cell{runs: map[int]float64{0: 4, 1: 2, 2: 3}}
+	lo, hi, rel, ok := c.spread()
+	if !ok || lo != 2 || hi != 4 || rel != 2.0/3 {
+		t.Errorf("spread = %v, %v, %v, %v; want 2, 4, 0.667, true", lo, hi, rel, ok)
+	}
+	if got := spreadText(c); got != "3.00 | 2.00..4.00 (67%)" {
+		t.Errorf("spreadText = %q", got)
+	}
+	one := &cell{runs: map[int]float64{0: 5}}
+	if _, _, _, ok := one.spread(); ok {
+		t.Error("spread of one run reported")
+	}
+	if got := spreadText(one); got != "5.00 | one run" {
+		t.Errorf("spreadText of one run = %q", got)
+	}
+}
+
+func TestUntarArgs(t *testing.T) {
+	if got := strings.Join(untarArgs("t.tar", "d", false), " "); got != "-xf t.tar -C d --no-same-owner" {
+		t.Errorf("untar without chown: %q", got)
+	}
+	if got := strings.Join(untarArgs("t.tar", "d", true), " "); got != "-xf t.tar -C d" {
+		t.Errorf("untar with chown: %q", got)
+	}
+	e := &env{opts: &options{}, res: newResults([]string{"untar"}, []string{cfgNative, cfgBindfs, cfgMergerfs})}
+	if got := e.peerCommands(); got != "" {
+		t.Errorf("peer commands with none set up = %q", got)
+	}
+	e.res.commands[cfgBindfs] = "/usr/bin/bindfs -f BACKING MOUNTPOINT"
+	if got := e.peerCommands(); got != "bindfs: `/usr/bin/bindfs -f BACKING MOUNTPOINT`" {
+		t.Errorf("peer commands = %q", got)
+	}
+	c := newConfig(cfgBindfs).(*daemonConfig)
+	if got := commandLine(append([]string{"/usr/bin/bindfs"}, c.args("/b", "/m")...), map[string]string{"/b": "BACKING", "/m": "MOUNTPOINT"}); got != "/usr/bin/bindfs -f BACKING MOUNTPOINT" {
+		t.Errorf("bindfs command = %q (only -f: its defaults, single-threaded)", got)
+	}
+}
+
 func TestParseFioIOPS(t *testing.T) {
 	out := []byte(`fio: some warning
 {"fio version":"fio-3.33","jobs":[{"jobname":"randread","error":0,
@@ -536,7 +589,8 @@ func TestQuickQuota(t *testing.T) {
 	}
 	// | quota overhead | unit | rw vs nolimit | rw vs untracked | nolimit vs untracked |
 	var got []string
-	for _, l := range strings.Split(report, "\n") {
+	main, _, _ := strings.Cut(report, "## Every run") // whose rows have 5 cells too
+	for _, l := range strings.Split(main, "\n") {
 		cells := strings.Split(strings.Trim(l, "|"), "|")
 		if len(cells) != 5 {
 			continue

@@ -71,12 +71,16 @@ func newConfig(name string) config {
 	case cfgLoopbackPT:
 		return &loopbackConfig{passthrough: true}
 	case cfgBindfs:
+		// Only -f (stay in the foreground, so the harness can wait for
+		// it): every other setting is bindfs's default, which is
+		// single-threaded (bindfs passes -s to libfuse unless given
+		// --multithreaded); the thread count after the run is in the notes.
 		return &daemonConfig{cfg: cfgBindfs, bin: "bindfs", args: func(src, mnt string) []string { return []string{"-f", src, mnt} },
-			about: "bindfs -f (defaults: single-threaded, libfuse 2)"}
+			about: "its defaults (single-threaded unless --multithreaded, libfuse 2); -f only keeps it in the foreground"}
 	case cfgMergerfs:
 		opts := "cache.files=partial,dropcacheonclose=true,category.create=mfs"
 		return &daemonConfig{cfg: cfgMergerfs, bin: "mergerfs", args: func(src, mnt string) []string { return []string{"-f", "-o", opts, src, mnt} },
-			about: "mergerfs -f -o " + opts + " (one branch: the backing directory; the options its manual recommends)"}
+			about: "one branch: the backing directory; the options its manual recommends"}
 	case cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked, cfgVfolderRO:
 		return newVfolderConfig(name)
 	}
@@ -273,6 +277,7 @@ type daemonConfig struct {
 	args    func(src, mnt string) []string
 	about   string
 	version string
+	command string // the command line, paths named (valid after setup)
 }
 
 func (c *daemonConfig) name() string   { return c.cfg }
@@ -288,19 +293,51 @@ func (c *daemonConfig) setup(ctx context.Context, e *env) (string, error) {
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return "", err
 	}
-	d, err := startDaemon(ctx, mnt, append([]string{path}, c.args(e.data, mnt)...))
+	argv := append([]string{path}, c.args(e.data, mnt)...)
+	c.command = commandLine(argv, map[string]string{e.data: "BACKING", mnt: "MOUNTPOINT"})
+	d, err := startDaemon(ctx, mnt, argv)
 	if err != nil {
 		return "", err
 	}
-	e.mounts.add(c.cfg, mnt, fuseMinor(mnt), func() error { return d.stop(mnt) })
+	e.mounts.add(c.cfg, mnt, fuseMinor(mnt), func() error {
+		// What the server ran with, seen from outside: its thread count
+		// after every workload (a single-threaded libfuse server has one).
+		if n, err := threadCount(d.cmd.Process.Pid); err == nil {
+			e.notef("%s (pid %d) had %d thread(s) at the end of the run", c.cfg, d.cmd.Process.Pid, n)
+		}
+		return d.stop(mnt)
+	})
 	return mnt, nil
 }
 
 func (c *daemonConfig) describe() string {
+	s := "`" + c.command + "`, as a child process; " + c.about
 	if c.version != "" {
-		return c.version + ": " + c.about
+		s = c.version + ": " + s
 	}
-	return c.about
+	return s
+}
+
+// commandLine is argv as one shell-like line, each argument equal to a
+// key of names written as its value (BACKING for the backing directory...).
+func commandLine(argv []string, names map[string]string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if n, ok := names[a]; ok {
+			a = n
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}
+
+// threadCount is the number of threads of process pid.
+func threadCount(pid int) (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	return len(ents), nil
 }
 
 // toolVersion is the first line of `bin --version`.

@@ -44,6 +44,14 @@
 // configuration (writes on a read-only view) is "n/a"; a failure is
 // reported as such in the cell and in the notes, and the exit status is
 // non-zero. Nothing is ever estimated: what is not measured says why.
+// The Every run section gives each cell's runs, median and spread.
+//
+// The tree workloads extract one tarball (made once, outside every mount)
+// in two forms, as root: `untar` with --no-same-owner (no chown) and
+// `untar-chown` with a plain `tar -xf` (one chown per entry, tar's
+// default for root). Every tree workload (both untars, find, du, the stat
+// storm, rm -rf) starts after a sync and a drop of the page, dentry and
+// inode caches, so none of them reads what the previous one cached.
 //
 // All configurations share one backing directory (a vfolder folder
 // directory on a vfolder volume layout), so fixtures (the big file, the

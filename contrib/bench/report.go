@@ -143,6 +143,20 @@ func humanBytes(n int64) string {
 }
 
 // fmtVal formats a measured value with about three significant digits.
+// spreadText is the median and spread columns of a cell in the Every run
+// table.
+func spreadText(c *cell) string {
+	m, ok := c.median()
+	if !ok {
+		return "| "
+	}
+	lo, hi, rel, ok := c.spread()
+	if !ok {
+		return fmtVal(m) + " | one run"
+	}
+	return fmt.Sprintf("%s | %s..%s (%.0f%%)", fmtVal(m), fmtVal(lo), fmtVal(hi), rel*100)
+}
+
 func fmtVal(v float64) string {
 	switch {
 	case v >= 1000:
@@ -421,6 +435,18 @@ func hasVfolder(configs []string) bool {
 	return false
 }
 
+// peerCommands lists the command line of every peer run as a child
+// process, in table order ("" if none was set up).
+func (e *env) peerCommands() string {
+	var out []string
+	for _, c := range e.res.allConfigs() {
+		if cmd, ok := e.res.commands[c]; ok {
+			out = append(out, c+": `"+cmd+"`")
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
 // renderReport is the whole BENCHMARKS.md.
 func (e *env) renderReport() string {
 	o := e.opts
@@ -477,7 +503,12 @@ func (e *env) renderReport() string {
 		fmt.Fprintf(&b, "- Metadata: %d files of %d bytes in directories of %d; stat and unlink run after dropping the caches.\n", o.files, metaFileSize, filesPerDir)
 	}
 	if groupWanted(groupTree, want) {
-		fmt.Fprintf(&b, "- Tree: a tarball of %s extracted with `tar -xf --no-same-owner`; `find`, `du -s` and the stat storm (lstat of every entry, %d passes, paths known in advance like a git index) start with dropped caches; `rm -rf` follows.\n", o.treeSrc, o.statPasses)
+		fmt.Fprintf(&b, "- Tree: one tarball of %s, made once (`tar -cf TARBALL -C %s %s`, on the work directory's file system, outside every mount) and extracted by every configuration. Each of these starts after `sync` and `echo 3 > /proc/sys/vm/drop_caches`, runs as root in a process of its own, and is timed from its start to its exit: `untar`: `tar %s`; `untar-chown`: `tar %s` (as root tar restores the archive's owners, one chown per entry), into a directory of its own that is then removed through the backing directory, untimed; `find`: `find TREE`; `du`: `du -s TREE`; the stat storm: a worker lstat()s every entry, %d passes, paths known in advance like a git index; `rm`: `rm -rf TREE`. TREE is the tree `untar` extracted (on read-only views, the same tree extracted once on the backing side).\n",
+			o.treeSrc, filepath.Dir(o.treeSrc), filepath.Base(o.treeSrc),
+			strings.Join(untarArgs("TARBALL", "DIR", false), " "), strings.Join(untarArgs("TARBALL", "DIR", true), " "), o.statPasses)
+	}
+	if cmds := e.peerCommands(); cmds != "" {
+		b.WriteString("- Peers run as child processes, exactly as (BACKING: the shared backing directory, MOUNTPOINT: the configuration's mount point; nothing else is passed): " + cmds + ". go-fuse's loopback and vfolder are mounted in the harness process with the options under Configurations.\n")
 	}
 	b.WriteString("- Before every measurement the harness syncs and waits until none of its FUSE connections has a request in flight (/sys/fs/fuse/connections/N/waiting): the kernel sends RELEASE asynchronously, so a server may still be working on files the previous configuration closed (mergerfs's dropcacheonclose drops the page cache of the backing files every configuration shares).\n")
 	b.WriteString("- Every timed operation runs in its own process (a worker, fio, tar, find, du, rm), never in the process serving the FUSE mounts. Everything runs in a private mount namespace.\n")
@@ -515,7 +546,7 @@ func (e *env) renderReport() string {
 		}
 	}
 
-	b.WriteString("\n## Every run\n\n<details><summary>values per run</summary>\n\n| workload | configuration | runs |\n| --- | --- | --- |\n")
+	b.WriteString("\n## Every run\n\n<details><summary>values per run</summary>\n\nSpread: the smallest and the largest run, and their difference relative to the median.\n\n| workload | configuration | runs | median | spread |\n| --- | --- | --- | ---: | --- |\n")
 	for _, w := range e.tableWorkloads() {
 		for _, c := range e.res.allConfigs() {
 			cl := e.res.cells[w.id][c]
@@ -534,7 +565,7 @@ func (e *env) renderReport() string {
 			for range cl.errs {
 				vals = append(vals, "error")
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s %s |\n", w.id, c, strings.Join(vals, ", "), w.unit)
+			fmt.Fprintf(&b, "| %s | %s | %s %s | %s |\n", w.id, c, strings.Join(vals, ", "), w.unit, spreadText(cl))
 		}
 	}
 	b.WriteString("\n</details>\n")

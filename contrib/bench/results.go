@@ -25,6 +25,29 @@ func (c *cell) median() (float64, bool) {
 	return median(vals), true
 }
 
+// spread of the successful runs: the smallest and the largest value, and
+// their difference relative to the median; ok is false with fewer than two
+// runs.
+func (c *cell) spread() (lo, hi, rel float64, ok bool) {
+	if len(c.runs) < 2 {
+		return 0, 0, 0, false
+	}
+	first := true
+	for _, v := range c.runs {
+		if first || v < lo {
+			lo = v
+		}
+		if first || v > hi {
+			hi = v
+		}
+		first = false
+	}
+	if m, _ := c.median(); m != 0 {
+		rel = (hi - lo) / m
+	}
+	return lo, hi, rel, true
+}
+
 func median(vals []float64) float64 {
 	s := slices.Clone(vals)
 	sort.Float64s(s)
@@ -42,6 +65,7 @@ type results struct {
 	ablated   []string // ablation configurations (--ablate), report order
 	cells     map[string]map[string]*cell
 	describe  map[string]string
+	commands  map[string]string // command lines of the peers run as child processes
 	setupErr  map[string]string
 
 	treeEntries int
@@ -59,6 +83,7 @@ func newResults(workloads, configs []string) *results {
 		configs:   configs,
 		cells:     map[string]map[string]*cell{},
 		describe:  map[string]string{},
+		commands:  map[string]string{},
 		setupErr:  map[string]string{},
 	}
 	for _, w := range workloads {

@@ -208,6 +208,9 @@ func (e *env) run(ctx context.Context) error {
 			e.logf("%s: setup failed: %v", name, err)
 			continue
 		}
+		if d, ok := c.(*daemonConfig); ok {
+			e.res.commands[name] = d.command
+		}
 		targets = append(targets, &target{c: c, path: path, data: e.dataDirOf(c)})
 	}
 	for _, a := range o.ablations {
