@@ -262,7 +262,13 @@
 // and refreshed from fstat at each open. So the write path needs no stat:
 // a write that ends within the file takes the stripe shared, does one
 // pwritev and tells the ledger nothing; a write past the end takes it
-// exclusively around Reserve, pwritev and Done. Neither allocates.
+// exclusively around Reserve, pwritev and Done. Neither allocates. The
+// ledger's work per append is in memory (a lock, the counters): the
+// growing size of a file open for writing is written to the store at
+// its release, not every commit round (package quota, "Persistence"),
+// so a sequential write of a new file costs the store the same few
+// commits (the hold's mark, the first rounds until it is stored, the
+// final size) however long it is.
 //
 // statfs in a view whose scope has a byte limit reports the limit as the
 // size and the limit minus the usage as free (available also capped by

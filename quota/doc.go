@@ -151,6 +151,19 @@
 // yet committed plus grants and creates in flight. The scope's usage is
 // the sum of its folders'.
 //
+// The size of a regular file held for writing (OpenForWrite) is not
+// committed while it grows, once the store holds the file's dirty mark:
+// recovery sets the record of a marked inode to what is on storage
+// whatever the record says, and the release of the last hold writes the
+// final size in the transaction that removes the mark. So a stream of
+// appends to an open file (a sequential write of a new file: one Reserve
+// and one Done per request) makes the commit loop write nothing between
+// the first growth and the close, where it would otherwise write the
+// record and the folder counter every round. A Flush and Close write
+// these sizes too (Flush: "every change so far"). Limits are checked
+// against the in-memory counters, which follow every write exactly.
+// Cluster scopes commit every change.
+//
 // # Crash safety
 //
 // A SIGKILL at any instant loses no byte and counts none twice:

@@ -64,6 +64,8 @@ func (m *Manager) loop() {
 
 // finish runs the final rounds at Close and fails every later wait.
 func (m *Manager) finish() {
+	m.undeferring.Add(1)
+	m.undefer()
 	var err error
 	for range 3 {
 		if err = m.flushRound(); err == nil && !m.hasDirty() {
@@ -95,6 +97,9 @@ func (m *Manager) Flush() error {
 	}
 	m.urgent.Add(1)
 	defer m.urgent.Add(-1)
+	m.undeferring.Add(1)
+	defer m.undeferring.Add(-1)
+	m.undefer()
 	// The round that is current now has not taken its snapshot yet (the
 	// loop swaps it out before snapshotting), so it includes every change
 	// made before this call.

@@ -44,6 +44,9 @@ type Manager struct {
 	kick        chan struct{} // something is queued
 	hurry       chan struct{} // somebody waits for durability
 	urgent      atomic.Int32
+	// undeferring > 0: a Flush or the final commit wants every record
+	// current, also the deferred sizes of files held open (sizeDeferred).
+	undeferring atomic.Int32
 	roundMu     sync.Mutex
 	round       *round
 	reqs        chan func()
@@ -199,7 +202,10 @@ func (in *inode) needsFlush() bool {
 	if in.exists != in.pExists || len(in.intents) > 0 {
 		return true
 	}
-	if in.exists && (in.charged != in.pSize || in.xch != in.pX || in.kind != in.pKind) {
+	if in.exists && (in.xch != in.pX || in.kind != in.pKind) {
+		return true
+	}
+	if in.exists && in.charged != in.pSize && !in.sizeDeferred() {
 		return true
 	}
 	if in.cl != nil && (in.cl.padB != 0 || in.cl.padN != 0) {
@@ -207,6 +213,43 @@ func (in *inode) needsFlush() bool {
 	}
 	w := in.markWanted()
 	return w != in.pMark || (w && in.hint != in.pHint)
+}
+
+// sizeDeferred: the record of a file held for writing need not follow its
+// size while the store holds its dirty mark. Recovery sets the record of
+// a marked inode to the file's size on storage whatever the record says,
+// and the hold's release writes the final size in the transaction that
+// removes the mark; so a stream of appends to an open file commits
+// nothing between its first growth and its release. The in-memory
+// charge, which every limit check uses, stays exact on every write.
+// Cluster scopes commit every change (their settlements follow the
+// records).
+func (in *inode) sizeDeferred() bool {
+	return in.writers > 0 && in.kind == KindFile && in.storeMarked() && in.f.sc.cl == nil &&
+		in.f.sc.m.undeferring.Load() == 0
+}
+
+// undefer queues every record whose size was deferred, for a Flush or the
+// final commit; m.undeferring is raised, so they count as changed until
+// it is lowered again.
+func (m *Manager) undefer() {
+	m.mu.RLock()
+	scopes := make([]*scope, 0, len(m.scopes))
+	for _, sc := range m.scopes {
+		scopes = append(scopes, sc)
+	}
+	m.mu.RUnlock()
+	for _, sc := range scopes {
+		sc.mu.Lock()
+		for _, f := range sc.folders {
+			for _, in := range f.inodes {
+				if in.writers > 0 && in.needsFlush() {
+					sc.touch(in)
+				}
+			}
+		}
+		sc.mu.Unlock()
+	}
 }
 
 func (in *inode) idle() bool {

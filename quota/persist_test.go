@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -300,5 +301,107 @@ func TestRecoveryIntentOverStaleRecord(t *testing.T) {
 	assertConsistent(t, m)
 	if recs := records(t, m, s, "f1"); recs[k] != int64(len(target)) {
 		t.Fatalf("records %v", recs)
+	}
+}
+
+// TestHeldFileSizeDeferred: once the store holds the dirty mark of a file
+// open for writing, its growth is not committed write by write; the
+// in-memory usage stays exact, and the size reaches the store at its
+// release, at a Flush, at Close, or through recovery after a crash.
+func TestHeldFileSizeDeferred(t *testing.T) {
+	base := t.TempDir()
+	vol := filepath.Join(base, "vol")
+	if err := os.MkdirAll(filepath.Join(vol, "f"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t, filepath.Join(base, "db"))
+	defer db.Close()
+	m := openMgr(t, db, Options{})
+	s := testScope(t, 4)
+	if err := m.SetLimit(s, 1<<30, 0); err != nil {
+		t.Fatal(err)
+	}
+	x := newSimFS(t, m, s, filepath.Join(vol, "f"), "f")
+	h, err := x.create("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make([]byte, 4096)
+	x.write(h, 0, block)
+	if err := m.Flush(); err != nil { // the mark and the first size are stored
+		t.Fatal(err)
+	}
+	if got := records(t, m, s, "f")[h.key]; got != 4096 {
+		t.Fatalf("record after Flush: %d, want 4096", got)
+	}
+	before := m.FolderUsage("f").Used
+	for i := int64(1); i < 64; i++ {
+		if n, err := x.write(h, i*4096, block); err != nil || n != 4096 {
+			t.Fatalf("write %d: %d, %v", i, n, err)
+		}
+		if got := m.FolderUsage("f").Used; got != before+i*4096 {
+			t.Fatalf("usage after write %d: %d, want %d", i, got, before+i*4096)
+		}
+	}
+	time.Sleep(20 * m.opts.FlushInterval) // many commit rounds
+	if got := records(t, m, s, "f")[h.key]; got != 4096 {
+		t.Fatalf("record while held: %d, want the deferred 4096", got)
+	}
+	// A Flush writes every change, deferred sizes included.
+	if err := m.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := records(t, m, s, "f")[h.key]; got != 64*4096 {
+		t.Fatalf("record after Flush: %d, want %d", got, 64*4096)
+	}
+	assertConsistent(t, m)
+
+	// Grow it further and die: recovery sets the record to the disk.
+	for i := int64(64); i < 100; i++ {
+		x.write(h, i*4096, block)
+	}
+	time.Sleep(20 * m.opts.FlushInterval)
+	if got := records(t, m, s, "f")[h.key]; got != 64*4096 {
+		t.Fatalf("record before the crash: %d, want the deferred %d", got, 64*4096)
+	}
+	abandon(m)
+	unix.Close(h.fd)
+	m = openMgr(t, db, Options{OpenFolder: folderOpener(vol)})
+	tr := diskTruth(t, filepath.Join(vol, "f"))
+	if u := m.FolderUsage("f"); u.Used != tr.bytes || tr.sizes[h.key] != 100*4096 {
+		t.Fatalf("after recovery: %d bytes, disk %d (file %d)", u.Used, tr.bytes, tr.sizes[h.key])
+	}
+	if got := records(t, m, s, "f")[h.key]; got != 100*4096 {
+		t.Fatalf("record after recovery: %d, want %d", got, 100*4096)
+	}
+	assertConsistent(t, m)
+
+	// Held across a clean Close, without a way to look at the folder at
+	// the next Open: the final commit wrote the size.
+	x = newSimFS(t, m, s, filepath.Join(vol, "f"), "f")
+	h2, err := x.create("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.write(h2, 0, block)
+	if err := m.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(1); i < 10; i++ {
+		x.write(h2, i*4096, block)
+	}
+	time.Sleep(20 * m.opts.FlushInterval)
+	want := m.FolderUsage("f")
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(h2.fd)
+	m = openMgr(t, db, Options{})
+	defer m.Close()
+	if got := m.FolderUsage("f"); got != want {
+		t.Fatalf("after a clean Close with a file held: %+v, want %+v", got, want)
+	}
+	if got := records(t, m, s, "f")[h2.key]; got != 10*4096 {
+		t.Fatalf("record after Close: %d, want %d", got, 10*4096)
 	}
 }
