@@ -207,7 +207,7 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 			if err := dropCaches(); err != nil {
 				return 0, err
 			}
-			r, err := runWorkerProc(ctx, opSeqWrite, filepath.Join(scratch, "new.dat"), strconv.FormatInt(o.size, 10), "new")
+			r, err := runWorkerProc(ctx, opSeqWrite, filepath.Join(scratch, "new.dat"), strconv.FormatInt(o.size, 10), "new-fsync")
 			os.Remove(e.backing(t, filepath.Join(scratch, "new.dat")))
 			return mibs(r.Bytes, r.Seconds), err
 		}); err != nil {

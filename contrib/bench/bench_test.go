@@ -875,3 +875,106 @@ func TestRenderAblation(t *testing.T) {
 		t.Errorf("ablation table without --ablate:\n%s", table)
 	}
 }
+
+// TestSeqWriteModes: "new-fsync" creates the file, writes every byte and
+// syncs; both new modes refuse an existing file; overwrite keeps the
+// file's other bytes (no truncation).
+func TestSeqWriteModes(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "new.dat")
+	size := int64(3*blockSize + 100)
+	r, err := seqWrite(p, size, "new-fsync")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Bytes != size || r.Seconds <= 0 {
+		t.Fatalf("result %+v, want %d bytes in a positive time", r, size)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(data)) != size || !bytes.Equal(data[:blockSize], pattern(blockSize)) {
+		t.Fatalf("file has %d bytes (want %d) or not the pattern", len(data), size)
+	}
+	for _, mode := range []string{"new", "new-fsync"} {
+		if _, err := seqWrite(p, 10, mode); !os.IsExist(err) {
+			t.Errorf("%s over an existing file: %v, want EEXIST", mode, err)
+		}
+	}
+	if _, err := seqWrite(p, blockSize, "overwrite"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(p); err != nil || st.Size() != size {
+		t.Fatalf("overwrite changed the size: %v %v", st, err)
+	}
+	if _, err := seqWrite(filepath.Join(dir, "x"), 10, "append"); err == nil {
+		t.Error("unknown mode accepted")
+	}
+}
+
+func TestSeqRunsOption(t *testing.T) {
+	o, err := parseOptions(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.runs != 3 || o.groupRuns(groupSeqWrite) != 7 || o.groupRuns(groupSeqRead) != 3 {
+		t.Fatalf("defaults: runs %d, seqwrite %d, seqread %d", o.runs, o.groupRuns(groupSeqWrite), o.groupRuns(groupSeqRead))
+	}
+	if n := o.totalRuns(map[string]bool{"find": true}); n != 3 {
+		t.Errorf("total runs without seq writes: %d, want 3", n)
+	}
+	if n := o.totalRuns(map[string]bool{"find": true, "seqwrite-new": true}); n != 7 {
+		t.Errorf("total runs with seq writes: %d, want 7", n)
+	}
+	// --runs above --seq-runs wins; --quick keeps the runs even.
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--runs", "9"}, 9},
+		{[]string{"--seq-runs", "2"}, 3},
+		{[]string{"--quick", "--runs", "2"}, 2},
+		{[]string{"--quick", "--runs", "2", "--seq-runs", "5"}, 5},
+	} {
+		o, err := parseOptions(c.args, io.Discard)
+		if err != nil {
+			t.Fatal(c.args, err)
+		}
+		if got := o.groupRuns(groupSeqWrite); got != c.want {
+			t.Errorf("%v: seqwrite runs %d, want %d", c.args, got, c.want)
+		}
+	}
+	if _, err := parseOptions([]string{"--seq-runs", "0"}, io.Discard); err == nil {
+		t.Error("--seq-runs 0 accepted")
+	}
+}
+
+// TestSeqRuns runs the sequential groups with more runs for the writes:
+// every run of the writes is in the report, the reads keep --runs, and
+// the Method says how writes are timed.
+func TestSeqRuns(t *testing.T) {
+	needRoot(t)
+	report, _ := runReport(t, 90*time.Second, "--tmpfs", "-q", "--configs", "native,loopback",
+		"--size", "2MiB", "--runs", "2", "--seq-runs", "4", "--workloads", "seqwrite,seqread-cold")
+	count := func(id, cfg string) int {
+		m := regexp.MustCompile(`(?m)^\| ` + id + ` \| ` + cfg + ` \| ([0-9., e+-]+) MiB/s \|`).FindStringSubmatch(report)
+		if m == nil {
+			t.Fatalf("Every run lacks %s on %s", id, cfg)
+		}
+		return len(strings.Split(m[1], ","))
+	}
+	for _, cfg := range []string{"native", "loopback"} {
+		for id, want := range map[string]int{"seqwrite-new": 4, "seqwrite-overwrite": 4, "seqread-cold": 2} {
+			if n := count(id, cfg); n != want {
+				t.Errorf("%s on %s: %d runs, want %d", id, cfg, n, want)
+			}
+		}
+	}
+	for _, want := range []string{"median of 2 runs (4 for the sequential writes)", "calls fsync(2) and closes the file, timed from open(2) to the end of close(2)",
+		"seq write 2 MiB + fsync, new file"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}

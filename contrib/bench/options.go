@@ -24,6 +24,7 @@ type options struct {
 	randSize   int64    // random I/O file size
 	files      int      // metadata workload file count
 	runs       int
+	seqRuns    int // runs of the seqwrite group, when more than runs
 	out        string
 	quick      bool
 	tmpfs      bool
@@ -62,6 +63,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fl.StringVar(&randSize, "rand-size", "256MiB", "size of the random 4k I/O file")
 	fl.IntVar(&o.files, "files", 20000, "number of small files for create/stat/unlink")
 	fl.IntVar(&o.runs, "runs", 3, "runs per workload and configuration (the median is reported)")
+	fl.IntVar(&o.seqRuns, "seq-runs", 7, "runs of the sequential write workloads (seqwrite-new, seqwrite-overwrite) when more than --runs: their figures include the backing disk's writeback, the noisiest part of the table")
 	fl.StringVar(&o.out, "out", "BENCHMARKS.md", "report file")
 	fl.BoolVar(&o.quick, "quick", false, "small sizes for a smoke run of a few minutes (explicit flags win)")
 	fl.BoolVar(&o.tmpfs, "tmpfs", false, "back everything with a tmpfs instead of the local disk")
@@ -118,6 +120,12 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.runs < 1 || o.runs > 100 {
 		return nil, fmt.Errorf("%w: --runs must be 1..100", errUsage)
+	}
+	if o.seqRuns < 1 || o.seqRuns > 100 {
+		return nil, fmt.Errorf("%w: --seq-runs must be 1..100", errUsage)
+	}
+	if o.quick && !set["seq-runs"] {
+		o.seqRuns = o.runs
 	}
 	if o.files < 1 || o.files > 10_000_000 {
 		return nil, fmt.Errorf("%w: --files must be 1..10000000", errUsage)
@@ -262,3 +270,24 @@ func splitList(s string) (all bool, items []string) {
 
 // isRoot reports whether the process may mount and drop caches.
 func isRoot() bool { return os.Geteuid() == 0 }
+
+// groupRuns is how many runs group g gets: --runs, or --seq-runs for the
+// sequential writes when that is more.
+func (o *options) groupRuns(g string) int {
+	if g == groupSeqWrite {
+		return max(o.runs, o.seqRuns)
+	}
+	return o.runs
+}
+
+// totalRuns is how many runs the harness makes: the most any selected
+// table group gets.
+func (o *options) totalRuns(want map[string]bool) int {
+	n := o.runs
+	for _, g := range groupOrder {
+		if groupWanted(g, want) {
+			n = max(n, o.groupRuns(g))
+		}
+	}
+	return n
+}

@@ -455,7 +455,14 @@ func (e *env) renderReport() string {
 	b.WriteString("# vfolder benchmarks\n\n")
 	fmt.Fprintf(&b, "Produced by `make bench` (`go run ./contrib/bench %s`) on %s, in %s.\n",
 		strings.Join(o.argv, " "), e.started.UTC().Format("2006-01-02 15:04 MST"), time.Since(e.started).Round(time.Second))
-	fmt.Fprintf(&b, "Each cell is the median of %d runs, interleaved across configurations (the order rotates every run), ", o.runs)
+	seqMore := ""
+	if n := o.groupRuns(groupSeqWrite); n > o.runs && slices.ContainsFunc(e.res.workloads, func(id string) bool {
+		w, _ := workloadByID(id)
+		return w.group == groupSeqWrite
+	}) {
+		seqMore = fmt.Sprintf(" (%d for the sequential writes)", n)
+	}
+	fmt.Fprintf(&b, "Each cell is the median of %d runs%s, interleaved across configurations (the order rotates every run), ", o.runs, seqMore)
 	b.WriteString("followed by the speed relative to native: 1.00x is as fast as the native directory, 0.50x half as fast, whatever the unit ")
 	b.WriteString("(↑: higher is better, ↓: lower is better). n/a: the workload writes and the view is read-only.\n\n")
 
@@ -493,8 +500,11 @@ func (e *env) renderReport() string {
 	for _, id := range e.res.workloads {
 		want[id] = true
 	}
-	if groupWanted(groupSeqWrite, want) || groupWanted(groupSeqRead, want) {
-		fmt.Fprintf(&b, "- Sequential: %s file, 1 MiB blocks, one process; new file timed from open to close; overwrite rewrites the existing file and ends with fsync. Cold reads drop the caches (`echo 3 > /proc/sys/vm/drop_caches`) and open the file anew; warm reads read it once, then time a second open and read.\n", humanBytes(o.size))
+	if groupWanted(groupSeqRead, want) {
+		fmt.Fprintf(&b, "- Sequential reads: %s file, 1 MiB blocks, one process. Cold reads drop the caches (`echo 3 > /proc/sys/vm/drop_caches`) and open the file anew; warm reads read it once, then time a second open and read.\n", humanBytes(o.size))
+	}
+	if groupWanted(groupSeqWrite, want) {
+		fmt.Fprintf(&b, "- Sequential writes: each run starts with `sync` and `echo 3 > /proc/sys/vm/drop_caches` (no dirty or cached pages of earlier runs), then a worker process writes %s in 1 MiB write(2) calls, calls fsync(2) and closes the file, timed from open(2) to the end of close(2) (fio's end_fsync=1); the figure is bytes / that time. New file: O_CREAT|O_EXCL in a scratch directory, removed after the run; overwrite: the %s fixture rewritten from offset 0 without truncation. The fsync makes every configuration do the same work, the data on the backing disk: timed to close(2) only, a new file's figure is how much of it the backing page cache absorbs before dirty-page writeback throttles the writer, which depends on the dirty pages and free memory the previous runs (other configurations, other processes) left, not on the path measured: runs of the same native write then differ several times over. %d runs (--seq-runs, when more than --runs), as these figures depend on the backing disk's writeback and vary more than the others.\n", humanBytes(o.size), fxBig, o.groupRuns(groupSeqWrite))
 	}
 	if groupWanted(groupRandom, want) {
 		fmt.Fprintf(&b, "- Random: fio (psync, iodepth 1, one job, bs 4k, --time_based --runtime %v) on a %s file. Hit: a process reads the file whole through the configuration and keeps it open until fio ends (so that a server dropping the backing file's cache when a file is closed, like mergerfs with dropcacheonclose, cannot do so before or during the run), and fio keeps the cache (--invalidate=0); where an open drops the kernel's cached pages (no FOPEN_KEEP_CACHE), fio's reads go through the server to the backing file's page cache. That process also counts the file's pages in the page cache, on the client side or on the backing side (mincore(2) every 20 ms, from the warm-up to the end of the run); a run during which more than 1%% of them were in neither (the kernel reclaimed them, so fio read them from storage) is repeated, up to %d attempts, then counts as failed; repeats are listed in the notes. Miss: caches dropped and O_DIRECT; a FUSE server that opens the backing file without O_DIRECT serves these reads from the backing page cache and can look faster than native. Writes are buffered.\n", o.fioRuntime, humanBytes(o.randSize), hitAttempts)

@@ -234,9 +234,9 @@ func (e *env) run(ctx context.Context) error {
 	}
 
 	// Runs, interleaved across configurations.
-	for run := 0; run < o.runs; run++ {
+	for run := 0; run < o.totalRuns(want); run++ {
 		for _, g := range groupOrder {
-			if !groupWanted(g, want) || g == groupUsage || g == groupMemory || g == groupCluster {
+			if !groupWanted(g, want) || g == groupUsage || g == groupMemory || g == groupCluster || run >= o.groupRuns(g) {
 				continue
 			}
 			var group []*target
@@ -247,7 +247,7 @@ func (e *env) run(ctx context.Context) error {
 			}
 			for i := range group {
 				t := group[(i+run)%len(group)]
-				e.logf("run %d/%d %-9s %s", run+1, o.runs, g, t.c.name())
+				e.logf("run %d/%d %-9s %s", run+1, o.groupRuns(g), g, t.c.name())
 				if err := e.runGroup(ctx, g, t, run, t.wants(want)); err != nil {
 					if ctx.Err() != nil {
 						return errInterrupted

@@ -29,7 +29,7 @@ type workerResult struct {
 
 // Worker operations. Arguments are positional strings.
 const (
-	opSeqWrite = "seqwrite" // path size mode(new|overwrite)
+	opSeqWrite = "seqwrite" // path size mode(new|new-fsync|overwrite)
 	opRead     = "read"     // path passes: the last pass is timed
 	opCreate   = "create"   // dir n filesize
 	opStat     = "stat"     // dir n
@@ -148,13 +148,25 @@ func pattern(n int) []byte {
 	return b
 }
 
-// seqWrite writes size bytes in 1 MiB blocks. mode "new" creates the file
-// (it must not exist) and times open..close; "overwrite" rewrites an
+// seqWrite writes size bytes in 1 MiB blocks, timed from open to close.
+// mode "new" creates the file (it must not exist) and does not fsync;
+// "new-fsync" creates it and ends with fsync; "overwrite" rewrites an
 // existing file from offset 0 without truncating and ends with fsync.
+//
+// The fsync makes a figure the time to get the data to the backing disk,
+// the same work for every configuration. Without it, a new file's figure
+// is how much of it the page cache absorbs before writeback throttles the
+// writer, which depends on what ran before (dirty pages of other
+// configurations and processes, free memory) more than on the path
+// being measured.
 func seqWrite(path string, size int64, mode string) (workerResult, error) {
 	flags := os.O_WRONLY
+	sync := true
 	switch mode {
 	case "new":
+		flags |= os.O_CREATE | os.O_EXCL
+		sync = false
+	case "new-fsync":
 		flags |= os.O_CREATE | os.O_EXCL
 	case "overwrite":
 	default:
@@ -176,7 +188,7 @@ func seqWrite(path string, size int64, mode string) (workerResult, error) {
 			return workerResult{}, err
 		}
 	}
-	if mode == "overwrite" {
+	if sync {
 		if err := f.Sync(); err != nil {
 			f.Close()
 			return workerResult{}, err

@@ -36,7 +36,7 @@ const (
 )
 
 var allWorkloads = []workload{
-	{"seqwrite-new", groupSeqWrite, "seq write {size}, new file, 1 MiB blocks", unitMiBs, true, true},
+	{"seqwrite-new", groupSeqWrite, "seq write {size} + fsync, new file, 1 MiB blocks", unitMiBs, true, true},
 	{"seqwrite-overwrite", groupSeqWrite, "seq overwrite {size} + fsync, 1 MiB blocks", unitMiBs, true, true},
 	{"seqread-cold", groupSeqRead, "seq read {size}, cold (caches dropped, fresh open)", unitMiBs, true, false},
 	{"seqread-warm", groupSeqRead, "seq read {size}, warm (second open)", unitMiBs, true, false},
