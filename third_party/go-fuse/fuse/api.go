@@ -387,6 +387,25 @@ type MountOptions struct {
 	// ExtraCapabilities is a bitmask of capabilities which
 	// must be enabled in addition to the defaults.
 	ExtraCapabilities uint64
+
+	// EnableIoUring asks for FUSE-over-io-uring (Linux 6.14 and
+	// later, with the fuse module parameter enable_uring set). The
+	// kernel then hands requests to the server as completions of
+	// io_uring commands on per-CPU queues instead of through read(2)
+	// of /dev/fuse, and takes replies with the next command instead
+	// of write(2). INIT, FORGET, INTERRUPT and notifications still
+	// go through /dev/fuse. If the kernel does not offer the
+	// capability, or setting up the rings fails, the server logs the
+	// reason and serves through /dev/fuse; Server.IoUringError
+	// tells which happened.
+	EnableIoUring bool
+
+	// IoUringQueueDepth is the number of ring entries registered
+	// per CPU queue when EnableIoUring is set. Each entry is served
+	// by its own goroutine locked to an OS thread, so it is also the
+	// number of requests from one CPU that are processed
+	// concurrently. Defaults to 4.
+	IoUringQueueDepth int
 }
 
 // RawFileSystem is an interface close to the FUSE wire protocol.

@@ -69,6 +69,9 @@ type Server struct {
 
 	// for implementing single threaded processing.
 	requestProcessingMu sync.Mutex
+
+	// FUSE-over-io-uring state, see uring_linux.go.
+	uring ioUring
 }
 
 // SetDebug is deprecated. Use MountOptions.Debug instead.
@@ -275,6 +278,13 @@ func NewServer(fs RawFileSystem, mountPoint string, opts *MountOptions) (*Server
 		return nil, fmt.Errorf("init: %s", code)
 	}
 
+	if o.EnableIoUring {
+		if err := ms.startIoUring(); err != nil {
+			ms.uring.err = err
+			o.Logger.Printf("FUSE over io_uring not used, serving through /dev/fuse: %v", err)
+		}
+	}
+
 	// This prepares for Serve being called somewhere, either
 	// synchronously or asynchronously.
 	ms.fuseFD.loops.Add(1)
@@ -375,6 +385,7 @@ func (ms *Server) Serve() {
 		log.Panic("Serve() must only be called once, you have called it a second time")
 	}
 
+	ms.serveIoUring()
 	ms.loop()
 	ms.fuseFD.loops.Wait()
 
