@@ -64,6 +64,7 @@ type testOptions struct {
 	directMountStrict bool // sets MountOptions.DirectMountStrict
 	disableSplice     bool // sets MountOptions.DisableSplice
 	idMappedMount     bool // sets MountOptions.IDMappedMount
+	ioUring           bool // sets MountOptions.EnableIoUring; skips if the kernel does not allow it
 }
 
 // newTestCase creates the directories `orig` and `mnt` inside a temporary
@@ -121,6 +122,7 @@ func newTestCase(t *testing.T, opts *testOptions) *testCase {
 		EnableLocks:       opts.enableLocks,
 		DisableSplice:     opts.disableSplice,
 		IDMappedMount:     opts.idMappedMount,
+		EnableIoUring:     opts.ioUring,
 		Logger:            fsOpts.Logger,
 		PanicHandler:      testutil.PanicHandler(t, fuse.EIO),
 	}
@@ -133,6 +135,9 @@ func newTestCase(t *testing.T, opts *testOptions) *testCase {
 	if opts.idMappedMount {
 		mOpts.Options = append(mOpts.Options, "default_permissions")
 	}
+	if opts.ioUring {
+		requireIoUring(t)
+	}
 	tc.server, err = fuse.NewServer(tc.rawFS, tc.mntDir, mOpts)
 	if err != nil {
 		t.Fatal(err)
@@ -143,6 +148,11 @@ func newTestCase(t *testing.T, opts *testOptions) *testCase {
 		t.Fatal(err)
 	}
 	t.Cleanup(tc.clean)
+	if opts.ioUring {
+		if err := tc.server.IoUringError(); err != nil {
+			t.Fatalf("io_uring requested and allowed, but not in use: %v", err)
+		}
+	}
 
 	return tc
 }
