@@ -6,12 +6,16 @@ package fs
 
 import (
 	"bytes"
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hanwen/go-fuse/v2/posixtest"
 )
 
@@ -100,4 +104,73 @@ func TestIoUringData(t *testing.T) {
 		}
 	}
 	checkRingServed(t, tc, before)
+}
+
+// blockingOpenRoot has one file whose Open blocks until the request is
+// interrupted.
+type blockingOpenRoot struct {
+	Inode
+	child blockingOpen
+}
+
+type blockingOpen struct {
+	Inode
+	entered     chan struct{}
+	interrupted chan struct{}
+}
+
+func (r *blockingOpenRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*Inode, syscall.Errno) {
+	if name != "file" {
+		return nil, syscall.ENOENT
+	}
+	return r.Inode.NewInode(ctx, &r.child, StableAttr{Ino: 2, Gen: 1}), OK
+}
+
+func (o *blockingOpen) Open(ctx context.Context, flags uint32) (FileHandle, uint32, syscall.Errno) {
+	close(o.entered)
+	select {
+	case <-time.After(10 * time.Second):
+		return nil, 0, syscall.EIO
+	case <-ctx.Done():
+		close(o.interrupted)
+		return nil, 0, syscall.EINTR
+	}
+}
+
+// TestIoUringInterrupt: a request served from a ring entry is
+// interrupted through FUSE_INTERRUPT, which arrives on /dev/fuse.
+func TestIoUringInterrupt(t *testing.T) {
+	requireIoUring(t)
+	root := &blockingOpenRoot{child: blockingOpen{entered: make(chan struct{}), interrupted: make(chan struct{})}}
+	sec := time.Second
+	opts := &Options{EntryTimeout: &sec, AttrTimeout: &sec}
+	opts.EnableIoUring = true
+	mntDir, server := testMount(t, root, opts)
+	if err := server.IoUringError(); err != nil {
+		t.Fatalf("io_uring not in use: %v", err)
+	}
+	before := server.IoUringRequests()
+
+	cmd := exec.Command("cat", mntDir+"/file")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("run %v: %v", cmd, err)
+	}
+	select {
+	case <-root.child.entered:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("OPEN did not reach the file system")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Errorf("Kill: %v", err)
+	}
+	cmd.Wait()
+	select {
+	case <-root.child.interrupted:
+	case <-time.After(5 * time.Second):
+		t.Error("OPEN was not interrupted")
+	}
+	if server.IoUringRequests() == before {
+		t.Error("OPEN did not come through io_uring")
+	}
 }
