@@ -69,7 +69,9 @@ type Tuning struct {
 	// completions on per-CPU rings instead of through read(2) of
 	// /dev/fuse, and replies go back with the next ring command instead
 	// of write(2). It needs Linux 6.14+ with the fuse module parameter
-	// enable_uring=Y when the mount is made; otherwise the mount logs a
+	// enable_uring=Y when each superblock is mounted (session
+	// superblocks are mounted when their session gets its first view,
+	// so keep it Y while the FS lives); otherwise the mount logs a
 	// warning and serves through /dev/fuse. Off by default (see
 	// docs/io_uring.md for the measurements).
 	IoUring bool

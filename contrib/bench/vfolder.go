@@ -153,9 +153,11 @@ const vfMountUring = "vfolder-uring"
 // io_uring; the kernel reads it when the connection is initialised.
 const uringParam = "/sys/module/fuse/parameters/enable_uring"
 
-// vfolderUringMount returns the io_uring mount, mounting it on first use
-// with enable_uring set to Y for the mount and then restored: the
-// connection keeps io_uring once initialised.
+// vfolderUringMount returns the io_uring mount, mounting it on first use.
+// enable_uring is set to Y until the mount is undone, then restored: the
+// kernel reads it when a connection is initialised, and the views'
+// session superblocks (package fs) are mounted later, when the views are
+// added.
 func (e *env) vfolderUringMount() (*vfolderShared, error) {
 	if s := e.vf[vfMountUring]; s != nil {
 		return s, s.err
@@ -167,7 +169,10 @@ func (e *env) vfolderUringMount() (*vfolderShared, error) {
 	if err := os.WriteFile(uringParam, []byte("Y"), 0); err != nil {
 		return nil, fmt.Errorf("enable FUSE over io_uring: %w", err)
 	}
-	defer os.WriteFile(uringParam, []byte(strings.TrimSpace(string(old))), 0)
+	// Recorded before the mount, so undone after it.
+	e.mounts.add("fuse module parameter enable_uring, set to Y (restored to "+strings.TrimSpace(string(old))+")", "", 0, func() error {
+		return os.WriteFile(uringParam, []byte(strings.TrimSpace(string(old))), 0)
+	})
 	return e.vfolderMountNamed(vfMountUring, filepath.Join(e.work, "state-"+vfMountUring), func(o *vfs.Options) {
 		o.Tuning.IoUring = true
 	})
