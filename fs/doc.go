@@ -170,6 +170,20 @@
 // or mtime. The mount's read-ahead window (its bdi's read_ahead_kb) is
 // set to one maximal request (Options.ReadAheadKB).
 //
+// Requests reach the daemon through read(2) of /dev/fuse and replies go
+// back through write(2), unless Tuning.IoUring asks for FUSE over
+// io_uring (off by default; docs/io_uring.md): then every superblock
+// registers ring entries on one queue per CPU (go-fuse's
+// MountOptions.EnableIoUring, a patched go-fuse in third_party/go-fuse),
+// a request is the completion of a pending ring command on the queue of
+// the caller's CPU, served inline by a thread pinned to that CPU, and
+// the reply is committed with the command that waits for the next
+// request. INIT, FORGET, INTERRUPT and the notifications of coherence.go
+// stay on /dev/fuse. The kernel offers it only when the fuse module
+// parameter enable_uring is Y at INIT; otherwise the mount warns and
+// uses /dev/fuse. A queue serves as many requests at once as it has
+// entries (Tuning.IoUringQueueDepth), where /dev/fuse serves any number.
+//
 // The long entry timeout is kept correct by two rules (coherence.go).
 // What the daemon changes through one view is notified to the kernel for
 // the other views of the same folder on this node: every created, removed

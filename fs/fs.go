@@ -65,6 +65,50 @@ type Tuning struct {
 	// that the per-session superblocks hold on their own. Never set it in
 	// production.
 	ExportSupport bool
+	// IoUring asks for FUSE over io_uring: requests arrive as io_uring
+	// completions on per-CPU rings instead of through read(2) of
+	// /dev/fuse, and replies go back with the next ring command instead
+	// of write(2). It needs Linux 6.14+ with the fuse module parameter
+	// enable_uring=Y when each superblock is mounted (session
+	// superblocks are mounted when their session gets its first view,
+	// so keep it Y while the FS lives); otherwise the mount logs a
+	// warning and serves through /dev/fuse. Off by default (see
+	// docs/io_uring.md for the measurements).
+	IoUring bool
+	// IoUringQueueDepth is the number of ring entries, and so of
+	// requests served at once, per CPU; 0: 2.
+	IoUringQueueDepth int
+}
+
+// defaultIoUringDepth is the ring entries per CPU queue when io_uring is
+// on. Each entry is a thread of its own, and every superblock (session
+// superblocks included) has its own rings, so it is kept small.
+const defaultIoUringDepth = 2
+
+func ioUringDepth(d int) int {
+	if d <= 0 {
+		return defaultIoUringDepth
+	}
+	return d
+}
+
+// IoUringRequests is how many requests the mount, and the session
+// superblocks it has not closed yet, received through FUSE over io_uring
+// (0 when they serve through /dev/fuse).
+func (f *FS) IoUringRequests() uint64 {
+	n := f.server.IoUringRequests()
+	if f.session != "" {
+		return n
+	}
+	f.sessMu.Lock()
+	defer f.sessMu.Unlock()
+	for _, s := range f.sessions {
+		n += s.server.IoUringRequests()
+	}
+	for s := range f.retired {
+		n += s.server.IoUringRequests()
+	}
+	return n
 }
 
 // timeout is d, or def when d is 0, or 0 when d is negative.
@@ -241,6 +285,8 @@ func mount(opts Options, session string) (*FS, error) {
 			ExtraCapabilities: extraCaps,
 			Debug:             opts.Debug,
 			Logger:            goLog,
+			EnableIoUring:     tu.IoUring,
+			IoUringQueueDepth: ioUringDepth(tu.IoUringQueueDepth),
 		},
 		EntryTimeout:      &et,
 		AttrTimeout:       &at,
@@ -298,11 +344,18 @@ func (f *FS) logMounted(extraCaps uint64) {
 		ev = f.log.Debug()
 	}
 	noExport := got(fuse.CAP_NO_EXPORT_SUPPORT)
+	uringErr := f.server.IoUringError()
 	ev.Str("mnt", f.mnt).Uint32("minor", unix.Minor(f.dev)).
 		Bool("no_export_support", noExport).
 		Bool("handle_killpriv_v2", got(fuse.CAP_HANDLE_KILLPRIV_V2)).
 		Bool("passthrough", offered&fuse.CAP_PASSTHROUGH != 0).
+		Bool("io_uring", uringErr == nil).
 		Msg("mounted")
+	if f.opts.Tuning.IoUring && uringErr != nil {
+		f.log.Warn().Err(uringErr).Str("mnt", f.mnt).
+			Msg("FUSE over io_uring was asked for but is not in use: requests are served through reads of /dev/fuse " +
+				"(it needs Linux 6.14+ and /sys/module/fuse/parameters/enable_uring=Y before mounting)")
+	}
 	if extraCaps&fuse.CAP_NO_EXPORT_SUPPORT != 0 && !noExport && f.session == "" {
 		f.log.Info().Msg("the kernel does not offer FUSE_NO_EXPORT_SUPPORT: it decodes file handles of the inodes it caches; " +
 			"each session's views are still served by a superblock of their own, so a handle cannot leave it")

@@ -49,6 +49,7 @@ func testMountWith(t *testing.T, opt func(*Options)) (*FS, string) {
 		}
 	})
 	o := Options{MountPoint: mnt, StorageUID: 1100, StorageGID: 1100, Logger: zerolog.Nop()}
+	o.Tuning.IoUring = testIoUring
 	if opt != nil {
 		opt(&o)
 	}
@@ -61,6 +62,18 @@ func testMountWith(t *testing.T, opt func(*Options)) (*FS, string) {
 			t.Errorf("Close: %v", err)
 		}
 	})
+	if o.Tuning.IoUring && testIoUring {
+		// The whole suite runs over io_uring: a mount that silently
+		// kept reading /dev/fuse would test the wrong transport.
+		if err := f.server.IoUringError(); err != nil {
+			t.Fatalf("io_uring asked for but not in use: %v", err)
+		}
+		t.Cleanup(func() {
+			if f.IoUringRequests() == 0 {
+				t.Errorf("no request was served through io_uring")
+			}
+		})
+	}
 	return f, dir
 }
 

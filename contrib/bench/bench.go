@@ -111,7 +111,7 @@ func newConfigReadOnly(name string) bool {
 	if a := ablationByConfig(name); a != nil {
 		name = a.base
 	}
-	return name == cfgVfolderRO
+	return name == cfgVfolderRO || name == cfgVfolderROUring
 }
 
 // writeFixture writes size bytes of a non-repeating pattern and fsyncs.

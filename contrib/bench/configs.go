@@ -23,6 +23,8 @@ const (
 	cfgVfolderRWNoLimit   = "vfolder-rw-nolimit"
 	cfgVfolderRWUntracked = "vfolder-rw-untracked"
 	cfgVfolderRO          = "vfolder-ro"
+	cfgVfolderRWUring     = "vfolder-rw-uring"
+	cfgVfolderROUring     = "vfolder-ro-uring"
 	cfgLoopback           = "loopback"
 	cfgLoopbackPT         = "loopback-pt"
 	cfgBindfs             = "bindfs"
@@ -31,7 +33,7 @@ const (
 
 func configNames() []string {
 	return []string{cfgNative, cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked, cfgVfolderRO,
-		cfgLoopback, cfgLoopbackPT, cfgBindfs, cfgMergerfs}
+		cfgVfolderRWUring, cfgVfolderROUring, cfgLoopback, cfgLoopbackPT, cfgBindfs, cfgMergerfs}
 }
 
 // A config is one column: a way to reach the shared backing directory.
@@ -81,7 +83,7 @@ func newConfig(name string) config {
 		opts := "cache.files=partial,dropcacheonclose=true,category.create=mfs"
 		return &daemonConfig{cfg: cfgMergerfs, bin: "mergerfs", args: func(src, mnt string) []string { return []string{"-f", "-o", opts, src, mnt} },
 			about: "one branch: the backing directory; the options its manual recommends"}
-	case cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked, cfgVfolderRO:
+	case cfgVfolderRW, cfgVfolderRWNoLimit, cfgVfolderRWUntracked, cfgVfolderRO, cfgVfolderRWUring, cfgVfolderROUring:
 		return newVfolderConfig(name)
 	}
 	if a := ablationByConfig(name); a != nil {

@@ -145,6 +145,39 @@ func (e *env) vfolderMountNamed(name, stateDir string, tune func(*vfs.Options)) 
 	return s, nil
 }
 
+// vfMountUring is the vfolder mount that serves the -uring
+// configurations over FUSE over io_uring.
+const vfMountUring = "vfolder-uring"
+
+// uringParam is the fuse module parameter that lets a FUSE connection use
+// io_uring; the kernel reads it when the connection is initialised.
+const uringParam = "/sys/module/fuse/parameters/enable_uring"
+
+// vfolderUringMount returns the io_uring mount, mounting it on first use.
+// enable_uring is set to Y until the mount is undone, then restored: the
+// kernel reads it when a connection is initialised, and the views'
+// session superblocks (package fs) are mounted later, when the views are
+// added.
+func (e *env) vfolderUringMount() (*vfolderShared, error) {
+	if s := e.vf[vfMountUring]; s != nil {
+		return s, s.err
+	}
+	old, err := os.ReadFile(uringParam)
+	if err != nil {
+		return nil, fmt.Errorf("FUSE over io_uring is not available: %w", err)
+	}
+	if err := os.WriteFile(uringParam, []byte("Y"), 0); err != nil {
+		return nil, fmt.Errorf("enable FUSE over io_uring: %w", err)
+	}
+	// Recorded before the mount, so undone after it.
+	e.mounts.add("fuse module parameter enable_uring, set to Y (restored to "+strings.TrimSpace(string(old))+")", "", 0, func() error {
+		return os.WriteFile(uringParam, []byte(strings.TrimSpace(string(old))), 0)
+	})
+	return e.vfolderMountNamed(vfMountUring, filepath.Join(e.work, "state-"+vfMountUring), func(o *vfs.Options) {
+		o.Tuning.IoUring = true
+	})
+}
+
 // vfolderConfig is a view of a benchmark folder.
 type vfolderConfig struct {
 	cfg     string
@@ -156,6 +189,7 @@ type vfolderConfig struct {
 	probe   string // what the ledger probe saw, set by setup
 	abl     *ablation
 	ra      string // the mount's read_ahead_kb, set by setup
+	uring   bool   // on the io_uring mount
 }
 
 func newVfolderConfig(name string) config {
@@ -166,6 +200,10 @@ func newVfolderConfig(name string) config {
 		return &vfolderConfig{cfg: name, mode: meta.PermRW, view: "rw-nolimit", tracked: true, noLimit: true}
 	case cfgVfolderRWUntracked:
 		return &vfolderConfig{cfg: name, mode: meta.PermRW, view: "rw", tracked: false}
+	case cfgVfolderRWUring:
+		return &vfolderConfig{cfg: name, mode: meta.PermRW, view: "rw", tracked: true, uring: true}
+	case cfgVfolderROUring:
+		return &vfolderConfig{cfg: name, mode: meta.PermRO, view: "ro", tracked: true, uring: true}
 	}
 	return &vfolderConfig{cfg: name, mode: meta.PermRW, view: "rw", tracked: true}
 }
@@ -187,6 +225,8 @@ func (c *vfolderConfig) setup(ctx context.Context, e *env) (string, error) {
 	if c.abl != nil {
 		name := "vfolder-" + c.abl.id
 		s, err = e.vfolderMountNamed(name, filepath.Join(e.work, "state-"+name), c.abl.apply)
+	} else if c.uring {
+		s, err = e.vfolderUringMount()
 	} else {
 		s, err = e.vfolderMount(c.tracked)
 	}
@@ -235,6 +275,17 @@ func (c *vfolderConfig) setup(ctx context.Context, e *env) (string, error) {
 	// closed with s.fs.
 	e.mounts.addConn(fuseMinor(path))
 	c.ra = readAheadKB(path)
+	if c.uring {
+		// The kernel may refuse io_uring and the mount then serves
+		// through /dev/fuse: measure nothing under the wrong name.
+		before := s.fs.IoUringRequests()
+		if _, err := os.ReadDir(path); err != nil {
+			return "", err
+		}
+		if s.fs.IoUringRequests() == before {
+			return "", fmt.Errorf("the view's requests do not go through io_uring (see the mount's log)")
+		}
+	}
 	if c.tracked && c.mode == meta.PermRW {
 		grew, err := probeLedger(path, s.ledger.m, folder.id)
 		if err != nil {
@@ -334,6 +385,9 @@ func (c *vfolderConfig) describe() string {
 	ids := fmt.Sprintf(", storage uid/gid %d, view uid/gid %d", vfStorageUID, vfViewUID)
 	var s string
 	switch {
+	case c.uring:
+		s = fmt.Sprintf("%s on a vfolder fs.Mount of its own with FUSE over io_uring (fs.Options.Tuning.IoUring; the harness sets /sys/module/fuse/parameters/enable_uring to Y for the mount and restores it), a quota ledger of its own (same %s limit), view %s%s; every request of the view reaches the daemon as an io_uring completion (checked at setup)",
+			strings.TrimSuffix(c.cfg, "-uring"), humanBytes(vfQuotaBytes), view, ids)
 	case c.abl != nil:
 		s = fmt.Sprintf("%s with one tuning off: %s; a vfolder fs.Mount of its own in-process, with a quota ledger of its own (the folder's scope has the same %s limit as for vfolder-rw), view %s of the benchmark folder%s; runs only the workloads the tuning can affect (%s)",
 			c.abl.base, c.abl.off, humanBytes(vfQuotaBytes), view, ids, strings.Join(c.abl.workloads, ", "))

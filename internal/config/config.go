@@ -135,6 +135,10 @@ type Config struct {
 	// it the daemon serves the API (folders, quotas, policies) but no
 	// views.
 	FUSE bool
+	// FUSEIoUring asks the kernel for FUSE over io_uring (Linux 6.14+
+	// with the fuse module parameter enable_uring=Y); without it, or if
+	// the kernel refuses, requests go through /dev/fuse. Default false.
+	FUSEIoUring bool
 	// LogLevel is a zerolog level name.
 	LogLevel string
 	// AutoCreateScopes creates an owner's quota scope on first folder
@@ -267,6 +271,7 @@ type file struct {
 	SessionsDir       *string               `toml:"sessions_dir"`
 	ForceStop         *bool                 `toml:"force_stop"`
 	FUSE              *bool                 `toml:"fuse"`
+	FUSEIoUring       *bool                 `toml:"fuse_io_uring"`
 	LogLevel          *string               `toml:"log_level"`
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
 	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
@@ -470,6 +475,7 @@ func (c *Config) merge(text string) error {
 	setIf(&c.TokenKeyFile, f.TokenKeyFile)
 	setIf(&c.ForceStop, f.ForceStop)
 	setIf(&c.FUSE, f.FUSE)
+	setIf(&c.FUSEIoUring, f.FUSEIoUring)
 	setIf(&c.LogLevel, f.LogLevel)
 	setIf(&c.AutoCreateScopes, f.AutoCreateScopes)
 	if f.DefaultScopeLimit != nil {

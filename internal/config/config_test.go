@@ -289,6 +289,17 @@ func TestFUSESwitch(t *testing.T) {
 	}
 }
 
+func TestFUSEIoUringSwitch(t *testing.T) {
+	c, err := Parse("")
+	if err != nil || c.FUSEIoUring {
+		t.Fatalf("default: FUSEIoUring=%v, %v; want off", c.FUSEIoUring, err)
+	}
+	c, err = Parse("fuse_io_uring = true")
+	if err != nil || !c.FUSEIoUring {
+		t.Errorf("fuse_io_uring = true: FUSEIoUring=%v, %v", c.FUSEIoUring, err)
+	}
+}
+
 // TestVolumeChown: the chown key takes "ignore" (the default) or
 // "refuse"; anything else fails Validate naming the key, and the file's
 // other problems are reported with it.
