@@ -806,7 +806,7 @@ func TestSelectAblations(t *testing.T) {
 	if strings.Join(ids, ",") != "maxwrite,timeouts,readdirplus,readahead,passthrough" {
 		t.Errorf("ablations for seqread-cold,find: %v", ids)
 	}
-	if len(skipped) != 3 {
+	if len(skipped) != 4 {
 		t.Errorf("skipped: %q", skipped)
 	}
 	if got := withBases([]string{cfgNative, cfgLoopback}, run); strings.Join(got, ",") != "native,vfolder-rw,vfolder-ro,loopback" {
@@ -873,5 +873,27 @@ func TestRenderAblation(t *testing.T) {
 	e.res = newResults([]string{"find"}, cfgs)
 	if table := e.renderAblation(); table != "" {
 		t.Errorf("ablation table without --ablate:\n%s", table)
+	}
+}
+
+// TestNegStat: the negstat worker looks up names that are missing in
+// the metadata workload's directories, and fails when one exists.
+func TestNegStat(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := metaOp(opCreate, dir, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runWorker([]string{opNegStat, dir, "3", "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops != 6 || r.Seconds <= 0 {
+		t.Errorf("negstat of 3 names x2: %+v", r)
+	}
+	if err := os.WriteFile(missingName(dir, 1), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runWorker([]string{opNegStat, dir, "3", "1"}); err == nil {
+		t.Error("negstat succeeded over a name that exists")
 	}
 }
