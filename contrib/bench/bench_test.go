@@ -459,7 +459,7 @@ func TestSelect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(ws, ",") != "create,stat,unlink,du" {
+	if strings.Join(ws, ",") != "create,stat,negstat,unlink,du" {
 		t.Errorf("selectWorkloads: %v", ws)
 	}
 	if _, err := selectWorkloads("nope"); err == nil {
