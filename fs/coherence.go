@@ -6,6 +6,7 @@ import (
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // Cross-view coherence. The kernel keeps directory entries for
@@ -28,12 +29,21 @@ import (
 // one's reply (two renames in two views of one folder). Past notifyWait
 // the reply goes out and the notification completes on its own.
 //
+// The kernel also keeps negative entries inside views, for
+// negativeTimeout (node.Lookup): a name created through one view is
+// therefore notified to every other view of the folder that has a node
+// of its directory, whether or not it has a node of the name itself
+// (the kernel's entry invalidation drops a negative dentry as well as a
+// positive one). The view the name was made through needs nothing: the
+// kernel turns its own negative dentry into the new entry.
+//
 // Changes made on storage behind the daemon (other nodes) are not
 // notified. The kernel then keeps a stale entry for up to entryTimeout,
 // but every operation resolves the node's path again below the view root,
 // and one that finds another object there answers ESTALE (node.openStat),
 // on which the kernel looks the name up again; attributes are refreshed
-// after attrTimeout.
+// after attrTimeout. A name made there appears once the negative entry
+// the kernel may have for it expires, within negativeTimeout.
 
 // notifyWait bounds how long a request waits for its notifications.
 const notifyWait = 20 * time.Millisecond
@@ -83,10 +93,11 @@ type notice struct {
 
 // peerNotices returns what the other views of n's folder must drop when
 // the entry name of directory n changed, or (name empty) when the
-// attributes of n itself changed. A newly created name needs nothing
-// unless the other view has a node of that name (negative entries are not
-// cached).
-func (n *node) peerNotices(name string) []notice {
+// attributes of n itself changed. A name that was added is notified to
+// every other view that has a node of the directory, also without a node
+// of the name: the kernel may hold a negative entry for it. A name that
+// was removed or replaced only to those that have a node of it.
+func (n *node) peerNotices(name string, added bool) []notice {
 	v := n.v
 	peers := v.fs.peers
 	peers.mu.RLock()
@@ -116,7 +127,7 @@ func (n *node) peerNotices(name string) []notice {
 		if in == nil {
 			continue
 		}
-		if name != "" && in.GetChild(name) == nil {
+		if name != "" && !added && in.GetChild(name) == nil {
 			continue
 		}
 		out = append(out, notice{in: in, name: name})
@@ -152,9 +163,29 @@ func sendNotices(ns []notice) {
 	}
 }
 
+// negativeEntries answers the lookups of a name that does not exist,
+// which go-fuse gives as ENOENT, with a negative entry (node ID 0) when
+// the lookup set an entry timeout (node.Lookup does inside views), so
+// that the kernel keeps it for that long. Lookups that set none stay
+// ENOENT, which the kernel does not keep. The observer, wrapped inside,
+// counts them as ENOENT either way.
+type negativeEntries struct{ fuse.RawFileSystem }
+
+func (r negativeEntries) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	st := r.RawFileSystem.Lookup(cancel, header, name, out)
+	if st == fuse.ENOENT && out.NodeId == 0 && out.EntryTimeout() > 0 {
+		return fuse.OK
+	}
+	return st
+}
+
+// entryAdded tells the other views that directory n has a new entry
+// name (created, linked, or the target of a rename).
+func (n *node) entryAdded(name string) { sendNotices(n.peerNotices(name, true)) }
+
 // entryChanged tells the other views that the entry name of directory n
-// changed.
-func (n *node) entryChanged(name string) { sendNotices(n.peerNotices(name)) }
+// was removed or now names another object.
+func (n *node) entryChanged(name string) { sendNotices(n.peerNotices(name, false)) }
 
 // attrsChanged tells the other views that n's data or attributes changed.
-func (n *node) attrsChanged() { sendNotices(n.peerNotices("")) }
+func (n *node) attrsChanged() { sendNotices(n.peerNotices("", false)) }

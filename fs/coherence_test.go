@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -247,5 +248,229 @@ func testFsPeerNotify(t *testing.T, ns, key string) {
 	}
 	if d := time.Since(start); d > attrTimeout/2 {
 		t.Logf("took %v: the attribute timeout may have hidden a missing notification", d)
+	}
+}
+
+// TestFsNegativeNotified: with negative entries kept (here for an hour,
+// so that only a notification can make a name appear), a name created
+// through one view is seen at once by every other view of the folder
+// that looked it up before and was told it does not exist: in the same
+// session superblock, in another session's superblock, in the node-wide
+// one (users/), and in a view of a subpath; for every way to make a name
+// (create, mkdir, mknod, symlink, link, rename, O_TMPFILE and linkat),
+// through the first and through the second session's superblock. A name
+// made on storage stays hidden behind the negative entry.
+func TestFsNegativeNotified(t *testing.T) {
+	ops := &opCounter{ops: map[string]int{}}
+	f, dir := testMountWith(t, func(o *Options) {
+		o.Tuning.NegativeTimeout = time.Hour
+		o.Debug = true
+		o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
+	})
+	a := testFolder(t, dir, 1, "a")
+	b := a
+	b.Name, b.Mode = "b", meta.PermRO
+	c := a
+	c.Key, c.Name = "s2", "c"
+	u := a
+	u.Namespace, u.Key, u.Name, u.Mode = NSUsers, strings.Repeat("7", 32), "u", meta.PermRO
+	sub := a
+	sub.Name, sub.Subpath, sub.Mode = "sub", "d", meta.PermRO
+	back := filepath.Join(dir, "vol", a.FolderRel)
+	if err := os.MkdirAll(filepath.Join(back, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(back, "d", "src"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []ViewSpec{a, b, c, u, sub} {
+		if err := f.AddView(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mnt := f.MountPoint()
+	// dirs are the directory d as each view shows it.
+	dirs := map[string]string{
+		"a":   filepath.Join(mnt, "sessions", "s1", "a", "d"),
+		"b":   filepath.Join(mnt, "sessions", "s1", "b", "d"),
+		"c":   filepath.Join(mnt, "sessions", "s2", "c", "d"),
+		"u":   filepath.Join(mnt, "users", u.Key, "u", "d"),
+		"sub": filepath.Join(mnt, "sessions", "s1", "sub"),
+	}
+	views := []string{"a", "b", "c", "u", "sub"}
+	lstat := func(p string) error {
+		var st unix.Stat_t
+		return unix.Lstat(p, &st)
+	}
+	missing := func(name string) {
+		t.Helper()
+		for _, v := range views {
+			if err := lstat(filepath.Join(dirs[v], name)); !errors.Is(err, syscall.ENOENT) {
+				t.Fatalf("%s/%s before it is made: %v, want ENOENT", v, name, err)
+			}
+		}
+	}
+
+	// The negative entries are kept: looking the missing names up again
+	// does not reach the daemon, and a name made on storage stays hidden.
+	missing("onstorage")
+	before := ops.count("LOOKUP")
+	for i := 0; i < 5; i++ {
+		missing("onstorage")
+	}
+	// (25 without negative entries; the kernel may drop unused entries
+	// under memory pressure or drop_caches, which costs a few.)
+	if n := ops.count("LOOKUP") - before; n > 5 {
+		t.Errorf("%d lookups of names the views were told are missing, want (nearly) none: negative entries kept", n)
+	}
+	if err := os.WriteFile(filepath.Join(back, "d", "onstorage"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hidden := 0
+	for _, v := range views {
+		if err := lstat(filepath.Join(dirs[v], "onstorage")); errors.Is(err, syscall.ENOENT) {
+			hidden++
+		}
+	}
+	t.Logf("a name made on storage is hidden in %d of %d views (kept negative entries)", hidden, len(views))
+
+	makers := []struct {
+		kind string
+		make func(dir, name string) error
+	}{
+		{"create", func(dir, name string) error { return os.WriteFile(filepath.Join(dir, name), []byte("y"), 0o644) }},
+		{"mkdir", func(dir, name string) error { return os.Mkdir(filepath.Join(dir, name), 0o755) }},
+		{"mknod", func(dir, name string) error { return unix.Mkfifo(filepath.Join(dir, name), 0o644) }},
+		{"symlink", func(dir, name string) error { return os.Symlink("src", filepath.Join(dir, name)) }},
+		{"link", func(dir, name string) error { return os.Link(filepath.Join(dir, "src"), filepath.Join(dir, name)) }},
+		{"rename", func(dir, name string) error {
+			tmp := filepath.Join(dir, name+".tmp")
+			if err := os.WriteFile(tmp, []byte("z"), 0o644); err != nil {
+				return err
+			}
+			return os.Rename(tmp, filepath.Join(dir, name))
+		}},
+		{"tmpfile", func(dir, name string) error {
+			fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(dir, name), unix.AT_SYMLINK_FOLLOW)
+		}},
+	}
+	for _, through := range []string{"a", "c"} {
+		for _, m := range makers {
+			name := m.kind + "-via-" + through
+			missing(name)
+			if err := m.make(dirs[through], name); err != nil {
+				t.Fatalf("%s %s through %s: %v", m.kind, name, through, err)
+			}
+			for _, v := range views {
+				if err := lstat(filepath.Join(dirs[v], name)); err != nil {
+					t.Errorf("%s/%s after a %s through %s: %v, want it there at once", v, name, m.kind, through, err)
+				}
+			}
+		}
+	}
+}
+
+// TestFsNegativeTimeout: a name made on storage behind the daemon (or
+// by another node) appears in a view that was told it is missing once
+// the negative entry expires: after at most the negative timeout (one
+// second by default), and at once with negative entries off. A second
+// FS over the same volume with state of its own stands for another
+// node's daemon: what it creates is not notified to the first, and
+// appears within the same bound.
+func TestFsNegativeTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		neg  time.Duration
+		want time.Duration // how long the name may stay hidden
+	}{
+		{"default", 0, negativeTimeout},
+		{"off", -1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ops := &opCounter{ops: map[string]int{}}
+			f, dir := testMountWith(t, func(o *Options) {
+				o.Tuning.NegativeTimeout = tc.neg
+				o.Debug = true
+				o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
+			})
+			a := testFolder(t, dir, 1, "a")
+			if err := f.AddView(a); err != nil {
+				t.Fatal(err)
+			}
+			// The other node: a second mount of the same volume.
+			mnt2 := filepath.Join(dir, "mnt2")
+			if err := os.Mkdir(mnt2, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			f2, err := Mount(Options{MountPoint: mnt2, StorageUID: 1100, StorageGID: 1100, Logger: zerolog.Nop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f2.Close() })
+			a2 := a
+			a2.Name = "other-node"
+			if err := f2.AddView(a2); err != nil {
+				t.Fatal(err)
+			}
+			va := filepath.Join(f.MountPoint(), "sessions", "s1", "a")
+			vo := filepath.Join(mnt2, "sessions", "s1", "other-node")
+			back := filepath.Join(dir, "vol", a.FolderRel)
+			if _, err := os.Stat(va); err != nil {
+				t.Fatal(err)
+			}
+
+			for _, w := range []struct {
+				by   string
+				make func(name string) error
+			}{
+				{"storage", func(name string) error { return os.WriteFile(filepath.Join(back, name), nil, 0o644) }},
+				{"other node", func(name string) error { return os.WriteFile(filepath.Join(vo, name), nil, 0o644) }},
+			} {
+				name := "m-" + strings.ReplaceAll(w.by, " ", "-")
+				p := filepath.Join(va, name)
+				before := ops.count("LOOKUP")
+				looked := time.Now()
+				for i := 0; i < 10; i++ {
+					if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+						t.Fatalf("%s before it is made: %v", p, err)
+					}
+				}
+				n := ops.count("LOOKUP") - before
+				// The kernel may drop unused entries under memory
+				// pressure or drop_caches: allow for a few.
+				if tc.want > 0 && n > 3 {
+					t.Errorf("10 stats of a missing name: %d lookups, want 1 (negative entry kept)", n)
+				}
+				if tc.want == 0 && n < 10 {
+					t.Errorf("10 stats of a missing name: %d lookups, want 10 (no negative entries)", n)
+				}
+				if err := w.make(name); err != nil {
+					t.Fatal(err)
+				}
+				made := time.Now()
+				for {
+					_, err := os.Lstat(p)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, os.ErrNotExist) {
+						t.Fatal(err)
+					}
+					if tc.want == 0 {
+						t.Fatalf("made by %s: %s hidden with negative entries off", w.by, p)
+					}
+					if time.Since(looked) > tc.want+500*time.Millisecond {
+						t.Fatalf("made by %s: %s still hidden %v after the negative lookup, bound %v", w.by, p, time.Since(looked), tc.want)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				t.Logf("made by %s: visible %v after it was made, %v after the negative lookup", w.by, time.Since(made).Round(time.Millisecond), time.Since(looked).Round(time.Millisecond))
+			}
+		})
 	}
 }

@@ -60,6 +60,10 @@ type Tuning struct {
 	NoDirectWrite bool          // write-only opens go through the page cache too
 	EntryTimeout  time.Duration // 0: one hour; negative: no caching
 	AttrTimeout   time.Duration // 0: one second; negative: no caching
+	// NegativeTimeout is how long the kernel keeps the answer that a
+	// name inside a view does not exist; 0: one second
+	// (negativeTimeout); negative: no caching.
+	NegativeTimeout time.Duration
 	// ExportSupport leaves file-handle decoding as go-fuse negotiates it
 	// (FUSE_NO_EXPORT_SUPPORT is not asked for), so that tests can show
 	// that the per-session superblocks hold on their own. Never set it in
@@ -136,10 +140,18 @@ var ErrClosed = errors.New("vfolder fs is closed")
 // closed more than that after its lookup. Changes through other views are
 // notified (coherence.go); changes behind the daemon's back are caught by
 // path resolution (ESTALE) and attribute expiry.
+//
+// Negative entries (a name a view does not have) are kept for
+// negativeTimeout, as long as attributes: names made through another
+// view on this node are notified (coherence.go), names made behind the
+// daemon's back appear within that time. Only names inside views are
+// cached so; a missing name in the synthetic directories is looked up
+// every time.
 const (
-	entryTimeout = time.Hour
-	attrTimeout  = time.Second
-	maxWrite     = 1 << 20
+	entryTimeout    = time.Hour
+	attrTimeout     = time.Second
+	negativeTimeout = time.Second
+	maxWrite        = 1 << 20
 
 	// unmountWait is how long Close waits for the serve loops after a
 	// plain unmount before it aborts the connection; abortWait how long it
@@ -178,6 +190,10 @@ type FS struct {
 	sessMu   sync.Mutex
 	sessions map[string]*FS
 	retired  map[*FS]struct{}
+
+	// negTimeout is how long the kernel keeps a negative entry inside a
+	// view (0: not at all).
+	negTimeout time.Duration
 
 	// mnt and dev identify the mount: dev is the st_dev of its root
 	// (major 0, minor = FUSE connection number).
@@ -248,6 +264,7 @@ func mount(opts Options, session string) (*FS, error) {
 
 	tu := opts.Tuning
 	et, at := timeout(tu.EntryTimeout, entryTimeout), timeout(tu.AttrTimeout, attrTimeout)
+	f.negTimeout = timeout(tu.NegativeTimeout, negativeTimeout)
 	mw := maxWrite
 	if tu.MaxWrite > 0 {
 		mw = tu.MaxWrite
@@ -295,7 +312,11 @@ func mount(opts Options, session string) (*FS, error) {
 		RootStableAttr:    &gofs.StableAttr{Ino: fuse.FUSE_ROOT_ID},
 		Logger:            goLog,
 	}
-	server, err := fuse.NewServer(observeRaw(gofs.NewNodeFS(f.root, fopts)), mnt, &fopts.MountOptions)
+	// gofs.Options.NegativeTimeout stays unset: it would apply to every
+	// directory, the synthetic ones included. Lookups inside views set
+	// their own (negativeEntries).
+	raw := negativeEntries{observeRaw(gofs.NewNodeFS(f.root, fopts))}
+	server, err := fuse.NewServer(raw, mnt, &fopts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mnt, err)
 	}

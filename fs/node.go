@@ -254,7 +254,9 @@ func (n *node) removeFile(f *file) {
 	e.mu.Unlock()
 }
 
-// Lookup finds a child by name.
+// Lookup finds a child by name. A name that does not exist is answered
+// as a negative entry the kernel keeps for the FS's negative timeout
+// (coherence.go tells it of names made through other views).
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if n.v.removed.Load() {
 		return nil, syscall.ENOENT
@@ -267,7 +269,11 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, errno
 	}
 	defer unix.Close(dirfd)
-	return n.lookupAt(ctx, dirfd, name, out)
+	ch, errno := n.lookupAt(ctx, dirfd, name, out)
+	if errno == syscall.ENOENT {
+		out.SetEntryTimeout(n.v.fs.negTimeout)
+	}
+	return ch, errno
 }
 
 // lookupAt looks name up in the open directory dirfd of node n.

@@ -72,7 +72,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	n.entryChanged(name)
+	n.entryAdded(name)
 	return ch, f, v.directWrite(bflags), 0
 }
 
@@ -199,7 +199,7 @@ func (n *node) createEntry(ctx context.Context, name string, typ, mode, rdev uin
 	}
 	v.commitCreate(&cr, &st, dirfd)
 	ch, _ := n.child(ctx, &st, out)
-	n.entryChanged(name)
+	n.entryAdded(name)
 	return ch, 0
 }
 
@@ -314,7 +314,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, toErrno(err)
 	}
 	ch, _ := n.child(ctx, &st, out)
-	n.entryChanged(name)
+	n.entryAdded(name)
 	return ch, 0
 }
 
@@ -499,7 +499,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	if err == nil {
 		n.entryChanged(name)
-		np.entryChanged(newName)
+		np.entryAdded(newName)
 	}
 	return toErrno(err)
 }

@@ -264,7 +264,7 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "node-id", EnvVars: env("NODE_ID"), Category: "cluster", Usage: "this node's `NAME` in the cluster ([cluster] node_id)", DefaultText: "the hostname"},
 			&cli.StringFlag{Name: "sftp-listen", EnvVars: env("SFTP_LISTEN"), Category: "sftp", Usage: "serve SFTP on this `HOST:PORT` ([sftp] listen)", DefaultText: "off"},
 			&cli.StringFlag{Name: "sftp-host-key", EnvVars: env("SFTP_HOST_KEY"), Category: "sftp", Usage: "the SFTP host key `FILE`, made when absent ([sftp] host_key)", DefaultText: "state_dir/" + config.DefaultHostKeyName},
-		}, apiFlags(env)...),
+		}, append(apiFlags(env), gcFlags(env)...)...),
 		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -337,6 +337,9 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	str("etcd-prefix", &cfg.Cluster.Prefix)
 	str("node-id", &cfg.Cluster.NodeID)
 	apiConfig(c, cfg)
+	if err := gcConfig(c, cfg); err != nil {
+		return nil, err
+	}
 	str("sftp-listen", &cfg.SFTP.Listen)
 	str("sftp-host-key", &cfg.SFTP.HostKey)
 	for _, d := range []struct {
@@ -406,6 +409,7 @@ func lockState(dir string) (*os.File, error) {
 
 func runDaemon(parent context.Context, cfg *config.Config) (err error) {
 	log := newLogger(cfg.Level())
+	applyGC(cfg.Daemon, log)
 	// Start-up steps are short and run to completion; signals are watched
 	// once serving.
 	ctx := context.Background()

@@ -70,6 +70,13 @@ var ablations = []*ablation{
 		},
 	},
 	{
+		id: "negcache", base: cfgVfolderRW,
+		workloads: []string{"negstat"},
+		off:       "Tuning.NegativeTimeout < 0: negative entries not cached (instead of 1 s)",
+		does:      "the kernel keeps the answer that a name does not exist for a second (names made through other views on the node are notified), so a search path walked again and again (python imports, PATH) does not ask the daemon for every missing name.",
+		apply:     func(o *vfs.Options) { o.Tuning.NegativeTimeout = -1 },
+	},
+	{
 		id: "readdirplus", base: cfgVfolderRW,
 		workloads: []string{"find", "du"},
 		off:       "Tuning.NoReaddirPlus: plain READDIR",

@@ -42,7 +42,7 @@ func (e *env) prepareFixtures(ctx context.Context, want map[string]bool) error {
 			return err
 		}
 	}
-	if want["stat"] && e.anyReadOnly() {
+	if (want["stat"] || want["negstat"]) && e.anyReadOnly() {
 		e.logf("creating %d small files for read-only configurations", o.files)
 		dir := filepath.Join(fx, fxMeta)
 		if err := os.Mkdir(dir, 0o755); err != nil {
@@ -286,6 +286,7 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 			if cerr != nil {
 				cerr = fmt.Errorf("create failed: %w", cerr)
 				measure("stat", func() (float64, error) { return 0, cerr })
+				measure("negstat", func() (float64, error) { return 0, cerr })
 				return measure("unlink", func() (float64, error) { return 0, cerr })
 			}
 		}
@@ -294,6 +295,15 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 				return 0, err
 			}
 			r, err := runWorkerProc(ctx, opStat, dir, n)
+			return float64(r.Ops) / r.Seconds, err
+		}); err != nil {
+			return err
+		}
+		if err := measure("negstat", func() (float64, error) {
+			if err := dropCaches(); err != nil {
+				return 0, err
+			}
+			r, err := runWorkerProc(ctx, opNegStat, dir, strconv.Itoa(negNames), strconv.Itoa(negPasses))
 			return float64(r.Ops) / r.Seconds, err
 		}); err != nil {
 			return err
@@ -371,6 +381,17 @@ func (e *env) runGroup(ctx context.Context, g string, t *target, run int, want m
 	}
 	return errors.New("unknown group " + g)
 }
+
+// The negstat workload: negNames missing names, each looked up negPasses
+// times, as an interpreter's module search asks the directories of its
+// path for the same missing names at every start (a python start looks
+// for about a thousand). One pass takes well under a second, so the
+// repeats land within the kernel's negative entry timeout as they do
+// when a script starts the interpreter again and again.
+const (
+	negNames  = 1000
+	negPasses = 20
+)
 
 // untarArgs is tar's command line for the untar workloads: extract
 // tarball into dir, as root, either with the owners recorded in the

@@ -459,7 +459,7 @@ func TestSelect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(ws, ",") != "create,stat,unlink,du" {
+	if strings.Join(ws, ",") != "create,stat,negstat,unlink,du" {
 		t.Errorf("selectWorkloads: %v", ws)
 	}
 	if _, err := selectWorkloads("nope"); err == nil {
@@ -806,7 +806,7 @@ func TestSelectAblations(t *testing.T) {
 	if strings.Join(ids, ",") != "maxwrite,timeouts,readdirplus,readahead,passthrough" {
 		t.Errorf("ablations for seqread-cold,find: %v", ids)
 	}
-	if len(skipped) != 3 {
+	if len(skipped) != 4 {
 		t.Errorf("skipped: %q", skipped)
 	}
 	if got := withBases([]string{cfgNative, cfgLoopback}, run); strings.Join(got, ",") != "native,vfolder-rw,vfolder-ro,loopback" {
@@ -976,5 +976,27 @@ func TestSeqRuns(t *testing.T) {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+}
+
+// TestNegStat: the negstat worker looks up names that are missing in
+// the metadata workload's directories, and fails when one exists.
+func TestNegStat(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := metaOp(opCreate, dir, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runWorker([]string{opNegStat, dir, "3", "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops != 6 || r.Seconds <= 0 {
+		t.Errorf("negstat of 3 names x2: %+v", r)
+	}
+	if err := os.WriteFile(missingName(dir, 1), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runWorker([]string{opNegStat, dir, "3", "1"}); err == nil {
+		t.Error("negstat succeeded over a name that exists")
 	}
 }

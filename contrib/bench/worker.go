@@ -35,6 +35,7 @@ const (
 	opStat     = "stat"     // dir n
 	opUnlink   = "unlink"   // dir n
 	opLstat    = "lstat"    // root listfile passes
+	opNegStat  = "negstat"  // dir n passes
 	opHold     = "hold"     // path backing ms: read path whole, print, keep it open and watch its cache until stdin ends
 )
 
@@ -122,6 +123,19 @@ func runWorker(args []string) (workerResult, error) {
 			}
 		}
 		return metaOp(op, a[0], int(n), fsize)
+	case opNegStat:
+		if err := need(3); err != nil {
+			return workerResult{}, err
+		}
+		n, err := num(a[1])
+		if err != nil || n < 1 {
+			return workerResult{}, fmt.Errorf("bad count %q", a[1])
+		}
+		passes, err := num(a[2])
+		if err != nil || passes < 1 {
+			return workerResult{}, fmt.Errorf("bad passes %q", a[2])
+		}
+		return negStat(a[0], int(n), int(passes))
 	case opLstat:
 		if err := need(3); err != nil {
 			return workerResult{}, err
@@ -289,6 +303,33 @@ func metaOp(op, dir string, n int, fsize int64) (workerResult, error) {
 		}
 	}
 	return workerResult{Seconds: time.Since(start).Seconds(), Ops: int64(n)}, nil
+}
+
+// missingName is the path of the i-th name below dir that negstat looks
+// for: in the directory of metaName(dir, i), where no such file is.
+func missingName(dir string, i int) string {
+	return fmt.Sprintf("%s/d%04d/m%07d.py", dir, i/filesPerDir, i)
+}
+
+// negStat lstats n names that do not exist passes times, as a module
+// search (python imports, a shell walking PATH) asks each directory of
+// its path for names it does not have, over and over. Every lstat must
+// fail with ENOENT.
+func negStat(dir string, n, passes int) (workerResult, error) {
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = missingName(dir, i)
+	}
+	var st unix.Stat_t
+	start := time.Now()
+	for p := 0; p < passes; p++ {
+		for _, path := range paths {
+			if err := unix.Lstat(path, &st); err != unix.ENOENT {
+				return workerResult{}, fmt.Errorf("lstat %s: %v, want ENOENT", path, err)
+			}
+		}
+	}
+	return workerResult{Seconds: time.Since(start).Seconds(), Ops: int64(passes * n)}, nil
 }
 
 // lstatPasses lstats every path of listfile (relative to root, one a

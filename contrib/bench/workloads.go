@@ -45,6 +45,7 @@ var allWorkloads = []workload{
 	{"randwrite", groupRandom, "rand 4k write {rand}, buffered", unitIOPS, true, true},
 	{"create", groupMeta, "create {files} small files (1 KiB)", unitOps, true, true},
 	{"stat", groupMeta, "stat {files} files (caches dropped)", unitOps, true, false},
+	{"negstat", groupMeta, "stat 1000 missing names x20, as 20 python starts (caches dropped)", unitOps, true, false},
 	{"unlink", groupMeta, "unlink {files} files", unitOps, true, true},
 	{"untar", groupTree, "untar {tree}, tar -xf --no-same-owner (caches dropped)", unitSec, false, true},
 	{"untar-chown", groupTree, "untar {tree} as root with chown, tar -xf (caches dropped)", unitSec, false, true},

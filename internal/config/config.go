@@ -159,6 +159,8 @@ type Config struct {
 	// TokenKeyFile is the file API's token signing key; empty means
 	// <StateDir>/token.key (created 0600 when absent).
 	TokenKeyFile string
+	// Daemon is the [daemon] table: the Go garbage collector (daemon.go).
+	Daemon Daemon
 }
 
 // Cluster is the [cluster] table (see the package comment). Zero fields
@@ -244,6 +246,7 @@ func Default() *Config {
 		FUSE:             true,
 		LogLevel:         DefaultLogLevel,
 		AutoCreateScopes: true,
+		Daemon:           Daemon{GOGC: DefaultGOGC},
 	}
 }
 
@@ -281,6 +284,7 @@ type file struct {
 	API               *fileAPI              `toml:"api"`
 	SFTP              *fileSFTP             `toml:"sftp"`
 	TokenKeyFile      *string               `toml:"token_key_file"`
+	Daemon            *fileDaemon           `toml:"daemon"`
 }
 
 type fileCluster struct {
@@ -503,6 +507,7 @@ func (c *Config) merge(text string) error {
 	}
 	c.mergeObserve(f.Metrics, f.Audit)
 	c.mergeSFTP(f.SFTP)
+	c.mergeDaemon(f.Daemon)
 	return nil
 }
 
@@ -687,6 +692,7 @@ func (c *Config) Validate() error {
 	c.validateObserve(add, checkLocal)
 	c.API.validate(add)
 	c.validateSFTP(add)
+	c.validateDaemon(add)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
 	}
