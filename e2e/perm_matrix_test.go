@@ -56,7 +56,8 @@ type permMount struct {
 // second entry (a daemon flag or config line in opts), and the same matrix
 // runs against it.
 var permMounts = []permMount{
-	{name: "default_permissions", opts: DaemonOptions{}, roOrder: permROOrderToday},
+	{name: "default_permissions", opts: DaemonOptions{ExtraArgs: []string{"--kernel-permissions"}}, roOrder: permROOrderToday},
+	{name: "daemon", opts: DaemonOptions{}},
 }
 
 // permROOrderToday is the known difference of today's mount on a ro view

@@ -65,6 +65,11 @@ type Tuning struct {
 	// that the per-session superblocks hold on their own. Never set it in
 	// production.
 	ExportSupport bool
+	// KernelPermissions mounts with default_permissions: the kernel
+	// checks permission bits itself, and re-reads a directory's
+	// attributes after every change of its entries. Without it (the
+	// default) the daemon checks them (perm.go).
+	KernelPermissions bool
 }
 
 // timeout is d, or def when d is 0, or 0 when d is negative.
@@ -203,10 +208,16 @@ func mount(opts Options, session string) (*FS, error) {
 	}
 
 	tu := opts.Tuning
-	et, at := timeout(tu.EntryTimeout, entryTimeout), timeout(tu.AttrTimeout, attrTimeout)
+	// Entry timeouts are set by the daemon in every entry reply
+	// (FS.entryTimeout): go-fuse would replace a 0 with its option.
+	at := timeout(tu.AttrTimeout, attrTimeout)
 	mw := maxWrite
 	if tu.MaxWrite > 0 {
 		mw = tu.MaxWrite
+	}
+	var mountOpts []string
+	if tu.KernelPermissions {
+		mountOpts = []string{"default_permissions"}
 	}
 	var extraCaps uint64
 	if !tu.NoKillPriv {
@@ -222,7 +233,7 @@ func mount(opts Options, session string) (*FS, error) {
 	fopts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther:         true,
-			Options:            []string{"default_permissions"},
+			Options:            mountOpts,
 			FsName:             "vfolder",
 			Name:               "vfolder",
 			MaxWrite:           mw,
@@ -242,7 +253,6 @@ func mount(opts Options, session string) (*FS, error) {
 			Debug:             opts.Debug,
 			Logger:            goLog,
 		},
-		EntryTimeout:      &et,
 		AttrTimeout:       &at,
 		NullPermissions:   true,
 		FirstAutomaticIno: firstAutomaticIno,

@@ -156,6 +156,11 @@ func (n *node) openDir() (int, syscall.Errno) {
 	return n.open(unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 }
 
+// openDirStat is openDir that also returns the directory's fstat.
+func (n *node) openDirStat() (int, backing.Stat, syscall.Errno) {
+	return n.openStat(unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+}
+
 // openSelf opens the node itself as an O_PATH descriptor that does not
 // follow a symlink, and stats it. A node without a path (or whose path
 // names another object now) falls back to one of its open handles
@@ -204,10 +209,14 @@ func (n *node) reopenHandle(flags int) (int, syscall.Errno) {
 // reply. go-fuse may still swap the returned node for one it already has
 // with the same identity (hard links, racing lookups), except for CREATE,
 // which always installs the new one.
-func (n *node) child(ctx context.Context, st *backing.Stat, out *fuse.EntryOut) (*gofs.Inode, *node) {
+//
+// dirMode is n's st_mode, which sets the entry's timeout
+// (FS.entryTimeout).
+func (n *node) child(ctx context.Context, dirMode uint32, st *backing.Stat, out *fuse.EntryOut) (*gofs.Inode, *node) {
 	c, attr := n.v.newNode(st)
 	ch := n.NewInode(ctx, c, attr)
 	n.v.fillAttr(st, &out.Attr)
+	out.SetEntryTimeout(n.v.fs.entryTimeout(dirMode))
 	c.setStamp(st)
 	return ch, c
 }
@@ -254,30 +263,41 @@ func (n *node) removeFile(f *file) {
 	e.mu.Unlock()
 }
 
-// Lookup finds a child by name.
+// Lookup finds a child by name. The caller needs search permission on
+// the directory (perm.go).
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if n.v.removed.Load() {
 		return nil, syscall.ENOENT
 	}
-	if len(name) > backing.NameMax {
-		return nil, syscall.ENAMETOOLONG
-	}
-	dirfd, errno := n.openDir()
+	dirfd, dst, errno := n.openDirStat()
 	if errno != 0 {
 		return nil, errno
 	}
 	defer unix.Close(dirfd)
-	return n.lookupAt(ctx, dirfd, name, out)
-}
-
-// lookupAt looks name up in the open directory dirfd of node n.
-func (n *node) lookupAt(ctx context.Context, dirfd int, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.v.checks() {
+		if errno := n.v.may(callerOf(ctx), dst.Mode, mayExec); errno != 0 {
+			return nil, errno
+		}
+	}
+	if len(name) > backing.NameMax {
+		return nil, syscall.ENAMETOOLONG
+	}
 	st, err := backing.Lstat(dirfd, name)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	ch, _ := n.child(ctx, &st, out)
+	ch, _ := n.child(ctx, dst.Mode, &st, out)
 	return ch, 0
+}
+
+// Access answers access(2), faccessat(2) and chdir(2) (perm.go).
+func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
+	fd, st, errno := n.openSelf()
+	if errno != 0 {
+		return errno
+	}
+	unix.Close(fd)
+	return n.v.accessCheck(ctx, &st, mask)
 }
 
 // Getattr reports the node's attributes, through an open handle when

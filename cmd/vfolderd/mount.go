@@ -48,6 +48,7 @@ func mountViews(cfg *config.Config, ledger *quota.Manager, log zerolog.Logger) (
 		Logger:     log,
 		Debug:      cfg.Level() <= zerolog.TraceLevel,
 		Quota:      ledger,
+		Tuning:     fs.Tuning{KernelPermissions: cfg.KernelPermissions},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mounting the FUSE namespace at %s: %w (or %s)", mnt, err, disable)

@@ -135,6 +135,11 @@ type Config struct {
 	// it the daemon serves the API (folders, quotas, policies) but no
 	// views.
 	FUSE bool
+	// KernelPermissions mounts the FUSE namespace with the kernel's
+	// default_permissions: the kernel checks permission bits instead of
+	// the daemon (slower: a GETATTR of the directory after every change
+	// of its entries). Default false.
+	KernelPermissions bool
 	// LogLevel is a zerolog level name.
 	LogLevel string
 	// AutoCreateScopes creates an owner's quota scope on first folder
@@ -267,6 +272,7 @@ type file struct {
 	SessionsDir       *string               `toml:"sessions_dir"`
 	ForceStop         *bool                 `toml:"force_stop"`
 	FUSE              *bool                 `toml:"fuse"`
+	KernelPermissions *bool                 `toml:"kernel_permissions"`
 	LogLevel          *string               `toml:"log_level"`
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
 	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
@@ -469,6 +475,7 @@ func (c *Config) merge(text string) error {
 	setIf(&c.SessionsDir, f.SessionsDir)
 	setIf(&c.TokenKeyFile, f.TokenKeyFile)
 	setIf(&c.ForceStop, f.ForceStop)
+	setIf(&c.KernelPermissions, f.KernelPermissions)
 	setIf(&c.FUSE, f.FUSE)
 	setIf(&c.LogLevel, f.LogLevel)
 	setIf(&c.AutoCreateScopes, f.AutoCreateScopes)
