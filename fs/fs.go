@@ -220,6 +220,12 @@ func mount(opts Options, session string) (*FS, error) {
 		mountOpts = []string{"default_permissions"}
 	}
 	var extraCaps uint64
+	if !tu.KernelPermissions {
+		// The daemon must see O_TRUNC in the OPEN to check for write
+		// permission (the kernel's own truncate after the open would
+		// come through the handle, as an ftruncate does).
+		extraCaps |= fuse.CAP_ATOMIC_O_TRUNC
+	}
 	if !tu.NoKillPriv {
 		extraCaps |= fuse.CAP_HANDLE_KILLPRIV_V2
 	}

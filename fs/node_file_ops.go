@@ -144,8 +144,19 @@ func (n *node) truncateOpen(ctx context.Context, f *file, st *backing.Stat, hint
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	v := n.v
 	// Every SETATTR is a change request, also one that carries no
-	// attribute (chown(-1, -1)): a read-only view refuses them all.
+	// attribute (chown(-1, -1)): a read-only view refuses them all;
+	// truncate(2) checks write permission first.
 	if errno := v.mutable(); errno != 0 {
+		if _, ok := in.GetSize(); ok && errno == syscall.EROFS && v.checks() {
+			if fd, st, e := n.openSelf(); e == 0 {
+				unix.Close(fd)
+				if st.Type() == unix.S_IFREG && in.Valid&fuse.FATTR_FH == 0 {
+					if e := v.may(callerOf(ctx), st.Mode, mayWrite); e != 0 {
+						return e
+					}
+				}
+			}
+		}
 		return errno
 	}
 	uid, setUID := in.GetUID()
@@ -157,8 +168,18 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	defer unix.Close(fd)
 	mode, setMode := in.GetMode()
 	if v.checks() {
-		if mode, errno = setattrCheck(callerOf(ctx), st.Mode, v.spec.UID, v.spec.GID, in); errno != 0 {
+		c := callerOf(ctx)
+		if mode, errno = setattrCheck(c, st.Mode, v.spec.UID, v.spec.GID, in); errno != 0 {
 			return errno
+		}
+		if _, ok := in.GetSize(); ok && in.Valid&fuse.FATTR_FH != 0 {
+			// ftruncate(2) needs a handle open for writing; a size
+			// through any other handle is checked as truncate(2).
+			if f, isFile := fh.(*file); !isFile || !f.writable() {
+				if errno := v.may(c, st.Mode, mayWrite); errno != 0 {
+					return errno
+				}
+			}
 		}
 	}
 	if v.spec.RefuseChown && (setUID && uid != v.spec.UID || setGID && gid != v.spec.GID) {

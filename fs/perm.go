@@ -98,11 +98,11 @@ const fmodeExec = 0x20
 
 // Capabilities (linux/capability.h).
 const (
-	capChown        = 0
-	capDacOverride  = 1
+	capChown         = 0
+	capDacOverride   = 1
 	capDacReadSearch = 2
-	capFowner       = 3
-	capFsetid       = 4
+	capFowner        = 3
+	capFsetid        = 4
 )
 
 // prober is the caller as the decision functions see it; cred is the
