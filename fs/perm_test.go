@@ -1,8 +1,8 @@
 package fs
 
 import (
-	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 
@@ -144,8 +144,10 @@ func TestPermitsReference(t *testing.T) {
 	capSets := []uint64{0, capSet(capDacOverride), capSet(capDacReadSearch), capSet(capDacOverride, capDacReadSearch)}
 	n := 0
 	for _, typ := range []uint32{unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK, unix.S_IFIFO} {
-		for perm := uint32(0); perm <= 0o7777; perm++ {
-			mode := typ | perm
+		for perm := uint32(0); perm < 0o1000*3; perm++ {
+			// Every permission bit pattern, without and with the
+			// sticky or set-id bits.
+			mode := typ | perm%0o1000 | []uint32{0, 0o1000, 0o6000}[perm/0o1000]
 			for mask := uint32(0); mask < 8; mask++ {
 				for _, uid := range []uint32{tUID, 2000} {
 					for _, member := range []bool{false, true} {
@@ -267,11 +269,11 @@ func TestXattrCheckAndOpenMask(t *testing.T) {
 		}
 	}
 	for flags, want := range map[uint32]uint32{
-		unix.O_RDONLY:               mayRead,
-		unix.O_WRONLY:               mayWrite,
-		unix.O_RDWR:                 mayRead | mayWrite,
+		unix.O_RDONLY:                mayRead,
+		unix.O_WRONLY:                mayWrite,
+		unix.O_RDWR:                  mayRead | mayWrite,
 		unix.O_RDONLY | unix.O_TRUNC: mayRead | mayWrite,
-		unix.O_RDONLY | fmodeExec:   mayExec,
+		unix.O_RDONLY | fmodeExec:    mayExec,
 	} {
 		if got := openMask(flags); got != want {
 			t.Errorf("openMask(%#x) = %d, want %d", flags, got, want)
@@ -282,9 +284,11 @@ func TestXattrCheckAndOpenMask(t *testing.T) {
 // TestCredFromProc reads this process's own groups and capabilities the
 // way the checks read a caller's.
 func TestCredFromProc(t *testing.T) {
-	c := &cred{uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), pid: uint32(unix.Gettid())}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	// The fs ids equal the effective ones here.
-	c.uid, c.gid = uint32(os.Geteuid()), uint32(os.Getegid())
+	c := &cred{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), pid: uint32(unix.Gettid())}
+	c.load()
 	groups, err := os.Getgroups()
 	if err != nil {
 		t.Fatal(err)
@@ -314,5 +318,4 @@ func TestCredFromProc(t *testing.T) {
 	if none.capable(capDacOverride) || none.inGroup(5) {
 		t.Errorf("a caller without a pid has groups or capabilities")
 	}
-	_ = fmt.Sprint()
 }
