@@ -1,12 +1,15 @@
 package fs
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
 
@@ -317,5 +320,50 @@ func TestCredFromProc(t *testing.T) {
 	none := &cred{uid: 0, gid: 0}
 	if none.capable(capDacOverride) || none.inGroup(5) {
 		t.Errorf("a caller without a pid has groups or capabilities")
+	}
+}
+
+// TestFsPermGetattrPerCreate counts the GETATTR requests that creating
+// and removing files in one directory costs: with default_permissions
+// the kernel re-reads the directory's attributes after each change of
+// its entries; with the daemon's checks it has no need to.
+func TestFsPermGetattrPerCreate(t *testing.T) {
+	const n = 100
+	per := map[bool]float64{}
+	for _, kernel := range []bool{true, false} {
+		ops := &opCounter{ops: map[string]int{}}
+		f, dir := testMountWith(t, func(o *Options) {
+			o.Debug = true
+			o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
+			o.Tuning.KernelPermissions = kernel
+		})
+		s := testFolder(t, dir, 1, "wd")
+		if err := f.AddView(s); err != nil {
+			t.Fatal(err)
+		}
+		d := filepath.Join(f.MountPoint(), "sessions", "s1", "wd", "d")
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		before := ops.count("GETATTR")
+		for i := 0; i < n; i++ {
+			p := filepath.Join(d, fmt.Sprintf("f%d", i))
+			fh, err := os.Create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fh.Close()
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		per[kernel] = float64(ops.count("GETATTR")-before) / (2 * n)
+		t.Logf("kernel_permissions=%v: %.2f GETATTR per create or unlink", kernel, per[kernel])
+	}
+	if per[false] > 0.1 {
+		t.Errorf("with the daemon's checks, %.2f GETATTR per create or unlink; want (almost) none", per[false])
+	}
+	if per[true] < 0.5 {
+		t.Logf("with default_permissions only %.2f GETATTR per create or unlink: this kernel does not re-read the directory", per[true])
 	}
 }
