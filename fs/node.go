@@ -103,13 +103,8 @@ func (n *node) relPath() ([]string, syscall.Errno) {
 	return rev, 0
 }
 
-// open resolves the node below the view root and opens it with flags.
-func (n *node) open(flags int, mode uint32) (int, syscall.Errno) {
-	fd, _, errno := n.openStat(flags, mode)
-	return fd, errno
-}
-
-// openStat is open that also returns the fstat of the opened object. The
+// openStat resolves the node below the view root, opens it with flags
+// and returns the fstat of the opened object. The
 // object must still be the node's: a path that now names another object,
 // or nothing (changed on storage, or through another view, while the
 // kernel kept its entry) gives ESTALE, on which the kernel looks the path
@@ -150,13 +145,9 @@ func (n *node) openStat(flags int, mode uint32) (int, backing.Stat, syscall.Errn
 	return fd, st, 0
 }
 
-// openDir opens the node, which must be a directory, as an O_PATH
-// descriptor for *at calls on its entries.
-func (n *node) openDir() (int, syscall.Errno) {
-	return n.open(unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
-}
-
-// openDirStat is openDir that also returns the directory's fstat.
+// openDirStat opens the node, which must be a directory, as an O_PATH
+// descriptor for *at calls on its entries, and returns its fstat (the
+// mode the permission checks and entry timeouts use).
 func (n *node) openDirStat() (int, backing.Stat, syscall.Errno) {
 	return n.openStat(unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 }
