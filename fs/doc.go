@@ -227,7 +227,8 @@
 // other handles see the new bytes (the kernel invalidates what they
 // cached).
 //
-// Entries are cached for an hour and attributes for a second; negative
+// Entries are cached for an hour (below directories that every class may
+// search; see Permissions) and attributes for a second; negative
 // entries are not cached, so files made directly on storage appear at
 // once. Opens keep the page cache (FOPEN_KEEP_CACHE) only when the
 // backing file's size, mtime and ctime are what the daemon last reported
