@@ -73,10 +73,10 @@ import (
 // exec when some x bit is set).
 //
 // The caller is fuse.Caller: fsuid, fsgid and the thread id. Supplementary
-// groups and capabilities come from /proc/<tid>/status, read only when a
-// decision depends on them (the group and other bits differ in what is
-// asked; the bits refuse and a capability would grant), and trusted only
-// when its Uid and Gid lines still show the caller's ids. Capabilities
+// groups come from /proc/<tid>/status, read only when the group and other
+// bits differ in what is asked, and trusted only when its Uid and Gid
+// lines still show the caller's ids; capabilities from capget(2), asked
+// only when the bits refuse and a capability would grant. Capabilities
 // count only for a caller in the daemon's user namespace (a container
 // with a user namespace of its own is privileged over the ids it maps,
 // which do not include what a view shows as far as the daemon can tell)
@@ -286,7 +286,8 @@ type cred struct {
 	access        bool // an access(2) check (access_override_creds)
 	loaded        bool
 	valid         bool // /proc was read and showed the caller's ids
-	sameNS        bool // in the daemon's user namespace
+	capsRead      bool
+	capsOK        bool // capabilities read, in the daemon's user namespace
 	groups        []uint32
 	capEff        uint64
 	capPrm        uint64
@@ -323,8 +324,11 @@ func (c *cred) capable(cp uint) bool {
 	if c.access && c.uid != 0 {
 		return false
 	}
-	c.load()
-	if !c.valid || !c.sameNS {
+	if !c.capsRead {
+		c.capsRead = true
+		c.readCaps()
+	}
+	if !c.capsOK {
 		return false
 	}
 	set := c.capEff
@@ -332,6 +336,30 @@ func (c *cred) capable(cp uint) bool {
 		set = c.capPrm
 	}
 	return set&(1<<cp) != 0
+}
+
+// readCaps reads the caller's capabilities with capget(2) (a system call,
+// much cheaper than reading /proc/<tid>/status, which matters: root's
+// every create in a directory it does not own asks for CAP_DAC_OVERRIDE).
+// The thread is blocked in its request meanwhile, so the id names it.
+// They count only when the thread is in the daemon's user namespace.
+func (c *cred) readCaps() {
+	if c.pid == 0 {
+		return
+	}
+	var self, st unix.Stat_t
+	if !selfUserNS(&self) || unix.Stat("/proc/"+strconv.FormatUint(uint64(c.pid), 10)+"/ns/user", &st) != nil ||
+		st.Dev != self.Dev || st.Ino != self.Ino {
+		return
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3, Pid: int32(c.pid)}
+	var data [2]unix.CapUserData
+	if unix.Capget(&hdr, &data[0]) != nil {
+		return
+	}
+	c.capEff = uint64(data[0].Effective) | uint64(data[1].Effective)<<32
+	c.capPrm = uint64(data[0].Permitted) | uint64(data[1].Permitted)<<32
+	c.capsOK = true
 }
 
 // load reads the caller's groups and capabilities from
@@ -373,26 +401,13 @@ func (c *cred) load() {
 					c.groups = append(c.groups, uint32(n))
 				}
 			}
-		case "CapEff", "CapPrm":
-			if len(f) == 1 {
-				n, _ := strconv.ParseUint(string(f[0]), 16, 64)
-				if string(k) == "CapEff" {
-					c.capEff = n
-				} else {
-					c.capPrm = n
-				}
-			}
 		}
 	}
 	if !uidOK || !gidOK {
-		c.groups, c.capEff, c.capPrm = nil, 0, 0
+		c.groups = nil
 		return
 	}
 	c.valid = true
-	var st, self unix.Stat_t
-	if unix.Stat(dir+"/ns/user", &st) == nil && selfUserNS(&self) {
-		c.sameNS = st.Dev == self.Dev && st.Ino == self.Ino
-	}
 }
 
 var (
