@@ -160,10 +160,13 @@
 // request as generic_permission, may_create, may_delete, may_linkat
 // (protected_hardlinks), vfs_rename, may_open, setattr_prepare,
 // notify_change and xattr_permission would. The caller's fsuid and fsgid
-// come with the request; supplementary groups and capabilities are read
-// from /proc/<tid>/status only when a decision depends on them, trusted
-// only while that file still shows the request's ids, and capabilities
-// count only for a process in the daemon's user namespace
+// come with the request; supplementary groups are read from
+// /proc/<tid>/status only when a decision depends on them (trusted only
+// while that file still shows the request's ids), capabilities with
+// capget(2) of the requesting thread only when one would grant what the
+// bits refuse (the status file costs about as much as the GETATTR round
+// trip saved), and they count only for a thread in the daemon's user
+// namespace
 // (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID and
 // CAP_CHOWN each as the kernel uses it: root in a container that dropped
 // one does not have it here either). Where /proc cannot be read the
