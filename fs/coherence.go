@@ -98,6 +98,19 @@ type notice struct {
 // of the name: the kernel may hold a negative entry for it. A name that
 // was removed or replaced only to those that have a node of it.
 func (n *node) peerNotices(name string, added bool) []notice {
+	var out []notice
+	for _, in := range n.peerInodes() {
+		if name != "" && !added && in.GetChild(name) == nil {
+			continue
+		}
+		out = append(out, notice{in: in, name: name})
+	}
+	return out
+}
+
+// peerInodes returns the nodes of n's path in the other views of its
+// folder that the kernel knows.
+func (n *node) peerInodes() []*gofs.Inode {
 	v := n.v
 	peers := v.fs.peers
 	peers.mu.RLock()
@@ -113,7 +126,7 @@ func (n *node) peerNotices(name string, added bool) []notice {
 	// path is n's path relative to the folder root.
 	path := make([]string, 0, len(v.sub)+len(comps))
 	path = append(append(path, v.sub...), comps...)
-	var out []notice
+	var out []*gofs.Inode
 	for _, w := range list {
 		if w == v || w.removed.Load() || len(path) < len(w.sub) || !slices.Equal(path[:len(w.sub)], w.sub) {
 			continue
@@ -127,10 +140,7 @@ func (n *node) peerNotices(name string, added bool) []notice {
 		if in == nil {
 			continue
 		}
-		if name != "" && !added && in.GetChild(name) == nil {
-			continue
-		}
-		out = append(out, notice{in: in, name: name})
+		out = append(out, in)
 	}
 	return out
 }
@@ -189,3 +199,34 @@ func (n *node) entryChanged(name string) { sendNotices(n.peerNotices(name, false
 
 // attrsChanged tells the other views that n's data or attributes changed.
 func (n *node) attrsChanged() { sendNotices(n.peerNotices("", false)) }
+
+// dropChildEntries drops every entry the kernel caches below directory n,
+// in its view and in the other views of the folder: n stopped letting
+// every class search it, so each walk below it must reach the daemon's
+// LOOKUP again (perm.go). The kernel holds n's lock during the SETATTR
+// that calls this, so n's own entries are dropped once the reply has
+// gone (a walk in between may still use one); the other views' at once.
+func (n *node) dropChildEntries() {
+	own := childNotices(n.EmbeddedInode())
+	var peers []notice
+	for _, in := range n.peerInodes() {
+		peers = append(peers, childNotices(in)...)
+	}
+	if len(own) > 0 {
+		go func() {
+			for _, x := range own {
+				x.in.NotifyEntry(x.name)
+			}
+		}()
+	}
+	sendNotices(peers)
+}
+
+// childNotices lists the entries of directory in that the kernel knows.
+func childNotices(in *gofs.Inode) []notice {
+	var out []notice
+	for name := range in.Children() {
+		out = append(out, notice{in: in, name: name})
+	}
+	return out
+}

@@ -106,7 +106,12 @@ func (d *dirStream) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	ch, _ := d.n.child(ctx, &st, out)
+	// The directory's mode now sets the entry's timeout.
+	dst, err := backing.Fstat(fd)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	ch, _ := d.n.child(ctx, dst.Mode, &st, out)
 	return ch, 0
 }
 

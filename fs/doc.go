@@ -110,9 +110,9 @@
 // setxattr, removexattr, rename, unlink, rmdir, fallocate,
 // copy_file_range); rw allows writes, and unlink, rmdir and rename over an
 // existing entry only with RWCanDelete (else EPERM; RENAME_EXCHANGE loses
-// nothing and is allowed); wd allows everything. The mount uses
-// default_permissions, so the kernel checks permission bits against the
-// owner every entry shows: the view's UID/GID, in every attribute reply.
+// nothing and is allowed); wd allows everything. Permission bits are
+// checked against the owner every entry shows: the view's UID/GID, in
+// every attribute reply (see Permissions).
 // Everything created through any view, by any caller (root included), is
 // chowned to StorageUID:StorageGID on storage before the reply, and mode
 // bits are stored as the caller asked (the daemon's umask is undone), less
@@ -135,11 +135,81 @@
 // gets) the storage owner and shows the view's; the daemon chowns it to
 // StorageUID:StorageGID, which changes the ctime and clears set-id bits
 // as a chown does. With RefuseChown a chown to an owner other than the
-// view's own is EPERM. The kernel checks chown permission first
-// (default_permissions): only a caller with CAP_CHOWN gets another owner
-// as far as the daemon. Device nodes cannot be created (EPERM): a device
+// view's own is EPERM. chown permission is checked first, by the
+// kernel's rules (chown_ok, chgrp_ok): only a caller with CAP_CHOWN gets
+// another owner as far as the chown itself. Device nodes cannot be created (EPERM): a device
 // file on shared storage would be usable wherever the volume is mounted
 // without nodev.
+//
+// # Permissions
+//
+// The daemon checks permission bits itself (perm.go lists the rules
+// operation by operation); the mount has no default_permissions. With
+// default_permissions the kernel checks them, but it also re-reads a
+// directory's attributes (a GETATTR round trip) after every create,
+// unlink, mkdir and rmdir in it, because the change invalidated them.
+// Tuning.KernelPermissions (vfolderd's kernel_permissions) mounts that
+// way instead; both answer alike (e2e/perm_matrix_test.go compares each
+// with a native directory).
+//
+// Without default_permissions the kernel asks the daemon at access(2),
+// faccessat(2) and chdir(2) (FUSE_ACCESS); it checks S_IXUGO for the exec
+// of a regular file, the sticky rule of unlink and rename and the type
+// rules of user.* attributes with the attributes it caches, and nothing
+// else (setattr_prepare is passed ATTR_FORCE). So the daemon checks each
+// request as generic_permission, may_create, may_delete, may_linkat
+// (protected_hardlinks), vfs_rename, may_open, setattr_prepare,
+// notify_change and xattr_permission would. The caller's fsuid and fsgid
+// come with the request; supplementary groups are read from
+// /proc/<tid>/status only when a decision depends on them (trusted only
+// while that file still shows the request's ids), capabilities with
+// capget(2) of the requesting thread only when one would grant what the
+// bits refuse (the status file costs about as much as the GETATTR round
+// trip saved), and they count only for a thread in the daemon's user
+// namespace
+// (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID and
+// CAP_CHOWN each as the kernel uses it: root in a container that dropped
+// one does not have it here either). Where /proc cannot be read the
+// caller has no supplementary group and no capability.
+//
+// On a ro view the answers come in the order of a read-only bind mount:
+// EROFS before the permission bits, except for access(W_OK), open for
+// writing without O_TRUNC and truncate(2), which check the bits first,
+// as may_open and vfs_truncate do. The daemon must see O_TRUNC in the
+// OPEN for this and for the write check (FUSE_ATOMIC_O_TRUNC is
+// negotiated). Where mountd binds a ro view read-only, the kernel answers
+// EROFS from the bind's flag before it asks the daemon, also where a
+// native read-only bind says EACCES first (open for writing or
+// truncate(2) without write permission; unlink, rmdir or rename in a
+// directory the caller may not search): a refusal either way.
+//
+// Search permission is checked at LOOKUP, and a walk through entries the
+// kernel caches never reaches the daemon. So an entry is cached (for the
+// entry timeout) only below a directory that every class may search (x
+// for owner, group and other); below any other directory its entry
+// timeout is 0, and every walk revalidates it with a LOOKUP that the
+// daemon checks. The synthetic directories (0700) give their entries
+// timeout 0 and refuse LOOKUP, ACCESS and OPENDIR to callers other than
+// root (or a holder of CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH), so a user
+// of the host cannot walk into the views once root has, except at two
+// levels: the top directories and the session key directories. A
+// superblock is mounted on each session key directory, and the kernel
+// detaches what is mounted below an entry whose revalidation fails, so
+// these LOOKUPs never refuse and their entries are kept: a user of the
+// host can stat <mnt>/sessions/<sid> (learn that the session exists),
+// and is refused by the session superblock's root below it. A chmod
+// through the daemon that takes x from some class drops the kernel's
+// entries below that directory in every view of the folder on the node
+// (in its own view only once the SETATTR reply is out: the kernel holds
+// the directory's lock until then).
+//
+// What stays inexact: a chmod made behind the daemon's back (on storage,
+// by another node) leaves the entries the kernel cached below the
+// directory until their timeout; a refused revalidation drops the
+// kernel's entries below that name for every caller (a cache flush, not
+// a grant); and FIFOs are opened by the kernel without asking the
+// daemon, so their permission bits are not checked (the pipe lives in
+// this node's kernel only).
 //
 // # Kernel caching and the data path
 //
@@ -160,19 +230,22 @@
 // other handles see the new bytes (the kernel invalidates what they
 // cached).
 //
-// Entries are cached for an hour, attributes for a second, and negative
+// Entries are cached for an hour (below directories that every class may
+// search; see Permissions), attributes for a second, and negative
 // entries (a name a view does not have) for a second too
-// (Tuning.NegativeTimeout): a search path walked again and again (python
-// imports, PATH, git, pip, conda) asks the daemon for each missing name
-// once a second at most instead of on every stat or open. A name made
-// through another view on this node appears at once (see below); one made
-// behind the daemon's back (another node, the storage itself) appears
-// within that second, the bound attributes already have there. Only
-// names inside views are cached so: a missing name in the synthetic
-// directories is asked for every time. go-fuse's own NegativeTimeout is
-// not used (it covers every directory): node.Lookup sets the timeout in
-// the entry reply and the raw file system answers such an ENOENT as a
-// negative entry (negativeEntries). Opens keep the page cache (FOPEN_KEEP_CACHE) only when the
+// (Tuning.NegativeTimeout; none below a directory that not every class
+// may search): a search path walked again and again (python imports,
+// PATH, git, pip, conda) asks the daemon for each missing name once a
+// second at most instead of on every stat or open. A name made through
+// another view on this node appears at once (see below); one made behind
+// the daemon's back (another node, the storage itself) appears within
+// that second, the bound attributes already have there. Only names
+// inside views are cached so: a missing name in the synthetic directories
+// is asked for every time. go-fuse's own NegativeTimeout is not used (it
+// covers every directory): node.Lookup sets the timeout in the entry
+// reply and the raw file system answers such an ENOENT as a negative
+// entry (negativeEntries). Opens keep the page cache (FOPEN_KEEP_CACHE)
+// only when the
 // backing file's size, mtime and ctime are what the daemon last reported
 // for the node, which gives close-to-open consistency across views and
 // with writers on other nodes; with auto_inval_data the kernel also drops

@@ -69,6 +69,11 @@ type Tuning struct {
 	// that the per-session superblocks hold on their own. Never set it in
 	// production.
 	ExportSupport bool
+	// KernelPermissions mounts with default_permissions: the kernel
+	// checks permission bits itself, and re-reads a directory's
+	// attributes after every change of its entries. Without it (the
+	// default) the daemon checks them (perm.go).
+	KernelPermissions bool
 	// IoUring asks for FUSE over io_uring: requests arrive as io_uring
 	// completions on per-CPU rings instead of through read(2) of
 	// /dev/fuse, and replies go back with the next ring command instead
@@ -263,13 +268,25 @@ func mount(opts Options, session string) (*FS, error) {
 	}
 
 	tu := opts.Tuning
-	et, at := timeout(tu.EntryTimeout, entryTimeout), timeout(tu.AttrTimeout, attrTimeout)
+	// Entry timeouts are set by the daemon in every entry reply
+	// (FS.entryTimeout): go-fuse would replace a 0 with its option.
+	at := timeout(tu.AttrTimeout, attrTimeout)
 	f.negTimeout = timeout(tu.NegativeTimeout, negativeTimeout)
 	mw := maxWrite
 	if tu.MaxWrite > 0 {
 		mw = tu.MaxWrite
 	}
+	var mountOpts []string
+	if tu.KernelPermissions {
+		mountOpts = []string{"default_permissions"}
+	}
 	var extraCaps uint64
+	if !tu.KernelPermissions {
+		// The daemon must see O_TRUNC in the OPEN to check for write
+		// permission (the kernel's own truncate after the open would
+		// come through the handle, as an ftruncate does).
+		extraCaps |= fuse.CAP_ATOMIC_O_TRUNC
+	}
 	if !tu.NoKillPriv {
 		extraCaps |= fuse.CAP_HANDLE_KILLPRIV_V2
 	}
@@ -283,7 +300,7 @@ func mount(opts Options, session string) (*FS, error) {
 	fopts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther:         true,
-			Options:            []string{"default_permissions"},
+			Options:            mountOpts,
 			FsName:             "vfolder",
 			Name:               "vfolder",
 			MaxWrite:           mw,
@@ -305,7 +322,6 @@ func mount(opts Options, session string) (*FS, error) {
 			EnableIoUring:     tu.IoUring,
 			IoUringQueueDepth: ioUringDepth(tu.IoUringQueueDepth),
 		},
-		EntryTimeout:      &et,
 		AttrTimeout:       &at,
 		NullPermissions:   true,
 		FirstAutomaticIno: firstAutomaticIno,

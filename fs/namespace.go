@@ -41,6 +41,56 @@ func (d *dirNode) OnAdd(ctx context.Context) {
 	}
 }
 
+// Lookup finds a child: a top directory, a key directory or a view root.
+// Unless the kernel checks permissions, the caller needs search permission
+// on the synthetic directory (root only), and the entry is not cached
+// (every walk comes back here), except for the top directories and the
+// key directories of sessions: a session superblock is mounted on each of
+// those, and the kernel detaches what is mounted on an entry whose
+// revalidation fails, so these are never refused, and kept for long.
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	f := d.fs
+	mounts := f.session == "" && (d == f.root || d == f.tops[NSSessions])
+	if !mounts && !f.opts.Tuning.KernelPermissions && !permits(callerOf(ctx), synthMode, 0, 0, mayExec) {
+		return nil, syscall.EACCES
+	}
+	ch := d.GetChild(name)
+	if ch == nil {
+		return nil, syscall.ENOENT
+	}
+	if ga, ok := ch.Operations().(gofs.NodeGetattrer); ok {
+		var a fuse.AttrOut
+		if errno := ga.Getattr(ctx, nil, &a); errno != 0 {
+			return nil, errno
+		}
+		out.Attr = a.Attr
+	}
+	if mounts {
+		out.SetEntryTimeout(timeout(f.opts.Tuning.EntryTimeout, entryTimeout))
+	} else {
+		out.SetEntryTimeout(f.entryTimeout(synthMode))
+	}
+	return ch, 0
+}
+
+// Access answers access(2) and chdir(2): root only.
+func (d *dirNode) Access(ctx context.Context, mask uint32) syscall.Errno {
+	c := callerOf(ctx)
+	c.access = true
+	if !permits(c, synthMode, 0, 0, mask) {
+		return syscall.EACCES
+	}
+	return 0
+}
+
+// Opendir lets root (or a caller with CAP_DAC_READ_SEARCH) list it.
+func (d *dirNode) Opendir(ctx context.Context) syscall.Errno {
+	if !d.fs.opts.Tuning.KernelPermissions && !permits(callerOf(ctx), synthMode, 0, 0, mayRead) {
+		return syscall.EACCES
+	}
+	return 0
+}
+
 func (d *dirNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	d.fill(&out.Attr)
 	return 0

@@ -103,13 +103,8 @@ func (n *node) relPath() ([]string, syscall.Errno) {
 	return rev, 0
 }
 
-// open resolves the node below the view root and opens it with flags.
-func (n *node) open(flags int, mode uint32) (int, syscall.Errno) {
-	fd, _, errno := n.openStat(flags, mode)
-	return fd, errno
-}
-
-// openStat is open that also returns the fstat of the opened object. The
+// openStat resolves the node below the view root, opens it with flags
+// and returns the fstat of the opened object. The
 // object must still be the node's: a path that now names another object,
 // or nothing (changed on storage, or through another view, while the
 // kernel kept its entry) gives ESTALE, on which the kernel looks the path
@@ -150,10 +145,11 @@ func (n *node) openStat(flags int, mode uint32) (int, backing.Stat, syscall.Errn
 	return fd, st, 0
 }
 
-// openDir opens the node, which must be a directory, as an O_PATH
-// descriptor for *at calls on its entries.
-func (n *node) openDir() (int, syscall.Errno) {
-	return n.open(unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+// openDirStat opens the node, which must be a directory, as an O_PATH
+// descriptor for *at calls on its entries, and returns its fstat (the
+// mode the permission checks and entry timeouts use).
+func (n *node) openDirStat() (int, backing.Stat, syscall.Errno) {
+	return n.openStat(unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 }
 
 // openSelf opens the node itself as an O_PATH descriptor that does not
@@ -204,10 +200,14 @@ func (n *node) reopenHandle(flags int) (int, syscall.Errno) {
 // reply. go-fuse may still swap the returned node for one it already has
 // with the same identity (hard links, racing lookups), except for CREATE,
 // which always installs the new one.
-func (n *node) child(ctx context.Context, st *backing.Stat, out *fuse.EntryOut) (*gofs.Inode, *node) {
+//
+// dirMode is n's st_mode, which sets the entry's timeout
+// (FS.entryTimeout).
+func (n *node) child(ctx context.Context, dirMode uint32, st *backing.Stat, out *fuse.EntryOut) (*gofs.Inode, *node) {
 	c, attr := n.v.newNode(st)
 	ch := n.NewInode(ctx, c, attr)
 	n.v.fillAttr(st, &out.Attr)
+	out.SetEntryTimeout(n.v.fs.entryTimeout(dirMode))
 	c.setStamp(st)
 	return ch, c
 }
@@ -254,36 +254,48 @@ func (n *node) removeFile(f *file) {
 	e.mu.Unlock()
 }
 
-// Lookup finds a child by name. A name that does not exist is answered
-// as a negative entry the kernel keeps for the FS's negative timeout
-// (coherence.go tells it of names made through other views).
+// Lookup finds a child by name. The caller needs search permission on
+// the directory (perm.go). A name that does not exist is answered as a
+// negative entry the kernel keeps for the FS's negative timeout
+// (coherence.go tells it of names made through other views), unless the
+// directory does not let every class search it.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if n.v.removed.Load() {
 		return nil, syscall.ENOENT
 	}
-	if len(name) > backing.NameMax {
-		return nil, syscall.ENAMETOOLONG
-	}
-	dirfd, errno := n.openDir()
+	dirfd, dst, errno := n.openDirStat()
 	if errno != 0 {
 		return nil, errno
 	}
 	defer unix.Close(dirfd)
-	ch, errno := n.lookupAt(ctx, dirfd, name, out)
-	if errno == syscall.ENOENT {
-		out.SetEntryTimeout(n.v.fs.negTimeout)
+	if n.v.checks() {
+		if errno := n.v.may(callerOf(ctx), dst.Mode, mayExec); errno != 0 {
+			return nil, errno
+		}
 	}
-	return ch, errno
-}
-
-// lookupAt looks name up in the open directory dirfd of node n.
-func (n *node) lookupAt(ctx context.Context, dirfd int, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if len(name) > backing.NameMax {
+		return nil, syscall.ENAMETOOLONG
+	}
 	st, err := backing.Lstat(dirfd, name)
 	if err != nil {
-		return nil, toErrno(err)
+		errno := toErrno(err)
+		if errno == syscall.ENOENT {
+			out.SetEntryTimeout(n.v.fs.negEntryTimeout(dst.Mode))
+		}
+		return nil, errno
 	}
-	ch, _ := n.child(ctx, &st, out)
+	ch, _ := n.child(ctx, dst.Mode, &st, out)
 	return ch, 0
+}
+
+// Access answers access(2), faccessat(2) and chdir(2) (perm.go).
+func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
+	fd, st, errno := n.openSelf()
+	if errno != 0 {
+		return errno
+	}
+	unix.Close(fd)
+	return n.v.accessCheck(ctx, &st, mask)
 }
 
 // Getattr reports the node's attributes, through an open handle when

@@ -32,11 +32,16 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if errno := checkNewName(name); errno != 0 {
 		return nil, nil, 0, errno
 	}
-	dirfd, errno := n.openDir()
+	dirfd, dst, errno := n.openDirStat()
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
 	defer unix.Close(dirfd)
+	if v.checks() {
+		if errno := mayCreate(callerOf(ctx), dst.Mode, v.spec.UID, v.spec.GID); errno != 0 {
+			return nil, nil, 0, errno
+		}
+	}
 	bflags := int(flags)&openPassFlags | unix.O_NOFOLLOW | unix.O_CLOEXEC
 
 	// quota: a new file is one inode, and its directory may grow.
@@ -44,7 +49,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if errno == syscall.EDQUOT && flags&unix.O_EXCL == 0 {
 		// No room for a new file; an existing one opens without any.
 		if _, err := backing.Lstat(dirfd, name); err == nil {
-			return n.openExisting(ctx, dirfd, name, flags, bflags, hint, out)
+			return n.openExisting(ctx, dirfd, dst.Mode, name, flags, bflags, hint, out)
 		}
 	}
 	if errno != 0 {
@@ -53,7 +58,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	fd, err := unix.Openat(dirfd, name, bflags|unix.O_CREAT|unix.O_EXCL, storedPerm(unix.S_IFREG, mode))
 	if err == unix.EEXIST && flags&unix.O_EXCL == 0 {
 		v.cancelCreate(&cr, dirfd)
-		return n.openExisting(ctx, dirfd, name, flags, bflags, hint, out)
+		return n.openExisting(ctx, dirfd, dst.Mode, name, flags, bflags, hint, out)
 	}
 	if err != nil {
 		v.cancelCreate(&cr, dirfd)
@@ -67,7 +72,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, errno
 	}
 	v.commitCreate(&cr, &st, dirfd)
-	ch, c := n.child(ctx, &st, out)
+	ch, c := n.child(ctx, dst.Mode, &st, out)
 	f, errno := c.newHandle(fd, bflags, &st, hint, false)
 	if errno != 0 {
 		return nil, nil, 0, errno
@@ -78,7 +83,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 
 // openExisting opens a file that CREATE found already there (made through
 // another view or on storage since the kernel's lookup).
-func (n *node) openExisting(ctx context.Context, dirfd int, name string, flags uint32, bflags int, hint string, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+func (n *node) openExisting(ctx context.Context, dirfd int, dirMode uint32, name string, flags uint32, bflags int, hint string, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	fd, err := unix.Openat(dirfd, name, bflags, 0)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
@@ -88,11 +93,13 @@ func (n *node) openExisting(ctx context.Context, dirfd int, name string, flags u
 		unix.Close(fd)
 		return nil, nil, 0, toErrno(err)
 	}
-	if !n.v.accessOK(ctx, &st, bflags&unix.O_ACCMODE) {
+	// The kernel checked the directory only: the file is checked here,
+	// whoever checks permissions otherwise.
+	if errno := n.v.may(callerOf(ctx), st.Mode, openMask(flags)); errno != 0 {
 		unix.Close(fd)
-		return nil, nil, 0, syscall.EACCES
+		return nil, nil, 0, errno
 	}
-	ch, c := n.child(ctx, &st, out)
+	ch, c := n.child(ctx, dirMode, &st, out)
 	fh, fuseFlags, errno := c.finishOpen(ctx, fd, &st, bflags, flags&unix.O_TRUNC != 0, hint)
 	if errno != 0 {
 		return nil, nil, 0, errno
@@ -154,6 +161,17 @@ func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 		if errno := n.v.mutable(); errno != 0 {
 			return nil, errno
 		}
+		if n.v.checks() {
+			// vfs_mknod checks the directory before CAP_MKNOD.
+			dirfd, dst, errno := n.openDirStat()
+			if errno != 0 {
+				return nil, errno
+			}
+			unix.Close(dirfd)
+			if errno := mayCreate(callerOf(ctx), dst.Mode, n.v.spec.UID, n.v.spec.GID); errno != 0 {
+				return nil, errno
+			}
+		}
 		return nil, syscall.EPERM
 	default:
 		return nil, syscall.EINVAL
@@ -176,11 +194,16 @@ func (n *node) createEntry(ctx context.Context, name string, typ, mode, rdev uin
 	if errno := checkNewName(name); errno != 0 {
 		return nil, errno
 	}
-	dirfd, errno := n.openDir()
+	dirfd, dst, errno := n.openDirStat()
 	if errno != 0 {
 		return nil, errno
 	}
 	defer unix.Close(dirfd)
+	if v.checks() {
+		if errno := mayCreate(callerOf(ctx), dst.Mode, v.spec.UID, v.spec.GID); errno != 0 {
+			return nil, errno
+		}
+	}
 
 	bytes := int64(0)
 	if typ == unix.S_IFLNK {
@@ -198,7 +221,7 @@ func (n *node) createEntry(ctx context.Context, name string, typ, mode, rdev uin
 		return nil, errno
 	}
 	v.commitCreate(&cr, &st, dirfd)
-	ch, _ := n.child(ctx, &st, out)
+	ch, _ := n.child(ctx, dst.Mode, &st, out)
 	n.entryAdded(name)
 	return ch, 0
 }
@@ -242,11 +265,16 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	if errno := v.mutable(); errno != 0 {
 		return nil, nil, 0, errno
 	}
-	dirfd, errno := n.openDir()
+	dirfd, dst, errno := n.openDirStat()
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
 	defer unix.Close(dirfd)
+	if v.checks() {
+		if errno := mayCreate(callerOf(ctx), dst.Mode, v.spec.UID, v.spec.GID); errno != 0 {
+			return nil, nil, 0, errno
+		}
+	}
 	bflags := int(flags)&(openPassFlags|unix.O_EXCL) | unix.O_CLOEXEC
 	// quota: a new file is one inode.
 	ir, errno := v.reserveInode(quota.KindFile, 0, "")
@@ -287,16 +315,25 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if errno := checkNewName(name); errno != 0 {
 		return nil, errno
 	}
-	dirfd, errno := n.openDir()
+	dirfd, dst, errno := n.openDirStat()
 	if errno != 0 {
 		return nil, errno
 	}
 	defer unix.Close(dirfd)
-	tfd, _, errno := t.openSelf()
+	tfd, tst, errno := t.openSelf()
 	if errno != 0 {
 		return nil, errno
 	}
 	defer unix.Close(tfd)
+	if n.v.checks() {
+		c, v := callerOf(ctx), n.v
+		if errno := mayLink(c, tst.Mode, v.spec.UID, v.spec.GID); errno != 0 {
+			return nil, errno
+		}
+		if errno := mayCreate(c, dst.Mode, v.spec.UID, v.spec.GID); errno != 0 {
+			return nil, errno
+		}
+	}
 	// quota: a link adds no bytes of its own (each inode counts once, and
 	// links across views, so across folders and scopes, are refused
 	// above), but its directory may grow.
@@ -313,31 +350,42 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	ch, _ := n.child(ctx, &st, out)
+	ch, _ := n.child(ctx, dst.Mode, &st, out)
 	n.entryAdded(name)
 	return ch, 0
 }
 
 // Unlink removes a non-directory: wd, or rw with RWCanDelete.
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	return n.remove(name, 0)
+	return n.remove(ctx, name, 0)
 }
 
 // Rmdir removes an empty directory: wd, or rw with RWCanDelete.
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	return n.remove(name, unix.AT_REMOVEDIR)
+	return n.remove(ctx, name, unix.AT_REMOVEDIR)
 }
 
-func (n *node) remove(name string, flags int) syscall.Errno {
+func (n *node) remove(ctx context.Context, name string, flags int) syscall.Errno {
 	v := n.v
-	if errno := v.deletable(); errno != 0 {
+	// A ro view answers EROFS first; the view's delete right comes after
+	// the permission bits, as it did after the kernel's own checks.
+	if errno := v.mutable(); errno != 0 {
 		return errno
 	}
-	dirfd, errno := n.openDir()
+	dirfd, dst, errno := n.openDirStat()
 	if errno != 0 {
 		return errno
 	}
 	defer unix.Close(dirfd)
+	if v.checks() {
+		// Every entry of a view shows the view's owner.
+		if errno := mayDelete(callerOf(ctx), dst.Mode, v.spec.UID, v.spec.GID, v.spec.UID); errno != 0 {
+			return errno
+		}
+	}
+	if errno := v.deletable(); errno != 0 {
+		return errno
+	}
 	victim, errno := n.openVictim(dirfd, name)
 	if errno != 0 {
 		return errno
@@ -427,17 +475,22 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if flags&^uint32(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return syscall.EINVAL
 	}
-	sdir, errno := n.openDir()
+	sdir, sst, errno := n.openDirStat()
 	if errno != 0 {
 		return errno
 	}
 	defer unix.Close(sdir)
-	ddir := sdir
+	ddir, dst := sdir, sst
 	if np != n {
-		if ddir, errno = np.openDir(); errno != 0 {
+		if ddir, dst, errno = np.openDirStat(); errno != 0 {
 			return errno
 		}
 		defer unix.Close(ddir)
+	}
+	if v.checks() {
+		if errno := v.mayRename(callerOf(ctx), &sst, &dst, sdir, name, ddir, newName, np != n, flags); errno != 0 {
+			return errno
+		}
 	}
 
 	exchange := flags&unix.RENAME_EXCHANGE != 0
@@ -513,5 +566,43 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	if errno != 0 {
 		return nil, 0, errno
 	}
+	if n.v.checks() {
+		if errno := n.v.may(callerOf(ctx), st.Mode, mayRead); errno != 0 {
+			unix.Close(fd)
+			return nil, 0, errno
+		}
+	}
 	return &dirStream{n: n, fd: fd, dev: st.Dev}, 0, 0
+}
+
+// mayRename is vfs_rename's permission part (perm.go): the source as
+// removed from its directory, the target as removed (an entry there) or
+// created, and a directory moving to another directory needs w on itself
+// (its ".." changes), as does an exchanged one.
+func (v *view) mayRename(c prober, sst, dst *backing.Stat, sdir int, name string, ddir int, newName string, moves bool, flags uint32) syscall.Errno {
+	uid, gid := v.spec.UID, v.spec.GID
+	if errno := mayDelete(c, sst.Mode, uid, gid, uid); errno != 0 {
+		return errno
+	}
+	src, err := backing.Lstat(sdir, name)
+	if err != nil {
+		return toErrno(err)
+	}
+	tgt, terr := backing.Lstat(ddir, newName)
+	if terr == nil {
+		if errno := mayDelete(c, dst.Mode, uid, gid, uid); errno != 0 {
+			return errno
+		}
+	} else if errno := mayCreate(c, dst.Mode, uid, gid); errno != 0 {
+		return errno
+	}
+	if moves {
+		if src.Type() == unix.S_IFDIR && !permits(c, src.Mode, uid, gid, mayWrite) {
+			return syscall.EACCES
+		}
+		if flags&unix.RENAME_EXCHANGE != 0 && terr == nil && tgt.Type() == unix.S_IFDIR && !permits(c, tgt.Mode, uid, gid, mayWrite) {
+			return syscall.EACCES
+		}
+	}
+	return 0
 }

@@ -19,13 +19,32 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, errClosed
 	}
 	trunc := flags&unix.O_TRUNC != 0
-	if (int(flags)&unix.O_ACCMODE != unix.O_RDONLY || trunc) && v.readOnly() {
+	write := int(flags)&unix.O_ACCMODE != unix.O_RDONLY || trunc
+	if write && v.readOnly() {
+		if v.checks() && !trunc {
+			// As on a read-only bind mount, permission comes before
+			// EROFS (O_TRUNC asks for the write first).
+			fd, st, errno := n.openSelf()
+			if errno != 0 {
+				return nil, 0, errno
+			}
+			unix.Close(fd)
+			if errno := v.may(callerOf(ctx), st.Mode, openMask(flags)); errno != 0 {
+				return nil, 0, errno
+			}
+		}
 		return nil, 0, syscall.EROFS
 	}
 	bflags := int(flags)&openPassFlags | unix.O_NOFOLLOW
 	fd, st, errno := n.openStat(bflags, 0)
 	if errno != 0 {
 		return nil, 0, errno
+	}
+	if v.checks() {
+		if errno := v.may(callerOf(ctx), st.Mode, openMask(flags)); errno != 0 {
+			unix.Close(fd)
+			return nil, 0, errno
+		}
 	}
 	hint := ""
 	if bflags&unix.O_ACCMODE != unix.O_RDONLY || trunc {
@@ -125,20 +144,47 @@ func (n *node) truncateOpen(ctx context.Context, f *file, st *backing.Stat, hint
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	v := n.v
 	// Every SETATTR is a change request, also one that carries no
-	// attribute (chown(-1, -1)): a read-only view refuses them all.
+	// attribute (chown(-1, -1)): a read-only view refuses them all;
+	// truncate(2) checks write permission first.
 	if errno := v.mutable(); errno != 0 {
+		if _, ok := in.GetSize(); ok && errno == syscall.EROFS && v.checks() {
+			if fd, st, e := n.openSelf(); e == 0 {
+				unix.Close(fd)
+				if st.Type() == unix.S_IFREG && in.Valid&fuse.FATTR_FH == 0 {
+					if e := v.may(callerOf(ctx), st.Mode, mayWrite); e != 0 {
+						return e
+					}
+				}
+			}
+		}
 		return errno
 	}
 	uid, setUID := in.GetUID()
 	gid, setGID := in.GetGID()
-	if v.spec.RefuseChown && (setUID && uid != v.spec.UID || setGID && gid != v.spec.GID) {
-		return syscall.EPERM
-	}
 	fd, st, errno := n.openSelf()
 	if errno != 0 {
 		return errno
 	}
 	defer unix.Close(fd)
+	mode, setMode := in.GetMode()
+	if v.checks() {
+		c := callerOf(ctx)
+		if mode, errno = setattrCheck(c, st.Mode, v.spec.UID, v.spec.GID, in); errno != 0 {
+			return errno
+		}
+		if _, ok := in.GetSize(); ok && in.Valid&fuse.FATTR_FH != 0 {
+			// ftruncate(2) needs a handle open for writing; a size
+			// through any other handle is checked as truncate(2).
+			if f, isFile := fh.(*file); !isFile || !f.writable() {
+				if errno := v.may(c, st.Mode, mayWrite); errno != 0 {
+					return errno
+				}
+			}
+		}
+	}
+	if v.spec.RefuseChown && (setUID && uid != v.spec.UID || setGID && gid != v.spec.GID) {
+		return syscall.EPERM
+	}
 	isLink := st.Type() == unix.S_IFLNK
 
 	// A request with no attribute at all is chown(-1, -1), which also
@@ -153,7 +199,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		}
 	}
 	size, setSize := in.GetSize()
-	if mode, ok := in.GetMode(); ok {
+	if setMode {
 		if isLink {
 			return syscall.EOPNOTSUPP
 		}
@@ -198,6 +244,11 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	v.fillAttr(&after, &out.Attr)
 	n.setStamp(&after)
 	n.attrsChanged()
+	if after.Type() == unix.S_IFDIR && allSearch(st.Mode) && !allSearch(after.Mode) {
+		// The entries below were cached for long: a walk through them
+		// must come back to the daemon now.
+		n.dropChildEntries()
+	}
 	return 0
 }
 
@@ -332,32 +383,4 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 		return 0, toErrno(err)
 	}
 	return uint32(c), 0
-}
-
-// accessOK is the permission check for opening an existing file found by
-// CREATE (the kernel checked only the directory): the caller against the
-// mode bits and the owner the view shows. Supplementary groups are not
-// known here.
-func (v *view) accessOK(ctx context.Context, st *backing.Stat, accmode int) bool {
-	c, ok := fuse.FromContext(ctx)
-	if !ok || c.Uid == 0 {
-		return true
-	}
-	var need uint32
-	switch accmode {
-	case unix.O_RDONLY:
-		need = 4
-	case unix.O_WRONLY:
-		need = 2
-	default:
-		need = 6
-	}
-	perm := st.Mode & 0o7
-	switch {
-	case c.Uid == v.spec.UID:
-		perm = st.Mode >> 6 & 0o7
-	case c.Gid == v.spec.GID:
-		perm = st.Mode >> 3 & 0o7
-	}
-	return perm&need == need
 }

@@ -35,11 +35,16 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if !strings.HasPrefix(attr, xattrPrefix) {
 		return 0, syscall.ENODATA
 	}
-	fd, p, _, errno := n.xattrTarget()
+	fd, p, st, errno := n.xattrTarget()
 	if errno != 0 {
 		return 0, errno
 	}
 	defer unix.Close(fd)
+	if n.v.checks() {
+		if errno := xattrCheck(callerOf(ctx), st.Mode, n.v.spec.UID, n.v.spec.GID, mayRead); errno != 0 {
+			return 0, errno
+		}
+	}
 	sz, err := unix.Getxattr(p, attr, dest)
 	if err == unix.ERANGE {
 		// Tell the kernel the size it needs.
@@ -56,7 +61,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 // mutableXattrTarget checks that attr may be changed through this view
 // (a writable view, the user. namespace, an object that can carry user.
 // attributes) and opens its target like xattrTarget.
-func (n *node) mutableXattrTarget(attr string) (int, string, backing.Stat, syscall.Errno) {
+func (n *node) mutableXattrTarget(ctx context.Context, attr string) (int, string, backing.Stat, syscall.Errno) {
 	if errno := n.v.mutable(); errno != 0 {
 		return -1, "", backing.Stat{}, errno
 	}
@@ -67,6 +72,12 @@ func (n *node) mutableXattrTarget(attr string) (int, string, backing.Stat, sysca
 	if errno == syscall.ENODATA {
 		return -1, "", st, syscall.EPERM
 	}
+	if errno == 0 && n.v.checks() {
+		if errno = xattrCheck(callerOf(ctx), st.Mode, n.v.spec.UID, n.v.spec.GID, mayWrite); errno != 0 {
+			unix.Close(fd)
+			return -1, "", st, errno
+		}
+	}
 	return fd, p, st, errno
 }
 
@@ -75,7 +86,7 @@ func (n *node) mutableXattrTarget(attr string) (int, string, backing.Stat, sysca
 // (EDQUOT, nothing written, when there is no room for it), the object's
 // attribute bytes are settled after.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	fd, p, st, errno := n.mutableXattrTarget(attr)
+	fd, p, st, errno := n.mutableXattrTarget(ctx, attr)
 	if errno != 0 {
 		return errno
 	}
@@ -92,7 +103,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 
 // Removexattr removes a user.* attribute.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	fd, p, st, errno := n.mutableXattrTarget(attr)
+	fd, p, st, errno := n.mutableXattrTarget(ctx, attr)
 	if errno != 0 {
 		return errno
 	}

@@ -248,6 +248,7 @@ func newApp(run func(ctx context.Context, cfg *config.Config) error) *cli.App {
 			&cli.StringFlag{Name: "mount-point", EnvVars: env("MOUNT_POINT"), Usage: "`DIR` of the FUSE namespace", DefaultText: config.DefaultMountPoint},
 			&cli.BoolFlag{Name: "no-fuse", EnvVars: env("NO_FUSE"), Usage: "do not mount the FUSE namespace: serve the API without views (config: fuse = false)"},
 			&cli.BoolFlag{Name: "fuse-io-uring", EnvVars: env("FUSE_IO_URING"), Usage: "receive FUSE requests over io_uring (Linux 6.14+, fuse module parameter enable_uring=Y; falls back to /dev/fuse) (config: fuse_io_uring)"},
+			&cli.BoolFlag{Name: "kernel-permissions", EnvVars: env("KERNEL_PERMISSIONS"), Usage: "mount with default_permissions: the kernel checks permission bits in views instead of the daemon (config: kernel_permissions)"},
 			&cli.StringFlag{Name: "sessions-dir", EnvVars: env("SESSIONS_DIR"), Usage: "`DIR` where published sessions are mounted for containers", DefaultText: config.DefaultSessionsDir},
 			&cli.BoolFlag{Name: "force-stop", EnvVars: env("FORCE_STOP"), Usage: "stop on the first SIGTERM even while sessions are published (config: force_stop)"},
 			&cli.StringFlag{Name: "log-level", EnvVars: env("LOG_LEVEL"), Usage: "`LEVEL`: trace, debug, info, warn, error", DefaultText: config.DefaultLogLevel},
@@ -314,6 +315,9 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	str("sessions-dir", &cfg.SessionsDir)
 	if c.IsSet("force-stop") {
 		cfg.ForceStop = c.Bool("force-stop")
+	}
+	if c.IsSet("kernel-permissions") {
+		cfg.KernelPermissions = c.Bool("kernel-permissions")
 	}
 	if c.IsSet("no-fuse") {
 		cfg.FUSE = !c.Bool("no-fuse")

@@ -48,7 +48,7 @@ func mountViews(cfg *config.Config, ledger *quota.Manager, log zerolog.Logger) (
 		Logger:     log,
 		Debug:      cfg.Level() <= zerolog.TraceLevel,
 		Quota:      ledger,
-		Tuning:     fs.Tuning{IoUring: cfg.FUSEIoUring},
+		Tuning:     fs.Tuning{IoUring: cfg.FUSEIoUring, KernelPermissions: cfg.KernelPermissions},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mounting the FUSE namespace at %s: %w (or %s)", mnt, err, disable)

@@ -106,3 +106,36 @@ func TestWaitForStop(t *testing.T) {
 		t.Errorf("server stop: %v", err)
 	}
 }
+
+// TestKernelPermissionsFlag: the daemon checks permissions by default;
+// kernel_permissions and --kernel-permissions hand them to the kernel.
+func TestKernelPermissionsFlag(t *testing.T) {
+	dir := t.TempDir()
+	vol := filepath.Join(dir, "vol")
+	if err := os.Mkdir(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(conf, []byte("kernel_permissions = true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got *config.Config
+	app := newApp(func(_ context.Context, cfg *config.Config) error { got = cfg; return nil })
+	base := []string{"vfolderd", "--volume", "a=" + vol, "--state-dir", filepath.Join(dir, "st")}
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"--kernel-permissions"}, true},
+		{[]string{"--config", conf}, true},
+		{[]string{"--config", conf, "--kernel-permissions=false"}, false},
+	} {
+		if err := app.Run(append(append([]string{}, base...), tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		if got.KernelPermissions != tc.want {
+			t.Errorf("%v: kernel_permissions %v, want %v", tc.args, got.KernelPermissions, tc.want)
+		}
+	}
+}

@@ -84,6 +84,13 @@ var ablations = []*ablation{
 		apply:     func(o *vfs.Options) { o.Tuning.NoReaddirPlus = true },
 	},
 	{
+		id: "kernelperms", base: cfgVfolderRW,
+		workloads: []string{"create", "unlink", "untar", "untar-chown", "rm", "find", "statstorm"},
+		off:       "Tuning.KernelPermissions: the kernel checks permission bits (default_permissions) instead of the daemon",
+		does:      "the daemon checks permission bits itself, so the mount needs no default_permissions, under which the kernel re-reads a directory's attributes (a GETATTR round trip) after every create, unlink, mkdir and rmdir in it before the next permission check.",
+		apply:     func(o *vfs.Options) { o.Tuning.KernelPermissions = true },
+	},
+	{
 		id: "readahead", base: cfgVfolderRW,
 		workloads: []string{"seqread-cold"},
 		off:       "ReadAheadKB = -1: the kernel's default read-ahead window (128 KiB) instead of 1 MiB",

@@ -770,7 +770,7 @@ func TestQuickAblate(t *testing.T) {
 		}
 	}
 	want := []string{"-maxwrite seqwrite-new", "-killpriv seqwrite-new", "-directwrite seqwrite-new",
-		"-timeouts find", "-readdirplus find"}
+		"-timeouts find", "-readdirplus find", "-kernelperms find"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("ablation rows %q, want %q", got, want)
 	}
@@ -803,7 +803,7 @@ func TestSelectAblations(t *testing.T) {
 	for _, a := range run {
 		ids = append(ids, a.id)
 	}
-	if strings.Join(ids, ",") != "maxwrite,timeouts,readdirplus,readahead,passthrough" {
+	if strings.Join(ids, ",") != "maxwrite,timeouts,readdirplus,kernelperms,readahead,passthrough" {
 		t.Errorf("ablations for seqread-cold,find: %v", ids)
 	}
 	if len(skipped) != 4 {

@@ -139,6 +139,11 @@ type Config struct {
 	// with the fuse module parameter enable_uring=Y); without it, or if
 	// the kernel refuses, requests go through /dev/fuse. Default false.
 	FUSEIoUring bool
+	// KernelPermissions mounts the FUSE namespace with the kernel's
+	// default_permissions: the kernel checks permission bits instead of
+	// the daemon (slower: a GETATTR of the directory after every change
+	// of its entries). Default false.
+	KernelPermissions bool
 	// LogLevel is a zerolog level name.
 	LogLevel string
 	// AutoCreateScopes creates an owner's quota scope on first folder
@@ -275,6 +280,7 @@ type file struct {
 	ForceStop         *bool                 `toml:"force_stop"`
 	FUSE              *bool                 `toml:"fuse"`
 	FUSEIoUring       *bool                 `toml:"fuse_io_uring"`
+	KernelPermissions *bool                 `toml:"kernel_permissions"`
 	LogLevel          *string               `toml:"log_level"`
 	AutoCreateScopes  *bool                 `toml:"auto_create_scopes"`
 	DefaultScopeLimit *size                 `toml:"default_scope_limit"`
@@ -478,6 +484,7 @@ func (c *Config) merge(text string) error {
 	setIf(&c.SessionsDir, f.SessionsDir)
 	setIf(&c.TokenKeyFile, f.TokenKeyFile)
 	setIf(&c.ForceStop, f.ForceStop)
+	setIf(&c.KernelPermissions, f.KernelPermissions)
 	setIf(&c.FUSE, f.FUSE)
 	setIf(&c.FUSEIoUring, f.FUSEIoUring)
 	setIf(&c.LogLevel, f.LogLevel)
