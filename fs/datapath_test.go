@@ -25,6 +25,7 @@ import (
 type opCounter struct {
 	mu        sync.Mutex
 	ops       map[string]int
+	lookups   map[string]int // LOOKUP requests by name
 	readBytes int64
 	init      string
 }
@@ -34,6 +35,9 @@ type opCounter struct {
 var (
 	rxOp   = regexp.MustCompile(`rx \d+: ([A-Z_]+) `)
 	rxRead = regexp.MustCompile(`rx \d+: READ n\d+ \{Fh \d+ \[\d+ \+(\d+)\)`)
+	// rxLookup matches a LOOKUP and its name ("LOOKUP n1  \"d\"  p42",
+	// the quotes escaped in the JSON log line).
+	rxLookup = regexp.MustCompile(`rx \d+: LOOKUP n\d+ +\\?"([^"\\]*)\\?"`)
 )
 
 func (c *opCounter) Write(p []byte) (int, error) {
@@ -42,6 +46,12 @@ func (c *opCounter) Write(p []byte) (int, error) {
 	for _, line := range strings.Split(string(p), "\n") {
 		if m := rxOp.FindStringSubmatch(line); m != nil {
 			c.ops[m[1]]++
+		}
+		if m := rxLookup.FindStringSubmatch(line); m != nil {
+			if c.lookups == nil {
+				c.lookups = map[string]int{}
+			}
+			c.lookups[m[1]]++
 		}
 		if m := rxRead.FindStringSubmatch(line); m != nil {
 			n, _ := strconv.ParseInt(m[1], 10, 64)
@@ -52,6 +62,17 @@ func (c *opCounter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// countLookups is the number of LOOKUP requests of any of names.
+func (c *opCounter) countLookups(names ...string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, name := range names {
+		n += c.lookups[name]
+	}
+	return n
 }
 
 // bytesRead is the sum of the lengths of the READ requests seen.
