@@ -270,10 +270,22 @@ func (c *vfolderConfig) setup(ctx context.Context, e *env) (string, error) {
 	if err := s.fs.AddView(spec); err != nil {
 		return "", fmt.Errorf("add %s view: %w", c.mode, err)
 	}
-	path := filepath.Join(s.mnt, vfs.NSSessions, vfSession, c.view)
+	view := filepath.Join(s.mnt, vfs.NSSessions, vfSession, c.view)
 	// Session views are served by a FUSE mount of their own (package fs),
 	// closed with s.fs.
-	e.mounts.addConn(fuseMinor(path))
+	e.mounts.addConn(fuseMinor(view))
+	// The workloads run in a bind mount of the view, as a container sees
+	// it (mountd binds each view): a path walk starts at the view's root
+	// and never passes the root-only synthetic directories above it,
+	// whose names the daemon has the kernel look up on every walk.
+	path := filepath.Join(e.work, "view-"+c.cfg)
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return "", err
+	}
+	if err := unix.Mount(view, path, "", unix.MS_BIND, ""); err != nil {
+		return "", fmt.Errorf("bind the %s view: %w", c.mode, err)
+	}
+	e.mounts.add(c.cfg+" view (bind)", path, 0, func() error { return unmountRetry(path) })
 	c.ra = readAheadKB(path)
 	if c.uring {
 		// The kernel may refuse io_uring and the mount then serves
@@ -381,7 +393,7 @@ func readAheadKB(mnt string) string {
 }
 
 func (c *vfolderConfig) describe() string {
-	view := vfs.NSSessions + "/" + vfSession + "/" + c.view
+	view := vfs.NSSessions + "/" + vfSession + "/" + c.view + " (used through a bind mount of it, as mountd binds views into containers)"
 	ids := fmt.Sprintf(", storage uid/gid %d, view uid/gid %d", vfStorageUID, vfViewUID)
 	var s string
 	switch {
