@@ -69,7 +69,12 @@ func dtOpenDir(t *testing.T) string {
 // root-only). Cleanup unmounts it before the daemon stops.
 func dtBind(t *testing.T, dir, src string) string {
 	t.Helper()
-	dst := filepath.Join(dir, "bind-"+filepath.Base(src))
+	return bindAt(t, src, filepath.Join(dir, "bind-"+filepath.Base(src)))
+}
+
+// bindAt bind-mounts src on a new directory dst; Cleanup unmounts it.
+func bindAt(t *testing.T, src, dst string) string {
+	t.Helper()
 	if err := os.Mkdir(dst, 0o755); err != nil {
 		t.Fatal(err)
 	}

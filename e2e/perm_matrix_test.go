@@ -779,20 +779,7 @@ func permMatrixOn(t *testing.T, m permMount) {
 // permBindRO bind-mounts src read-only on dir/name; Cleanup unmounts it.
 func permBindRO(t *testing.T, dir, src, name string) string {
 	t.Helper()
-	dst := filepath.Join(dir, name)
-	if err := os.Mkdir(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	failOnMountsLeft(t, dst)
-	if err := syscall.Mount(src, dst, "", syscall.MS_BIND, ""); err != nil {
-		t.Fatalf("bind %s: %v", src, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dst, 0); err != nil {
-			t.Errorf("unmount %s: %v", dst, err)
-			syscall.Unmount(dst, syscall.MNT_DETACH)
-		}
-	})
+	dst := bindAt(t, src, filepath.Join(dir, name))
 	if err := syscall.Mount("", dst, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
 		t.Fatalf("remount %s ro: %v", dst, err)
 	}

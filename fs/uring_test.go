@@ -6,12 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/vfolder/vfolder/internal/testutil"
 	"github.com/vfolder/vfolder/meta"
 )
 
@@ -152,7 +152,7 @@ func TestFsIoUring(t *testing.T) {
 // for io_uring still works, through /dev/fuse, and says why in the log.
 func TestFsIoUringRefused(t *testing.T) {
 	uringParamFor(t, "N")
-	var logBuf lockedBuffer
+	var logBuf testutil.SyncBuffer
 	f, dir := testMountWith(t, func(o *Options) {
 		o.Tuning.IoUring = true
 		o.Logger = zerolog.New(&logBuf)
@@ -178,22 +178,4 @@ func TestFsIoUringRefused(t *testing.T) {
 	if !strings.Contains(logBuf.String(), "not in use") {
 		t.Errorf("no warning logged: %s", logBuf.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

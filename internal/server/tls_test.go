@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/vfolder/vfolder/api"
 	"github.com/vfolder/vfolder/internal/pki"
 	"github.com/vfolder/vfolder/internal/service"
+	"github.com/vfolder/vfolder/internal/testutil"
 	"github.com/vfolder/vfolder/meta"
 )
 
@@ -31,25 +30,7 @@ type tlsFixture struct {
 	roots           *x509.CertPool
 	admin, intruder tls.Certificate
 	srv             *Server
-	log             *lockedBuffer
-}
-
-// lockedBuffer is a log sink the server's goroutines write to.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log             *testutil.SyncBuffer
 }
 
 // startTLS starts the fixture; opts change the server's options.
@@ -73,7 +54,7 @@ func startTLS(t *testing.T, opts ...func(*Options)) *tlsFixture {
 	}
 	store := meta.NewMemory()
 	svc := service.New(store, service.Options{StorageUID: os.Geteuid(), StorageGID: os.Getegid(), Log: zerolog.Nop()})
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	o := Options{AdminGID: -1, Version: "test", Log: zerolog.New(logs).Level(zerolog.DebugLevel)}
 	for _, f := range opts {
 		f(&o)
