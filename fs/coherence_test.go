@@ -137,11 +137,7 @@ func TestFsCoherence(t *testing.T) {
 // timeout, and the open keeps the cache because the file did not change.
 // A change of the file drops it.
 func TestFsPageCacheKept(t *testing.T) {
-	ops := &opCounter{ops: map[string]int{}}
-	f, dir := testMountWith(t, func(o *Options) {
-		o.Debug = true
-		o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
-	})
+	f, dir, ops := tracedMount(t, nil)
 	s := testFolder(t, dir, 1, "rw")
 	s.Mode = meta.PermRW
 	if err := f.AddView(s); err != nil {
@@ -261,12 +257,7 @@ func testFsPeerNotify(t *testing.T, ns, key string) {
 // through the first and through the second session's superblock. A name
 // made on storage stays hidden behind the negative entry.
 func TestFsNegativeNotified(t *testing.T) {
-	ops := &opCounter{ops: map[string]int{}}
-	f, dir := testMountWith(t, func(o *Options) {
-		o.Tuning.NegativeTimeout = time.Hour
-		o.Debug = true
-		o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
-	})
+	f, dir, ops := tracedMount(t, func(o *Options) { o.Tuning.NegativeTimeout = time.Hour })
 	a := testFolder(t, dir, 1, "a")
 	b := a
 	b.Name, b.Mode = "b", meta.PermRO
@@ -395,12 +386,7 @@ func TestFsNegativeTimeout(t *testing.T) {
 		{"off", -1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ops := &opCounter{ops: map[string]int{}}
-			f, dir := testMountWith(t, func(o *Options) {
-				o.Tuning.NegativeTimeout = tc.neg
-				o.Debug = true
-				o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
-			})
+			f, dir, ops := tracedMount(t, func(o *Options) { o.Tuning.NegativeTimeout = tc.neg })
 			a := testFolder(t, dir, 1, "a")
 			if err := f.AddView(a); err != nil {
 				t.Fatal(err)

@@ -64,6 +64,21 @@ func (c *opCounter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// tracedMount mounts as testMountWith does, with go-fuse's request trace
+// counted by the returned opCounter; tune may change the options too.
+func tracedMount(t *testing.T, tune func(*Options)) (*FS, string, *opCounter) {
+	t.Helper()
+	ops := &opCounter{ops: map[string]int{}}
+	f, dir := testMountWith(t, func(o *Options) {
+		if tune != nil {
+			tune(o)
+		}
+		o.Debug = true
+		o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
+	})
+	return f, dir, ops
+}
+
 // countLookups is the number of LOOKUP requests of any of names.
 func (c *opCounter) countLookups(names ...string) int {
 	c.mu.Lock()
@@ -104,13 +119,7 @@ func (c *opCounter) passthroughNegotiated() bool {
 // counted by an opCounter.
 func countingMount(t *testing.T, m *quota.Manager) (*FS, string, *opCounter) {
 	t.Helper()
-	ops := &opCounter{ops: map[string]int{}}
-	f, dir := testMountWith(t, func(o *Options) {
-		o.Quota = m
-		o.Debug = true
-		o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
-	})
-	return f, dir, ops
+	return tracedMount(t, func(o *Options) { o.Quota = m })
 }
 
 func TestFsDataPath(t *testing.T) {

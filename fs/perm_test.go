@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
 
@@ -335,12 +334,7 @@ func TestFsPermGetattrPerCreate(t *testing.T) {
 	const n = 100
 	per := map[bool]float64{}
 	for _, kernel := range []bool{true, false} {
-		ops := &opCounter{ops: map[string]int{}}
-		f, dir := testMountWith(t, func(o *Options) {
-			o.Debug = true
-			o.Logger = zerolog.New(ops).Level(zerolog.DebugLevel)
-			o.Tuning.KernelPermissions = kernel
-		})
+		f, dir, ops := tracedMount(t, func(o *Options) { o.Tuning.KernelPermissions = kernel })
 		s := testFolder(t, dir, 1, "wd")
 		if err := f.AddView(s); err != nil {
 			t.Fatal(err)
